@@ -1,0 +1,3 @@
+def test_import() -> None:
+    """The package imports."""
+    import auditlock  # noqa: F401
