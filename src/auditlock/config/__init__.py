@@ -1,0 +1,28 @@
+"""Configuration: one `auditlock.toml` read by the handler, the agent and every command."""
+
+from auditlock.config.load import build_config, load_config
+from auditlock.config.model import (
+    AgentConfig,
+    Config,
+    EventsConfig,
+    HmacConfig,
+    RetentionClass,
+    RetentionConfig,
+    SinkConfig,
+    SpoolConfig,
+    TargetConfig,
+)
+
+__all__ = [
+    "AgentConfig",
+    "Config",
+    "EventsConfig",
+    "HmacConfig",
+    "RetentionClass",
+    "RetentionConfig",
+    "SinkConfig",
+    "SpoolConfig",
+    "TargetConfig",
+    "build_config",
+    "load_config",
+]

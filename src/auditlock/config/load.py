@@ -1,0 +1,354 @@
+"""Reading `auditlock.toml`: locate, parse, apply `AUDITLOCK_<SECTION>_<KEY>` overrides, validate, build.
+
+Validation collects every problem before raising one `ConfigError`, so a user fixes a file in one pass.
+Relative paths in the file are relative to the file's directory; in environment overrides, to the working
+directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, cast
+
+from auditlock.config import schema
+from auditlock.config.model import (
+    AgentConfig,
+    Config,
+    EventsConfig,
+    HmacConfig,
+    RetentionClass,
+    RetentionConfig,
+    SinkConfig,
+    SpoolConfig,
+    TargetConfig,
+)
+from auditlock.config.schema import Key
+from auditlock.errors import ConfigError
+
+ENV_PREFIX = "AUDITLOCK_"
+ENV_CONFIG = "AUDITLOCK_CONFIG"
+DEFAULT_FILE = "auditlock.toml"
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file (argument, else `$AUDITLOCK_CONFIG`, else `./auditlock.toml`)."""
+    env = os.environ if environ is None else environ
+    file = _locate(path, env)
+    raw = _read_toml(file)
+    return build_config(raw, base_dir=file.parent, environ=env, source=str(file))
+
+
+def build_config(
+    raw: Mapping[str, Any],
+    *,
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    source: str | None = None,
+) -> Config:
+    """Validate a parsed TOML document (plus environment overrides) into a `Config`."""
+    reader = _Reader(base_dir or Path.cwd(), source)
+    merged = _apply_env_overrides(raw, environ or {}, reader.problems)
+    config = reader.config(merged)
+    if reader.problems or config is None:
+        raise ConfigError(reader.problems, source=source)
+    return config
+
+
+def _locate(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    if path is not None:
+        return Path(path)
+    if environ.get(ENV_CONFIG):
+        return Path(environ[ENV_CONFIG])
+    if Path(DEFAULT_FILE).exists():
+        return Path(DEFAULT_FILE)
+    raise ConfigError(
+        f"no configuration: pass a path, set {ENV_CONFIG}, or create ./{DEFAULT_FILE}"
+    )
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {file} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:
+    """A "; did you mean 'x'?" suffix when a close match exists, else the allowed names."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return "; allowed: " + ", ".join(sorted(choices)) if choices else ""
+
+
+# --- environment overrides ------------------------------------------------------------------------------
+
+
+def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+            continue
+        target = _env_target(name, problems)
+        if target is None:
+            continue
+        section, key, spec = target
+        value = _parse_env_value(name, environ[name], spec, problems)
+        if value is None:
+            continue
+        if section is None:
+            merged[key] = value
+        else:
+            table = merged.setdefault(section, {})
+            if isinstance(table, dict):
+                table[key] = value
+    return merged
+
+
+def _env_target(name: str, problems: list[str]) -> tuple[str | None, str, Key] | None:
+    rest = name[len(ENV_PREFIX):].lower()
+    if rest in schema.TOP_LEVEL:
+        return None, rest, schema.TOP_LEVEL[rest]
+    section, _, key = rest.partition("_")
+    if section not in schema.SECTIONS:
+        return None  # not an override (e.g. AUDITLOCK_REQUIRE_RGW); only known sections are reserved
+    keys = schema.SECTIONS[section]
+    if key not in keys:
+        names = [f"{ENV_PREFIX}{section.upper()}_{k.upper()}" for k in keys]
+        problems.append(f"environment variable {name} names no key of [{section}]" + did_you_mean(name, names))
+        return None
+    return section, key, keys[key]
+
+
+def _parse_env_value(name: str, text: str, spec: Key, problems: list[str]) -> Any:
+    try:
+        return _ENV_PARSERS[spec.kind](text)
+    except ValueError:
+        problems.append(f"environment variable {name}={text!r} is not {spec.describe()}")
+        return None
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_ENV_PARSERS: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "list": lambda text: [part.strip() for part in text.split(",") if part.strip()],
+    "path": lambda text: str(Path(text).absolute()),
+    "str": str,
+}
+
+
+# --- the validating reader ------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads sections of a raw document, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, base_dir: Path, source: str | None) -> None:
+        self.base_dir = base_dir
+        self.source = source
+        self.problems: list[str] = []
+
+    def config(self, raw: Mapping[str, Any]) -> Config | None:
+        known = [*schema.TOP_LEVEL, *schema.SECTIONS, *schema.NESTED_SECTIONS]
+        self._unknown_keys(raw, known, "the top level")
+        service = self._value(raw, "service", schema.STR, "service", required=True)
+        spool = self._spool(self._table(raw, "spool"))
+        events = self._events(self._table(raw, "events"))
+        targets = self._targets(self._table(raw, "targets"))
+        hmac = self._hmac(self._table(raw, "hmac"))
+        retention = self._retention(self._table(raw, "retention"))
+        sink = SinkConfig(**self._scalars(self._table(raw, "sink"), "sink"))
+        agent = self._agent(self._table(raw, "agent"))
+        self._cross_check(targets, hmac, retention)
+        if self.problems or service is None or spool is None or retention is None:
+            return None
+        return Config(service=service, spool=spool, events=events, targets=targets, hmac=hmac,
+                      retention=retention, sink=sink, agent=agent, source=self.source)
+
+    # sections
+
+    def _spool(self, table: Mapping[str, Any]) -> SpoolConfig | None:
+        values = self._scalars(table, "spool")
+        if "dir" not in values:
+            self.problems.append("[spool] dir is required: the directory the application writes events to")
+            return None
+        return SpoolConfig(**values)
+
+    def _events(self, table: Mapping[str, Any]) -> EventsConfig:
+        values = self._scalars(table, "events")
+        if not values.get("include"):
+            self.problems.append(
+                '[events] include is required: glob patterns of audit event types, e.g. ["order.*", "auth.*"]'
+            )
+        values["include"] = tuple(values.get("include", ()))
+        return EventsConfig(**values)
+
+    def _hmac(self, table: Mapping[str, Any]) -> HmacConfig:
+        values = self._scalars(table, "hmac")
+        if "key_env" in values and "key_file" in values:
+            self.problems.append("[hmac]: set either key_env or key_file, not both")
+        return HmacConfig(**values)
+
+    def _agent(self, table: Mapping[str, Any]) -> AgentConfig:
+        return AgentConfig(**self._scalars(table, "agent"))
+
+    def _targets(self, table: Mapping[str, Any]) -> Mapping[str, TargetConfig]:
+        targets = {}
+        for name, sub in table.items():
+            where = f"targets.{name}"
+            if not isinstance(sub, dict):
+                self.problems.append(f"[{where}] must be a table with fields/hmac/retention/sensitive_reads")
+                continue
+            values = self._keys(sub, schema.TARGET_KEYS, where)
+            values["fields"] = frozenset(values.get("fields", ()))
+            values["hmac"] = frozenset(values.get("hmac", ()))
+            targets[name] = TargetConfig(**values)
+        return MappingProxyType(targets)
+
+    def _retention(self, table: Mapping[str, Any]) -> RetentionConfig | None:
+        self._unknown_keys(table, ["default", "classes", "events"], "[retention]")
+        default = self._value(table, "default", schema.STR, "retention.default", required=True)
+        classes = self._retention_classes(self._table(table, "classes", "retention.classes"))
+        events = self._retention_events(self._table(table, "events", "retention.events"))
+        if not classes:
+            self.problems.append(
+                "[retention.classes] must define at least one class, e.g. [retention.classes.standard] days = 400"
+            )
+        if default is None or not classes:
+            return None
+        return RetentionConfig(default=default, classes=MappingProxyType(classes), events=events)
+
+    def _retention_classes(self, table: Mapping[str, Any]) -> dict[str, RetentionClass]:
+        classes = {}
+        for name, sub in table.items():
+            where = f"retention.classes.{name}"
+            if not isinstance(sub, dict):
+                self.problems.append(f"[{where}] must be a table with days/mode/hot_days")
+                continue
+            values = self._keys(sub, schema.RETENTION_CLASS_KEYS, where)
+            if "days" not in values:
+                self.problems.append(f"[{where}] days is required: how many days objects stay locked")
+                continue
+            hot = values.get("hot_days")
+            if hot is not None and hot > values["days"]:
+                self.problems.append(f"[{where}] hot_days = {hot} is more than days = {values['days']}")
+            classes[name] = RetentionClass(**values)
+        return classes
+
+    def _retention_events(self, table: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        rules = []
+        for pattern, name in table.items():
+            if isinstance(name, str):
+                rules.append((pattern, name))
+            else:
+                self.problems.append(f'[retention.events] "{pattern}" = {name!r}: must be a class name string')
+        return tuple(rules)
+
+    def _cross_check(self, targets: Mapping[str, TargetConfig], hmac: HmacConfig,
+                     retention: RetentionConfig | None) -> None:
+        if retention is not None:
+            self._check_class_refs(targets, retention)
+        hashed = sorted(f"targets.{name}" for name, target in targets.items() if target.hmac)
+        if hashed and not hmac.configured:
+            self.problems.append(
+                f"[{hashed[0]}] hmac fields need a key: add [hmac] key_env = \"VAR\" or key_file = \"PATH\""
+            )
+
+    def _check_class_refs(self, targets: Mapping[str, TargetConfig], retention: RetentionConfig) -> None:
+        defined = set(retention.classes)
+        refs = [("retention.default", retention.default)]
+        refs += [(f"targets.{n}.retention", t.retention) for n, t in targets.items() if t.retention]
+        refs += [(f'retention.events."{p}"', c) for p, c in retention.events]
+        for where, name in refs:
+            if name not in defined:
+                self.problems.append(
+                    f"{where} = \"{name}\" names no class in [retention.classes]" + did_you_mean(name, defined)
+                )
+
+    # generic readers
+
+    def _table(self, raw: Mapping[str, Any], key: str, where: str | None = None) -> Mapping[str, Any]:
+        value = raw.get(key, {})
+        if isinstance(value, dict):
+            return value
+        self.problems.append(f"{where or key} must be a table ([{where or key}]), got {value!r}")
+        return {}
+
+    def _scalars(self, table: Mapping[str, Any], section: str) -> dict[str, Any]:
+        return self._keys(table, schema.SECTIONS[section], section)
+
+    def _keys(self, table: Mapping[str, Any], keys: Mapping[str, Key], where: str) -> dict[str, Any]:
+        self._unknown_keys(table, list(keys), f"[{where}]")
+        values = {}
+        for key, spec in keys.items():
+            value = self._value(table, key, spec, f"{where}.{key}")
+            if value is not None:
+                values[key] = value
+        return values
+
+    def _unknown_keys(self, table: Mapping[str, Any], known: list[str], where: str) -> None:
+        for key in table:
+            if key not in known:
+                self.problems.append(f"unknown key '{key}' in {where}" + did_you_mean(key, known))
+
+    def _value(self, table: Mapping[str, Any], key: str, spec: Key, where: str, *, required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                self.problems.append(f"{where} is required ({spec.describe()})")
+            return None
+        value = table[key]
+        problem = _type_problem(value, spec)
+        if problem:
+            self.problems.append(f"{where} = {value!r} is invalid: {problem}; expected {spec.describe()}")
+            return None
+        if spec.kind == "path":
+            return self.base_dir / Path(cast(str, value))
+        if spec.kind == "float":
+            return float(value)
+        return value
+
+
+def _type_problem(value: Any, spec: Key) -> str | None:
+    if spec.kind in ("str", "path"):
+        if not isinstance(value, str) or not value:
+            return "not a non-empty string"
+        if spec.choices and value not in spec.choices:
+            return "not an allowed value" + did_you_mean(value, spec.choices)
+        return None
+    if spec.kind == "bool":
+        return None if isinstance(value, bool) else "not a boolean"
+    if spec.kind == "list":
+        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        return None if ok else "not a list of non-empty strings"
+    return _number_problem(value, spec)
+
+
+def _number_problem(value: Any, spec: Key) -> str | None:
+    numeric = (int,) if spec.kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        return "wrong type"
+    if spec.minimum is not None and value < spec.minimum:
+        return "too small"
+    if spec.maximum is not None and value > spec.maximum:
+        return "too large"
+    return None

@@ -1,0 +1,166 @@
+"""The typed, immutable configuration that handler, agent and tools share.
+
+`auditlock.config.load` builds these from `auditlock.toml`; nothing else constructs them from files.
+Tests and embedders may construct them directly (`Config(service=..., spool=SpoolConfig(dir=...), ...)`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from auditlock.errors import ConfigError
+
+Durability = Literal["sync", "group", "process"]
+OnError = Literal["raise", "drop"]
+LockMode = Literal["COMPLIANCE", "GOVERNANCE"]
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    """`[spool]`: where and how the in-process writer makes events durable."""
+
+    dir: Path
+    durability: Durability = "group"
+    flush_interval_ms: int = 200
+    segment_max_bytes: int = 16 * 1024 * 1024
+    segment_max_age_s: float = 60.0
+    max_bytes: int = 1024 * 1024 * 1024
+    on_error: OnError = "raise"
+    warn_fraction: float = 0.8
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """`[events]`: which event names are audit events and how large one may be."""
+
+    include: tuple[str, ...] = ()
+    keep_in_app_log: bool = False
+    max_event_bytes: int = 65536
+
+    def matches(self, event_type: str) -> bool:
+        """Whether an event name is an audit event (matches one of the `include` globs)."""
+        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.include)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """`[targets.<TargetType>]`: the payload allowlist and policy of one record type."""
+
+    fields: frozenset[str] = frozenset()
+    hmac: frozenset[str] = frozenset()
+    retention: str | None = None
+    sensitive_reads: bool = False
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        """Every payload field that may be written (hmac fields are written in hashed form)."""
+        return self.fields | self.hmac
+
+
+@dataclass(frozen=True)
+class HmacConfig:
+    """`[hmac]`: where the key for hashed fields comes from (an environment variable or a file)."""
+
+    key_env: str | None = None
+    key_file: Path | None = None
+
+    @property
+    def configured(self) -> bool:
+        """Whether a key source is configured at all."""
+        return self.key_env is not None or self.key_file is not None
+
+    def load_key(self) -> bytes:
+        """Read the key from its source; a `ConfigError` says which source is missing or empty."""
+        if self.key_env is not None:
+            value = os.environ.get(self.key_env, "")
+            if not value:
+                raise ConfigError(
+                    f"[hmac] key_env: environment variable {self.key_env} is not set or empty; "
+                    "set it to the hmac secret (at least 16 characters)"
+                )
+            return value.encode()
+        if self.key_file is not None:
+            return _read_key_file(self.key_file)
+        raise ConfigError("[hmac]: no key configured; set key_env or key_file")
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        value = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"[hmac] key_file: cannot read {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"[hmac] key_file: {path} is empty; write the hmac secret into it")
+    return value
+
+
+@dataclass(frozen=True)
+class RetentionClass:
+    """`[retention.classes.<name>]`: how long objects are locked, in which mode, and how long kept hot."""
+
+    days: int
+    mode: LockMode = "COMPLIANCE"
+    hot_days: int | None = None
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """`[retention]`: named classes, the default class, and event-type patterns mapped to classes."""
+
+    default: str
+    classes: Mapping[str, RetentionClass]
+    events: tuple[tuple[str, str], ...] = ()
+
+    def class_for(self, event_type: str, target: TargetConfig | None) -> str:
+        """The class of an event: first matching event pattern, else the target's class, else the default."""
+        for pattern, name in self.events:
+            if fnmatch.fnmatchcase(event_type, pattern):
+                return name
+        if target is not None and target.retention is not None:
+            return target.retention
+        return self.default
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """`[sink]`: the S3 bucket the agent ships to and how it batches."""
+
+    bucket: str | None = None
+    prefix: str = "auditlock"
+    region: str | None = None
+    endpoint_url: str | None = None
+    batch_max_bytes: int = 64 * 1024 * 1024
+    batch_max_age_s: float = 60.0
+    kms_key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """`[agent]`: the sidecar's own settings (HTTP endpoint, shutdown, safety-net rescans)."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 9464
+    grace_period_s: float = 25.0
+    rescan_interval_s: float = 30.0
+    state_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole `auditlock.toml`, validated."""
+
+    service: str
+    spool: SpoolConfig
+    retention: RetentionConfig
+    events: EventsConfig = field(default_factory=EventsConfig)
+    targets: Mapping[str, TargetConfig] = field(default_factory=lambda: MappingProxyType({}))
+    hmac: HmacConfig = field(default_factory=HmacConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    source: str | None = None

@@ -1,0 +1,91 @@
+"""The table of every configuration key: its type, default bounds and allowed values.
+
+One table drives validation of the file, of environment overrides, and the "did you mean" hints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: the kind of value it holds and what is allowed."""
+
+    kind: str  # "str" | "int" | "float" | "bool" | "path" | "list"
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def describe(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.choices:
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        words = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                 "path": "a path string", "list": "a list of strings"}[self.kind]
+        if self.minimum is not None and self.maximum is not None:
+            return f"{words} from {self.minimum:g} to {self.maximum:g}"
+        if self.minimum is not None:
+            return f"{words} >= {self.minimum:g}"
+        return words
+
+
+STR = Key("str")
+PATH = Key("path")
+BOOL = Key("bool")
+LIST = Key("list")
+
+
+def positive_int(minimum: int = 1) -> Key:
+    """An integer key with a lower bound."""
+    return Key("int", minimum=minimum)
+
+
+def positive_float(minimum: float = 0.001) -> Key:
+    """A number key with a lower bound."""
+    return Key("float", minimum=minimum)
+
+
+TOP_LEVEL: dict[str, Key] = {"service": STR}
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "spool": {
+        "dir": PATH,
+        "durability": Key("str", choices=("sync", "group", "process")),
+        "flush_interval_ms": positive_int(1),
+        "segment_max_bytes": positive_int(4096),
+        "segment_max_age_s": positive_float(),
+        "max_bytes": positive_int(65536),
+        "on_error": Key("str", choices=("raise", "drop")),
+        "warn_fraction": Key("float", minimum=0.01, maximum=1.0),
+    },
+    "events": {"include": LIST, "keep_in_app_log": BOOL, "max_event_bytes": positive_int(1024)},
+    "hmac": {"key_env": STR, "key_file": PATH},
+    "sink": {
+        "bucket": STR,
+        "prefix": STR,
+        "region": STR,
+        "endpoint_url": STR,
+        "batch_max_bytes": positive_int(1024),
+        "batch_max_age_s": positive_float(),
+        "kms_key_id": STR,
+    },
+    "agent": {
+        "http_host": STR,
+        "http_port": Key("int", minimum=0, maximum=65535),
+        "grace_period_s": positive_float(),
+        "rescan_interval_s": positive_float(),
+        "state_dir": PATH,
+    },
+}
+
+TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL}
+RETENTION_KEYS: dict[str, Key] = {"default": STR}
+RETENTION_CLASS_KEYS: dict[str, Key] = {
+    "days": positive_int(1),
+    "mode": Key("str", choices=("COMPLIANCE", "GOVERNANCE")),
+    "hot_days": positive_int(0),
+}
+
+# Sections that are tables of named sub-tables, not of scalar keys.
+NESTED_SECTIONS = ("targets", "retention")

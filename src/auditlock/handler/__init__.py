@@ -1,0 +1,1 @@
+"""The in-process side: turn structlog / logging events into durable audit records."""

@@ -1,0 +1,55 @@
+"""The standard audit event types of the four categories, and the payload fields each always allows.
+
+Record mutations are `<target>.created` / `.updated` / `.deleted` (see `record_event_type`); the rest are
+fixed names. A standard type's fields are allowed in the payload in addition to the target's allowlist.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Authentication
+LOGIN_SUCCEEDED = "auth.login_succeeded"
+LOGIN_FAILED = "auth.login_failed"
+LOGOUT = "auth.logout"
+PASSWORD_CHANGED = "auth.password_changed"  # noqa: S105 - an event name, not a secret
+MFA_ENROLLED = "auth.mfa_enrolled"
+MFA_CHALLENGE_FAILED = "auth.mfa_challenge_failed"
+SESSION_REVOKED = "auth.session_revoked"
+API_KEY_USED = "auth.api_key_used"
+# Permission changes
+ROLE_GRANTED = "access.role_granted"
+ROLE_REVOKED = "access.role_revoked"
+PERMISSION_CHANGED = "access.permission_changed"
+# Sensitive reads
+DATA_ACCESSED = "data.accessed"
+# Emitted by auditlock itself when `on_error = "drop"` dropped events.
+EVENTS_DROPPED = "auditlock.events_dropped"
+
+RECORD_ACTIONS = ("created", "updated", "deleted")
+
+STANDARD_FIELDS: dict[str, frozenset[str]] = {
+    LOGIN_SUCCEEDED: frozenset({"method", "mfa"}),
+    LOGIN_FAILED: frozenset({"method", "reason"}),
+    LOGOUT: frozenset({"reason"}),
+    PASSWORD_CHANGED: frozenset({"method"}),
+    MFA_ENROLLED: frozenset({"mfa_method"}),
+    MFA_CHALLENGE_FAILED: frozenset({"mfa_method", "reason"}),
+    SESSION_REVOKED: frozenset({"session_id", "reason"}),
+    API_KEY_USED: frozenset({"key_id", "scope"}),
+    ROLE_GRANTED: frozenset({"role", "scope"}),
+    ROLE_REVOKED: frozenset({"role", "scope"}),
+    PERMISSION_CHANGED: frozenset({"permission", "scope"}),
+    DATA_ACCESSED: frozenset({"justification", "fields", "purpose"}),
+    EVENTS_DROPPED: frozenset({"count", "first_dropped_at", "last_dropped_at", "reason"}),
+}
+
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def record_event_type(target_type: str, action: str) -> str:
+    """The mutation event type of a record type: `("OrderLine", "updated")` -> `"order_line.updated"`."""
+    if action not in RECORD_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(RECORD_ACTIONS)}, not {action!r}")
+    return f"{_CAMEL_BOUNDARY.sub('_', target_type).lower()}.{action}"

@@ -1,0 +1,96 @@
+"""The spool: the on-disk contract between the in-process writer and the agent.
+
+Layout (DESIGN.md, "The spool"):
+
+    <spool dir>/                                    mode 0700
+        <writer>.<first_seq:016x>.open.jsonl        open segment: appended by its writer, flock'd (LOCK_EX)
+        <writer>.<first_seq:016x>.jsonl             sealed segment: complete, fsync'd, never written again
+        quarantine/<segment name> + .reason.txt     damaged segments the agent refused to ship
+
+Invariants
+- A segment belongs to exactly one writer (one process start, or one fork of it). No two processes ever
+  append to one file. `writer` is 32 lowercase hex digits (a UUIDv7, so names sort by start time) and
+  never contains a dot; `first_seq` is the seq of the segment's first line, fixed-width hex so that
+  lexical order is numeric order.
+- A line is one `auditlock/1` event as compact JSON, keys in schema order, terminated by "\n".
+  `seq` counts 0, 1, 2, ... per writer without gaps across that writer's segments; `prev` is the hex
+  SHA-256 of the previous line of the same writer, *without* its trailing newline (64 zeros for seq 0).
+- Only the last line of an open segment can be incomplete ("torn"): the writer never writes a line after a
+  partial one (it truncates back, or abandons the segment).
+- Sealing is: fsync the file, rename `.open.jsonl` -> `.jsonl`, fsync the directory. A sealed segment is
+  never modified. All events in one segment share one UTC month of `occurred_at`.
+- An `.open` segment whose flock can be taken has no live writer; the agent recovers it (truncates a torn
+  last line, seals it). Only the agent deletes segments, and only after S3 confirmed every object made from
+  them. Damaged segments are moved to `quarantine/`, never deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = "auditlock/1"
+ZERO_HASH = "0" * 64
+OPEN_SUFFIX = ".open.jsonl"
+SEALED_SUFFIX = ".jsonl"
+QUARANTINE_DIR = "quarantine"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+# The schema's keys in their required order.
+EVENT_KEYS = (
+    "schema", "event_id", "event_type", "occurred_at", "actor_id", "actor_type", "actor_ip",
+    "target_type", "target_id", "payload", "service", "host", "retention", "trace_id", "span_id",
+    "writer", "seq", "prev",
+)
+
+_NAME = re.compile(r"^(?P<writer>[0-9a-f]{32})\.(?P<seq>[0-9a-f]{16})(?P<open>\.open)?\.jsonl$")
+
+
+@dataclass(frozen=True, order=True)
+class SegmentName:
+    """The parts of a segment file name."""
+
+    writer: str
+    first_seq: int
+    is_open: bool = False
+
+    @property
+    def filename(self) -> str:
+        """The file name these parts spell."""
+        suffix = OPEN_SUFFIX if self.is_open else SEALED_SUFFIX
+        return f"{self.writer}.{self.first_seq:016x}{suffix}"
+
+    def sealed(self) -> SegmentName:
+        """The name the segment has once sealed."""
+        return SegmentName(self.writer, self.first_seq, is_open=False)
+
+
+def parse_segment_name(filename: str) -> SegmentName | None:
+    """The parts of a segment file name, or None for any other file."""
+    match = _NAME.match(filename)
+    if match is None:
+        return None
+    return SegmentName(match["writer"], int(match["seq"], 16), is_open=match["open"] is not None)
+
+
+def line_hash(line: bytes | memoryview) -> str:
+    """The `prev` value the next line carries: hex SHA-256 of a line without its newline."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a create or a rename) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_spool_dir(path: Path) -> None:
+    """Create the spool directory (mode 0700) if it does not exist."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)

@@ -1,0 +1,285 @@
+"""The in-process spool writer: makes audit events durable in segment files (see `spool.format`).
+
+Thread-safe (one lock around stamp + write), fork-safe (a child gets a new writer id and never touches the
+parent's segment), fail-closed (every failure to make an event durable raises `SpoolError`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import logging
+import os
+import threading
+import weakref
+from pathlib import Path
+from time import time_ns as _now_ns
+from typing import Any
+
+from auditlock.config.model import SpoolConfig
+from auditlock.errors import SpoolError
+from auditlock.spool.chain import EventChain, uuid7_hex
+from auditlock.spool.format import OPEN_SUFFIX, SEALED_SUFFIX, ensure_spool_dir
+from auditlock.spool.segment import OpenSegment, TornSegmentError
+
+log = logging.getLogger("auditlock.spool")
+
+_RESCAN_MIN_INTERVAL_NS = 50_000_000
+
+
+class SpoolWriter:
+    """Appends stamped events to this process's own segments in one spool directory."""
+
+    def __init__(self, config: SpoolConfig, *, max_event_bytes: int = 65536) -> None:
+        self.config = config
+        self.directory = Path(config.dir)
+        self._max_event_bytes = max_event_bytes
+        self._init_state()
+        _live_writers.add(self)
+
+    def _init_state(self) -> None:
+        # Everything that must be fresh in a new process: lock, id, chain, segment, flusher.
+        self._lock = threading.RLock()
+        self.chain = EventChain(uuid7_hex(_now_ns()), max_event_bytes=self._max_event_bytes)
+        self._segment: OpenSegment | None = None
+        self._dirty = False
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._atexit_registered = False
+        self._spool_bytes = 0
+        self._scanned_at_ns = 0
+        self.stats = {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
+
+    @property
+    def writer_id(self) -> str:
+        """The id of this writer (changes in a forked child)."""
+        return self.chain.writer_id
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Stamp `record` with the chain fields, write it durably per the durability mode, return it."""
+        with self._lock:
+            line, month = self.chain.stamp(record)
+            try:
+                self._write(line, month)
+            except OSError as exc:
+                self.stats["errors"] += 1
+                raise _spool_error(exc, self.directory) from exc
+            self.chain.advance(line)
+            self.stats["events"] += 1
+            self.stats["bytes"] += len(line)
+        return record
+
+    def _write(self, line: bytes, month: int) -> None:
+        segment = self._segment
+        if segment is not None and self._must_rotate(segment, len(line), month):
+            self._seal()
+            segment = None
+        self._check_capacity(len(line))
+        if segment is None:
+            segment = self._open(month)
+        try:
+            segment.append(line)
+        except TornSegmentError:
+            self._abandon()
+            raise
+        self._spool_bytes += len(line)
+        self._after_append(segment)
+
+    def _after_append(self, segment: OpenSegment) -> None:
+        if self.config.durability == "sync":
+            self._sync(segment, raise_errors=True)
+        elif self.config.durability == "group":
+            self._dirty = True
+            self._start_flusher()
+
+    def _must_rotate(self, segment: OpenSegment, size: int, month: int) -> bool:
+        return (
+            segment.month != month
+            or (segment.size > 0 and segment.size + size > self.config.segment_max_bytes)
+            or segment.age() >= self.config.segment_max_age_s
+        )
+
+    def _open(self, month: int) -> OpenSegment:
+        ensure_spool_dir(self.directory)
+        segment = OpenSegment.create(self.directory, self.writer_id, self.chain.seq, month)
+        self._segment = segment
+        self._register_atexit()
+        if self.config.durability == "process":
+            self._start_flusher()  # still needed to seal by age
+        return segment
+
+    # --- capacity ------------------------------------------------------------------------------------
+
+    def _check_capacity(self, size: int) -> None:
+        if self._scanned_at_ns == 0:
+            self._rescan()
+        if self._spool_bytes + size <= self.config.max_bytes:
+            return
+        if _now_ns() - self._scanned_at_ns > _RESCAN_MIN_INTERVAL_NS:
+            self._rescan()
+            if self._spool_bytes + size <= self.config.max_bytes:
+                return
+        raise OSError(errno.EDQUOT, f"spool holds {self._spool_bytes} bytes, [spool] max_bytes is "
+                                    f"{self.config.max_bytes}")
+
+    def _rescan(self) -> None:
+        self._spool_bytes = spool_size(self.directory)
+        self._scanned_at_ns = _now_ns()
+
+    # --- durability, sealing -------------------------------------------------------------------------
+
+    def _sync(self, segment: OpenSegment, *, raise_errors: bool) -> bool:
+        try:
+            segment.sync()
+        except OSError as exc:
+            # After a failed fsync the kernel may have dropped the dirty pages: never trust this file again.
+            self.stats["sync_failures"] += 1
+            log.error("auditlock: fsync of %s failed (%s); abandoning the segment", segment.path, exc.strerror)
+            self._abandon()
+            if raise_errors:
+                raise
+            return False
+        self._dirty = False
+        return True
+
+    def _seal(self) -> None:
+        segment, self._segment = self._segment, None
+        self._dirty = False
+        if segment is None:
+            return
+        try:
+            segment.seal()
+            self.stats["segments_sealed"] += 1
+        except OSError as exc:
+            self.stats["sync_failures"] += 1
+            log.error("auditlock: sealing %s failed (%s); the agent will recover it", segment.path, exc.strerror)
+
+    def _abandon(self) -> None:
+        segment, self._segment = self._segment, None
+        self._dirty = False
+        if segment is not None:
+            segment.abandon()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Make everything appended so far durable; False if the lock or the fsync did not succeed in time."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
+            segment = self._segment
+            if segment is None or not self._dirty:
+                return True
+            return self._sync(segment, raise_errors=False)
+        finally:
+            self._lock.release()
+
+    def seal(self) -> None:
+        """Seal the current segment now (the next event opens a new one)."""
+        with self._lock:
+            self._seal()
+
+    def close(self) -> None:
+        """Seal the open segment and stop the flusher; safe to call twice. A later append reopens."""
+        with self._lock:
+            self._seal()
+            self._stop.set()
+            flusher, self._flusher = self._flusher, None
+            if self._atexit_registered:
+                atexit.unregister(self.close)
+                self._atexit_registered = False
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(timeout=5)
+        self._stop = threading.Event()
+
+    # --- background flusher --------------------------------------------------------------------------
+
+    def _start_flusher(self) -> None:
+        if self._flusher is not None:
+            return
+        self._flusher = threading.Thread(
+            target=self._flush_loop, args=(self._stop,), name="auditlock-spool-flusher", daemon=True
+        )
+        self._flusher.start()
+
+    def _flush_loop(self, stop: threading.Event) -> None:
+        interval = self.config.flush_interval_ms / 1000
+        while not stop.wait(interval):
+            with self._lock:
+                if stop.is_set():
+                    return
+                self._tick()
+
+    def _tick(self) -> None:
+        segment = self._segment
+        if segment is not None and self._dirty:
+            self._sync(segment, raise_errors=False)
+        if segment is not None and self._segment is segment and segment.age() >= self.config.segment_max_age_s:
+            self._seal()
+        self._rescan()
+
+    def _register_atexit(self) -> None:
+        if not self._atexit_registered:
+            atexit.register(self.close)
+            self._atexit_registered = True
+
+    # --- fork ----------------------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self._lock.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        if self._segment is not None:
+            self._segment.forget_after_fork()
+        if self._atexit_registered:
+            atexit.unregister(self.close)
+        self._init_state()
+
+
+def spool_size(directory: Path) -> int:
+    """Bytes held by segment files (open and sealed) directly in the spool directory."""
+    total = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.endswith((OPEN_SUFFIX, SEALED_SUFFIX)):
+                    try:
+                        total += entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue  # the agent deleted it while we looked
+    except FileNotFoundError:
+        return 0
+    return total
+
+
+def _spool_error(exc: OSError, directory: Path) -> SpoolError:
+    hints = {
+        errno.ENOSPC: "the disk holding the spool is full; free space or ship the backlog (is the agent running?)",
+        errno.EDQUOT: "the spool is over [spool] max_bytes; is the agent running and can it reach S3?",
+        errno.EIO: "the disk reported an I/O error; check the volume",
+        errno.EACCES: "the process may not write there; check ownership (spool dir 0700, files 0600)",
+    }
+    hint = hints.get(exc.errno or 0, "check the spool volume")
+    return SpoolError(f"audit event not written to spool {directory}: {exc.strerror or exc}; {hint}")
+
+
+_live_writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for writer in list(_live_writers):
+        writer._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for writer in list(_live_writers):
+        writer._after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_live_writers):
+        writer._after_fork_in_child()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
