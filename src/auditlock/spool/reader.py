@@ -1,0 +1,108 @@
+"""Reading segments back: stream lines, check schema, writer, seq and prev chain, find a torn tail.
+
+Used by the agent (recovery, shipping) and by `auditlock verify --spool`. Never writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from auditlock.spool.format import SCHEMA, SegmentName, line_hash, parse_segment_name
+
+
+@dataclass
+class SegmentScan:
+    """What a segment holds: the good lines' extent and chain, a torn tail, or damage elsewhere."""
+
+    path: Path
+    name: SegmentName
+    lines: int = 0
+    good_bytes: int = 0
+    last_seq: int | None = None
+    first_prev: str | None = None
+    last_hash: str | None = None
+    months: set[str] = field(default_factory=set)
+    torn_tail: bool = False
+    damage: str | None = None
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the writer's next segment starts at."""
+        return self.name.first_seq if self.last_seq is None else self.last_seq + 1
+
+
+def iter_lines(path: Path) -> Iterator[bytes]:
+    """Every line of a file including its newline (the last may lack it), streamed."""
+    with path.open("rb") as f:
+        yield from f
+
+
+def scan_segment(path: Path) -> SegmentScan:
+    """Check every line of a segment; only a bad *last* line counts as torn, any other bad line as damage."""
+    name = parse_segment_name(path.name)
+    if name is None:
+        raise ValueError(f"{path} is not a segment file name")
+    scan = SegmentScan(path, name)
+    pending_problem: str | None = None
+    for line in iter_lines(path):
+        if pending_problem is not None:  # a bad line with more after it: damage, not a torn tail
+            scan.damage = pending_problem
+            return scan
+        pending_problem = _check_line(scan, line)
+        if pending_problem is None:
+            scan.lines += 1
+            scan.good_bytes += len(line)
+    scan.torn_tail = pending_problem is not None
+    return scan
+
+
+def _check_line(scan: SegmentScan, line: bytes) -> str | None:
+    """Check one line against the chain so far; on success advance the scan's chain state."""
+    where = f"line {scan.lines + 1} (byte {scan.good_bytes})"
+    if not line.endswith(b"\n"):
+        return f"{where}: incomplete line (no newline)"
+    event = parse_event(line)
+    if event is None:
+        return f"{where}: not an {SCHEMA} JSON object"
+    expected_seq = scan.next_seq
+    problem = _chain_problem(scan, event, expected_seq)
+    if problem:
+        return f"{where}: {problem}"
+    scan.first_prev = scan.first_prev or event["prev"]
+    scan.last_seq = event["seq"]
+    scan.last_hash = line_hash(memoryview(line)[:-1])
+    scan.months.add(event["occurred_at"][:7])
+    return None
+
+
+def _chain_problem(scan: SegmentScan, event: dict[str, Any], expected_seq: int) -> str | None:
+    if event["writer"] != scan.name.writer:
+        return f"writer {event['writer']!r} does not match the file name's {scan.name.writer!r}"
+    if event["seq"] != expected_seq:
+        return f"seq {event['seq']} where {expected_seq} was expected"
+    if scan.last_hash is not None and event["prev"] != scan.last_hash:
+        return f"prev {event['prev'][:12]}… does not match the previous line's hash {scan.last_hash[:12]}…"
+    return None
+
+
+def parse_event(line: bytes) -> dict[str, Any] | None:
+    """An event dict if the line is a well-formed `auditlock/1` object (required fields typed), else None."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or event.get("schema") != SCHEMA:
+        return None
+    ok = (
+        isinstance(event.get("writer"), str)
+        and isinstance(event.get("seq"), int)
+        and isinstance(event.get("prev"), str)
+        and isinstance(event.get("occurred_at"), str)
+        and isinstance(event.get("event_id"), str)
+    )
+    return event if ok else None
