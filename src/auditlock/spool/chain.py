@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,8 +53,9 @@ class UtcClock:
 class EventChain:
     """One writer's position: its id, the next seq and the hash of its last line."""
 
-    def __init__(self, writer_id: str, *, max_event_bytes: int) -> None:
+    def __init__(self, writer_id: str, *, max_event_bytes: int, clock: Callable[[], int] = time.time_ns) -> None:
         self.writer_id = writer_id
+        self._now_ns = clock
         self.seq = 0
         self.prev = ZERO_HASH
         self.max_event_bytes = max_event_bytes
@@ -61,7 +63,7 @@ class EventChain:
 
     def stamp(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Fill in the chain's fields and serialise; returns the line (with newline) and its month index."""
-        now_ns = time.time_ns()
+        now_ns = self._now_ns()
         record["event_id"] = uuid7_str(now_ns)
         record["occurred_at"], month = self._clock.format(now_ns)
         record["writer"] = self.writer_id

@@ -12,8 +12,9 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from time import time_ns as _now_ns
+from time import monotonic_ns, time_ns
 from typing import Any
 
 from auditlock.config.model import SpoolConfig
@@ -30,8 +31,12 @@ _RESCAN_MIN_INTERVAL_NS = 50_000_000
 class SpoolWriter:
     """Appends stamped events to this process's own segments in one spool directory."""
 
-    def __init__(self, config: SpoolConfig, *, max_event_bytes: int = 65536) -> None:
+    def __init__(
+        self, config: SpoolConfig, *, max_event_bytes: int = 65536, clock: Callable[[], int] = time_ns
+    ) -> None:
+        """`clock` returns nanoseconds since the epoch (tests pass one to cross a month boundary)."""
         self.config = config
+        self._clock = clock
         self.directory = Path(config.dir)
         self._max_event_bytes = max_event_bytes
         self._init_state()
@@ -40,7 +45,7 @@ class SpoolWriter:
     def _init_state(self) -> None:
         # Everything that must be fresh in a new process: lock, id, chain, segment, flusher.
         self._lock = threading.RLock()
-        self.chain = EventChain(uuid7_hex(_now_ns()), max_event_bytes=self._max_event_bytes)
+        self.chain = EventChain(uuid7_hex(time_ns()), max_event_bytes=self._max_event_bytes, clock=self._clock)
         self._segment: OpenSegment | None = None
         self._dirty = False
         self._stop = threading.Event()
@@ -115,7 +120,7 @@ class SpoolWriter:
             self._rescan()
         if self._spool_bytes + size <= self.config.max_bytes:
             return
-        if _now_ns() - self._scanned_at_ns > _RESCAN_MIN_INTERVAL_NS:
+        if monotonic_ns() - self._scanned_at_ns > _RESCAN_MIN_INTERVAL_NS:
             self._rescan()
             if self._spool_bytes + size <= self.config.max_bytes:
                 return
@@ -124,7 +129,7 @@ class SpoolWriter:
 
     def _rescan(self) -> None:
         self._spool_bytes = spool_size(self.directory)
-        self._scanned_at_ns = _now_ns()
+        self._scanned_at_ns = monotonic_ns()
 
     # --- durability, sealing -------------------------------------------------------------------------
 

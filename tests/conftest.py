@@ -1,0 +1,86 @@
+"""Shared fixtures: configs built in code, spool directories, and the S3 server fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditlock.config import Config, build_config
+
+pytest_plugins = ["tests.support.fixtures"]
+
+HMAC_KEY = "test-hmac-key-0123456789"
+
+
+def config_dict(spool_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A complete, valid config document; top-level sections in `overrides` are merged in."""
+    doc: dict[str, Any] = {
+        "service": "shop",
+        "spool": {"dir": str(spool_path), "durability": "sync"},
+        "events": {"include": ["order.*", "customer.*", "auth.*", "access.*", "data.*"]},
+        "targets": {
+            "Order": {"fields": ["status", "total", "customer_email"], "hmac": ["customer_email"],
+                      "retention": "orders"},
+            "Customer": {"fields": ["name", "email"], "hmac": ["email"], "sensitive_reads": True},
+        },
+        "hmac": {"key_env": "AUDITLOCK_TEST_HMAC"},
+        "retention": {
+            "default": "standard",
+            "classes": {
+                "standard": {"days": 400, "mode": "GOVERNANCE", "hot_days": 90},
+                "orders": {"days": 3650, "mode": "COMPLIANCE"},
+                "security": {"days": 730, "mode": "COMPLIANCE"},
+            },
+            "events": {"auth.*": "security"},
+        },
+    }
+    for section, value in overrides.items():
+        if isinstance(value, dict) and isinstance(doc.get(section), dict):
+            doc[section] = {**doc[section], **value}
+        else:
+            doc[section] = value
+    return doc
+
+
+@pytest.fixture(autouse=True)
+def _hmac_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDITLOCK_TEST_HMAC", HMAC_KEY)
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    """A spool directory path (not yet created: the writer creates it)."""
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def make_config(spool_dir: Path) -> Callable[..., Config]:
+    """Build a validated Config over `spool_dir`, with section overrides."""
+
+    def make(**overrides: Any) -> Config:
+        return build_config(config_dict(spool_dir, **overrides))
+
+    return make
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config]) -> Config:
+    """The default test config (sync durability)."""
+    return make_config()
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """Register processors/handlers/writers to close at teardown, so no flusher thread outlives a test."""
+    things: list[Any] = []
+
+    def add(thing: Any) -> Any:
+        things.append(thing)
+        return thing
+
+    yield add
+    for thing in reversed(things):
+        thing.close()

@@ -1,0 +1,176 @@
+"""The spool writer: line format, chain, rotation, sealing, durability modes, file modes."""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from auditlock.config import Config
+from auditlock.handler.core import AuditCore
+from auditlock.spool.format import EVENT_KEYS, ZERO_HASH, parse_segment_name
+from auditlock.spool.reader import scan_segment
+from auditlock.spool.writer import SpoolWriter
+from tests.support.spool_files import segment_paths, spool_events, spool_lines
+from tests.support.waiting import wait_for
+
+
+def emit_orders(core: AuditCore, count: int, **extra: Any) -> None:
+    """Emit `count` order.updated events as user#1."""
+    for n in range(count):
+        core.emit("order.updated", {"actor_id": "user#1", "target_type": "Order", "target_id": n,
+                                    "before": {"status": "new"}, "after": {"status": "paid"}, **extra})
+
+
+def writer_for(config: Config, closing: Callable[[Any], Any], **kwargs: Any) -> SpoolWriter:
+    """A writer on the config's spool that is closed at teardown."""
+    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes, **kwargs)
+    return closing(writer)  # type: ignore[no-any-return]
+
+
+class TestLineFormat:
+    def test_keys_in_schema_order(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """A spool line has exactly the DESIGN.md keys, in order, compact, one per line."""
+        core = AuditCore(config, writer=writer_for(config, closing))
+        emit_orders(core, 1)
+        [line] = spool_lines(config.spool.dir)
+        event = orjson.loads(line)
+        assert tuple(event) == EVENT_KEYS
+        assert line == orjson.dumps(event)
+        assert event["schema"] == "auditlock/1"
+        assert event["occurred_at"].endswith("Z")
+        assert len(event["occurred_at"]) == len("2026-11-26T20:14:50.123456Z")
+
+    def test_event_id_is_uuid7(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """event_id is a version-7, RFC 9562 variant UUID, distinct per event and time-ordered."""
+        core = AuditCore(config, writer=writer_for(config, closing))
+        emit_orders(core, 50)
+        ids = [e["event_id"] for e in spool_events(config.spool.dir)]
+        assert len(set(ids)) == 50
+        assert all(i[14] == "7" and i[19] in "89ab" for i in ids)
+        assert ids == sorted(ids)
+
+
+class TestChain:
+    def test_seq_and_prev_chain_across_rotations(self, make_config: Callable[..., Config],
+                                                 closing: Callable[[Any], Any]) -> None:
+        """seq counts without gaps and prev hashes the previous line, across segment rotations."""
+        config = make_config(spool={"segment_max_bytes": 4096})
+        core = AuditCore(config, writer=writer_for(config, closing))
+        emit_orders(core, 100)
+        assert len(segment_paths(config.spool.dir)) > 3
+        lines = spool_lines(config.spool.dir)
+        events = [orjson.loads(line) for line in lines]
+        assert [e["seq"] for e in events] == list(range(100))
+        assert events[0]["prev"] == ZERO_HASH
+        for line, event in zip(lines, events[1:], strict=False):
+            assert event["prev"] == hashlib.sha256(line).hexdigest()
+
+    def test_segment_names_carry_first_seq(self, make_config: Callable[..., Config],
+                                           closing: Callable[[Any], Any]) -> None:
+        """Each segment's name holds its writer and the seq of its first line."""
+        config = make_config(spool={"segment_max_bytes": 4096})
+        writer = writer_for(config, closing)
+        emit_orders(AuditCore(config, writer=writer), 40)
+        for path in segment_paths(config.spool.dir):
+            name = parse_segment_name(path.name)
+            assert name is not None
+            first = orjson.loads(path.read_bytes().splitlines()[0])
+            assert (name.writer, name.first_seq) == (writer.writer_id, first["seq"])
+
+
+class TestSealing:
+    def test_rotation_seals_previous_segments(self, make_config: Callable[..., Config],
+                                              closing: Callable[[Any], Any]) -> None:
+        """Only the newest segment is open; full ones are sealed and scan clean."""
+        config = make_config(spool={"segment_max_bytes": 4096})
+        emit_orders(AuditCore(config, writer=writer_for(config, closing)), 60)
+        names = [parse_segment_name(p.name) for p in segment_paths(config.spool.dir)]
+        assert [n.is_open for n in names if n] == [False] * (len(names) - 1) + [True]
+        for path in segment_paths(config.spool.dir):
+            scan = scan_segment(path)
+            assert scan.damage is None
+            assert not scan.torn_tail
+            assert path.stat().st_size <= 4096
+
+    def test_close_seals_and_is_idempotent(self, config: Config) -> None:
+        """close() seals the open segment; a second close() does nothing."""
+        writer = SpoolWriter(config.spool)
+        emit_orders(AuditCore(config, writer=writer), 3)
+        writer.close()
+        writer.close()
+        [path] = segment_paths(config.spool.dir)
+        assert not parse_segment_name(path.name).is_open  # type: ignore[union-attr]
+
+    def test_write_after_close_reopens(self, config: Config) -> None:
+        """An event after close() goes to a new segment, continuing the chain."""
+        writer = SpoolWriter(config.spool)
+        core = AuditCore(config, writer=writer)
+        emit_orders(core, 2)
+        writer.close()
+        emit_orders(core, 2)
+        writer.close()
+        assert [e["seq"] for e in spool_events(config.spool.dir)] == [0, 1, 2, 3]
+        assert len(segment_paths(config.spool.dir)) == 2
+
+    def test_month_boundary_seals(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """Events on both sides of a UTC month boundary land in different segments."""
+        end_of_november = calendar.timegm((2026, 11, 30, 23, 59, 59)) * 10**9
+        times = iter([end_of_november, end_of_november + 999_999_000, end_of_november + 10**9,
+                      end_of_november + 2 * 10**9])
+        writer = writer_for(config, closing, clock=lambda: next(times))
+        emit_orders(AuditCore(config, writer=writer), 4)
+        segments = segment_paths(config.spool.dir)
+        assert len(segments) == 2
+        months = [{e["occurred_at"][:7] for e in map(orjson.loads, p.read_bytes().splitlines())} for p in segments]
+        assert months == [{"2026-11"}, {"2026-12"}]
+
+    def test_age_seals_without_new_events(self, make_config: Callable[..., Config]) -> None:
+        """The flusher seals a segment older than segment_max_age_s even when no event follows."""
+        config = make_config(spool={"durability": "group", "segment_max_age_s": 0.05, "flush_interval_ms": 10})
+        writer = SpoolWriter(config.spool)
+        try:
+            emit_orders(AuditCore(config, writer=writer), 1)
+            wait_for(lambda: all(not p.name.endswith(".open.jsonl") for p in segment_paths(config.spool.dir)))
+        finally:
+            writer.close()
+
+
+class TestDurabilityModes:
+    @pytest.mark.parametrize("mode", ["sync", "group", "process"])
+    def test_every_mode_writes_before_returning(self, make_config: Callable[..., Config],
+                                                closing: Callable[[Any], Any], mode: str) -> None:
+        """In every mode the line is in the file when the call returns."""
+        config = make_config(spool={"durability": mode})
+        emit_orders(AuditCore(config, writer=writer_for(config, closing)), 5)
+        assert len(spool_lines(config.spool.dir)) == 5
+
+    def test_flush_returns_true(self, make_config: Callable[..., Config], closing: Callable[[Any], Any]) -> None:
+        """flush() makes group-mode writes durable and reports success."""
+        config = make_config(spool={"durability": "group", "flush_interval_ms": 60000})
+        writer = writer_for(config, closing)
+        emit_orders(AuditCore(config, writer=writer), 5)
+        assert writer.flush(timeout=5) is True
+
+
+class TestFiles:
+    def test_modes_are_private(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """The spool directory is 0700 and segments are 0600."""
+        os.umask(0o022)
+        emit_orders(AuditCore(config, writer=writer_for(config, closing)), 1)
+        assert stat.S_IMODE(config.spool.dir.stat().st_mode) == 0o700
+        [path] = segment_paths(config.spool.dir)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    def test_descriptor_is_close_on_exec(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """The open segment's descriptor is not inherited by exec'd children."""
+        writer = writer_for(config, closing)
+        emit_orders(AuditCore(config, writer=writer), 1)
+        fd = writer._segment.fd  # type: ignore[union-attr]
+        assert not os.get_inheritable(fd)
