@@ -1,0 +1,38 @@
+"""The `auditlock` command line. Each command imports its own room lazily, so `check-config` never loads boto3."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from auditlock.cli import check_config
+
+# Each command module offers `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "check-config": ("validate a config file and print every problem", check_config.add_arguments,
+                     check_config.run),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="auditlock", description="Tamper-evident audit trails on S3 Object Lock.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status (2 for usage errors, as argparse does)."""
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+def console() -> None:
+    """The `auditlock` console script."""
+    sys.exit(main())

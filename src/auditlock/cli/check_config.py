@@ -1,0 +1,30 @@
+"""`auditlock check-config PATH`: print OK or every problem; exit 1 on problems."""
+
+from __future__ import annotations
+
+import argparse
+
+from auditlock.config import load_config
+from auditlock.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of check-config."""
+    parser.add_argument("path", nargs="?", help="config file (default: $AUDITLOCK_CONFIG, else ./auditlock.toml)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the file; also warn when a configured hmac key is not available here."""
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(f"auditlock: {exc}")
+        return 1
+    print(f"OK: {config.source} (service {config.service!r}, {len(config.targets)} targets, "
+          f"{len(config.retention.classes)} retention classes)")
+    if config.hmac.configured:
+        try:
+            config.hmac.load_key()
+        except ConfigError as exc:
+            print(f"warning: {exc} (needed by the application and `auditlock hash`, not by the agent)")
+    return 0
