@@ -6,12 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from auditlock.cli import check_config
+from auditlock.cli import agent, check_config
 
 # Each command module offers `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "check-config": ("validate a config file and print every problem", check_config.add_arguments,
                      check_config.run),
+    "agent": ("ship the spool to S3 Object Lock (the sidecar; --once drains and exits)", agent.add_arguments,
+              agent.run),
 }
 
 

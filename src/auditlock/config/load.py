@@ -180,6 +180,11 @@ class _Reader:
         sink = SinkConfig(**self._scalars(self._table(raw, "sink"), "sink"))
         agent = self._agent(self._table(raw, "agent"))
         self._cross_check(targets, hmac, retention)
+        if spool is not None and spool.segment_max_bytes > sink.batch_max_bytes:
+            self.problems.append(
+                f"[spool] segment_max_bytes = {spool.segment_max_bytes} is more than [sink] batch_max_bytes = "
+                f"{sink.batch_max_bytes}; an object holds whole segments, so lower the first or raise the second"
+            )
         if self.problems or service is None or spool is None or retention is None:
             return None
         return Config(service=service, spool=spool, events=events, targets=targets, hmac=hmac,

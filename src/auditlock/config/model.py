@@ -149,6 +149,8 @@ class AgentConfig:
     grace_period_s: float = 25.0
     rescan_interval_s: float = 30.0
     state_dir: Path | None = None
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
 
 
 @dataclass(frozen=True)

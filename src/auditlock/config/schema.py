@@ -76,6 +76,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "grace_period_s": positive_float(),
         "rescan_interval_s": positive_float(),
         "state_dir": PATH,
+        "backoff_initial_s": positive_float(),
+        "backoff_max_s": positive_float(),
     },
 }
 

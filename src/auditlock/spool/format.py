@@ -5,6 +5,8 @@ Layout (DESIGN.md, "The spool"):
     <spool dir>/                                    mode 0700
         <writer>.<first_seq:016x>.open.jsonl        open segment: appended by its writer, flock'd (LOCK_EX)
         <writer>.<first_seq:016x>.jsonl             sealed segment: complete, fsync'd, never written again
+        <writer>.<first_seq:016x>.open.jsonl.new    being created (empty, renamed once locked)
+        .agent.lock, .agent/                        the agent's single-instance lock and its state (ledger)
         quarantine/<segment name> + .reason.txt     damaged segments the agent refused to ship
 
 Invariants
@@ -17,6 +19,9 @@ Invariants
   SHA-256 of the previous line of the same writer, *without* its trailing newline (64 zeros for seq 0).
 - Only the last line of an open segment can be incomplete ("torn"): the writer never writes a line after a
   partial one (it truncates back, or abandons the segment).
+- A writer creates a segment as `<name>.open.jsonl.new`, takes the flock, then renames it to `.open.jsonl`:
+  an `.open.jsonl` file without a lock therefore always belongs to a dead writer. An unlocked `.new` file is
+  debris of a writer that died while creating it (it holds no events).
 - Sealing is: fsync the file, rename `.open.jsonl` -> `.jsonl`, fsync the directory. A sealed segment is
   never modified. All events in one segment share one UTC month of `occurred_at`.
 - An `.open` segment whose flock can be taken has no live writer; the agent recovers it (truncates a torn
@@ -35,6 +40,7 @@ from pathlib import Path
 SCHEMA = "auditlock/1"
 ZERO_HASH = "0" * 64
 OPEN_SUFFIX = ".open.jsonl"
+NEW_SUFFIX = ".new"  # a segment being created: renamed to .open.jsonl once its writer holds the lock
 SEALED_SUFFIX = ".jsonl"
 QUARANTINE_DIR = "quarantine"
 DIR_MODE = 0o700

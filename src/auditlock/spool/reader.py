@@ -29,6 +29,7 @@ class SegmentScan:
     months: set[str] = field(default_factory=set)
     torn_tail: bool = False
     damage: str | None = None
+    last_event: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def next_seq(self) -> int:
@@ -77,6 +78,7 @@ def _check_line(scan: SegmentScan, line: bytes) -> str | None:
     scan.last_seq = event["seq"]
     scan.last_hash = line_hash(memoryview(line)[:-1])
     scan.months.add(event["occurred_at"][:7])
+    scan.last_event = event
     return None
 
 
@@ -88,6 +90,31 @@ def _chain_problem(scan: SegmentScan, event: dict[str, Any], expected_seq: int) 
     if scan.last_hash is not None and event["prev"] != scan.last_hash:
         return f"prev {event['prev'][:12]}… does not match the previous line's hash {scan.last_hash[:12]}…"
     return None
+
+
+class DamagedSegmentError(Exception):
+    """A line of a sealed segment is not a valid continuation of its chain; `reason` says which and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path.name}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def read_events(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """Each line (with newline) and its event, checked like `scan_segment`; any bad line raises
+    `DamagedSegmentError` (a sealed segment has no torn tail)."""
+    name = parse_segment_name(path.name)
+    if name is None:
+        raise ValueError(f"{path} is not a segment file name")
+    scan = SegmentScan(path, name)
+    for line in iter_lines(path):
+        problem = _check_line(scan, line)
+        if problem is not None:
+            raise DamagedSegmentError(path, problem)
+        scan.lines += 1
+        scan.good_bytes += len(line)
+        yield line, scan.last_event
 
 
 def parse_event(line: bytes) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from auditlock.spool.format import FILE_MODE, SegmentName, fsync_dir
+from auditlock.spool.format import FILE_MODE, NEW_SUFFIX, SegmentName, fsync_dir
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
 
@@ -29,16 +29,22 @@ class OpenSegment:
 
     @classmethod
     def create(cls, directory: Path, writer_id: str, first_seq: int, month: int) -> OpenSegment:
-        """Create, lock and make durable a new empty open segment."""
+        """Create, lock and make durable a new empty open segment.
+
+        The file is created under a `.new` name and renamed only once locked, so the agent never sees an
+        unlocked `.open` segment of a live writer (it would take it for a dead writer's and seal it).
+        """
         name = SegmentName(writer_id, first_seq, is_open=True)
-        fd = os.open(directory / name.filename, _CREATE_FLAGS, FILE_MODE)
+        staging = directory / (name.filename + NEW_SUFFIX)
+        fd = os.open(staging, _CREATE_FLAGS, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(staging, directory / name.filename)
             fsync_dir(directory)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
-                (directory / name.filename).unlink()
+                staging.unlink()
             raise
         return cls(directory, name, fd, month)
 

@@ -1,0 +1,96 @@
+"""The agent's metrics (Prometheus text format) and its small HTTP endpoint: /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class AgentMetrics:
+    """Every metric the agent exports, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_shipped = Counter("auditlock_events_shipped", "Events delivered to S3", registry=r)
+        self.bytes_shipped = Counter("auditlock_bytes_shipped", "Compressed bytes delivered to S3", registry=r)
+        self.objects_shipped = Counter("auditlock_objects_shipped", "Objects delivered to S3", registry=r)
+        self.objects_already_present = Counter(
+            "auditlock_objects_already_present", "Objects found already delivered (retry after a crash)", registry=r)
+        self.errors = Counter("auditlock_errors", "Failed operations by kind", ["kind"], registry=r)
+        self.conflicts = Counter("auditlock_object_conflicts", "Keys found holding different content", registry=r)
+        self.quarantined = Counter("auditlock_segments_quarantined", "Damaged segments moved aside", registry=r)
+        self.recovered = Counter("auditlock_segments_recovered", "Dead writers' segments sealed", registry=r)
+        self.backlog_bytes = Gauge("auditlock_spool_backlog_bytes", "Bytes of segments not yet shipped", registry=r)
+        self.backlog_segments = Gauge("auditlock_spool_backlog_segments", "Segments not yet shipped", registry=r)
+        self.oldest_event_age = Gauge(
+            "auditlock_oldest_unshipped_event_age_seconds", "Age of the oldest event still in the spool", registry=r)
+        self.spool_usage = Gauge("auditlock_spool_usage_ratio", "Spool bytes / [spool] max_bytes", registry=r)
+        self.last_success = Gauge("auditlock_last_upload_success_timestamp_seconds", "Unix time of the last "
+                                  "successful upload", registry=r)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood the log; access logs are off."""
+
+
+class HealthServer:
+    """Serves /metrics, /healthz (the loop is alive) and /readyz (initial scan done, not stopping)."""
+
+    def __init__(self, metrics: AgentMetrics, host: str, port: int, *, stale_after_s: float = 120.0) -> None:
+        self.metrics = metrics
+        self.ready = False
+        self.heartbeat = time.monotonic()
+        self.stale_after_s = stale_after_s
+        self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="auditlock-agent-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._server.server_port)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def beat(self) -> None:
+        """The main loop calls this every pass."""
+        self.heartbeat = time.monotonic()
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return _respond(start_response, "200 OK", self.metrics.render(), CONTENT_TYPE_LATEST)
+        if path == "/healthz":
+            alive = time.monotonic() - self.heartbeat < self.stale_after_s
+            return _respond(start_response, "200 OK" if alive else "503 Service Unavailable",
+                            b"ok\n" if alive else b"main loop stalled\n")
+        if path == "/readyz":
+            return _respond(start_response, "200 OK" if self.ready else "503 Service Unavailable",
+                            b"ready\n" if self.ready else b"not ready\n")
+        return _respond(start_response, "404 Not Found", b"not found\n")
+
+
+def _respond(start_response: StartResponse, status: str, body: bytes,
+             content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,178 @@
+"""The agent process: one per spool; scan first, then watch; ship; drain on SIGTERM within the grace period."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import watchfiles
+
+from auditlock.agent.ledger import Ledger
+from auditlock.agent.metrics import AgentMetrics, HealthServer
+from auditlock.agent.shipper import DeadlineExceededError, Shipper
+from auditlock.agent.uploader import Uploader, make_s3_client
+from auditlock.config.model import Config
+from auditlock.errors import AuditlockError
+from auditlock.spool.format import ensure_spool_dir
+from auditlock.spool.writer import spool_size
+
+log = logging.getLogger("auditlock.agent")
+
+AGENT_LOCK_FILE = ".agent.lock"
+STATE_DIR = ".agent"
+
+
+class AgentAlreadyRunningError(AuditlockError):
+    """Another agent holds this spool's lock."""
+
+
+@dataclass
+class DrainResult:
+    """What a drain left behind (segments of live writers are not counted)."""
+
+    events_shipped: int
+    segments_left: int
+    bytes_left: int
+
+
+@contextlib.contextmanager
+def agent_lock(spool: Path) -> Iterator[None]:
+    """Hold the spool's single-agent lock, or raise `AgentAlreadyRunningError` naming the holder."""
+    ensure_spool_dir(spool)
+    path = spool / AGENT_LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise AgentAlreadyRunningError(
+                f"another auditlock agent (pid {holder}) is already shipping spool {spool}; run one agent per spool"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Agent:
+    """Wires spool, shipper, watcher, signals and the HTTP endpoint together."""
+
+    def __init__(self, config: Config, *, serve_http: bool = True) -> None:
+        self.config = config
+        self.spool = Path(config.spool.dir)
+        self.metrics = AgentMetrics()
+        self.stop = threading.Event()
+        self.abort = threading.Event()
+        self.wake = threading.Event()
+        state_dir = config.agent.state_dir or self.spool / STATE_DIR
+        uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink))
+        self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), abort=self.abort)
+        self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
+        self._last_pressure_warning = 0.0
+
+    def run_once(self) -> DrainResult:
+        """Drain the spool (finish the ledger's batch, recover dead writers, ship everything sealed) and return."""
+        self.shipper.resume()
+        return self.drain(deadline=None)
+
+    def run(self) -> DrainResult:
+        """Run until SIGTERM/SIGINT, then drain within the grace period."""
+        self._install_signal_handlers()
+        if self.http is not None:
+            self.http.start()
+        watcher = threading.Thread(target=self._watch, name="auditlock-agent-watch", daemon=True)
+        watcher.start()  # watch before the first scan, so nothing that arrives in between is missed
+        try:
+            self.shipper.resume()
+            self._loop()
+        finally:
+            self.wake.set()
+        deadline = time.monotonic() + self.config.agent.grace_period_s
+        result = self.drain(deadline=deadline)
+        if self.http is not None:
+            self.http.stop()
+        return result
+
+    def _loop(self) -> None:
+        if self.http is not None:
+            self.http.ready = True
+        while not self.stop.is_set():
+            self._pass(force=False)
+            self.wake.wait(self._next_wait())
+            self.wake.clear()
+
+    def _pass(self, *, force: bool, deadline: float | None = None) -> int:
+        if self.http is not None:
+            self.http.beat()
+        self.shipper.recover()
+        shipped = self.shipper.ship_due(force=force, deadline=deadline)
+        self._update_gauges()
+        return shipped
+
+    def _next_wait(self) -> float:
+        backlog = self.shipper.backlog()
+        wait = self.config.agent.rescan_interval_s
+        if backlog.oldest_mtime is not None:
+            due_in = backlog.oldest_mtime + self.config.sink.batch_max_age_s - time.time()
+            wait = min(wait, max(due_in, 0.01))
+        return wait
+
+    def drain(self, deadline: float | None) -> DrainResult:
+        """Ship everything sealed plus what dead writers left; report what is left if the deadline passes."""
+        if self.http is not None:
+            self.http.ready = False
+        shipped = 0
+        try:
+            shipped = self._pass(force=True, deadline=deadline)
+        except DeadlineExceededError as exc:
+            log.warning("auditlock agent: grace period over before the spool drained: %s", exc)
+        backlog = self.shipper.backlog()
+        result = DrainResult(shipped, len(backlog.segments), backlog.bytes)
+        if result.segments_left:
+            log.warning("auditlock agent: stopping with %d segments (%d bytes) still in the spool; they ship on the "
+                        "next start", result.segments_left, result.bytes_left)
+        return result
+
+    def _watch(self) -> None:
+        try:
+            for _changes in watchfiles.watch(self.spool, stop_event=self.stop, debounce=50, step=20,
+                                             recursive=False, rust_timeout=1000, yield_on_timeout=False):
+                self.wake.set()
+        except Exception as exc:  # the periodic rescan still ships; say why the watcher is gone
+            log.error("auditlock agent: spool watcher stopped (%s); relying on rescans every %.0f s", exc,
+                      self.config.agent.rescan_interval_s)
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            if self.stop.is_set():
+                self.abort.set()  # a second signal: stop retrying now
+            log.info("auditlock agent: %s received, draining the spool", signal.Signals(signum).name)
+            self.stop.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def _update_gauges(self) -> None:
+        backlog = self.shipper.backlog()
+        self.metrics.backlog_bytes.set(backlog.bytes)
+        self.metrics.backlog_segments.set(len(backlog.segments))
+        oldest = min((s.mtime for s in backlog.segments), default=None)
+        self.metrics.oldest_event_age.set(0 if oldest is None else max(time.time() - oldest, 0))
+        usage = spool_size(self.spool) / self.config.spool.max_bytes
+        self.metrics.spool_usage.set(usage)
+        if usage >= self.config.spool.warn_fraction and time.monotonic() - self._last_pressure_warning > 30:
+            self._last_pressure_warning = time.monotonic()
+            log.warning("auditlock agent: spool %s is at %.0f%% of max_bytes; at 100%% logging calls fail",
+                        self.spool, usage * 100)

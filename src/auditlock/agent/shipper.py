@@ -1,0 +1,194 @@
+"""The shipping step: recover, batch, record intent, upload, confirm, delete — in that order, every time.
+
+A segment is deleted only after the ledger says "confirmed", which is written only after S3 confirmed every
+object of the batch. Failures are retried forever with backoff; nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditlock.agent import failpoints
+from auditlock.agent.backoff import Backoff, ErrorReporter, describe, error_kind
+from auditlock.agent.batch import ArchiveObject, SealedSegment, build_objects, list_sealed, plan_batch
+from auditlock.agent.ledger import CONFIRMED, UPLOADING, Intent, Ledger
+from auditlock.agent.metrics import AgentMetrics
+from auditlock.agent.recovery import quarantine, recover_dead_writers
+from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
+from auditlock.config.model import Config
+from auditlock.spool.format import fsync_dir, parse_segment_name
+
+log = logging.getLogger("auditlock.agent")
+
+
+class DeadlineExceededError(Exception):
+    """The shutdown grace period ran out before the work was done."""
+
+
+@dataclass
+class Backlog:
+    """What is waiting in the spool."""
+
+    segments: list[SealedSegment]
+    bytes: int
+    oldest_mtime: float | None
+
+
+class Shipper:
+    """Moves sealed segments from the spool into S3."""
+
+    def __init__(self, config: Config, uploader: Uploader, metrics: AgentMetrics, ledger: Ledger,
+                 *, abort: threading.Event | None = None) -> None:
+        self.config = config
+        self.spool = Path(config.spool.dir)
+        self.uploader = uploader
+        self.metrics = metrics
+        self.ledger = ledger
+        self.abort = abort or threading.Event()
+        self.backoff = Backoff(config.agent.backoff_initial_s, config.agent.backoff_max_s)
+        self.errors = ErrorReporter()
+
+    # --- one pass ------------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Seal dead writers' open segments; quarantine damaged ones."""
+        report = recover_dead_writers(self.spool)
+        self.metrics.recovered.inc(len(report.sealed))
+        self.metrics.quarantined.inc(len(report.quarantined))
+
+    def backlog(self) -> Backlog:
+        """Sealed segments waiting, their bytes and the oldest seal time."""
+        segments = list_sealed(self.spool)
+        return Backlog(segments, sum(s.size for s in segments), min((s.mtime for s in segments), default=None))
+
+    def ship_due(self, *, force: bool, deadline: float | None = None) -> int:
+        """Ship batches while one is due (full, or its oldest segment older than batch_max_age_s, or `force`).
+
+        Returns the number of events shipped.
+        """
+        shipped = 0
+        while True:
+            backlog = self.backlog()
+            if not backlog.segments or not (force or self._due(backlog)):
+                return shipped
+            batch = plan_batch(backlog.segments, self.config.sink.batch_max_bytes)
+            shipped += self.ship_batch(batch, deadline)
+
+    def _due(self, backlog: Backlog) -> bool:
+        if backlog.bytes >= self.config.sink.batch_max_bytes:
+            return True
+        if backlog.oldest_mtime is None:
+            return False
+        return time.time() - backlog.oldest_mtime >= self.config.sink.batch_max_age_s
+
+    def ship_batch(self, batch: list[SealedSegment], deadline: float | None = None) -> int:
+        """Build, record, deliver and acknowledge one batch; returns the events shipped (0 if it was damaged)."""
+        built = build_objects(batch, self.config.sink.prefix, self.config.retention.classes)
+        if built.damaged:
+            for path, reason in built.damaged.items():
+                quarantine(self.spool, path, f"damaged sealed segment: {reason}")
+                self.metrics.quarantined.inc()
+            return 0
+        names = tuple(s.path.name for s in batch)
+        self.ledger.write(Intent(UPLOADING, names, tuple((o.key, o.content_sha256) for o in built.objects)))
+        failpoints.hit("after_ledger_intent")
+        return self._deliver_and_ack(names, built.objects, deadline)
+
+    def _deliver_and_ack(self, names: tuple[str, ...], objects: list[ArchiveObject], deadline: float | None) -> int:
+        for obj in objects:
+            self._deliver_with_retry(obj, deadline)
+        self.ledger.write(Intent(CONFIRMED, names, tuple((o.key, o.content_sha256) for o in objects)))
+        failpoints.hit("after_ledger_confirmed")
+        self._delete_segments(names)
+        failpoints.hit("before_ledger_clear")
+        self.ledger.clear()
+        return sum(o.events for o in objects)
+
+    def _deliver_with_retry(self, obj: ArchiveObject, deadline: float | None) -> None:
+        while True:
+            try:
+                outcome = self.uploader.deliver(obj)
+            except Exception as exc:  # every failure is retried; none may drop events
+                self._failed(obj, exc, deadline)
+                continue
+            self._delivered(obj, outcome)
+            return
+
+    def _failed(self, obj: ArchiveObject, exc: Exception, deadline: float | None) -> None:
+        kind = "conflict" if isinstance(exc, ObjectConflictError) else error_kind(exc)
+        self.metrics.errors.labels(kind=kind).inc()
+        if isinstance(exc, ObjectConflictError):
+            self.metrics.conflicts.inc()
+        delay = self.backoff.next_delay()
+        self.errors.failed(f"upload of {obj.key}", exc, delay)
+        if deadline is not None and time.monotonic() + delay > deadline:
+            raise DeadlineExceededError(f"upload of {obj.key} still failing: {describe(exc)}") from exc
+        if self.abort.wait(delay):
+            raise DeadlineExceededError("aborted")
+
+    def _delivered(self, obj: ArchiveObject, outcome: str) -> None:
+        self.backoff.reset()
+        self.errors.succeeded("upload")
+        if outcome == ALREADY_PRESENT:
+            self.metrics.objects_already_present.inc()
+        self.metrics.objects_shipped.inc()
+        self.metrics.events_shipped.inc(obj.events)
+        self.metrics.bytes_shipped.inc(len(obj.body))
+        self.metrics.last_success.set_to_current_time()
+
+    def _delete_segments(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            try:
+                (self.spool / name).unlink()
+            except FileNotFoundError:
+                continue  # deleted before a crash, on the previous run
+            failpoints.hit("during_delete")
+        fsync_dir(self.spool)
+
+    # --- resuming after a restart --------------------------------------------------------------------
+
+    def resume(self, deadline: float | None = None) -> None:
+        """Finish the batch the ledger names, exactly as it was planned."""
+        intent = self.ledger.read()
+        if intent is None:
+            return
+        if intent.state == CONFIRMED:
+            log.info("auditlock agent: resuming confirmed batch of %d segments: deleting them", len(intent.segments))
+            self._delete_segments(intent.segments)
+            self.ledger.clear()
+            return
+        self._resume_upload(intent, deadline)
+
+    def _resume_upload(self, intent: Intent, deadline: float | None) -> None:
+        segments = [self._sealed(name) for name in intent.segments]
+        present = [s for s in segments if s is not None]
+        if len(present) != len(segments):
+            missing = [n for n, s in zip(intent.segments, segments, strict=True) if s is None]
+            log.error("auditlock agent: ledger names segments that are gone (%s); they cannot be re-sent. "
+                      "Their events are either in S3 already or were removed by hand", ", ".join(missing))
+            self.metrics.errors.labels(kind="ledger_segment_missing").inc()
+            self.ledger.clear()
+            return
+        built = build_objects(present, self.config.sink.prefix, self.config.retention.classes)
+        keys = tuple((o.key, o.content_sha256) for o in built.objects)
+        if built.damaged or keys != intent.objects:
+            log.error("auditlock agent: the ledger's batch no longer rebuilds identically; shipping it afresh")
+            self.ledger.clear()
+            return
+        log.info("auditlock agent: resuming batch of %d segments (%d objects)", len(present), len(keys))
+        self._deliver_and_ack(intent.segments, built.objects, deadline)
+
+    def _sealed(self, name: str) -> SealedSegment | None:
+        path = self.spool / name
+        parsed = parse_segment_name(name)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return None
+        assert parsed is not None
+        return SealedSegment(path, parsed, stat.st_size, stat.st_mtime)

@@ -1,0 +1,117 @@
+"""Putting archive objects into S3 with Object Lock — write-once, idempotent, never overwriting.
+
+For each object: HEAD the key. Present with our content hash → already delivered (a retry after a crash or a
+lost answer). Present with another hash → `ObjectConflictError` (an alarm; nothing is overwritten). Absent →
+PUT with `If-None-Match: *` (servers that honour it answer 412 if someone raced us; RADOS Gateway ignores it
+in versioned buckets, hence the HEAD first), Content-MD5, the lock mode and retain-until of the class, tags,
+metadata and SSE-KMS when configured. A 200 from the PUT is the confirmation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from auditlock.agent import failpoints
+from auditlock.agent.batch import ArchiveObject
+from auditlock.archive import layout
+from auditlock.config.model import RetentionClass, SinkConfig
+from auditlock.errors import UploadError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+DELIVERED = "uploaded"
+ALREADY_PRESENT = "already-present"
+
+
+class ObjectConflictError(UploadError):
+    """A different object already sits at a key derived from our content: an alarm, never overwritten."""
+
+
+def make_s3_client(sink: SinkConfig) -> S3Client:
+    """A boto3 S3 client the boto3 way (env, profile, IRSA, instance role), tuned for Object Lock PUTs."""
+    config = BotoConfig(
+        retries={"mode": "standard", "total_max_attempts": 3},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"} if sink.endpoint_url else {},
+    )
+    session = boto3.session.Session(region_name=sink.region)
+    return session.client("s3", endpoint_url=sink.endpoint_url, config=config)
+
+
+class Uploader:
+    """Delivers archive objects to the sink bucket exactly once."""
+
+    def __init__(self, sink: SinkConfig, classes: Mapping[str, RetentionClass], client: S3Client) -> None:
+        if not sink.bucket:
+            raise UploadError("[sink] bucket is not set; set it in auditlock.toml or AUDITLOCK_SINK_BUCKET")
+        self.bucket = sink.bucket
+        self.sink = sink
+        self.classes = classes
+        self.client = client
+
+    def deliver(self, obj: ArchiveObject) -> str:
+        """Make sure `obj` is in the bucket; returns DELIVERED or ALREADY_PRESENT."""
+        existing = self._head(obj.key)
+        if existing is not None:
+            return self._same_or_conflict(obj, existing)
+        failpoints.hit("before_put")
+        try:
+            self.client.put_object(**self._put_arguments(obj))
+        except ClientError as exc:
+            if _status(exc) != 412:
+                raise
+            return self._same_or_conflict(obj, self._head(obj.key) or {})
+        failpoints.hit("after_put")
+        return DELIVERED
+
+    def _head(self, key: str) -> dict[str, str] | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        return dict(response.get("Metadata", {}))
+
+    def _same_or_conflict(self, obj: ArchiveObject, metadata: Mapping[str, str]) -> str:
+        found = metadata.get(layout.META_CONTENT_SHA256)
+        if found == obj.content_sha256:
+            return ALREADY_PRESENT
+        raise ObjectConflictError(
+            f"s3://{self.bucket}/{obj.key} already exists with content sha256 {found!r}, not "
+            f"{obj.content_sha256!r}; it was not overwritten and its segments stay in the spool — investigate "
+            "who wrote that object"
+        )
+
+    def _put_arguments(self, obj: ArchiveObject) -> dict[str, Any]:
+        retention = self.classes[obj.retention]
+        arguments: dict[str, Any] = {
+            "Bucket": self.bucket, "Key": obj.key, "Body": obj.body, "ContentMD5": obj.md5_b64,
+            "ContentType": layout.CONTENT_TYPE, "Metadata": obj.metadata(), "IfNoneMatch": "*",
+            "ObjectLockMode": retention.mode,
+            "ObjectLockRetainUntilDate": layout.retain_until(obj.last_occurred_at, retention.days),
+            "Tagging": layout.object_tags(obj.retention),
+        }
+        if self.sink.kms_key_id:
+            arguments["ServerSideEncryption"] = "aws:kms"
+            arguments["SSEKMSKeyId"] = self.sink.kms_key_id
+        return arguments
+
+
+def _status(exc: ClientError) -> int:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return 404
+    if code in ("412", "PreconditionFailed"):
+        return 412
+    return int(status)

@@ -1,0 +1,70 @@
+"""The archive: the on-S3 contract between the agent and every reader (query, verify, Athena).
+
+Layout (DESIGN.md, "The archive"):
+
+    s3://<bucket>/<prefix>/events/year=YYYY/month=MM/<first>-<class>-<content>.jsonl.gz
+    s3://<bucket>/<prefix>/digests/year=YYYY/month=MM/...json          (written from issue #4 on)
+
+Invariants
+- An object holds events of one UTC month of `occurred_at` and one retention class, as gzip'd JSONL: the
+  exact spool lines, in batch order (segments sorted by name, lines in file order).
+- The object's name is derived from its content only: `<first>` is the earliest `occurred_at` in it
+  (`YYYYMMDDTHHMMSSZ`), `<content>` the first 32 hex digits of the SHA-256 of the *uncompressed* JSONL.
+  The same events always give the same key, whatever the crash and retry history.
+- Metadata (`x-amz-meta-*`): `auditlock-sha256` (of the stored gzip bytes), `auditlock-content-sha256`
+  (of the uncompressed JSONL — the identity used to decide "already delivered"), `auditlock-events`,
+  `auditlock-first`, `auditlock-last` (occurred_at bounds), `auditlock-schema` = "auditlock/1".
+- Tags: `auditlock-retention=<class>`, `auditlock-schema=1` (the lifecycle policy filters on the first).
+- Object Lock: mode of the class, retain-until = the latest `occurred_at` in the object + the class's days.
+- Objects are never overwritten or deleted by auditlock. A key that exists with a different content hash is a
+  conflict: an alarm, never an overwrite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlencode
+
+EVENTS_DIR = "events"
+DIGESTS_DIR = "digests"
+OBJECT_SUFFIX = ".jsonl.gz"
+CONTENT_TYPE = "application/gzip"
+
+META_SHA256 = "auditlock-sha256"
+META_CONTENT_SHA256 = "auditlock-content-sha256"
+META_EVENTS = "auditlock-events"
+META_FIRST = "auditlock-first"
+META_LAST = "auditlock-last"
+META_SCHEMA = "auditlock-schema"
+
+TAG_RETENTION = "auditlock-retention"
+TAG_SCHEMA = "auditlock-schema"
+SCHEMA_TAG_VALUE = "1"
+
+
+def partition_prefix(prefix: str, year: int, month: int, kind: str = EVENTS_DIR) -> str:
+    """`<prefix>/events/year=YYYY/month=MM/` — the Hive-style partition Athena's projection expects."""
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{base}{kind}/year={year:04d}/month={month:02d}/"
+
+
+def object_key(prefix: str, first_occurred_at: str, retention: str, content_sha256: str) -> str:
+    """The key of an events object, from its content (see the module docstring)."""
+    year, month = int(first_occurred_at[:4]), int(first_occurred_at[5:7])
+    stamp = first_occurred_at[:19].replace("-", "").replace(":", "") + "Z"
+    return f"{partition_prefix(prefix, year, month)}{stamp}-{retention}-{content_sha256[:32]}{OBJECT_SUFFIX}"
+
+
+def parse_occurred_at(value: str) -> dt.datetime:
+    """An `occurred_at` string as an aware UTC datetime."""
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def retain_until(last_occurred_at: str, days: int) -> dt.datetime:
+    """The Object Lock retain-until date: the object's latest event plus the class's days."""
+    return parse_occurred_at(last_occurred_at) + dt.timedelta(days=days)
+
+
+def object_tags(retention: str) -> str:
+    """The URL-encoded tag set of an events object."""
+    return urlencode({TAG_RETENTION: retention, TAG_SCHEMA: SCHEMA_TAG_VALUE})
