@@ -91,6 +91,7 @@ class Agent:
         self._install_signal_handlers()
         if self.http is not None:
             self.http.start()
+            log.info("auditlock agent: listening", extra={"host": self.config.agent.http_host, "port": self.http.port})
         watcher = threading.Thread(target=self._watch, name="auditlock-agent-watch", daemon=True)
         watcher.start()  # watch before the first scan, so nothing that arrives in between is missed
         try:

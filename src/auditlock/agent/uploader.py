@@ -40,7 +40,7 @@ def make_s3_client(sink: SinkConfig) -> S3Client:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         connect_timeout=5,
-        read_timeout=60,
+        read_timeout=sink.read_timeout_s,
         s3={"addressing_style": "path"} if sink.endpoint_url else {},
     )
     session = boto3.session.Session(region_name=sink.region)

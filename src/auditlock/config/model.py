@@ -138,6 +138,7 @@ class SinkConfig:
     batch_max_bytes: int = 64 * 1024 * 1024
     batch_max_age_s: float = 60.0
     kms_key_id: str | None = None
+    read_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)

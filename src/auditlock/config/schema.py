@@ -69,6 +69,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "batch_max_bytes": positive_int(1024),
         "batch_max_age_s": positive_float(),
         "kms_key_id": STR,
+        "read_timeout_s": positive_float(),
     },
     "agent": {
         "http_host": STR,
