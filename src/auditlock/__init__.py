@@ -10,7 +10,10 @@ from auditlock.handler import event_types
 from auditlock.handler.context import Actor, actor, current_actor
 from auditlock.handler.event_types import record_event_type
 from auditlock.handler.logging_handler import AuditHandler
-from auditlock.handler.processor import AuditProcessor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from auditlock.handler.processor import AuditProcessor
 
 __all__ = [
     "Actor",
@@ -28,3 +31,12 @@ __all__ = [
     "load_config",
     "record_event_type",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # structlog is imported only by users of the structlog adapter (PEP 562), not by stdlib-logging users.
+    if name == "AuditProcessor":
+        from auditlock.handler.processor import AuditProcessor  # noqa: PLC0415
+
+        return AuditProcessor
+    raise AttributeError(f"module 'auditlock' has no attribute {name!r}")

@@ -7,9 +7,7 @@ directory.
 
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -72,6 +70,8 @@ def _locate(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> 
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
+    import tomllib  # noqa: PLC0415 - only configs read from files pay for the parser
+
     try:
         with file.open("rb") as f:
             return tomllib.load(f)
@@ -85,6 +85,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:
     """A "; did you mean 'x'?" suffix when a close match exists, else the allowed names."""
+    import difflib  # noqa: PLC0415 - error path only
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if close:
         return f"; did you mean '{close[0]}'?"

@@ -16,19 +16,44 @@ from auditlock.errors import EventError
 from auditlock.spool.format import ZERO_HASH, line_hash
 
 
-def uuid7_hex(now_ns: int) -> str:
+def uuid7_hex(now_ns: int, rand62: int | None = None) -> str:
     """A UUIDv7 (RFC 9562, method 3: 12 bits of sub-millisecond time) as 32 hex digits."""
     ms, sub_ns = divmod(now_ns, 1_000_000)
     sub = sub_ns * 4096 // 1_000_000
-    rand = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
+    rand = int.from_bytes(os.urandom(8)) & _RAND62 if rand62 is None else rand62
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | sub << 64 | 0b10 << 62 | rand
     return f"{value:032x}"
 
 
-def uuid7_str(now_ns: int) -> str:
+def uuid7_str(now_ns: int, rand62: int | None = None) -> str:
     """A UUIDv7 in its canonical 8-4-4-4-12 form."""
-    h = uuid7_hex(now_ns)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    ms, sub_ns = divmod(now_ns, 1_000_000)
+    sub = sub_ns * 4096 // 1_000_000
+    rand = int.from_bytes(os.urandom(8)) & _RAND62 if rand62 is None else rand62
+    return (f"{ms >> 16 & 0xFFFF_FFFF:08x}-{ms & 0xFFFF:04x}-7{sub:03x}-"
+            f"{0x8000 | rand >> 48:04x}-{rand & 0xFFFF_FFFF_FFFF:012x}")
+
+
+_RAND62 = (1 << 62) - 1
+
+
+class RandomPool:
+    """62-bit random numbers from `os.urandom`, fetched 4 KiB at a time (one syscall per 512 ids).
+
+    A writer makes a new pool after fork, so parent and child never hand out the same numbers.
+    """
+
+    _SIZE = 4096
+
+    def __init__(self) -> None:
+        self._numbers: list[int] = []
+
+    def next62(self) -> int:
+        """The next random 62-bit number."""
+        if not self._numbers:
+            data = os.urandom(self._SIZE)
+            self._numbers = [int.from_bytes(data[i:i + 8]) & _RAND62 for i in range(0, self._SIZE, 8)]
+        return self._numbers.pop()
 
 
 class UtcClock:
@@ -56,6 +81,7 @@ class EventChain:
     def __init__(self, writer_id: str, *, max_event_bytes: int, clock: Callable[[], int] = time.time_ns) -> None:
         self.writer_id = writer_id
         self._now_ns = clock
+        self._random = RandomPool()
         self.seq = 0
         self.prev = ZERO_HASH
         self.max_event_bytes = max_event_bytes
@@ -64,7 +90,7 @@ class EventChain:
     def stamp(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Fill in the chain's fields and serialise; returns the line (with newline) and its month index."""
         now_ns = self._now_ns()
-        record["event_id"] = uuid7_str(now_ns)
+        record["event_id"] = uuid7_str(now_ns, self._random.next62())
         record["occurred_at"], month = self._clock.format(now_ns)
         record["writer"] = self.writer_id
         record["seq"] = self.seq

@@ -53,6 +53,7 @@ class SpoolWriter:
         self._atexit_registered = False
         self._spool_bytes = 0
         self._scanned_at_ns = 0
+        self._sync_each = self.config.durability == "sync"
         self.stats = {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
 
     @property
@@ -76,26 +77,29 @@ class SpoolWriter:
 
     def _write(self, line: bytes, month: int) -> None:
         segment = self._segment
-        if segment is not None and self._must_rotate(segment, len(line), month):
-            self._seal()
-            segment = None
-        self._check_capacity(len(line))
-        if segment is None:
-            segment = self._open(month)
+        size = len(line)
+        if (segment is None or self._must_rotate(segment, size, month)
+                or self._spool_bytes + size > self.config.max_bytes):
+            segment = self._prepare_segment(size, month)
         try:
             segment.append(line)
         except TornSegmentError:
             self._abandon()
             raise
-        self._spool_bytes += len(line)
-        self._after_append(segment)
-
-    def _after_append(self, segment: OpenSegment) -> None:
-        if self.config.durability == "sync":
+        self._spool_bytes += size
+        if self._sync_each:
             self._sync(segment, raise_errors=True)
-        elif self.config.durability == "group":
+        else:
             self._dirty = True
-            self._start_flusher()
+
+    def _prepare_segment(self, size: int, month: int) -> OpenSegment:
+        """The slow path: rotate, check capacity, open — whatever the next line needs."""
+        segment = self._segment
+        if segment is not None and self._must_rotate(segment, size, month):
+            self._seal()
+            segment = None
+        self._check_capacity(size)
+        return segment or self._open(month)
 
     def _must_rotate(self, segment: OpenSegment, size: int, month: int) -> bool:
         return (
@@ -109,8 +113,7 @@ class SpoolWriter:
         segment = OpenSegment.create(self.directory, self.writer_id, self.chain.seq, month)
         self._segment = segment
         self._register_atexit()
-        if self.config.durability == "process":
-            self._start_flusher()  # still needed to seal by age
+        self._start_flusher()  # group mode: fsync; every mode: seal by age, rescan capacity
         return segment
 
     # --- capacity ------------------------------------------------------------------------------------
@@ -171,7 +174,7 @@ class SpoolWriter:
             return False
         try:
             segment = self._segment
-            if segment is None or not self._dirty:
+            if segment is None:
                 return True
             return self._sync(segment, raise_errors=False)
         finally:
@@ -208,18 +211,37 @@ class SpoolWriter:
     def _flush_loop(self, stop: threading.Event) -> None:
         interval = self.config.flush_interval_ms / 1000
         while not stop.wait(interval):
-            with self._lock:
-                if stop.is_set():
-                    return
-                self._tick()
+            self._tick(stop)
 
-    def _tick(self) -> None:
-        segment = self._segment
-        if segment is not None and self._dirty:
-            self._sync(segment, raise_errors=False)
-        if segment is not None and self._segment is segment and segment.age() >= self.config.segment_max_age_s:
-            self._seal()
-        self._rescan()
+    def _tick(self, stop: threading.Event) -> None:
+        # fsync and the directory scan run outside the lock, so logging threads never wait for the disk here.
+        with self._lock:
+            if stop.is_set():
+                return
+            segment = self._segment
+            if segment is not None and segment.age() >= self.config.segment_max_age_s:
+                self._seal()
+                segment = None
+            sync_fd = os.dup(segment.fd) if segment is not None and self._dirty else -1
+            self._dirty = False
+        if sync_fd >= 0:
+            self._background_sync(segment, sync_fd)
+        spool_bytes = spool_size(self.directory)
+        with self._lock:
+            self._spool_bytes, self._scanned_at_ns = spool_bytes, monotonic_ns()
+
+    def _background_sync(self, segment: OpenSegment | None, fd: int) -> None:
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            with self._lock:
+                self.stats["sync_failures"] += 1
+                if self._segment is segment and segment is not None:
+                    log.error("auditlock: fsync of %s failed (%s); abandoning the segment", segment.path,
+                              exc.strerror)
+                    self._abandon()
+        finally:
+            os.close(fd)
 
     def _register_atexit(self) -> None:
         if not self._atexit_registered:

@@ -1,0 +1,191 @@
+"""Building an `auditlock/1` record from an event type and the call's fields.
+
+Everything that depends only on (event type, target type) — validation of the type, the target's policy,
+the allowed payload fields, the retention class — is computed once and cached as a `RecordPlan`; the per-event
+work is the actor, the target id and the allowlisted values. Non-allowlisted values are never copied, so they
+cannot reach the serialiser.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from auditlock.config.model import Config, TargetConfig
+from auditlock.errors import EventError
+from auditlock.handler import event_types
+from auditlock.handler.context import ACTOR_TYPES, current_actor, infer_actor_type
+from auditlock.handler.encode import encode_value, hmac_value
+from auditlock.spool.format import SCHEMA
+
+# Keys of a call that describe the event itself; every other key is a payload candidate.
+RESERVED_FIELDS = frozenset(
+    {"event", "actor_id", "actor_type", "actor_ip", "target_type", "target_id", "before", "after", "payload"}
+)
+_NO_TARGET = TargetConfig()
+_MISSING = object()
+_PLAN_CACHE_MAX = 4096
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+@dataclass(frozen=True)
+class RecordPlan:
+    """What is fixed for one (event type, target type): policy, allowed fields, retention class."""
+
+    target: TargetConfig
+    payload_fields: frozenset[str]
+    change_fields: frozenset[str]
+    hmac_fields: frozenset[str]
+    retention: str
+    needs_justification: bool
+
+
+class RecordBuilder:
+    """Turns `(event_type, fields)` into the ordered record the spool writer stamps and writes."""
+
+    def __init__(self, config: Config, hmac_key: bytes) -> None:
+        self.config = config
+        self._hmac_key = hmac_key
+        self._host = socket.gethostname()
+        self._plans: dict[tuple[str, str | None], RecordPlan] = {}
+
+    def build(self, event_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The record of an event, chain fields still empty; raises `EventError` on bad input."""
+        target_type = fields.get("target_type")
+        if target_type is not None and type(target_type) is not str:
+            raise EventError(f"event {event_type!r}: target_type must be a non-empty string, not {target_type!r}")
+        plan = self._plans.get((event_type, target_type)) if type(event_type) is str else None
+        plan = plan or self._new_plan(event_type, target_type)
+        actor_id, actor_type, actor_ip = _actor_of(event_type, fields)
+        trace_id, span_id = _trace_ids()
+        return {
+            "schema": SCHEMA, "event_id": None, "event_type": event_type, "occurred_at": None,
+            "actor_id": actor_id, "actor_type": actor_type, "actor_ip": actor_ip,
+            "target_type": target_type, "target_id": _target_id(event_type, target_type, fields.get("target_id")),
+            "payload": self._payload(event_type, fields, plan),
+            "service": self.config.service, "host": self._host, "retention": plan.retention,
+            "trace_id": trace_id, "span_id": span_id,
+        }
+
+    def _new_plan(self, event_type: str, target_type: str | None) -> RecordPlan:
+        if not isinstance(event_type, str) or not event_types.EVENT_TYPE_PATTERN.match(event_type):
+            raise EventError(
+                f"event type {event_type!r} is not namespaced lowercase like 'order.updated' or 'auth.login_failed'"
+            )
+        if target_type == "":
+            raise EventError(f"event {event_type!r}: target_type must be a non-empty string, not {target_type!r}")
+        target = self.config.targets.get(target_type, _NO_TARGET) if target_type else _NO_TARGET
+        standard = event_types.STANDARD_FIELDS.get(event_type, frozenset())
+        plan = RecordPlan(
+            target=target, payload_fields=target.allowed | standard, change_fields=target.allowed,
+            hmac_fields=target.hmac, retention=self.config.retention.class_for(event_type, target),
+            needs_justification=event_type == event_types.DATA_ACCESSED and target.sensitive_reads,
+        )
+        if len(self._plans) >= _PLAN_CACHE_MAX:
+            self._plans.clear()
+        self._plans[(event_type, target_type)] = plan
+        return plan
+
+    def _payload(self, event_type: str, fields: Mapping[str, Any], plan: RecordPlan) -> dict[str, Any]:
+        payload = {}
+        allowed = plan.payload_fields
+        explicit = fields.get("payload")
+        if explicit is not None:
+            for name, value in _mapping(event_type, "payload", explicit).items():
+                if name in allowed:
+                    payload[name] = self._value(plan, name, value, "payload")
+        for name, value in fields.items():
+            if name in allowed and name not in RESERVED_FIELDS:
+                payload[name] = self._value(plan, name, value, "payload")
+        before, after = fields.get("before"), fields.get("after")
+        if before is not None or after is not None:
+            payload["changes"] = self._changes(event_type, before, after, plan)
+        if plan.needs_justification:
+            _require_justification(event_type, fields, payload)
+        return payload
+
+    def _changes(self, event_type: str, before: Any, after: Any, plan: RecordPlan) -> dict[str, Any]:
+        old_values, new_values = _mapping(event_type, "before", before), _mapping(event_type, "after", after)
+        allowed = plan.change_fields
+        changes = {}
+        for name, new in new_values.items():
+            if name in allowed:
+                old = old_values.get(name, _MISSING)
+                if type(old) is not type(new) or old != new:
+                    changes[name] = [self._value(plan, name, None if old is _MISSING else old, "payload.changes"),
+                                     self._value(plan, name, new, "payload.changes")]
+        for name, old in old_values.items():
+            if name in allowed and name not in new_values:
+                changes[name] = [self._value(plan, name, old, "payload.changes"), None]
+        return changes
+
+    def _value(self, plan: RecordPlan, name: str, value: Any, where: str) -> Any:
+        kind = type(value)
+        if kind is str or kind is bool or value is None or (kind is int and _INT_MIN <= value <= _INT_MAX):
+            encoded = value
+        else:
+            encoded = encode_value(value, f"{where}.{name}")
+        return hmac_value(self._hmac_key, encoded) if name in plan.hmac_fields else encoded
+
+
+def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    bound = current_actor()
+    actor_id = fields.get("actor_id")
+    if actor_id is None and bound is not None:
+        actor_id, actor_type = bound.id, fields.get("actor_type") or bound.type
+    else:
+        actor_type = fields.get("actor_type") or (infer_actor_type(actor_id) if isinstance(actor_id, str) else None)
+    if not isinstance(actor_id, str) or not actor_id:
+        raise EventError(
+            f"audit event {event_type!r} has no actor: wrap the code in `with auditlock.actor(\"user#82\")`, "
+            "or pass actor_id= (a person, svc:<service> or job:<name>)"
+        )
+    if actor_type not in ACTOR_TYPES:
+        raise EventError(f"event {event_type!r}: actor_type {actor_type!r} is not one of {', '.join(ACTOR_TYPES)}")
+    actor_ip = fields.get("actor_ip", bound.ip if bound is not None else None)
+    if actor_ip is not None and not isinstance(actor_ip, str):
+        raise EventError(f"event {event_type!r}: actor_ip must be a string, not {actor_ip!r}")
+    return actor_id, actor_type, actor_ip
+
+
+def _target_id(event_type: str, target_type: object, target_id: object) -> str | None:
+    if target_id is None or type(target_id) is str:
+        if target_id is not None and target_type is None:
+            raise EventError(f"event {event_type!r}: target_id {target_id!r} given without target_type")
+        return target_id
+    if target_type is None:
+        raise EventError(f"event {event_type!r}: target_id {target_id!r} given without target_type")
+    if isinstance(target_id, bool) or not (isinstance(target_id, str | int) or type(target_id).__name__ == "UUID"):
+        raise EventError(f"event {event_type!r}: target_id must be a str, int or UUID, not {target_id!r}")
+    return str(target_id)
+
+
+def _mapping(event_type: str, name: str, value: Any) -> Mapping[str, Any]:
+    if type(value) is dict or isinstance(value, Mapping):
+        return value
+    if value is None:
+        return {}
+    raise EventError(f"event {event_type!r}: {name}= must be a mapping of field names to values, not {value!r}")
+
+
+def _require_justification(event_type: str, fields: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
+    justification = payload.get("justification")
+    if not isinstance(justification, str) or not justification.strip():
+        raise EventError(
+            f"event {event_type!r} on target {fields.get('target_type')!r} (sensitive_reads = true) needs "
+            "justification= saying why the data was read"
+        )
+
+
+def _trace_ids() -> tuple[str | None, str | None]:
+    # OpenTelemetry is used only if the application imported it: no import cost for everyone else.
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None, None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
