@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -20,9 +21,11 @@ from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
 from auditlock.agent.shipper import DeadlineExceededError, Shipper
 from auditlock.agent.uploader import Uploader, make_s3_client
+from auditlock.archive import layout
 from auditlock.config.model import Config
 from auditlock.errors import AuditlockError
 from auditlock.spool.format import ensure_spool_dir
+from auditlock.spool.reader import first_occurred_at
 from auditlock.spool.writer import spool_size
 
 log = logging.getLogger("auditlock.agent")
@@ -80,6 +83,7 @@ class Agent:
         self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), abort=self.abort)
         self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
         self._last_pressure_warning = 0.0
+        self._first_event_at: dict[str, str] = {}
 
     def run_once(self) -> DrainResult:
         """Drain the spool (finish the ledger's batch, recover dead writers, ship everything sealed) and return."""
@@ -165,12 +169,24 @@ class Agent:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
+    def _oldest_event_age(self) -> float:
+        """Seconds since the oldest `occurred_at` still in the spool (first lines, cached per segment)."""
+        firsts = {}
+        for path in self.spool.glob("*.jsonl"):
+            first = self._first_event_at.get(path.name) or first_occurred_at(path)
+            if first:
+                firsts[path.name] = first
+        self._first_event_at = firsts
+        if not firsts:
+            return 0.0
+        oldest = layout.parse_occurred_at(min(firsts.values()))
+        return max((dt.datetime.now(dt.UTC) - oldest).total_seconds(), 0.0)
+
     def _update_gauges(self) -> None:
         backlog = self.shipper.backlog()
         self.metrics.backlog_bytes.set(backlog.bytes)
         self.metrics.backlog_segments.set(len(backlog.segments))
-        oldest = min((s.mtime for s in backlog.segments), default=None)
-        self.metrics.oldest_event_age.set(0 if oldest is None else max(time.time() - oldest, 0))
+        self.metrics.oldest_event_age.set(self._oldest_event_age())
         usage = spool_size(self.spool) / self.config.spool.max_bytes
         self.metrics.spool_usage.set(usage)
         if usage >= self.config.spool.warn_fraction and time.monotonic() - self._last_pressure_warning > 30:

@@ -133,3 +133,13 @@ def parse_event(line: bytes) -> dict[str, Any] | None:
         and isinstance(event.get("event_id"), str)
     )
     return event if ok else None
+
+
+def first_occurred_at(path: Path) -> str | None:
+    """The `occurred_at` of a segment's first line, or None if it has no complete first line (or is gone)."""
+    try:
+        with path.open("rb") as f:
+            event = parse_event(f.readline())
+    except FileNotFoundError:
+        return None
+    return event["occurred_at"] if event is not None else None
