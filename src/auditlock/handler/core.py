@@ -93,6 +93,8 @@ class AuditCore:
     def _report_drops(self) -> None:
         # Put the fact of the loss into the trail itself, so an auditor sees it, not only an operator.
         report = self._drops.take_report()
+        if report is None:
+            return  # another thread reported these drops already
         fields = {"actor_id": f"svc:{self.config.service}", **report}
         try:
             self.writer.append(self.build(event_types.EVENTS_DROPPED, fields))
@@ -126,9 +128,11 @@ class DropCounter:
         if warn:
             log.error("auditlock: dropping audit events (on_error = drop), %d so far: %s", self.total, exc)
 
-    def take_report(self) -> dict[str, Any]:
-        """The payload of an `auditlock.events_dropped` event; resets the unreported count."""
+    def take_report(self) -> dict[str, Any] | None:
+        """The payload of an `auditlock.events_dropped` event (None if nothing is unreported); resets the count."""
         with self._lock:
+            if not self.unreported:
+                return None
             report = {"count": self.unreported, "first_dropped_at": self._first, "last_dropped_at": self._last,
                       "reason": self._reason}
             self.unreported, self._first = 0, None

@@ -54,6 +54,10 @@ class SpoolWriter:
         self._spool_bytes = 0
         self._scanned_at_ns = 0
         self._sync_each = self.config.durability == "sync"
+        self._group = self.config.durability == "group"
+        # Held by the flusher around its background fsync (dup'd descriptor) and by the fork hook, so a child
+        # never inherits that descriptor. Order: _sync_lock before _lock.
+        self._sync_lock = threading.Lock()
         self.stats = {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
 
     @property
@@ -88,8 +92,8 @@ class SpoolWriter:
             raise
         self._spool_bytes += size
         if self._sync_each:
-            self._sync(segment, raise_errors=True)
-        else:
+            self._sync_or_take_back(segment, size)
+        elif self._group:
             self._dirty = True
 
     def _prepare_segment(self, size: int, month: int) -> OpenSegment:
@@ -150,6 +154,21 @@ class SpoolWriter:
         self._dirty = False
         return True
 
+    def _sync_or_take_back(self, segment: OpenSegment, size: int) -> None:
+        """sync mode: fsync the line just written; if that fails, try to remove the line before raising."""
+        try:
+            segment.sync()
+        except OSError:
+            self.stats["sync_failures"] += 1
+            log.error("auditlock: fsync of %s failed; abandoning the segment", segment.path)
+            try:
+                os.ftruncate(segment.fd, segment.size - size)
+            except OSError:
+                log.error("auditlock: could not remove the unsynced line from %s; it may still be shipped",
+                          segment.path)
+            self._abandon()
+            raise
+
     def _seal(self) -> None:
         segment, self._segment = self._segment, None
         self._dirty = False
@@ -163,10 +182,19 @@ class SpoolWriter:
             log.error("auditlock: sealing %s failed (%s); the agent will recover it", segment.path, exc.strerror)
 
     def _abandon(self) -> None:
+        """Leave the segment `.open` for the agent to recover, and continue as a new writer.
+
+        The new writer id means no segment name and no seq is ever used twice, whatever the abandoned file holds;
+        the old writer's chain simply ends there (verify reports where).
+        """
         segment, self._segment = self._segment, None
         self._dirty = False
         if segment is not None:
             segment.abandon()
+            old = self.chain.writer_id
+            self.chain = EventChain(uuid7_hex(time_ns()), max_event_bytes=self._max_event_bytes, clock=self._clock)
+            log.error("auditlock: writer %s abandoned %s; continuing as writer %s", old, segment.path.name,
+                      self.chain.writer_id)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Make everything appended so far durable; False if the lock or the fsync did not succeed in time."""
@@ -214,18 +242,19 @@ class SpoolWriter:
             self._tick(stop)
 
     def _tick(self, stop: threading.Event) -> None:
-        # fsync and the directory scan run outside the lock, so logging threads never wait for the disk here.
-        with self._lock:
-            if stop.is_set():
-                return
-            segment = self._segment
-            if segment is not None and segment.age() >= self.config.segment_max_age_s:
-                self._seal()
-                segment = None
-            sync_fd = os.dup(segment.fd) if segment is not None and self._dirty else -1
-            self._dirty = False
-        if sync_fd >= 0:
-            self._background_sync(segment, sync_fd)
+        # fsync and the directory scan run outside the writer lock, so logging threads never wait for the disk.
+        with self._sync_lock:
+            with self._lock:
+                if stop.is_set():
+                    return
+                segment = self._segment
+                if segment is not None and segment.age() >= self.config.segment_max_age_s:
+                    self._seal()
+                    segment = None
+                sync_fd = os.dup(segment.fd) if segment is not None and self._dirty else -1
+                self._dirty = False
+            if sync_fd >= 0:
+                self._background_sync(segment, sync_fd)
         spool_bytes = spool_size(self.directory)
         with self._lock:
             self._spool_bytes, self._scanned_at_ns = spool_bytes, monotonic_ns()
@@ -251,10 +280,12 @@ class SpoolWriter:
     # --- fork ----------------------------------------------------------------------------------------
 
     def _before_fork(self) -> None:
+        self._sync_lock.acquire()
         self._lock.acquire()
 
     def _after_fork_in_parent(self) -> None:
         self._lock.release()
+        self._sync_lock.release()
 
     def _after_fork_in_child(self) -> None:
         if self._segment is not None:
