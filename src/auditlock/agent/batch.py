@@ -13,13 +13,14 @@ import gzip
 import hashlib
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
 from auditlock.spool.format import SEALED_SUFFIX, SegmentName, parse_segment_name
-from auditlock.spool.reader import DamagedSegmentError, read_events
+from auditlock.spool.reader import DamagedSegmentError, LineGroup, group_lines
 
 GZIP_LEVEL = 6
 
@@ -87,26 +88,35 @@ class ArchiveObject:
         }
 
 
-@dataclass
 class _ObjectBuilder:
-    retention: str
-    buffer: io.BytesIO = field(default_factory=io.BytesIO)
-    content: hashlib._Hash = field(default_factory=hashlib.sha256)
-    events: int = 0
-    first: str = ""
-    last: str = ""
+    """One object's gzip stream and content hash. Writes go through `compressor`, a single worker thread, in
+    submission order: zlib and hashlib release the GIL on large buffers, so compression overlaps parsing."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, retention: str, compressor: ThreadPoolExecutor) -> None:
+        self.retention = retention
+        self.buffer = io.BytesIO()
+        self.content = hashlib.sha256()
         self.gzip = gzip.GzipFile(fileobj=self.buffer, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        self.compressor = compressor
+        self.pending: list[Future[None]] = []
+        self.events = 0
+        self.first = ""
+        self.last = ""
 
-    def add(self, line: bytes, occurred_at: str) -> None:
-        self.gzip.write(line)
-        self.content.update(line)
-        self.events += 1
-        self.first = min(self.first, occurred_at) if self.first else occurred_at
-        self.last = max(self.last, occurred_at)
+    def add(self, group: LineGroup) -> None:
+        data = b"".join(group.lines)
+        self.pending.append(self.compressor.submit(self._write, data))
+        self.events += len(group.lines)
+        self.first = min(self.first, group.first) if self.first else group.first
+        self.last = max(self.last, group.last)
+
+    def _write(self, data: bytes) -> None:
+        self.gzip.write(data)
+        self.content.update(data)
 
     def finish(self, prefix: str) -> ArchiveObject:
+        for future in self.pending:
+            future.result()
         self.gzip.close()
         body = self.buffer.getvalue()
         content_sha256 = self.content.hexdigest()
@@ -131,28 +141,29 @@ def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[s
     """Read the segments in order and split their lines into objects per (month, retention class)."""
     builders: dict[tuple[str, str], _ObjectBuilder] = {}
     damaged: dict[Path, str] = {}
-    for segment in segments:
-        problem = _add_segment(segment.path, builders, classes)
-        if problem is not None:
-            damaged[segment.path] = problem
-    if damaged:
-        return BuiltBatch([], damaged)
-    return BuiltBatch([builders[k].finish(prefix) for k in sorted(builders)], {})
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditlock-gzip") as compressor:
+        for segment in segments:
+            problem = _add_segment(segment.path, builders, classes, compressor)
+            if problem is not None:
+                damaged[segment.path] = problem
+        if damaged:
+            return BuiltBatch([], damaged)
+        return BuiltBatch([builders[k].finish(prefix) for k in sorted(builders)], {})
 
 
 def _add_segment(path: Path, builders: dict[tuple[str, str], _ObjectBuilder],
-                 classes: Mapping[str, RetentionClass]) -> str | None:
+                 classes: Mapping[str, RetentionClass], compressor: ThreadPoolExecutor) -> str | None:
     try:
-        for line, event in read_events(path):
-            retention = event.get("retention")
-            if not isinstance(retention, str) or retention not in classes:
-                return (f"line seq {event['seq']}: retention class {retention!r} is not defined in "
-                        "[retention.classes]; define it and move the segment back into the spool")
-            key = (event["occurred_at"][:7], retention)
-            builder = builders.get(key)
-            if builder is None:
-                builder = builders[key] = _ObjectBuilder(retention)
-            builder.add(line, event["occurred_at"])
+        grouped = group_lines(path)
     except DamagedSegmentError as exc:
         return exc.reason
+    unknown = sorted({retention for _month, retention in grouped.groups} - set(classes))
+    if unknown:
+        return (f"retention class {unknown[0]!r} is not defined in [retention.classes]; define it and move "
+                "the segment back into the spool")
+    for key, group in grouped.groups.items():
+        builder = builders.get(key)
+        if builder is None:
+            builder = builders[key] = _ObjectBuilder(key[1], compressor)
+        builder.add(group)
     return None

@@ -29,7 +29,6 @@ class SegmentScan:
     months: set[str] = field(default_factory=set)
     torn_tail: bool = False
     damage: str | None = None
-    last_event: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def next_seq(self) -> int:
@@ -78,7 +77,6 @@ def _check_line(scan: SegmentScan, line: bytes) -> str | None:
     scan.last_seq = event["seq"]
     scan.last_hash = line_hash(memoryview(line)[:-1])
     scan.months.add(event["occurred_at"][:7])
-    scan.last_event = event
     return None
 
 
@@ -101,20 +99,64 @@ class DamagedSegmentError(Exception):
         self.reason = reason
 
 
-def read_events(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """Each line (with newline) and its event, checked like `scan_segment`; any bad line raises
-    `DamagedSegmentError` (a sealed segment has no torn tail)."""
+@dataclass
+class LineGroup:
+    """Lines of one (UTC month, retention class) within a segment, in file order."""
+
+    lines: list[bytes] = field(default_factory=list)
+    first: str = ""
+    last: str = ""
+
+
+@dataclass
+class GroupedSegment:
+    """A sealed segment's lines grouped for shipping, with its writer position."""
+
+    groups: dict[tuple[str, str], LineGroup]
+    lines: int
+    last_seq: int | None
+    last_hash: str | None
+
+
+def group_lines(path: Path) -> GroupedSegment:
+    """Read a sealed segment for shipping: every line parsed and checked (schema, writer, seq continuity),
+    grouped by (`occurred_at` month, `retention`). Raises `DamagedSegmentError` on any bad line.
+
+    The per-line `prev` hashes are not recomputed here (that is `auditlock verify`'s job, on the archive);
+    only the last line's hash is, as the writer position a digest records.
+    """
     name = parse_segment_name(path.name)
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
-    scan = SegmentScan(path, name)
-    for line in iter_lines(path):
-        problem = _check_line(scan, line)
-        if problem is not None:
-            raise DamagedSegmentError(path, problem)
-        scan.lines += 1
-        scan.good_bytes += len(line)
-        yield line, scan.last_event
+    groups: dict[tuple[str, str], LineGroup] = {}
+    expected, writer, last = name.first_seq, name.writer, b""
+    for count, line in enumerate(iter_lines(path)):
+        event = parse_event(line) if line.endswith(b"\n") else None
+        if event is None or event["writer"] != writer or event["seq"] != expected:
+            raise DamagedSegmentError(path, _shipping_problem(line, event, writer, expected, count))
+        occurred_at, retention = event["occurred_at"], event.get("retention")
+        key = (occurred_at[:7], retention if isinstance(retention, str) else "")
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = LineGroup(first=occurred_at, last=occurred_at)
+        group.lines.append(line)
+        group.first, group.last = min(group.first, occurred_at), max(group.last, occurred_at)
+        expected += 1
+        last = line
+    lines = expected - name.first_seq
+    return GroupedSegment(groups, lines, expected - 1 if lines else None,
+                          line_hash(memoryview(last)[:-1]) if last else None)
+
+
+def _shipping_problem(line: bytes, event: dict[str, Any] | None, writer: str, expected: int, index: int) -> str:
+    where = f"line {index + 1}"
+    if not line.endswith(b"\n"):
+        return f"{where}: incomplete line (no newline)"
+    if event is None:
+        return f"{where}: not an {SCHEMA} JSON object"
+    if event["writer"] != writer:
+        return f"{where}: writer {event['writer']!r} does not match the file name's {writer!r}"
+    return f"{where}: seq {event['seq']} where {expected} was expected"
 
 
 def parse_event(line: bytes) -> dict[str, Any] | None:

@@ -1,0 +1,315 @@
+"""SIGKILL of the agent at seeded random failpoints, then a clean restart: every event in the archive exactly once.
+
+Each run has its own spool (small segments, so a drain takes several batches of several segments, and each
+batch becomes one object per retention class) and its own Object Lock bucket. It writes a seeded mix of
+`order.updated` (class standard) and `auth.login_failed` (class security) events in alternating chunks, then
+runs `auditlock agent --once` with `AUDITLOCK_FAILPOINT=<name>:<n>` (see `auditlock.agent.failpoints`), so the
+agent SIGKILLs itself at the n-th pass through that step — after the ledger intent, before or after a PUT,
+after the ledger says confirmed, between segment deletions, or before the ledger is cleared. Some runs are
+killed twice in a row, at two different failpoints. Then the agent runs once more without a failpoint.
+
+How n is chosen: before each killed start the test replays the drain that start will do (the ledger's batch,
+then `plan_batch` over the remaining sealed segments, `build_objects` for the keys, the bucket for what is
+already there) and counts the passes through every failpoint; n is drawn from 1..that count, so the kill
+lands anywhere in a multi-batch drain, including its first and last step.
+
+Checked after every kill: nothing is lost yet (each written event is in the archive or still in a sealed
+segment). Checked after the restart: the archive holds exactly the written events, each once and unchanged;
+there is one object version per key; the spool holds no segments; the ledger file is gone.
+
+Runs execute concurrently (each an agent subprocess plus checks); the session's moto server is shared. A failure
+names the run's seed and failpoints; reproduce one with
+`_crash_run(tmp_dir, endpoint, endpoint.client(), seed, crashes)` (`crashes` 1 or 2, as in the message).
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import signal
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from auditlock.agent.batch import SealedSegment, build_objects, list_sealed, plan_batch
+from auditlock.agent.failpoints import NAMES
+from auditlock.agent.ledger import CONFIRMED, LEDGER_FILE, Ledger
+from auditlock.agent.service import STATE_DIR
+from auditlock.spool.format import NEW_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
+from auditlock.spool.reader import read_events
+from tests.support.archive_env import ArchiveEnv
+from tests.support.s3servers import S3Endpoint, make_lock_bucket
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+SEED = 20261127
+SINGLE_RUNS = 88  # moto runs killed once ...
+DOUBLE_RUNS = 12  # ... and twice: 100 moto runs
+# RADOS Gateway: every failpoint, and a kill right after a PUT (the case the HEAD check exists for) in most runs.
+RGW_PLANS: tuple[tuple[str | None, ...], ...] = (
+    ("after_put",), ("after_put",), ("before_put",), ("after_ledger_intent",), ("after_ledger_confirmed",),
+    ("during_delete",), ("before_ledger_clear",),
+    ("after_put", "before_put"), ("during_delete", "after_put"), ("after_ledger_intent", "after_put"),
+)
+PARALLEL = 5
+MIN_CRASH_SHARE = 0.8
+EVENT_TYPES = {"standard": "order.updated", "security": "auth.login_failed"}
+KILLED = -signal.SIGKILL
+
+
+@dataclass
+class Kill:
+    """One start of the agent with a failpoint armed, and how it ended."""
+
+    failpoint: str
+    n: int
+    predicted_hits: int
+    returncode: int | None = None
+
+    @property
+    def crashed(self) -> bool:
+        """The agent died by SIGKILL at the failpoint."""
+        return self.returncode == KILLED
+
+    def __str__(self) -> str:
+        return f"{self.failpoint}:{self.n} (of {self.predicted_hits} predicted hits) -> rc {self.returncode}"
+
+
+@dataclass
+class CrashRun:
+    """One run: its plan, what happened, and every broken property (empty when the run passed)."""
+
+    seed: int
+    plan: tuple[str | None, ...]  # per kill, a failpoint name or None for a seeded choice
+    events: int = 0
+    objects: int = 0
+    kills: list[Kill] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """Seed, size and failpoints: enough to reproduce the run."""
+        kills = "; ".join(str(k) for k in self.kills)
+        return f"seed={self.seed} plan={self.plan} events={self.events} objects={self.objects} [{kills}]"
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _archive_keys(client: S3Client, bucket: str) -> list[str]:
+    """The events object keys of a bucket."""
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/events/"):
+        keys += [obj["Key"] for obj in page.get("Contents", [])]
+    return keys
+
+
+def _archive(client: S3Client, bucket: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The events object keys of a bucket and every event in them."""
+    keys = _archive_keys(client, bucket)
+    events: list[dict[str, Any]] = []
+    for key in keys:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        events += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
+    return keys, events
+
+
+def _spooled_ids(spool: Path) -> set[str]:
+    """The event ids still in sealed segments of the spool."""
+    return {event["event_id"] for segment in list_sealed(spool) for _line, event in read_events(segment.path)}
+
+
+def _segment_files(spool: Path) -> list[str]:
+    """Every segment file (open, sealed or being created) left in the spool."""
+    return sorted(p.name for p in spool.iterdir() if p.name.endswith((SEALED_SUFFIX, NEW_SUFFIX)))
+
+
+# ---------------------------------------------------------------------------------------------- predicting
+
+
+def _expected_hits(env: ArchiveEnv, client: S3Client) -> Counter[str]:
+    """How often the next `agent --once` passes each failpoint: replay its resume and drain without running it."""
+    config = env.config
+    present = set(_archive_keys(client, env.bucket))
+    sealed = list_sealed(env.spool)
+    hits: Counter[str] = Counter()
+
+    def ship(batch: list[SealedSegment], *, fresh: bool) -> None:
+        built = build_objects(batch, config.sink.prefix, config.retention.classes)
+        hits["after_ledger_intent"] += fresh
+        puts = sum(1 for obj in built.objects if obj.key not in present)
+        hits["before_put"] += puts
+        hits["after_put"] += puts
+        hits["after_ledger_confirmed"] += 1
+        hits["during_delete"] += len(batch)
+        hits["before_ledger_clear"] += 1
+
+    intent = Ledger(env.spool / STATE_DIR).read()
+    if intent is not None:
+        by_name = {s.path.name: s for s in sealed}
+        in_flight = [by_name[name] for name in intent.segments if name in by_name]
+        if intent.state == CONFIRMED:
+            hits["during_delete"] += len(in_flight)
+        else:
+            ship(in_flight, fresh=False)
+        sealed = [s for s in sealed if s.path.name not in intent.segments]
+    while sealed:
+        batch = plan_batch(sealed, config.sink.batch_max_bytes)
+        ship(batch, fresh=True)
+        sealed = sealed[len(batch):]
+    return hits
+
+
+# ------------------------------------------------------------------------------------------------- one run
+
+
+def _write_events(env: ArchiveEnv, rng: random.Random) -> dict[str, dict[str, Any]]:
+    """50–400 events in chunks of alternating retention class, each chunk by a fresh writer; by event_id."""
+    total = rng.randint(50, 400)
+    classes = ["standard", "security"]
+    rng.shuffle(classes)
+    written: dict[str, dict[str, Any]] = {}
+    chunk_index = 0
+    while len(written) < total:
+        count = min(rng.randint(5, 60), total - len(written))
+        event_type = EVENT_TYPES[classes[chunk_index % 2]]
+        for record in env.write_events(count, event_type=event_type, actor=f"user#{chunk_index}"):
+            written[record["event_id"]] = record
+        chunk_index += 1
+    return written
+
+
+def _crash_run(root: Path, endpoint: S3Endpoint, client: S3Client, seed: int,
+               plan: tuple[str | None, ...]) -> CrashRun:
+    """Write events, kill the agent once per `plan` entry, restart it cleanly, check everything."""
+    rng = random.Random(seed)
+    run = CrashRun(seed, plan)
+    root.mkdir(parents=True)
+    bucket = make_lock_bucket(client, f"crash-{seed}-{uuid.uuid4().hex[:8]}")
+    env = ArchiveEnv.create(root, endpoint, bucket, segment_max_bytes=4096,
+                            batch_max_bytes=rng.choice([16384, 24576, 32768]))
+    written = _write_events(env, rng)
+    run.events = len(written)
+    for planned in plan:
+        hits = _expected_hits(env, client)
+        # A second kill goes to another failpoint the next start will pass, if there is one.
+        unused = [name for name in NAMES if name not in {k.failpoint for k in run.kills}]
+        failpoint = planned or rng.choice([name for name in unused if hits[name]] or unused)
+        predicted = hits[failpoint]
+        kill = Kill(failpoint, rng.randint(1, max(predicted, 1)), predicted)
+        run.kills.append(kill)
+        done = env.run_agent_once(AUDITLOCK_FAILPOINT=f"{failpoint}:{kill.n}")
+        kill.returncode = done.returncode
+        if done.returncode not in (KILLED, 0):
+            run.problems.append(f"agent with failpoint {failpoint}:{kill.n} exited {done.returncode}:\n{done.stderr}")
+            return run
+        _, archived = _archive(client, bucket)
+        lost = written.keys() - {e["event_id"] for e in archived} - _spooled_ids(env.spool)
+        if lost:
+            run.problems.append(f"after the kill at {failpoint}:{kill.n}, {len(lost)} events are neither in the "
+                                f"archive nor in a sealed segment, e.g. {sorted(lost)[:3]}")
+
+    done = env.run_agent_once()
+    if done.returncode != 0:
+        run.problems.append(f"the clean restart exited {done.returncode}:\n{done.stderr}")
+        return run
+    for complaint in ("no longer rebuilds identically", "segments that are gone", "QUARANTINED"):
+        if complaint in done.stderr:
+            run.problems.append(f"the clean restart logged {complaint!r}:\n{done.stderr}")
+    run.problems += _check_final_state(run, env, client, written)
+    return run
+
+
+def _check_final_state(run: CrashRun, env: ArchiveEnv, client: S3Client,
+                       written: dict[str, dict[str, Any]]) -> list[str]:
+    """Every event exactly once and unchanged, one version per key, an empty spool, no ledger."""
+    problems = []
+    keys, archived = _archive(client, env.bucket)
+    run.objects = len(keys)
+    counts = Counter(e["event_id"] for e in archived)
+    duplicated = sorted(i for i, c in counts.items() if c > 1)
+    missing = sorted(written.keys() - counts.keys())
+    unknown = sorted(counts.keys() - written.keys())
+    if duplicated:
+        problems.append(f"{len(duplicated)} events archived more than once, e.g. {duplicated[:3]}")
+    if missing:
+        problems.append(f"{len(missing)} events missing from the archive, e.g. {missing[:3]}")
+    if unknown:
+        problems.append(f"{len(unknown)} archived events were never written, e.g. {unknown[:3]}")
+    changed = sorted(e["event_id"] for e in archived if e["event_id"] in written and e != written[e["event_id"]])
+    if changed:
+        problems.append(f"{len(changed)} archived events differ from what was written, e.g. {changed[:3]}")
+    versions = env.archive_versions()
+    if versions != len(set(keys)):
+        problems.append(f"{versions} object versions for {len(set(keys))} keys: duplicate uploads")
+    left = _segment_files(env.spool)
+    if left:
+        problems.append(f"segments left in the spool: {left}")
+    quarantine = env.spool / QUARANTINE_DIR
+    if quarantine.exists() and any(quarantine.iterdir()):
+        problems.append(f"quarantined: {sorted(p.name for p in quarantine.iterdir())}")
+    if (env.spool / STATE_DIR / LEDGER_FILE).exists():
+        problems.append(f"the ledger is still there: {(env.spool / STATE_DIR / LEDGER_FILE).read_text()}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------- campaigns
+
+
+def _campaign(root: Path, endpoint: S3Endpoint, runs: Sequence[tuple[int, tuple[str | None, ...]]]) -> list[CrashRun]:
+    """Run `_crash_run` for each (seed, plan), `PARALLEL` at a time; every run in its own directory and bucket."""
+    client = endpoint.client()  # boto3 clients are thread-safe; one saves loading the service model per run
+
+    def guarded(seed: int, plan: tuple[str | None, ...]) -> CrashRun:
+        try:
+            return _crash_run(root / f"run-{seed}", endpoint, client, seed, plan)
+        except Exception:  # reported with its seed, like any other broken property
+            return CrashRun(seed, plan, problems=[f"the run raised:\n{traceback.format_exc()}"])
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return list(pool.map(guarded, *zip(*runs, strict=True)))
+
+
+def _assert_campaign(runs: list[CrashRun], *, min_kills_per_failpoint: int) -> None:
+    """No run broke a property; most kills really crashed; every failpoint crashed the agent at least so often."""
+    failed = [run for run in runs if run.problems]
+    report = "\n\n".join(f"{run.describe()}\n  " + "\n  ".join(run.problems) for run in failed[:5])
+    assert not failed, f"{len(failed)} of {len(runs)} runs failed; reproduce with _crash_run(seed, plan):\n{report}"
+
+    kills = [kill for run in runs for kill in run.kills]
+    crashed = Counter(k.failpoint for k in kills if k.crashed)
+    planned = Counter(k.failpoint for k in kills)
+    summary = ", ".join(f"{name} {crashed[name]}/{planned[name]}" for name in NAMES)
+    print(f"\n{len(runs)} runs, {len(kills)} kills planned, {sum(crashed.values())} crashed: {summary}")
+    not_crashed = "\n".join(f"  seed={run.seed}: {kill}" for run in runs for kill in run.kills if not kill.crashed)
+    assert sum(crashed.values()) >= MIN_CRASH_SHARE * len(kills), f"too few kills crashed ({summary}):\n{not_crashed}"
+    rare = [name for name in NAMES if crashed[name] < min_kills_per_failpoint]
+    assert not rare, f"failpoints that crashed fewer than {min_kills_per_failpoint} times: {rare} ({summary})"
+
+
+class TestAgentCrashMatrix:
+    """Kill the agent anywhere in its ship cycle; a restart always leaves every event in S3 exactly once."""
+
+    def test_one_kill_then_restart_moto(self, moto_s3: S3Endpoint, tmp_path: Path) -> None:
+        """Seeded runs on moto, each killed once at a random failpoint and hit, then restarted cleanly."""
+        runs = [(SEED + i, (None,)) for i in range(SINGLE_RUNS)]
+        _assert_campaign(_campaign(tmp_path, moto_s3, runs), min_kills_per_failpoint=5)
+
+    def test_two_kills_then_restart_moto(self, moto_s3: S3Endpoint, tmp_path: Path) -> None:
+        """Seeded runs on moto killed twice in a row at two different failpoints, then restarted cleanly."""
+        runs = [(SEED + 10_000 + i, (None, None)) for i in range(DOUBLE_RUNS)]
+        _assert_campaign(_campaign(tmp_path, moto_s3, runs), min_kills_per_failpoint=1)
+
+    @pytest.mark.rgw
+    def test_kills_then_restart_rados_gateway(self, rgw_s3: S3Endpoint, tmp_path: Path) -> None:
+        """RADOS Gateway ignores If-None-Match in versioned buckets: the HEAD check alone must prevent duplicates."""
+        runs = [(SEED + 20_000 + i, plan) for i, plan in enumerate(RGW_PLANS)]
+        _assert_campaign(_campaign(tmp_path, rgw_s3, runs), min_kills_per_failpoint=1)
