@@ -12,7 +12,8 @@ import base64
 import gzip
 import hashlib
 import io
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,21 +93,21 @@ class _ObjectBuilder:
     """One object's gzip stream and content hash. Writes go through `compressor`, a single worker thread, in
     submission order: zlib and hashlib release the GIL on large buffers, so compression overlaps parsing."""
 
-    def __init__(self, retention: str, compressor: ThreadPoolExecutor) -> None:
+    def __init__(self, retention: str, compressor: _Compressor) -> None:
         self.retention = retention
         self.buffer = io.BytesIO()
         self.content = hashlib.sha256()
         self.gzip = gzip.GzipFile(fileobj=self.buffer, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
         self.compressor = compressor
-        self.pending: list[Future[None]] = []
         self.events = 0
         self.first = ""
         self.last = ""
 
     def add(self, group: LineGroup) -> None:
         data = b"".join(group.lines)
-        self.pending.append(self.compressor.submit(self._write, data))
         self.events += len(group.lines)
+        group.lines.clear()  # the joined copy is all that is needed now: keep peak memory near one segment
+        self.compressor.submit(self._write, data)
         self.first = min(self.first, group.first) if self.first else group.first
         self.last = max(self.last, group.last)
 
@@ -115,8 +116,6 @@ class _ObjectBuilder:
         self.content.update(data)
 
     def finish(self, prefix: str) -> ArchiveObject:
-        for future in self.pending:
-            future.result()
         self.gzip.close()
         body = self.buffer.getvalue()
         content_sha256 = self.content.hexdigest()
@@ -127,6 +126,27 @@ class _ObjectBuilder:
             md5_b64=base64.b64encode(md5).decode("ascii"), events=self.events,
             first_occurred_at=self.first, last_occurred_at=self.last, retention=self.retention,
         )
+
+
+class _Compressor:
+    """One worker thread running writes in submission order, at most `depth` queued (bounds memory)."""
+
+    def __init__(self, depth: int = 1) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditlock-gzip")
+        self.pending: deque[Future[None]] = deque()
+        self.depth = depth
+
+    def submit(self, write: Callable[[bytes], None], data: bytes) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.executor.submit(write, data))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
 
 
 @dataclass
@@ -141,18 +161,22 @@ def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[s
     """Read the segments in order and split their lines into objects per (month, retention class)."""
     builders: dict[tuple[str, str], _ObjectBuilder] = {}
     damaged: dict[Path, str] = {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditlock-gzip") as compressor:
+    compressor = _Compressor()
+    try:
         for segment in segments:
             problem = _add_segment(segment.path, builders, classes, compressor)
             if problem is not None:
                 damaged[segment.path] = problem
-        if damaged:
-            return BuiltBatch([], damaged)
-        return BuiltBatch([builders[k].finish(prefix) for k in sorted(builders)], {})
+        compressor.drain()
+    finally:
+        compressor.close()
+    if damaged:
+        return BuiltBatch([], damaged)
+    return BuiltBatch([builders[k].finish(prefix) for k in sorted(builders)], {})
 
 
 def _add_segment(path: Path, builders: dict[tuple[str, str], _ObjectBuilder],
-                 classes: Mapping[str, RetentionClass], compressor: ThreadPoolExecutor) -> str | None:
+                 classes: Mapping[str, RetentionClass], compressor: _Compressor) -> str | None:
     try:
         grouped = group_lines(path)
     except DamagedSegmentError as exc:

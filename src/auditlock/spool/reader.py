@@ -123,24 +123,30 @@ def group_lines(path: Path) -> GroupedSegment:
     grouped by (`occurred_at` month, `retention`). Raises `DamagedSegmentError` on any bad line.
 
     The per-line `prev` hashes are not recomputed here (that is `auditlock verify`'s job, on the archive);
-    only the last line's hash is, as the writer position a digest records.
+    only the last line's hash is, as the writer position a digest records. This loop runs for every shipped
+    event, hence its flat shape.
     """
     name = parse_segment_name(path.name)
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
     groups: dict[tuple[str, str], LineGroup] = {}
     expected, writer, last = name.first_seq, name.writer, b""
-    for count, line in enumerate(iter_lines(path)):
-        event = parse_event(line) if line.endswith(b"\n") else None
-        if event is None or event["writer"] != writer or event["seq"] != expected:
-            raise DamagedSegmentError(path, _shipping_problem(line, event, writer, expected, count))
-        occurred_at, retention = event["occurred_at"], event.get("retention")
-        key = (occurred_at[:7], retention if isinstance(retention, str) else "")
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = LineGroup(first=occurred_at, last=occurred_at)
+    group_key: tuple[str, str] | None = None
+    group = LineGroup()
+    for line in iter_lines(path):
+        event = _shipping_event(line, writer, expected)
+        if event is None:
+            raise DamagedSegmentError(path, _shipping_problem(line, writer, expected, expected - name.first_seq))
+        occurred_at: str = event["occurred_at"]
+        key = (occurred_at[:7], event["retention"])
+        if key != group_key:
+            group_key = key
+            group = groups.get(key) or groups.setdefault(key, LineGroup(first=occurred_at, last=occurred_at))
         group.lines.append(line)
-        group.first, group.last = min(group.first, occurred_at), max(group.last, occurred_at)
+        if occurred_at < group.first:
+            group.first = occurred_at
+        elif occurred_at > group.last:
+            group.last = occurred_at
         expected += 1
         last = line
     lines = expected - name.first_seq
@@ -148,15 +154,29 @@ def group_lines(path: Path) -> GroupedSegment:
                           line_hash(memoryview(last)[:-1]) if last else None)
 
 
-def _shipping_problem(line: bytes, event: dict[str, Any] | None, writer: str, expected: int, index: int) -> str:
+def _shipping_event(line: bytes, writer: str, expected_seq: int) -> dict[str, Any] | None:
+    """The event of a line if it is complete, well-formed and the writer's next one; else None."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        event = orjson.loads(line)
+        ok = (event["schema"] == SCHEMA and event["writer"] == writer and event["seq"] == expected_seq
+              and type(event["occurred_at"]) is str and type(event["retention"]) is str)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return event if ok else None
+
+
+def _shipping_problem(line: bytes, writer: str, expected_seq: int, index: int) -> str:
     where = f"line {index + 1}"
     if not line.endswith(b"\n"):
         return f"{where}: incomplete line (no newline)"
-    if event is None:
+    event = parse_event(line)
+    if event is None or not isinstance(event.get("retention"), str):
         return f"{where}: not an {SCHEMA} JSON object"
     if event["writer"] != writer:
         return f"{where}: writer {event['writer']!r} does not match the file name's {writer!r}"
-    return f"{where}: seq {event['seq']} where {expected} was expected"
+    return f"{where}: seq {event['seq']} where {expected_seq} was expected"
 
 
 def parse_event(line: bytes) -> dict[str, Any] | None:
