@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import gzip
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import orjson
 import pytest
 from botocore.exceptions import ClientError
 
@@ -17,7 +20,7 @@ from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploa
 from auditlock.archive import layout
 from auditlock.spool.format import SEALED_SUFFIX
 from tests.support.archive_env import ArchiveEnv
-from tests.support.s3servers import S3Endpoint, content_md5
+from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket
 
 
 @pytest.fixture
@@ -57,8 +60,6 @@ class TestExactlyOnce:
         drain(env)
         client = env.endpoint.client()
         [key] = env.archive_keys()
-        import gzip
-
         assert gzip.decompress(client.get_object(Bucket=env.bucket, Key=key)["Body"].read()) == lines
 
     def test_redelivery_is_recognised(self, env: ArchiveEnv) -> None:
@@ -97,10 +98,6 @@ class TestPartitionsAndLocks:
         assert {k.split("/")[2:4] == ["year=2026", "month=11"] for k in keys} == {True, False}
         by_month: dict[str, set[str]] = {}
         client = env.endpoint.client()
-        import gzip
-
-        import orjson
-
         for key in keys:
             body = gzip.decompress(client.get_object(Bucket=env.bucket, Key=key)["Body"].read())
             months = {orjson.loads(line)["occurred_at"][:7] for line in body.splitlines()}
@@ -140,3 +137,22 @@ class TestPartitionsAndLocks:
         with pytest.raises(ClientError) as info:
             client.delete_object(Bucket=env.bucket, Key=key, VersionId=version)
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+class TestEncryption:
+    def test_sse_kms_when_configured(self, moto_s3: S3Endpoint, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        """With [sink] kms_key_id every object is stored with SSE-KMS under that key (moto; RGW needs a KMS)."""
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+        kms = boto3.client("kms", endpoint_url=moto_s3.url, region_name=moto_s3.region)
+        key_id = kms.create_key(Description="auditlock test")["KeyMetadata"]["KeyId"]
+        name = make_lock_bucket(moto_s3.client(), "kms-bucket")
+        monkeypatch.setenv("AUDITLOCK_SINK_KMS_KEY_ID", key_id)
+        env = ArchiveEnv.create(tmp_path, moto_s3, name)
+        env.write_events(3)
+        drain(env)
+        [key] = env.archive_keys()
+        head = moto_s3.client().head_object(Bucket=name, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert key_id in head["SSEKMSKeyId"]
