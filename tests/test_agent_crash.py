@@ -44,7 +44,7 @@ from auditlock.agent.failpoints import NAMES
 from auditlock.agent.ledger import CONFIRMED, LEDGER_FILE, Ledger
 from auditlock.agent.service import STATE_DIR
 from auditlock.spool.format import NEW_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
-from auditlock.spool.reader import read_events
+from auditlock.spool.reader import group_lines
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 
@@ -124,7 +124,8 @@ def _archive(client: S3Client, bucket: str) -> tuple[list[str], list[dict[str, A
 
 def _spooled_ids(spool: Path) -> set[str]:
     """The event ids still in sealed segments of the spool."""
-    return {event["event_id"] for segment in list_sealed(spool) for _line, event in read_events(segment.path)}
+    return {orjson.loads(line)["event_id"] for segment in list_sealed(spool)
+            for group in group_lines(segment.path).groups.values() for line in group.lines}
 
 
 def _segment_files(spool: Path) -> list[str]:
