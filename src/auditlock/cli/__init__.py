@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from auditlock.cli import agent, check_config
+from auditlock.cli import agent, athena_ddl, check_config, hash, query
 
 # Each command module offers `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -14,6 +14,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                      check_config.run),
     "agent": ("ship the spool to S3 Object Lock (the sidecar; --once drains and exits)", agent.add_arguments,
               agent.run),
+    "query": ("filter the archive (and the spool) with DuckDB; table, JSONL or CSV", query.add_arguments,
+              query.run),
+    "athena-ddl": ("print the Athena table (partition projection) and de-duplicating view", athena_ddl.add_arguments,
+                   athena_ddl.run),
+    "hash": ("print the hmac form of a value, to search for a hashed field", hash.add_arguments, hash.run),
 }
 
 

@@ -1,0 +1,159 @@
+"""`auditlock query`: filter the archive (and, with --include-spool, events not yet shipped) with DuckDB.
+
+Exit status: 0 on success (also when nothing matched), 2 for a usage error (the message names the flag and
+the problem), 1 when the configuration, the archive or the `query` extra is not usable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import os
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from auditlock.config import Config, load_config
+from auditlock.errors import AuditlockError
+from auditlock.handler.encode import hmac_value
+from auditlock.query.errors import UsageError
+from auditlock.query.filters import FIELD_NAME, EventFilter, HmacMatch
+from auditlock.query.timerange import TimeFormatError, TimeRange, parse_time
+
+_TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+$")
+_FILTER_FLAGS = ("actor", "target_type", "target_id", "type", "ip", "hmac_field", "limit")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of query."""
+    parser.add_argument("--config", help="config file (default: $AUDITLOCK_CONFIG, else ./auditlock.toml)")
+    parser.add_argument("--actor", help="actor_id, e.g. user#82 or svc:billing-api")
+    parser.add_argument("--target-type", help="target_type, e.g. Order")
+    parser.add_argument("--target-id", help="target_id (always compared as a string)")
+    parser.add_argument("--type", action="append", metavar="PATTERN",
+                        help="event type or glob (auth.*, *.updated); repeat to match any of several")
+    parser.add_argument("--ip", help="actor_ip (exact address)")
+    parser.add_argument("--since", help="start, inclusive: 2026-11-01, 2026-11, RFC 3339, or 24h / 7d ago (UTC)")
+    parser.add_argument("--until", help="end, exclusive; a date or month means through its end (UTC)")
+    parser.add_argument("--limit", type=_positive_int, help="at most N events (the newest)")
+    parser.add_argument("--format", default="table", choices=["table", "jsonl", "csv"], help="output format")
+    parser.add_argument("--include-spool", action="store_true", help="add events still in the local spool")
+    parser.add_argument("--sql", help="run this SQL over the view `audit` instead of the filters")
+    parser.add_argument("--hmac-field", action="append", metavar="FIELD=VALUE",
+                        help="payload FIELD (or either side of changes.FIELD) holds the hmac of VALUE")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="where downloaded objects are kept (default: $XDG_CACHE_HOME/auditlock)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the query; see the module docstring for the exit status."""
+    try:
+            from auditlock.query.session import QueryRequest, execute  # noqa: PLC0415 - duckdb/boto3 on use only
+    except ImportError as exc:
+        print(f"auditlock query needs the 'query' extra: pip install 'auditlock[query]' ({exc})", file=sys.stderr)
+        return 1
+    try:
+        time_range = parse_range(args.since, args.until, dt.datetime.now(dt.UTC))
+        _check_combinations(args)
+        hmac_pairs = _hmac_pairs(args.hmac_field or ())
+        event_filter = build_filter(args, time_range)
+        config = load_config(args.config)
+        if hmac_pairs:
+            event_filter = replace(event_filter, hmac=_hash(hmac_pairs, config))
+        request = QueryRequest(filter=event_filter, cache_dir=_cache_dir(args), sql=args.sql, fmt=args.format,
+                               limit=args.limit, include_spool=args.include_spool)
+        execute(request, config, sys.stdout, sys.stderr)
+    except UsageError as exc:
+        print(f"auditlock query: error: {exc}", file=sys.stderr)
+        return 2
+    except AuditlockError as exc:
+        print(f"auditlock query: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `auditlock query ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def parse_range(since: str | None, until: str | None, now: dt.datetime) -> TimeRange:
+    """The `--since`/`--until` range, both resolved against one `now`."""
+    bounds = {}
+    for flag, text, end in (("--since", since, False), ("--until", until, True)):
+        try:
+            bounds[flag] = None if text is None else parse_time(text, now, end=end)
+        except TimeFormatError as exc:
+            raise UsageError(flag, str(exc)) from exc
+    try:
+        return TimeRange(bounds["--since"], bounds["--until"])
+    except TimeFormatError as exc:
+        raise UsageError("--until", str(exc)) from exc
+
+
+def build_filter(args: argparse.Namespace, time_range: TimeRange) -> EventFilter:
+    """The event filter of the flags (without hmac matches, which need the config's key)."""
+    return EventFilter(actor=args.actor, target_type=args.target_type, target_id=args.target_id,
+                       types=tuple(_type_pattern(t) for t in args.type or ()), ip=_ip(args.ip),
+                       time_range=time_range)
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    if args.sql is None:
+        return
+    if not args.sql.strip():
+        raise UsageError("--sql", "is empty; give a query such as \"SELECT count(*) FROM audit\"")
+    for name in _FILTER_FLAGS:
+        if getattr(args, name) not in (None, []):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError("--sql", f"cannot be combined with {flag}; write that condition into the SQL "
+                                      "(only --since/--until, --include-spool and --format apply to the view)")
+
+
+def _type_pattern(pattern: str) -> str:
+    if not _TYPE_PATTERN.match(pattern):
+        raise UsageError("--type", f"{pattern!r} is not an event type or glob: event types are lowercase letters, "
+                                   "digits, '_' and '.' (order.updated); a glob may use * and ?")
+    return pattern
+
+
+def _ip(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        ipaddress.ip_address(text)
+    except ValueError as exc:
+        raise UsageError("--ip", f"{text!r} is not an IPv4 or IPv6 address") from exc
+    return text
+
+
+def _hmac_pairs(items: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not FIELD_NAME.match(field):
+            raise UsageError("--hmac-field", f"{item!r} is not FIELD=VALUE with FIELD a payload field name "
+                                             "(letters, digits, '_'), e.g. email=alice@example.com")
+        pairs.append((field, value))
+    return pairs
+
+
+def _hash(pairs: list[tuple[str, str]], config: Config) -> tuple[HmacMatch, ...]:
+    """Hash each VALUE as `auditlock hash` does (the config's [hmac] key)."""
+    key = config.hmac.load_key()
+    return tuple(HmacMatch(field, hmac_value(key, value)) for field, value in pairs)
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    from auditlock.query.cache import default_cache_dir  # noqa: PLC0415 - boto3 only once the query runs
+
+    return args.cache_dir if args.cache_dir is not None else default_cache_dir()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give 1 or more")
+    return value

@@ -1,0 +1,235 @@
+"""The local cache of archive objects: list only the month partitions in range, download what is missing.
+
+Layout (under `--cache-dir`, default `$XDG_CACHE_HOME/auditlock`, else `~/.cache/auditlock`; mode 0700):
+
+    <cache>/archive/<endpoint>/<bucket>/<object key without .jsonl.gz>.<etag>.jsonl.gz
+
+Invariants
+- An entry is keyed by the object's key *and* ETag. Archive objects are immutable (Object Lock; auditlock never
+  overwrites), so an entry never goes stale; should a key ever hold another object, its ETag differs and it
+  is fetched anew (the old entry stays, unused). Nothing here ever deletes: `rm -r` the directory to reclaim.
+- An entry is complete: it is written to a `.part-*` file and renamed into place, and it is used only if its
+  size equals the size S3 lists (a file cut short by a crash is fetched again).
+- `<endpoint>` is `aws`, or the host and port of `[sink] endpoint_url`, so two servers never share entries.
+- The archive holds personal data (hashed or not): directories are created 0700, files 0600.
+
+Listing: a range with both ends lists exactly its months' prefixes (`<prefix>/events/year=YYYY/month=MM/`);
+an open range first discovers the partitions with delimiter listings (one request, plus one per year).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from auditlock.archive import layout
+from auditlock.config.model import SinkConfig
+from auditlock.query.columns import events_root
+from auditlock.query.errors import QueryError
+from auditlock.query.timerange import TimeRange
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+DIR_MODE = 0o700
+_PARTITION = re.compile(r"(?:year|month)=(\d+)/$")
+_CHUNK = 1024 * 1024
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """`$XDG_CACHE_HOME/auditlock`, else `~/.cache/auditlock`."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "auditlock"
+
+
+def make_client(sink: SinkConfig) -> S3Client:
+    """A read-only S3 client the boto3 way (env, profile, IRSA, instance role) for `[sink]`'s bucket."""
+    config = BotoConfig(
+        retries={"mode": "standard", "total_max_attempts": 5},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        read_timeout=sink.read_timeout_s,
+        max_pool_connections=16,
+        s3={"addressing_style": "path"} if sink.endpoint_url else {},
+    )
+    client: S3Client = boto3.session.Session(region_name=sink.region).client(
+        "s3", endpoint_url=sink.endpoint_url, config=config)
+    return client
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """An events object as S3 lists it."""
+
+    key: str
+    etag: str
+    size: int
+
+
+@dataclass
+class FetchReport:
+    """What a fetch did: which partition prefixes it listed, what it downloaded and what it found cached."""
+
+    prefixes: list[str] = field(default_factory=list)
+    downloaded: int = 0
+    downloaded_bytes: int = 0
+    reused: int = 0
+
+
+class ArchiveCache:
+    """Downloads the archive objects of a time range into the local cache and returns their paths."""
+
+    def __init__(self, client: S3Client, sink: SinkConfig, root: Path, *, progress: IO[str] | None = None,
+                 workers: int = 8) -> None:
+        if not sink.bucket:
+            raise QueryError("[sink] bucket is not set; set it in auditlock.toml or AUDITLOCK_SINK_BUCKET")
+        self.client = client
+        self.bucket = sink.bucket
+        self.prefix = sink.prefix
+        self.cache_dir = root
+        self.root = root / "archive" / _endpoint_tag(sink.endpoint_url) / sink.bucket
+        self.progress = progress
+        self.workers = workers
+
+    def fetch(self, time_range: TimeRange) -> tuple[list[Path], FetchReport]:
+        """Every cached file of the range's partitions (downloading the missing ones) and a report."""
+        report = FetchReport()
+        self.cache_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # 0700 here protects all below
+        try:
+            objects = [obj for prefix in self._prefixes(time_range, report) for obj in self._list(prefix)]
+            missing = [obj for obj in objects if not self._cached(obj)]
+            report.reused = len(objects) - len(missing)
+            self._download_all(missing, report)
+        except (ClientError, BotoCoreError) as exc:
+            raise QueryError(f"cannot read s3://{self.bucket}/{self.prefix}: {exc}; check [sink] and the "
+                             "AWS credentials in this environment") from exc
+        return [self.local_path(obj) for obj in objects], report
+
+    def local_path(self, obj: ListedObject) -> Path:
+        """Where an object is cached (see the module docstring)."""
+        stem = obj.key.removesuffix(layout.OBJECT_SUFFIX)
+        return self.root / f"{stem}.{obj.etag}{layout.OBJECT_SUFFIX}"
+
+    def _prefixes(self, time_range: TimeRange, report: FetchReport) -> list[str]:
+        months = time_range.months() if time_range.bounded else self._discover(time_range)
+        report.prefixes = [layout.partition_prefix(self.prefix, year, month) for year, month in months]
+        return report.prefixes
+
+    def _discover(self, time_range: TimeRange) -> Iterator[tuple[int, int]]:
+        root = events_root(self.prefix)
+        for year_prefix, year in self._children(root):
+            for _, month in self._children(year_prefix):
+                if 1 <= month <= 12 and time_range.contains_month(year, month):
+                    yield year, month
+
+    def _children(self, prefix: str) -> Iterator[tuple[str, int]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
+                                                                       Delimiter="/")
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                match = _PARTITION.search(common["Prefix"])
+                if match:
+                    yield common["Prefix"], int(match[1])
+
+    def _list(self, prefix: str) -> Iterator[ListedObject]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(layout.OBJECT_SUFFIX):
+                    yield ListedObject(item["Key"], _clean_etag(item["ETag"]), item["Size"])
+
+    def _cached(self, obj: ListedObject) -> bool:
+        try:
+            return self.local_path(obj).stat().st_size == obj.size
+        except FileNotFoundError:
+            return False
+
+    def _download_all(self, objects: list[ListedObject], report: FetchReport) -> None:
+        progress = DownloadProgress(len(objects), sum(o.size for o in objects), self.progress)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="auditlock-download") as pool:
+            for size in pool.map(self._download, objects):
+                report.downloaded += 1
+                report.downloaded_bytes += size
+                progress.advance(size)
+        progress.finish()
+
+    def _download(self, obj: ListedObject) -> int:
+        target = self.local_path(obj)
+        target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        body = self.client.get_object(Bucket=self.bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')["Body"]
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: body.read(_CHUNK), b""):
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return obj.size
+
+
+def _endpoint_tag(endpoint_url: str | None) -> str:
+    if not endpoint_url:
+        return "aws"
+    return re.sub(r"[^A-Za-z0-9.-]", "_", urlsplit(endpoint_url).netloc or endpoint_url)
+
+
+def _clean_etag(etag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "", etag)
+
+
+class DownloadProgress:
+    """Progress of a long download on a stream (stderr): nothing for the first second, then a line at most
+    twice a second (rewritten in place on a terminal), and a closing line if anything was shown."""
+
+    def __init__(self, total_objects: int, total_bytes: int, stream: IO[str] | None, *,
+                 clock: Callable[[], float] = time.monotonic, delay_s: float = 1.0, interval_s: float = 0.5) -> None:
+        self.total_objects, self.total_bytes = total_objects, total_bytes
+        self.stream = stream
+        self.clock = clock
+        self.started = clock()
+        self.next_at = self.started + delay_s
+        self.interval_s = interval_s
+        self.objects = self.bytes = 0
+        self.shown = False
+        self._lock = threading.Lock()
+
+    def advance(self, nbytes: int) -> None:
+        """One more object of `nbytes` is in the cache."""
+        with self._lock:
+            self.objects += 1
+            self.bytes += nbytes
+            now = self.clock()
+            if self.stream is not None and now >= self.next_at:
+                self.next_at = now + self.interval_s
+                self._show(final=False)
+
+    def finish(self) -> None:
+        """End the progress display (a final line, only if progress was shown)."""
+        if self.shown:
+            self._show(final=True)
+
+    def _show(self, *, final: bool) -> None:
+        assert self.stream is not None
+        elapsed = self.clock() - self.started
+        text = (f"auditlock query: downloaded {self.objects}/{self.total_objects} objects, "
+                f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB, {elapsed:.0f} s")
+        tty = self.stream.isatty()
+        end = "\n" if final or not tty else ""
+        self.stream.write(("\r" if tty else "") + text + end)
+        self.stream.flush()
+        self.shown = True

@@ -1,0 +1,95 @@
+"""The command's filters as one parameterised WHERE clause over the `audit` view (no value is ever spliced in).
+
+Every filter is ANDed. `types` (repeatable `--type`) are ORed among themselves: each is a glob (`*` any run,
+`?` one character, case-sensitive, as `[events] include` matches) turned into a LIKE pattern. An hmac match
+looks for the hashed value in `payload.FIELD` or on either side of `payload.changes.FIELD`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from auditlock.query.timerange import ALL_TIME, TimeRange, format_time
+
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NEWEST_FIRST = "occurred_at DESC, event_id DESC"
+
+
+@dataclass(frozen=True)
+class HmacMatch:
+    """A payload field that must hold `hashed` (the `hmac-sha256:` form of the value searched for)."""
+
+    field: str
+    hashed: str
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What `auditlock query` looks for; unset fields do not filter."""
+
+    actor: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    types: tuple[str, ...] = ()
+    ip: str | None = None
+    time_range: TimeRange = ALL_TIME
+    hmac: tuple[HmacMatch, ...] = ()
+
+    def where(self) -> tuple[str, list[Any]]:
+        """`(sql, params)`: the conditions joined by AND (`TRUE` when there are none)."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for column, value in (("actor_id", self.actor), ("target_type", self.target_type),
+                              ("target_id", self.target_id), ("actor_ip", self.ip)):
+            if value is not None:
+                parts.append(f"{column} = ?")
+                params.append(value)
+        if self.types:
+            parts.append("(" + " OR ".join(_type_condition(t, params) for t in self.types) + ")")
+        _time_conditions(self.time_range, parts, params)
+        for match in self.hmac:
+            parts.append(_hmac_condition(match, params))
+        return (" AND ".join(parts) or "TRUE"), params
+
+
+def glob_to_like(pattern: str) -> str:
+    """A LIKE pattern (escape character `\\`) matching what the glob matches."""
+    out = []
+    for char in pattern:
+        if char in "\\%_":
+            out.append("\\" + char)
+        elif char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _type_condition(pattern: str, params: list[Any]) -> str:
+    if "*" not in pattern and "?" not in pattern:
+        params.append(pattern)
+        return "event_type = ?"
+    params.append(glob_to_like(pattern))
+    return "event_type LIKE ? ESCAPE '\\'"
+
+
+def _time_conditions(time_range: TimeRange, parts: list[str], params: list[Any]) -> None:
+    if time_range.since is not None:
+        parts.append("occurred_at >= ?")
+        params.append(format_time(time_range.since))
+    if time_range.until is not None:
+        parts.append("occurred_at < ?")
+        params.append(format_time(time_range.until))
+
+
+def _hmac_condition(match: HmacMatch, params: list[Any]) -> str:
+    if not FIELD_NAME.match(match.field):
+        raise ValueError(f"field name {match.field!r} must be letters, digits and underscores")
+    paths = (f"$.{match.field}", f"$.changes.{match.field}[0]", f"$.changes.{match.field}[1]")
+    for path in paths:
+        params += [path, match.hashed]
+    return "(" + " OR ".join("json_extract_string(payload, ?) = ?" for _ in paths) + ")"

@@ -1,0 +1,117 @@
+"""Writing results: a readable terminal table, JSONL (one object per row) or CSV (with a header).
+
+For whole events (`auditlock query` without `--sql`), JSONL lines are the events as archived — `payload` an
+object, keys in schema order — and the table shows one event per line: time, type, actor, address, target
+and payload, cut to the terminal's width. CSV carries every column, `payload` as JSON text.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
+
+import orjson
+
+from auditlock.query.columns import EVENT_NAMES
+from auditlock.query.engine import Result
+
+FORMATS = ("table", "jsonl", "csv")
+EVENT_TABLE = ("occurred_at", "event_type", "actor", "actor_ip", "target", "payload")
+MAX_CELL = 40
+_GAP = "  "
+
+
+def write(result: Result, fmt: str, out: IO[str], *, events: bool, width: int = 120) -> int:
+    """Write `result` in `fmt`; `events` says the rows are whole events. Returns the row count."""
+    if fmt == "jsonl":
+        return write_jsonl(result, out, events=events)
+    if fmt == "csv":
+        return write_csv(result, out)
+    if events:
+        return write_table(EVENT_TABLE, (_event_cells(row) for row in result.rows), out, width=width)
+    return write_table(result.columns, ([_cell(v) for v in row] for row in result.rows), out, width=width)
+
+
+def write_jsonl(result: Result, out: IO[str], *, events: bool) -> int:
+    """One JSON object per row; an event's payload is embedded as the object it is."""
+    count = 0
+    payload = result.columns.index("payload") if events else -1
+    for row in result.rows:
+        values = list(row)
+        if payload >= 0 and values[payload] is not None:
+            values[payload] = orjson.Fragment(values[payload])
+        out.write(orjson.dumps(dict(zip(result.columns, values, strict=True)), default=_json_default).decode())
+        out.write("\n")
+        count += 1
+    return count
+
+
+def write_csv(result: Result, out: IO[str]) -> int:
+    """A header line, then every row (values as text; null as an empty field)."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(result.columns)
+    count = 0
+    for row in result.rows:
+        writer.writerow(["" if v is None else _text(v) for v in row])
+        count += 1
+    return count
+
+
+def write_table(columns: Sequence[str], rows: Iterable[list[str]], out: IO[str], *, width: int) -> int:
+    """Aligned columns, each cut to MAX_CELL characters; the last one gets what is left of `width`."""
+    cells = list(rows)
+    widths = [min(MAX_CELL, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
+    if widths:
+        used = sum(widths[:-1]) + len(_GAP) * (len(widths) - 1)
+        widths[-1] = max(len(columns[-1]), min(max([len(r[-1]) for r in cells], default=0), width - used, 200))
+    out.write(_line(list(columns), widths))
+    out.write(_line(["-" * w for w in widths], widths))
+    for row in cells:
+        out.write(_line(row, widths))
+    out.write(f"({len(cells)} {'row' if len(cells) == 1 else 'rows'})\n")
+    return len(cells)
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    parts = [_fit(c, w) for c, w in zip(cells, widths, strict=True)]
+    return _GAP.join(parts).rstrip() + "\n"
+
+
+def _fit(text: str, width: int) -> str:
+    text = text.replace("\n", " ")
+    return text.ljust(width) if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _event_cells(row: tuple[Any, ...]) -> list[str]:
+    event = dict(zip(EVENT_NAMES, row, strict=True))
+    target = event["target_type"] or ""
+    if event["target_id"] is not None:
+        target += f":{event['target_id']}"
+    return [event["occurred_at"], event["event_type"], event["actor_id"], event["actor_ip"] or "", target,
+            event["payload"] or ""]
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else _text(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | dict):
+        return orjson.dumps(value, default=_json_default).decode()
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} has no JSON form")

@@ -1,0 +1,84 @@
+"""One `auditlock query` run: spool events (if asked), then the archive's partitions, then DuckDB, then output.
+
+The order matters: the spool is read before S3 is listed, so an event is either read from the spool or was
+already in the archive when the listing began (see `spool`). Spool events are copied into a private temporary
+directory (0700) that is removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from auditlock.config.model import Config
+from auditlock.query import output
+from auditlock.query.cache import ArchiveCache, FetchReport, make_client
+from auditlock.query.engine import AuditDatabase
+from auditlock.query.filters import EventFilter
+from auditlock.query.spool import copy_spool_events
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """What to query and how to print it."""
+
+    filter: EventFilter
+    cache_dir: Path
+    sql: str | None = None
+    fmt: str = "table"
+    limit: int | None = None
+    include_spool: bool = False
+
+
+@dataclass
+class QueryReport:
+    """What a run did: the archive fetch, spool events read, rows written."""
+
+    fetch: FetchReport
+    spool_events: int = 0
+    rows: int = 0
+
+
+def execute(request: QueryRequest, config: Config, out: IO[str], err: IO[str], *,
+            client: S3Client | None = None) -> QueryReport:
+    """Run the query and write the result to `out` (progress and notes go to `err`)."""
+    with tempfile.TemporaryDirectory(prefix="auditlock-query-") as tmp:
+        spool_file, spool_events = None, 0
+        if request.include_spool:
+            spool_file, spool_events = _copy_spool(config.spool.dir, Path(tmp), err)
+        cache = ArchiveCache(client or make_client(config.sink), config.sink, request.cache_dir, progress=err)
+        files, fetch = cache.fetch(request.filter.time_range)
+        database = AuditDatabase(files, spool_file=spool_file, time_range=request.filter.time_range)
+        try:
+            rows = _write(database, request, out)
+        finally:
+            database.close()
+    return QueryReport(fetch, spool_events, rows)
+
+
+def _write(database: AuditDatabase, request: QueryRequest, out: IO[str]) -> int:
+    if request.sql is not None:
+        result = database.sql(request.sql)
+    else:
+        where, params = request.filter.where()
+        result = database.events(where, params, limit=request.limit)
+    width = shutil.get_terminal_size((120, 24)).columns
+    return output.write(result, request.fmt, out, events=request.sql is None, width=width)
+
+
+def _copy_spool(spool_dir: Path, tmp: Path, err: IO[str]) -> tuple[Path | None, int]:
+    if not spool_dir.is_dir():
+        err.write(f"auditlock query: note: spool directory {spool_dir} does not exist here; no spool events\n")
+        return None, 0
+    path = tmp / "spool.jsonl"
+    with path.open("wb") as f:
+        read = copy_spool_events(spool_dir, f)
+    if read.skipped:
+        err.write(f"auditlock query: note: skipped {read.skipped} incomplete or unreadable spool lines\n")
+    return path, read.events
