@@ -1,0 +1,200 @@
+"""A query test archive: a config with hmac'd fields, a known story of events over three months (and now),
+shipped by the real agent to an S3 server; plus helpers to run `auditlock query` and read its JSONL."""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import datetime as dt
+import io
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import auditlock
+from auditlock.agent.service import Agent
+from auditlock.cli import main
+from auditlock.config import Config, load_config
+from auditlock.handler.core import AuditCore
+from auditlock.spool.writer import SpoolWriter
+from tests.conftest import HMAC_KEY
+from tests.support.archive_env import ArchiveEnv
+from tests.support.s3servers import S3Endpoint, make_lock_bucket
+
+CONFIG = """
+service = "shop"
+
+[spool]
+dir = "{spool}"
+durability = "sync"
+segment_max_bytes = 4096
+
+[events]
+include = ["order.*", "customer.*", "auth.*", "access.*", "data.*"]
+
+[targets.Order]
+fields = ["status", "total", "customer_email"]
+hmac = ["customer_email"]
+
+[targets.Customer]
+fields = ["name", "email"]
+hmac = ["email"]
+
+[targets.User]
+fields = ["roles"]
+
+[hmac]
+key_env = "AUDITLOCK_TEST_HMAC"
+
+[retention]
+default = "standard"
+
+[retention.classes.standard]
+days = 1
+mode = "GOVERNANCE"
+
+[retention.classes.security]
+days = 2
+mode = "GOVERNANCE"
+
+[retention.events]
+"auth.*" = "security"
+"access.*" = "security"
+
+[sink]
+bucket = "{bucket}"
+prefix = "audit"
+endpoint_url = "{endpoint}"
+region = "{region}"
+batch_max_bytes = 65536
+batch_max_age_s = 0.2
+"""
+
+ALICE = "alice@example.com"
+
+
+def at(moment: str) -> int:
+    """A UTC time (`2026-09-30`, `2026-09-30T23:59:59.5`; noon when no time is given) as the writer's clock
+    gives it: ns since the epoch."""
+    parsed = dt.datetime.fromisoformat(moment if "T" in moment else f"{moment}T12:00:00").replace(tzinfo=dt.UTC)
+    return (calendar.timegm(parsed.timetuple()) * 10**6 + parsed.microsecond) * 1000
+
+
+# (time or None for "now", actor, event type, fields): the story every archive test queries.
+STORY: list[tuple[int | None, str, str, dict[str, Any]]] = [
+    (at("2026-08-03"), "user#1", "order.created", {"target_type": "Order", "target_id": 1001, "status": "new",
+                                                 "customer_email": ALICE}),
+    (at("2026-08-20"), "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "bad_password"}),
+    (at("2026-09-02"), "svc:admin-api", "access.role_granted", {"target_type": "User", "target_id": 5,
+                                                              "role": "admin", "scope": "shop"}),
+    (at("2026-09-10"), "user#2", "order.updated", {"target_type": "Order", "target_id": 1001,
+                                                  "before": {"status": "new"}, "after": {"status": "paid"}}),
+    (at("2026-09-12"), "user#4", "data.accessed", {"target_type": "Order", "target_id": 1001,
+                                                  "justification": "support ticket 12"}),
+    (at("2026-09-15"), "user#7", "customer.created", {"target_type": "Customer", "target_id": 7, "name": "Alice",
+                                                     "email": ALICE}),
+    (at("2026-09-30T23:59:59.5"), "user#1", "order.updated",
+     {"target_type": "Order", "target_id": 1001, "before": {"status": "paid"}, "after": {"status": "shipped"}}),
+    (at("2026-10-01T00:00:00.25"), "user#3", "order.deleted", {"target_type": "Order", "target_id": 1001}),
+    (at("2026-10-01T00:00:01"), "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "locked"}),
+    (at("2026-10-05"), "user#7", "customer.updated", {"target_type": "Customer", "target_id": 7,
+                                                     "before": {"email": ALICE}, "after": {"email": "a@new.example"}}),
+    (at("2026-10-06"), "user#2", "order.created", {"target_type": "Order", "target_id": 1002, "status": "new",
+                                                  "customer_email": ALICE}),
+    (at("2026-10-08"), "svc:admin-api", "access.permission_changed", {"target_type": "User", "target_id": 5,
+                                                                     "permission": "refund", "scope": "shop"}),
+    (at("2026-10-09"), "svc:admin-api", "access.role_revoked", {"target_type": "User", "target_id": 5,
+                                                               "role": "admin", "scope": "shop"}),
+    (None, "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "bad_password"}),
+    (None, "user#8", "auth.login_succeeded", {"actor_ip": "198.51.100.4", "method": "password"}),
+    (None, "user#8", "auth.login_failed", {"actor_ip": "198.51.100.4", "reason": "bad_otp"}),
+]
+
+
+@dataclass
+class QueryEnv:
+    """An archive on an S3 server holding STORY, and what was written."""
+
+    archive: ArchiveEnv
+    written: list[dict[str, Any]]
+
+    @classmethod
+    def create(cls, root: Path, endpoint: S3Endpoint, bucket: str) -> QueryEnv:
+        """Write the config, emit STORY through the real handler core, ship it with the real agent."""
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / "auditlock.toml"
+        path.write_text(CONFIG.format(spool=root / "spool", bucket=bucket, endpoint=endpoint.url,
+                                      region=endpoint.region))
+        env = cls(ArchiveEnv(root, endpoint, bucket, path), [])
+        env.written = env.emit(STORY)
+        env.ship()
+        return env
+
+    @property
+    def config(self) -> Config:
+        """The loaded config."""
+        return load_config(self.archive.config_path)
+
+    def emit(self, story: list[tuple[int | None, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Emit events (one writer, closed afterwards so its segments are sealed); returns the records."""
+        times = iter([t for t, _, _, _ in story])
+        clock = _StoryClock(times)
+        config = self.config
+        writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes, clock=clock)
+        core = AuditCore(config, writer=writer)
+        records = []
+        for _, actor, event_type, fields in story:
+            with auditlock.actor(actor):
+                record = core.emit(event_type, dict(fields))
+            assert record is not None
+            records.append(dict(record))
+        writer.close()
+        return records
+
+    def ship(self) -> None:
+        """Drain the spool into the bucket with the real agent (in this process)."""
+        result = Agent(self.config, serve_http=False).run_once()
+        assert result.segments_left == 0
+
+    def query(self, *args: str, cache: Path) -> tuple[int, str, str]:
+        """Run `auditlock query --config ... --cache-dir CACHE ARGS`; returns (status, stdout, stderr)."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["query", "--config", str(self.archive.config_path), "--cache-dir", str(cache), *args])
+        return status, out.getvalue(), err.getvalue()
+
+    def query_events(self, *args: str, cache: Path) -> list[dict[str, Any]]:
+        """The events `auditlock query --format jsonl ARGS` prints, in its order."""
+        status, out, err = self.query("--format", "jsonl", *args, cache=cache)
+        assert status == 0, err
+        return [orjson.loads(line) for line in out.splitlines()]
+
+
+@contextlib.contextmanager
+def story_archive(root: Path, endpoint: S3Endpoint) -> Iterator[QueryEnv]:
+    """A fresh lock bucket holding STORY, with the endpoint's credentials in the environment meanwhile."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+        patch.setenv("AUDITLOCK_TEST_HMAC", HMAC_KEY)
+        bucket = make_lock_bucket(endpoint.client(), f"auditlock-query-{uuid.uuid4().hex[:12]}")
+        yield QueryEnv.create(root, endpoint, bucket)
+
+
+class _StoryClock:
+    """Gives each event its story time; `None` means the real time. Times must not go backwards per writer
+    within a month (the writer seals at a month change), which STORY respects."""
+
+    def __init__(self, times: Iterator[int | None]) -> None:
+        self.times = times
+
+    def __call__(self) -> int:
+        import time
+
+        value = next(self.times, None)
+        return time.time_ns() if value is None else value
