@@ -113,19 +113,23 @@ def _archive_keys(client: S3Client, bucket: str) -> list[str]:
 
 
 def _archive(client: S3Client, bucket: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """The events object keys of a bucket and every event in them."""
+    """The events object keys of a bucket and every event in them (writers' clean-end records left out)."""
     keys = _archive_keys(client, bucket)
     events: list[dict[str, Any]] = []
     for key in keys:
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         events += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
-    return keys, events
+    return keys, [e for e in events if e["event_type"] != CLOSED]
 
 
 def _spooled_ids(spool: Path) -> set[str]:
-    """The event ids still in sealed segments of the spool."""
-    return {orjson.loads(line)["event_id"] for segment in list_sealed(spool)
-            for group in group_lines(segment.path).groups.values() for line in group.lines}
+    """The event ids still in sealed segments of the spool (writers' clean-end records left out)."""
+    events = (orjson.loads(line) for segment in list_sealed(spool)
+              for group in group_lines(segment.path).groups.values() for line in group.lines)
+    return {e["event_id"] for e in events if e["event_type"] != CLOSED}
+
+
+CLOSED = "auditlock.writer_closed"
 
 
 def _segment_files(spool: Path) -> list[str]:

@@ -58,7 +58,7 @@ def test_any_event_dict_gives_a_line_or_an_event_error(events: list[tuple[str, d
 
 
 def assert_spool_intact(spool: Path, written: int) -> None:
-    """The spool holds exactly `written` schema-valid lines with an unbroken chain, nothing torn."""
+    """The spool holds exactly `written` schema-valid lines plus the writer's clean-end record, chained, untorn."""
     if written == 0:
         return
     for path in segment_paths(spool):
@@ -66,10 +66,11 @@ def assert_spool_intact(spool: Path, written: int) -> None:
         assert scan.damage is None
         assert not scan.torn_tail
     lines = spool_lines(spool)
-    assert len(lines) == written
+    assert len(lines) == written + 1
     events = [orjson.loads(line) for line in lines]
     assert all(tuple(e) == EVENT_KEYS for e in events)
-    assert [e["seq"] for e in events] == list(range(written))
+    assert [e["seq"] for e in events] == list(range(written + 1))
+    assert events[-1]["event_type"] == "auditlock.writer_closed"
 
 
 def test_decimal_strategy_sanity() -> None:

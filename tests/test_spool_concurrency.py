@@ -81,7 +81,8 @@ class TestTwoProcessesOneSpool:
         """Every line of every segment is one whole event; no segment is torn or damaged."""
         spool, _ = two_processes
         contents = read_spool(spool)  # fails on a damaged line, a torn tail, or a line of another writer
-        assert sum(scan.lines for scan in contents.scans) == 800
+        assert sum(scan.lines for scan in contents.scans) == 800 + 2  # each writer ends with its clean-end record
+        assert len(contents.closings) == 2
 
     def test_each_process_has_its_own_writer_and_unbroken_chain(self, two_processes: TwoRun) -> None:
         """The two processes have different writer ids, each with seq 0..399 chained across its segments."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import itertools
 import os
 import stat
 from collections.abc import Callable
@@ -116,14 +117,27 @@ class TestSealing:
         writer.close()
         emit_orders(core, 2)
         writer.close()
-        assert [e["seq"] for e in spool_events(config.spool.dir)] == [0, 1, 2, 3]
+        events = spool_events(config.spool.dir)
+        assert [e["seq"] for e in events] == [0, 1, 2, 3, 4, 5]
+        closed = "auditlock.writer_closed"
+        assert [e["event_type"] for e in events] == ["order.updated"] * 2 + [closed] + ["order.updated"] * 2 + [closed]
         assert len(segment_paths(config.spool.dir)) == 2
+
+    def test_close_records_a_clean_end(self, config: Config) -> None:
+        """close() writes an auditlock.writer_closed event counting the writer's events, once."""
+        writer = SpoolWriter(config.spool)
+        emit_orders(AuditCore(config, writer=writer), 3)
+        writer.close()
+        writer.close()
+        last = spool_events(config.spool.dir)[-1]
+        assert (last["event_type"], last["seq"], last["payload"]) == ("auditlock.writer_closed", 3, {"events": 3})
+        assert (last["actor_id"], last["actor_type"]) == ("svc:shop", "service")
 
     def test_month_boundary_seals(self, config: Config, closing: Callable[[Any], Any]) -> None:
         """Events on both sides of a UTC month boundary land in different segments."""
         end_of_november = calendar.timegm((2026, 11, 30, 23, 59, 59)) * 10**9
-        times = iter([end_of_november, end_of_november + 999_999_000, end_of_november + 10**9,
-                      end_of_november + 2 * 10**9])
+        times = itertools.chain([end_of_november, end_of_november + 999_999_000],
+                                itertools.count(end_of_november + 10**9))
         writer = writer_for(config, closing, clock=lambda: next(times))
         emit_orders(AuditCore(config, writer=writer), 4)
         segments = segment_paths(config.spool.dir)

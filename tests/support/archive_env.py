@@ -133,14 +133,14 @@ class ArchiveEnv:
             keys += [obj["Key"] for obj in page.get("Contents", [])]
         return sorted(keys)
 
-    def archive_events(self) -> list[dict[str, Any]]:
-        """Every event in every events object (all versions' current objects), parsed."""
+    def archive_events(self, *, closings: bool = False) -> list[dict[str, Any]]:
+        """Every event in every events object, parsed; writers' clean-end records only with `closings=True`."""
         client = self.endpoint.client()
         events = []
         for key in self.archive_keys():
             body = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             events += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
-        return events
+        return [e for e in events if closings or e["event_type"] != "auditlock.writer_closed"]
 
     def archive_versions(self) -> int:
         """How many object versions exist under the events prefix (duplicates show up here)."""

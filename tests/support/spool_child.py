@@ -249,6 +249,7 @@ class SpoolContents:
     events: list[dict[str, Any]] = field(default_factory=list)  # the good lines, parsed
     files: dict[str, str] = field(default_factory=dict)  # event_id -> segment file name
     foreign: list[str] = field(default_factory=list)  # "<file>: writer <w>" for lines of another writer
+    closings: list[dict[str, Any]] = field(default_factory=list)  # auditlock.writer_closed records
 
     @property
     def ids(self) -> Counter[str]:
@@ -326,6 +327,9 @@ def scan_spool(spool: Path) -> SpoolContents:
             assert event is not None, f"{path.name}: a line scan_segment accepted does not parse: {line[:80]!r}"
             if event["writer"] != name.writer:
                 contents.foreign.append(f"{path.name}: writer {event['writer']}")
+            if event["event_type"] == "auditlock.writer_closed":
+                contents.closings.append(event)  # a writer's clean-end record, not an event a test emitted
+                continue
             contents.events.append(event)
             contents.files[event["event_id"]] = path.name
     return contents

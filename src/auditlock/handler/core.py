@@ -33,7 +33,7 @@ class AuditCore:
     def __init__(self, config: Config, *, writer: SpoolWriter | None = None) -> None:
         self.config = config
         self._hmac_key = config.hmac.load_key() if _uses_hmac(config) else b""
-        self._writer = writer
+        self._writer = self._attach(writer) if writer is not None else None
         self._writer_lock = threading.Lock()
         self._builder = RecordBuilder(config, self._hmac_key)
         self._is_audit: dict[str, bool] = {}
@@ -45,8 +45,16 @@ class AuditCore:
         if self._writer is None:
             with self._writer_lock:
                 if self._writer is None:
-                    self._writer = SpoolWriter(self.config.spool, max_event_bytes=self.config.events.max_event_bytes)
+                    self._writer = self._attach(
+                        SpoolWriter(self.config.spool, max_event_bytes=self.config.events.max_event_bytes))
         return self._writer
+
+    def _attach(self, writer: SpoolWriter) -> SpoolWriter:
+        writer.closing_record = self._closing_record
+        return writer
+
+    def _closing_record(self, events: int) -> dict[str, Any]:
+        return self.build(event_types.WRITER_CLOSED, {"actor_id": f"svc:{self.config.service}", "events": events})
 
     @property
     def dropped(self) -> int:

@@ -23,8 +23,9 @@ ROLE_REVOKED = "access.role_revoked"
 PERMISSION_CHANGED = "access.permission_changed"
 # Sensitive reads
 DATA_ACCESSED = "data.accessed"
-# Emitted by auditlock itself when `on_error = "drop"` dropped events.
+# Emitted by auditlock itself: when `on_error = "drop"` dropped events, and as a writer's last event on close.
 EVENTS_DROPPED = "auditlock.events_dropped"
+WRITER_CLOSED = "auditlock.writer_closed"
 
 RECORD_ACTIONS = ("created", "updated", "deleted")
 
@@ -42,6 +43,7 @@ STANDARD_FIELDS: dict[str, frozenset[str]] = {
     PERMISSION_CHANGED: frozenset({"permission", "scope"}),
     DATA_ACCESSED: frozenset({"justification", "fields", "purpose"}),
     EVENTS_DROPPED: frozenset({"count", "first_dropped_at", "last_dropped_at", "reason"}),
+    WRITER_CLOSED: frozenset({"events"}),
 }
 
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")

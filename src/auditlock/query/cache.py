@@ -216,16 +216,16 @@ class DownloadProgress:
             now = self.clock()
             if self.stream is not None and now >= self.next_at:
                 self.next_at = now + self.interval_s
-                self._show(final=False)
+                self._show(now, final=False)
 
     def finish(self) -> None:
         """End the progress display (a final line, only if progress was shown)."""
         if self.shown:
-            self._show(final=True)
+            self._show(self.clock(), final=True)
 
-    def _show(self, *, final: bool) -> None:
+    def _show(self, now: float, *, final: bool) -> None:
         assert self.stream is not None
-        elapsed = self.clock() - self.started
+        elapsed = now - self.started
         text = (f"auditlock query: downloaded {self.objects}/{self.total_objects} objects, "
                 f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB, {elapsed:.0f} s")
         tty = self.stream.isatty()

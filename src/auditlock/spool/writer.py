@@ -18,7 +18,7 @@ from time import monotonic_ns, time_ns
 from typing import Any
 
 from auditlock.config.model import SpoolConfig
-from auditlock.errors import SpoolError
+from auditlock.errors import EventError, SpoolError
 from auditlock.spool.chain import EventChain, uuid7_hex
 from auditlock.spool.format import OPEN_SUFFIX, SEALED_SUFFIX, ensure_spool_dir
 from auditlock.spool.segment import OpenSegment, TornSegmentError
@@ -37,6 +37,9 @@ class SpoolWriter:
         """`clock` returns nanoseconds since the epoch (tests pass one to cross a month boundary)."""
         self.config = config
         self._clock = clock
+        # Builds the writer's last event (`auditlock.writer_closed`, given the count of events before it), so a
+        # clean end is on record and a missing tail is not mistaken for one. Set by the handler core.
+        self.closing_record: Callable[[int], dict[str, Any]] | None = None
         self.directory = Path(config.dir)
         self._max_event_bytes = max_event_bytes
         self._init_state()
@@ -53,6 +56,7 @@ class SpoolWriter:
         self._atexit_registered = False
         self._spool_bytes = 0
         self._scanned_at_ns = 0
+        self._unclosed = False  # events written since the last closing record
         self._sync_each = self.config.durability == "sync"
         self._group = self.config.durability == "group"
         # Held by the flusher around its background fsync (dup'd descriptor) and by the fork hook, so a child
@@ -75,6 +79,7 @@ class SpoolWriter:
                 self.stats["errors"] += 1
                 raise _spool_error(exc, self.directory) from exc
             self.chain.advance(line)
+            self._unclosed = True
             self.stats["events"] += 1
             self.stats["bytes"] += len(line)
         return record
@@ -214,8 +219,9 @@ class SpoolWriter:
             self._seal()
 
     def close(self) -> None:
-        """Seal the open segment and stop the flusher; safe to call twice. A later append reopens."""
+        """Record the clean end, seal, stop the flusher; safe to call twice. A later append reopens."""
         with self._lock:
+            self._append_closing_record()
             self._seal()
             self._stop.set()
             flusher, self._flusher = self._flusher, None
@@ -225,6 +231,15 @@ class SpoolWriter:
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join(timeout=5)
         self._stop = threading.Event()
+
+    def _append_closing_record(self) -> None:
+        if self.closing_record is None or not self._unclosed:
+            return
+        try:
+            self.append(self.closing_record(self.chain.seq))
+        except (SpoolError, EventError) as exc:
+            log.error("auditlock: could not record the clean end of writer %s: %s", self.writer_id, exc)
+        self._unclosed = False
 
     # --- background flusher --------------------------------------------------------------------------
 
