@@ -15,13 +15,13 @@ import io
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
 from auditlock.spool.format import SEALED_SUFFIX, SegmentName, parse_segment_name
-from auditlock.spool.reader import DamagedSegmentError, LineGroup, group_lines
+from auditlock.spool.reader import DamagedSegmentError, GroupedSegment, LineGroup, group_lines
 
 GZIP_LEVEL = 6
 
@@ -76,6 +76,7 @@ class ArchiveObject:
     first_occurred_at: str
     last_occurred_at: str
     retention: str
+    content_type: str = layout.CONTENT_TYPE
 
     def metadata(self) -> dict[str, str]:
         """The object's x-amz-meta-* values."""
@@ -150,21 +151,38 @@ class _Compressor:
 
 
 @dataclass
+class WriterRange:
+    """The part of one writer's chain a batch holds (what a digest records about the writer)."""
+
+    first_seq: int
+    last_seq: int
+    last_hash: str
+    closed: bool
+
+    def as_json(self) -> dict[str, object]:
+        """The digest's form."""
+        return {"first_seq": self.first_seq, "last_seq": self.last_seq, "last_hash": self.last_hash,
+                "closed": self.closed}
+
+
+@dataclass
 class BuiltBatch:
-    """The objects of a batch, or the segments that turned out damaged (then nothing may ship)."""
+    """The objects of a batch and its writers' ranges, or the damaged segments (then nothing may ship)."""
 
     objects: list[ArchiveObject]
     damaged: dict[Path, str]
+    writers: dict[str, WriterRange] = field(default_factory=dict)
 
 
 def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[str, RetentionClass]) -> BuiltBatch:
     """Read the segments in order and split their lines into objects per (month, retention class)."""
     builders: dict[tuple[str, str], _ObjectBuilder] = {}
     damaged: dict[Path, str] = {}
+    writers: dict[str, WriterRange] = {}
     compressor = _Compressor()
     try:
         for segment in segments:
-            problem = _add_segment(segment.path, builders, classes, compressor)
+            problem = _add_segment(segment, builders, classes, compressor, writers)
             if problem is not None:
                 damaged[segment.path] = problem
         compressor.drain()
@@ -172,13 +190,14 @@ def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[s
         compressor.close()
     if damaged:
         return BuiltBatch([], damaged)
-    return BuiltBatch([builders[k].finish(prefix) for k in sorted(builders)], {})
+    return BuiltBatch([builders[k].finish(prefix) for k in sorted(builders)], {}, writers)
 
 
-def _add_segment(path: Path, builders: dict[tuple[str, str], _ObjectBuilder],
-                 classes: Mapping[str, RetentionClass], compressor: _Compressor) -> str | None:
+def _add_segment(segment: SealedSegment, builders: dict[tuple[str, str], _ObjectBuilder],
+                 classes: Mapping[str, RetentionClass], compressor: _Compressor,
+                 writers: dict[str, WriterRange]) -> str | None:
     try:
-        grouped = group_lines(path)
+        grouped = group_lines(segment.path)
     except DamagedSegmentError as exc:
         return exc.reason
     unknown = sorted({retention for _month, retention in grouped.groups} - set(classes))
@@ -190,4 +209,17 @@ def _add_segment(path: Path, builders: dict[tuple[str, str], _ObjectBuilder],
         if builder is None:
             builder = builders[key] = _ObjectBuilder(key[1], compressor)
         builder.add(group)
+    _extend_writer(writers, segment.name, grouped)
     return None
+
+
+def _extend_writer(writers: dict[str, WriterRange], name: SegmentName, grouped: GroupedSegment) -> None:
+    if grouped.last_seq is None or grouped.last_hash is None:
+        return
+    known = writers.get(name.writer)
+    if known is None:
+        writers[name.writer] = WriterRange(name.first_seq, grouped.last_seq, grouped.last_hash, grouped.closed)
+        return
+    known.first_seq = min(known.first_seq, name.first_seq)
+    if grouped.last_seq > known.last_seq:
+        known.last_seq, known.last_hash, known.closed = grouped.last_seq, grouped.last_hash, grouped.closed

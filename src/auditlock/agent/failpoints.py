@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import signal
 
-NAMES = ("after_ledger_intent", "before_put", "after_put", "after_ledger_confirmed", "during_delete",
-         "before_ledger_clear")
+NAMES = ("after_ledger_intent", "before_put", "after_put", "before_digest_put", "after_ledger_confirmed",
+         "during_delete", "before_ledger_clear")
 
 
 def _armed() -> tuple[str, int] | None:

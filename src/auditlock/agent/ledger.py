@@ -2,12 +2,15 @@
 
 Format: `<state dir>/ledger.json`, written atomically (tmp, fsync, rename, fsync dir):
 
-    {"version": 1, "state": "uploading" | "confirmed",
+    {"version": 1, "state": "uploading" | "digesting" | "confirmed",
      "segments": ["<sealed segment file name>", ...],          # in batch order
-     "objects": [{"key": "...", "content_sha256": "..."}, ...]}
+     "objects": [{"key": "...", "content_sha256": "..."}, ...],
+     "digest": {"key": "...", "body": "<the digest's JSON text>"} | null}   # from "digesting" on
 
 Invariants
 - The intent ("uploading") is durable before the first PUT of its batch.
+- "digesting" (with the digest's exact bytes) is durable before the digest's PUT, so a restart re-sends the
+  same digest rather than a second one for the same batch.
 - "confirmed" is durable before the first segment of its batch is deleted; only then may segments go.
 - The ledger is removed once every segment of the batch is deleted. At most one batch is in flight.
 """
@@ -26,6 +29,7 @@ from auditlock.spool.format import fsync_dir
 
 LEDGER_FILE = "ledger.json"
 UPLOADING = "uploading"
+DIGESTING = "digesting"
 CONFIRMED = "confirmed"
 
 
@@ -36,6 +40,7 @@ class Intent:
     state: str
     segments: tuple[str, ...]
     objects: tuple[tuple[str, str], ...]  # (key, content_sha256)
+    digest: tuple[str, bytes] | None = None  # (key, body)
 
 
 class Ledger:
@@ -52,7 +57,9 @@ class Ledger:
         except FileNotFoundError:
             return None
         objects = tuple((o["key"], o["content_sha256"]) for o in data["objects"])
-        return Intent(data["state"], tuple(data["segments"]), objects)
+        digest = data.get("digest")
+        body = (digest["key"], digest["body"].encode()) if digest else None
+        return Intent(data["state"], tuple(data["segments"]), objects, body)
 
     def write(self, intent: Intent) -> None:
         """Make an intent durable (atomically replaces the previous one)."""
@@ -60,6 +67,7 @@ class Ledger:
         data = {
             "version": 1, "state": intent.state, "segments": list(intent.segments),
             "objects": [{"key": k, "content_sha256": c} for k, c in intent.objects],
+            "digest": {"key": intent.digest[0], "body": intent.digest[1].decode()} if intent.digest else None,
         }
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

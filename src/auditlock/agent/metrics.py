@@ -24,6 +24,7 @@ class AgentMetrics:
         self.objects_shipped = Counter("auditlock_objects_shipped", "Objects delivered to S3", registry=r)
         self.objects_already_present = Counter(
             "auditlock_objects_already_present", "Objects found already delivered (retry after a crash)", registry=r)
+        self.digests_shipped = Counter("auditlock_digests_shipped", "Digest objects delivered to S3", registry=r)
         self.errors = Counter("auditlock_errors", "Failed operations by kind", ["kind"], registry=r)
         self.conflicts = Counter("auditlock_object_conflicts", "Keys found holding different content", registry=r)
         self.quarantined = Counter("auditlock_segments_quarantined", "Damaged segments moved aside", registry=r)

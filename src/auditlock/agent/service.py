@@ -17,6 +17,7 @@ from types import FrameType
 
 import watchfiles
 
+from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
 from auditlock.agent.shipper import DeadlineExceededError, Shipper
@@ -80,7 +81,8 @@ class Agent:
         self.wake = threading.Event()
         state_dir = config.agent.state_dir or self.spool / STATE_DIR
         uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink))
-        self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), abort=self.abort)
+        digests = DigestChain(state_dir, config.retention.classes, config.sink.prefix, _signing_key(config))
+        self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, abort=self.abort)
         self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
         self._last_pressure_warning = 0.0
         self._first_event_at: dict[str, str] = {}
@@ -193,3 +195,13 @@ class Agent:
             self._last_pressure_warning = time.monotonic()
             log.warning("auditlock agent: spool %s is at %.0f%% of max_bytes; at 100%% logging calls fail",
                         self.spool, usage * 100)
+
+
+def _signing_key(config: Config) -> bytes | None:
+    path = config.agent.signing_key_file
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise AuditlockError(f"[agent] signing_key_file: cannot read {path}: {exc.strerror}") from exc

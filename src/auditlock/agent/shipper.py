@@ -15,8 +15,9 @@ from pathlib import Path
 
 from auditlock.agent import failpoints
 from auditlock.agent.backoff import Backoff, ErrorReporter, describe, error_kind
-from auditlock.agent.batch import ArchiveObject, SealedSegment, build_objects, list_sealed, plan_batch
-from auditlock.agent.ledger import CONFIRMED, UPLOADING, Intent, Ledger
+from auditlock.agent.batch import ArchiveObject, BuiltBatch, SealedSegment, build_objects, list_sealed, plan_batch
+from auditlock.agent.digests import DigestChain
+from auditlock.agent.ledger import CONFIRMED, DIGESTING, UPLOADING, Intent, Ledger
 from auditlock.agent.metrics import AgentMetrics
 from auditlock.agent.recovery import quarantine, recover_dead_writers
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
@@ -43,12 +44,13 @@ class Shipper:
     """Moves sealed segments from the spool into S3."""
 
     def __init__(self, config: Config, uploader: Uploader, metrics: AgentMetrics, ledger: Ledger,
-                 *, abort: threading.Event | None = None) -> None:
+                 digests: DigestChain, *, abort: threading.Event | None = None) -> None:
         self.config = config
         self.spool = Path(config.spool.dir)
         self.uploader = uploader
         self.metrics = metrics
         self.ledger = ledger
+        self.digests = digests
         self.abort = abort or threading.Event()
         self.backoff = Backoff(config.agent.backoff_initial_s, config.agent.backoff_max_s)
         self.errors = ErrorReporter()
@@ -95,28 +97,40 @@ class Shipper:
                 self.metrics.quarantined.inc()
             return 0
         names = tuple(s.path.name for s in batch)
-        self.ledger.write(Intent(UPLOADING, names, tuple((o.key, o.content_sha256) for o in built.objects)))
+        self.ledger.write(Intent(UPLOADING, names, _keys(built.objects)))
         failpoints.hit("after_ledger_intent")
-        return self._deliver_and_ack(names, built.objects, deadline)
+        return self._deliver_and_ack(names, built, deadline)
 
-    def _deliver_and_ack(self, names: tuple[str, ...], objects: list[ArchiveObject], deadline: float | None) -> int:
-        for obj in objects:
+    def _deliver_and_ack(self, names: tuple[str, ...], built: BuiltBatch, deadline: float | None) -> int:
+        for obj in built.objects:
             self._deliver_with_retry(obj, deadline)
-        self.ledger.write(Intent(CONFIRMED, names, tuple((o.key, o.content_sha256) for o in objects)))
+        digest = self.digests.next_digest(built.objects, built.writers)
+        self.ledger.write(Intent(DIGESTING, names, _keys(built.objects), (digest.key, digest.body)))
+        failpoints.hit("before_digest_put")
+        return self._finish(names, _keys(built.objects), digest, deadline)
+
+    def _finish(self, names: tuple[str, ...], keys: tuple[tuple[str, str], ...], digest: ArchiveObject,
+                deadline: float | None) -> int:
+        self._deliver_with_retry(digest, deadline, count=False)
+        self.digests.advance(digest.key, digest.sha256)
+        self.ledger.write(Intent(CONFIRMED, names, keys))
         failpoints.hit("after_ledger_confirmed")
         self._delete_segments(names)
         failpoints.hit("before_ledger_clear")
         self.ledger.clear()
-        return sum(o.events for o in objects)
+        return digest.events
 
-    def _deliver_with_retry(self, obj: ArchiveObject, deadline: float | None) -> None:
+    def _deliver_with_retry(self, obj: ArchiveObject, deadline: float | None, *, count: bool = True) -> None:
         while True:
             try:
                 outcome = self.uploader.deliver(obj)
             except Exception as exc:  # every failure is retried; none may drop events
                 self._failed(obj, exc, deadline)
                 continue
-            self._delivered(obj, outcome)
+            if count:
+                self._delivered(obj, outcome)
+            else:
+                self.metrics.digests_shipped.inc()
             return
 
     def _failed(self, obj: ArchiveObject, exc: Exception, deadline: float | None) -> None:
@@ -162,6 +176,10 @@ class Shipper:
             self._delete_segments(intent.segments)
             self.ledger.clear()
             return
+        if intent.state == DIGESTING and intent.digest is not None:
+            log.info("auditlock agent: resuming batch of %d segments at its digest", len(intent.segments))
+            self._finish(intent.segments, intent.objects, self.digests.as_object(*intent.digest), deadline)
+            return
         self._resume_upload(intent, deadline)
 
     def _resume_upload(self, intent: Intent, deadline: float | None) -> None:
@@ -175,13 +193,13 @@ class Shipper:
             self.ledger.clear()
             return
         built = build_objects(present, self.config.sink.prefix, self.config.retention.classes)
-        keys = tuple((o.key, o.content_sha256) for o in built.objects)
+        keys = _keys(built.objects)
         if built.damaged or keys != intent.objects:
             log.error("auditlock agent: the ledger's batch no longer rebuilds identically; shipping it afresh")
             self.ledger.clear()
             return
         log.info("auditlock agent: resuming batch of %d segments (%d objects)", len(present), len(keys))
-        self._deliver_and_ack(intent.segments, built.objects, deadline)
+        self._deliver_and_ack(intent.segments, built, deadline)
 
     def _sealed(self, name: str) -> SealedSegment | None:
         path = self.spool / name
@@ -192,3 +210,7 @@ class Shipper:
             return None
         assert parsed is not None
         return SealedSegment(path, parsed, stat.st_size, stat.st_mtime)
+
+
+def _keys(objects: list[ArchiveObject]) -> tuple[tuple[str, str], ...]:
+    return tuple((o.key, o.content_sha256) for o in objects)

@@ -96,7 +96,7 @@ class Uploader:
         retention = self.classes[obj.retention]
         arguments: dict[str, Any] = {
             "Bucket": self.bucket, "Key": obj.key, "Body": obj.body, "ContentMD5": obj.md5_b64,
-            "ContentType": layout.CONTENT_TYPE, "Metadata": obj.metadata(), "IfNoneMatch": "*",
+            "ContentType": obj.content_type, "Metadata": obj.metadata(), "IfNoneMatch": "*",
             "ObjectLockMode": retention.mode,
             "ObjectLockRetainUntilDate": layout.retain_until(obj.last_occurred_at, retention.days),
             "Tagging": layout.object_tags(obj.retention),

@@ -152,6 +152,7 @@ class AgentConfig:
     state_dir: Path | None = None
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    signing_key_file: Path | None = None
 
 
 @dataclass(frozen=True)

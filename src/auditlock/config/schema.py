@@ -79,6 +79,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "state_dir": PATH,
         "backoff_initial_s": positive_float(),
         "backoff_max_s": positive_float(),
+        "signing_key_file": PATH,
     },
 }
 

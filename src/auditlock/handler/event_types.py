@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from auditlock.spool import format as spool_format
+
 # Authentication
 LOGIN_SUCCEEDED = "auth.login_succeeded"
 LOGIN_FAILED = "auth.login_failed"
@@ -25,7 +27,7 @@ PERMISSION_CHANGED = "access.permission_changed"
 DATA_ACCESSED = "data.accessed"
 # Emitted by auditlock itself: when `on_error = "drop"` dropped events, and as a writer's last event on close.
 EVENTS_DROPPED = "auditlock.events_dropped"
-WRITER_CLOSED = "auditlock.writer_closed"
+WRITER_CLOSED = spool_format.WRITER_CLOSED
 
 RECORD_ACTIONS = ("created", "updated", "deleted")
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = "auditlock/1"
+WRITER_CLOSED = "auditlock.writer_closed"  # a writer's last event when it closes cleanly
 ZERO_HASH = "0" * 64
 OPEN_SUFFIX = ".open.jsonl"
 NEW_SUFFIX = ".new"  # a segment being created: renamed to .open.jsonl once its writer holds the lock

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from auditlock.spool.format import SCHEMA, SegmentName, line_hash, parse_segment_name
+from auditlock.spool.format import SCHEMA, WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
 
 
 @dataclass
@@ -116,6 +116,7 @@ class GroupedSegment:
     lines: int
     last_seq: int | None
     last_hash: str | None
+    closed: bool = False  # the last line is the writer's clean-end record
 
 
 def group_lines(path: Path) -> GroupedSegment:
@@ -130,7 +131,7 @@ def group_lines(path: Path) -> GroupedSegment:
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
     groups: dict[tuple[str, str], LineGroup] = {}
-    expected, writer, last = name.first_seq, name.writer, b""
+    expected, writer, last, event_type = name.first_seq, name.writer, b"", ""
     group_key: tuple[str, str] | None = None
     group = LineGroup()
     for line in iter_lines(path):
@@ -148,10 +149,10 @@ def group_lines(path: Path) -> GroupedSegment:
         elif occurred_at > group.last:
             group.last = occurred_at
         expected += 1
-        last = line
+        last, event_type = line, event["event_type"]
     lines = expected - name.first_seq
     return GroupedSegment(groups, lines, expected - 1 if lines else None,
-                          line_hash(memoryview(last)[:-1]) if last else None)
+                          line_hash(memoryview(last)[:-1]) if last else None, event_type == WRITER_CLOSED)
 
 
 def _shipping_event(line: bytes, writer: str, expected_seq: int) -> dict[str, Any] | None:
@@ -161,7 +162,8 @@ def _shipping_event(line: bytes, writer: str, expected_seq: int) -> dict[str, An
     try:
         event = orjson.loads(line)
         ok = (event["schema"] == SCHEMA and event["writer"] == writer and event["seq"] == expected_seq
-              and type(event["occurred_at"]) is str and type(event["retention"]) is str)
+              and type(event["occurred_at"]) is str and type(event["retention"]) is str
+              and type(event["event_type"]) is str)
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
     return event if ok else None

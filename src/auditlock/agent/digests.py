@@ -1,0 +1,103 @@
+"""The agent's digest chain: one digest per delivered batch, chained, optionally signed (see archive.digest).
+
+State: `<state dir>/digest-chain.json` = {"agent_id": "<32 hex>", "last_key": ..., "last_sha256": ...},
+written atomically. The agent id is created once and kept, so the chain continues across restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from auditlock.agent.batch import ArchiveObject, WriterRange
+from auditlock.archive import digest as digest_format
+from auditlock.archive import layout
+from auditlock.config.model import RetentionClass
+from auditlock.spool.chain import uuid7_hex
+from auditlock.spool.format import fsync_dir
+
+CHAIN_FILE = "digest-chain.json"
+DIGEST_CONTENT_TYPE = "application/json"
+
+
+class DigestChain:
+    """Builds the next digest of this agent's chain and remembers the chain's head."""
+
+    def __init__(self, state_dir: Path, classes: Mapping[str, RetentionClass], prefix: str,
+                 signing_key_pem: bytes | None = None) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / CHAIN_FILE
+        self.classes = classes
+        self.prefix = prefix
+        self.signing_key_pem = signing_key_pem
+        self.host = socket.gethostname()
+        state = self._load()
+        self.agent_id: str = state["agent_id"]
+        self.last: tuple[str, str] | None = (state["last_key"], state["last_sha256"]) if state.get("last_key") else None
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            state = {"agent_id": uuid7_hex(time.time_ns())}
+            self._save(state)
+        return state
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(state))
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.rename(tmp, self.path)
+        fsync_dir(self.state_dir)
+
+    def next_digest(self, objects: list[ArchiveObject], writers: Mapping[str, WriterRange]) -> ArchiveObject:
+        """The digest object covering `objects`, chained to the last one (not yet delivered)."""
+        created_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        digest = {
+            "schema": digest_format.DIGEST_SCHEMA,
+            "agent": {"id": self.agent_id, "host": self.host},
+            "created_at": created_at,
+            "previous": {"key": self.last[0], "sha256": self.last[1]} if self.last else None,
+            "objects": [_object_entry(o) for o in objects],
+            "writers": {w: r.as_json() for w, r in sorted(writers.items())},
+        }
+        if self.signing_key_pem is not None:
+            digest = digest_format.sign(digest, self.signing_key_pem)
+        return self.as_object(digest_format.digest_key(self.prefix, created_at, self.agent_id),
+                              digest_format.encode(digest))
+
+    def as_object(self, key: str, body: bytes) -> ArchiveObject:
+        """The uploadable object of a digest body: locked as long as the longest-locked object it covers, and
+        tagged with that object's class (also used to re-send a digest from the ledger)."""
+        entries = orjson.loads(body)["objects"]
+        longest = max(entries, key=lambda o: layout.retain_until(o["last_occurred_at"],
+                                                                 self.classes[o["retention"]].days))
+        sha256 = hashlib.sha256(body).hexdigest()
+        md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
+        return ArchiveObject(key=key, body=body, content_sha256=sha256, sha256=sha256, md5_b64=md5,
+                             events=sum(o["events"] for o in entries),
+                             first_occurred_at=longest["first_occurred_at"],
+                             last_occurred_at=longest["last_occurred_at"], retention=longest["retention"],
+                             content_type=DIGEST_CONTENT_TYPE)
+
+    def advance(self, key: str, sha256: str) -> None:
+        """Record a delivered digest as the chain's head."""
+        self._save({"agent_id": self.agent_id, "last_key": key, "last_sha256": sha256})
+        self.last = (key, sha256)
+
+
+def _object_entry(obj: ArchiveObject) -> dict[str, Any]:
+    return {"key": obj.key, "sha256": obj.sha256, "content_sha256": obj.content_sha256, "bytes": len(obj.body),
+            "events": obj.events, "first_occurred_at": obj.first_occurred_at,
+            "last_occurred_at": obj.last_occurred_at, "retention": obj.retention}
