@@ -41,7 +41,7 @@ import pytest
 
 from auditlock.agent.batch import SealedSegment, build_objects, list_sealed, plan_batch
 from auditlock.agent.failpoints import NAMES
-from auditlock.agent.ledger import CONFIRMED, LEDGER_FILE, Ledger
+from auditlock.agent.ledger import CONFIRMED, DIGESTING, LEDGER_FILE, Ledger
 from auditlock.agent.service import STATE_DIR
 from auditlock.spool.format import NEW_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
 from auditlock.spool.reader import group_lines
@@ -150,11 +150,17 @@ def _expected_hits(env: ArchiveEnv, client: S3Client) -> Counter[str]:
     def ship(batch: list[SealedSegment], *, fresh: bool) -> None:
         built = build_objects(batch, config.sink.prefix, config.retention.classes)
         hits["after_ledger_intent"] += fresh
-        puts = sum(1 for obj in built.objects if obj.key not in present)
+        puts = sum(1 for obj in built.objects if obj.key not in present) + 1  # + the batch's digest
         hits["before_put"] += puts
         hits["after_put"] += puts
-        hits["after_ledger_confirmed"] += 1
+        hits["before_digest_put"] += 1
+        finish()
         hits["during_delete"] += len(batch)
+
+    def finish(*, digest_puts: int = 0) -> None:
+        hits["before_put"] += digest_puts
+        hits["after_put"] += digest_puts
+        hits["after_ledger_confirmed"] += 1
         hits["before_ledger_clear"] += 1
 
     intent = Ledger(env.spool / STATE_DIR).read()
@@ -162,6 +168,9 @@ def _expected_hits(env: ArchiveEnv, client: S3Client) -> Counter[str]:
         by_name = {s.path.name: s for s in sealed}
         in_flight = [by_name[name] for name in intent.segments if name in by_name]
         if intent.state == CONFIRMED:
+            hits["during_delete"] += len(in_flight)
+        elif intent.state == DIGESTING and intent.digest is not None:
+            finish(digest_puts=0 if _exists(client, env.bucket, intent.digest[0]) else 1)
             hits["during_delete"] += len(in_flight)
         else:
             ship(in_flight, fresh=False)
@@ -171,6 +180,14 @@ def _expected_hits(env: ArchiveEnv, client: S3Client) -> Counter[str]:
         ship(batch, fresh=True)
         sealed = sealed[len(batch):]
     return hits
+
+
+def _exists(client: S3Client, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except client.exceptions.ClientError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------- one run
