@@ -133,6 +133,14 @@ class ArchiveEnv:
             keys += [obj["Key"] for obj in page.get("Contents", [])]
         return sorted(keys)
 
+    def stored_keys(self) -> list[str]:
+        """Every key the agent stored: events objects and digests (each one PUT when nothing fails)."""
+        client = self.endpoint.client()
+        keys = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="audit/"):
+            keys += [obj["Key"] for obj in page.get("Contents", [])]
+        return sorted(keys)
+
     def archive_events(self, *, closings: bool = False) -> list[dict[str, Any]]:
         """Every event in every events object, parsed; writers' clean-end records only with `closings=True`."""
         client = self.endpoint.client()

@@ -37,7 +37,7 @@ class ErrorReporter:
         self.interval = interval
         self.failing_since: float | None = None
         self.failures = 0
-        self._last_logged = 0.0
+        self._last_logged = float("-inf")
 
     def failed(self, operation: str, exc: BaseException, retry_in: float) -> None:
         """Record one failure; log it if the last log line is older than the interval."""
@@ -57,7 +57,7 @@ class ErrorReporter:
                         time.monotonic() - self.failing_since)
         self.failing_since = None
         self.failures = 0
-        self._last_logged = 0.0
+        self._last_logged = float("-inf")
 
 
 def describe(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ import watchfiles
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
-from auditlock.agent.shipper import DeadlineExceededError, Shipper
+from auditlock.agent.shipper import DeadlineExceededError, Shipper, StopRequestedError
 from auditlock.agent.uploader import Uploader, make_s3_client
 from auditlock.archive import layout
 from auditlock.config.model import Config
@@ -82,9 +82,10 @@ class Agent:
         state_dir = config.agent.state_dir or self.spool / STATE_DIR
         uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink))
         digests = DigestChain(state_dir, config.retention.classes, config.sink.prefix, _signing_key(config))
-        self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, abort=self.abort)
+        self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, stop=self.stop,
+                               abort=self.abort)
         self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
-        self._last_pressure_warning = 0.0
+        self._last_pressure_warning = float("-inf")
         self._first_event_at: dict[str, str] = {}
 
     def run_once(self) -> DrainResult:
@@ -103,6 +104,8 @@ class Agent:
         try:
             self.shipper.resume()
             self._loop()
+        except StopRequestedError:
+            log.info("auditlock agent: stop requested while retrying; draining with the grace period")
         finally:
             self.wake.set()
         deadline = time.monotonic() + self.config.agent.grace_period_s
@@ -139,6 +142,10 @@ class Agent:
         """Ship everything sealed plus what dead writers left; report what is left if the deadline passes."""
         if self.http is not None:
             self.http.ready = False
+        if deadline is not None:
+            # Requests must fit in the grace period too: short timeouts, no hidden botocore retries.
+            time_left = max(deadline - time.monotonic(), 1.0)
+            self.shipper.uploader.client = make_s3_client(self.config.sink, read_timeout=time_left / 2, attempts=1)
         shipped = 0
         try:
             shipped = self._pass(force=True, deadline=deadline)

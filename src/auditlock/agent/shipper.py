@@ -31,6 +31,10 @@ class DeadlineExceededError(Exception):
     """The shutdown grace period ran out before the work was done."""
 
 
+class StopRequestedError(Exception):
+    """A stop was requested while a delivery was being retried: leave the loop and drain with a deadline."""
+
+
 @dataclass
 class Backlog:
     """What is waiting in the spool."""
@@ -44,13 +48,15 @@ class Shipper:
     """Moves sealed segments from the spool into S3."""
 
     def __init__(self, config: Config, uploader: Uploader, metrics: AgentMetrics, ledger: Ledger,
-                 digests: DigestChain, *, abort: threading.Event | None = None) -> None:
+                 digests: DigestChain, *, stop: threading.Event | None = None,
+                 abort: threading.Event | None = None) -> None:
         self.config = config
         self.spool = Path(config.spool.dir)
         self.uploader = uploader
         self.metrics = metrics
         self.ledger = ledger
         self.digests = digests
+        self.stop = stop or threading.Event()
         self.abort = abort or threading.Event()
         self.backoff = Backoff(config.agent.backoff_initial_s, config.agent.backoff_max_s)
         self.errors = ErrorReporter()
@@ -122,6 +128,8 @@ class Shipper:
 
     def _deliver_with_retry(self, obj: ArchiveObject, deadline: float | None, *, count: bool = True) -> None:
         while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceededError(f"no time left to deliver {obj.key}")
             try:
                 outcome = self.uploader.deliver(obj)
             except Exception as exc:  # every failure is retried; none may drop events
@@ -142,8 +150,13 @@ class Shipper:
         self.errors.failed(f"upload of {obj.key}", exc, delay)
         if deadline is not None and time.monotonic() + delay > deadline:
             raise DeadlineExceededError(f"upload of {obj.key} still failing: {describe(exc)}") from exc
-        if self.abort.wait(delay):
-            raise DeadlineExceededError("aborted")
+        # Outside a drain a stop request ends the wait (then the drain runs with its deadline); in a drain only
+        # a second signal (abort) does.
+        waiter = self.stop if deadline is None else self.abort
+        if waiter.wait(delay):
+            if self.abort.is_set():
+                raise DeadlineExceededError("aborted by a second signal")
+            raise StopRequestedError
 
     def _delivered(self, obj: ArchiveObject, outcome: str) -> None:
         self.backoff.reset()

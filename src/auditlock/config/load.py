@@ -174,15 +174,18 @@ class _Reader:
         known = [*schema.TOP_LEVEL, *schema.SECTIONS, *schema.NESTED_SECTIONS]
         self._unknown_keys(raw, known, "the top level")
         service = self._value(raw, "service", schema.STR, "service", required=True)
+        before_sizes = len(self.problems)
         spool = self._spool(self._table(raw, "spool"))
         events = self._events(self._table(raw, "events"))
         targets = self._targets(self._table(raw, "targets"))
         hmac = self._hmac(self._table(raw, "hmac"))
         retention = self._retention(self._table(raw, "retention"))
         sink = SinkConfig(**self._scalars(self._table(raw, "sink"), "sink"))
+        sizes_valid = not any(p.startswith(("spool.segment_max_bytes", "sink.batch_max_bytes"))
+                              for p in self.problems[before_sizes:])
         agent = self._agent(self._table(raw, "agent"))
         self._cross_check(targets, hmac, retention)
-        if spool is not None and spool.segment_max_bytes > sink.batch_max_bytes:
+        if spool is not None and sizes_valid and spool.segment_max_bytes > sink.batch_max_bytes:
             self.problems.append(
                 f"[spool] segment_max_bytes = {spool.segment_max_bytes} is more than [sink] batch_max_bytes = "
                 f"{sink.batch_max_bytes}; an object holds whole segments, so lower the first or raise the second"

@@ -120,7 +120,7 @@ class DropCounter:
         self._first: str | None = None
         self._last: str | None = None
         self._reason = ""
-        self._last_warning = 0.0
+        self._last_warning = float("-inf")
 
     def add(self, exc: SpoolError) -> None:
         """Count one dropped event; warn at most every 30 s."""
