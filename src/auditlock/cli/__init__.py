@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from auditlock.cli import agent, athena_ddl, check_config, hash, query
+from auditlock.cli import agent, athena_ddl, check_config, hash, query, verify
 
 # Each command module offers `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
               query.run),
     "athena-ddl": ("print the Athena table (partition projection) and de-duplicating view", athena_ddl.add_arguments,
                    athena_ddl.run),
+    "verify": ("check the archive (or --spool) is complete and unchanged; exit 1 on any finding",
+               verify.add_arguments, verify.run),
     "hash": ("print the hmac form of a value, to search for a hashed field", hash.add_arguments, hash.run),
 }
 

@@ -1,0 +1,163 @@
+"""`auditlock verify` over the archive: digests first, then every object (bytes, events, lock), then the writers.
+
+Objects are fetched by a small thread pool a few ahead of the one thread that checks them, in key order, so
+memory holds only a handful of objects while the network stays busy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from auditlock.archive.layout import EVENTS_DIR
+from auditlock.config.model import RetentionClass
+from auditlock.query.timerange import ALL_TIME, TimeRange, format_time
+from auditlock.verify import objects
+from auditlock.verify.digests import DigestSet, check_chains, check_signatures, load_digests
+from auditlock.verify.events import EventStreams, TailPolicy
+from auditlock.verify.findings import MISSING_OBJECT, UNREADABLE_OBJECT, Report
+from auditlock.verify.source import ArchiveSource, ObjectHead, key_month
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """What to verify and against what: the range, the public key, the classes, the open-writer grace."""
+
+    time_range: TimeRange = ALL_TIME
+    public_key: Any = None
+    classes: Mapping[str, RetentionClass] | None = None
+    open_grace: dt.timedelta = dt.timedelta(hours=1)
+    now: dt.datetime | None = None
+    workers: int = 8
+
+
+@dataclass
+class _Fetched:
+    key: str
+    data: bytes | None
+    head: ObjectHead | None
+
+
+def verify_archive(source: ArchiveSource, options: ArchiveOptions) -> Report:
+    """Check everything in the selected months and return the report."""
+    report = Report(source.description)
+    if not source.checks_locks:
+        report.skipped.append("Object Lock mode, retain-until and tags: a directory copy has none")
+    if options.public_key is None:
+        report.skipped.append("digest signatures: no --public-key given")
+    found = _verify_digests(source, options, report)
+    streams = EventStreams(report)
+    if options.time_range == ALL_TIME:  # a range may cut a digest's writer ranges; then only the events count
+        _expect_recorded_writers(found, streams)
+    _verify_objects(source, options, found, streams, report)
+    streams.finish(_tail_policy(options))
+    return report
+
+
+def _expect_recorded_writers(found: DigestSet, streams: EventStreams) -> None:
+    for key, loaded in sorted(found.digests.items()):
+        writers = loaded.body.get("writers")
+        for writer, recorded in (writers.items() if isinstance(writers, dict) else ()):
+            try:
+                streams.expect(str(writer), int(recorded["first_seq"]), int(recorded["last_seq"]), key)
+            except (KeyError, TypeError, ValueError):
+                continue
+
+
+def _verify_digests(source: ArchiveSource, options: ArchiveOptions, report: Report) -> DigestSet:
+    months = _months(options.time_range, widen=1)
+    found = load_digests(source, months, report)
+    check_chains(found, months, report)
+    if options.public_key is not None:
+        check_signatures(found, options.public_key, report)
+    if source.checks_locks:
+        for key, loaded in sorted(found.digests.items()):
+            head = source.head(key)
+            if head is not None:
+                retention, last = objects.digest_lock_basis(loaded.body, options.classes)
+                objects.check_lock(key, head, retention, last, classes=options.classes, report=report)
+    return found
+
+
+def _verify_objects(source: ArchiveSource, options: ArchiveOptions, found: DigestSet, streams: EventStreams,
+                    report: Report) -> None:
+    months = _months(options.time_range, widen=0)
+    stored = set(source.list_keys(EVENTS_DIR, months))
+    listed = {key for key in found.listed if months is None or key_month(key) in months}
+    listed_sha256s = found.listed_sha256s()
+
+    def fetch(key: str) -> _Fetched:
+        data = source.read(key)
+        head = source.head(key) if data is not None and source.checks_locks else None
+        return _Fetched(key, data, head)
+
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="auditlock-verify") as pool:
+        for fetched in prefetch(pool, fetch, sorted(stored | listed), depth=options.workers * 2):
+            _check_object(fetched, found, listed_sha256s, streams=streams, options=options, report=report)
+
+
+def _check_object(fetched: _Fetched, found: DigestSet, listed_sha256s: Mapping[str, str], *, streams: EventStreams,
+                  options: ArchiveOptions, report: Report) -> None:
+    key, listings = fetched.key, found.listed.get(fetched.key, [])
+    if fetched.data is None:
+        report.add(MISSING_OBJECT, key, f"listed in {listings[0].digest} but not in the archive")
+        return
+    report.count("objects")
+    objects.check_bytes(key, fetched.data, listings, listed_sha256s, report)
+    lines = objects.jsonl_lines(key, fetched.data, report)
+    last = listings[0].last_occurred_at if listings else ""
+    if lines is not None:
+        fed = streams.feed(key, lines)
+        report.count("events", fed.events)
+        last = max(last, fed.last_occurred_at)
+        if fed.bad_lines:
+            report.add(UNREADABLE_OBJECT, key, f"lines {_numbers(fed.bad_lines)} are not auditlock/1 events")
+    if fetched.head is not None:
+        objects.check_lock(key, fetched.head, objects.class_of(key, listings), last, classes=options.classes,
+                           report=report)
+
+
+def prefetch(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+    """`fn` over `items` on the pool, results in order, at most `depth` running or waiting to be taken."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _months(time_range: TimeRange, widen: int) -> list[tuple[int, int]] | None:
+    """The months of a bounded range, widened by `widen` months each side; None for an open range."""
+    if time_range.since is None and time_range.until is None:
+        return None
+    since = time_range.since or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    until = time_range.until or dt.datetime.now(dt.UTC) + dt.timedelta(days=3660)
+    first = since.year * 12 + since.month - 1 - widen
+    last_moment = until - dt.timedelta(microseconds=1)
+    last = last_moment.year * 12 + last_moment.month - 1 + widen
+    return [(m // 12, m % 12 + 1) for m in range(first, last + 1)]
+
+
+def _tail_policy(options: ArchiveOptions) -> TailPolicy:
+    now = options.now or dt.datetime.now(dt.UTC)
+    since, until = options.time_range.since, options.time_range.until
+    until_last = until - dt.timedelta(microseconds=1) if until else None
+    return TailPolicy(
+        open_after=format_time(now - options.open_grace),
+        since_month=f"{since.year:04d}-{since.month:02d}" if since else None,
+        until_month=f"{until_last.year:04d}-{until_last.month:02d}" if until_last else None,
+    )
+
+
+def _numbers(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:10])
+    return shown + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")

@@ -1,0 +1,144 @@
+"""The digest side of verify: load digests, walk each agent's chain, check signatures, list what they cover.
+
+A digest names its predecessor's key and the SHA-256 of the predecessor's bytes (see `archive.digest`). So a
+digest that was *changed* is caught by its successor (`digest modified`), one that was *removed* leaves its
+successor pointing at nothing (`broken digest chain`), and two digests naming the same predecessor are a fork.
+The newest digest of a chain has no successor: its removal shows only as `unlisted object`s, its change only
+as a `bad signature` (when signed and `--public-key` is given) — docs/verify.md says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from auditlock.archive import digest as digest_format
+from auditlock.archive.layout import DIGESTS_DIR
+from auditlock.verify.findings import BAD_SIGNATURE, BROKEN_DIGEST_CHAIN, DIGEST_MODIFIED, Report
+from auditlock.verify.source import ArchiveSource, key_month, relative_key
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One events object as a digest lists it."""
+
+    key: str
+    sha256: str
+    retention: str
+    last_occurred_at: str
+    digest: str
+
+
+@dataclass
+class LoadedDigest:
+    """A digest object read from the archive."""
+
+    key: str
+    sha256: str
+    body: dict[str, Any]
+    agent: str
+    previous: tuple[str, str] | None
+
+
+@dataclass
+class DigestSet:
+    """The digests of the selected months, and every events object they list (by relative key)."""
+
+    digests: dict[str, LoadedDigest] = field(default_factory=dict)
+    listed: dict[str, list[Listing]] = field(default_factory=dict)
+
+    def listed_sha256s(self) -> dict[str, str]:
+        """Listed SHA-256 → the key it is listed for (to recognise a swapped object)."""
+        return {listing.sha256: key for key, listings in self.listed.items() for listing in listings}
+
+
+def load_digests(source: ArchiveSource, months: Iterable[tuple[int, int]] | None, report: Report) -> DigestSet:
+    """Read every digest in the months; unreadable ones are findings."""
+    found = DigestSet()
+    for key in source.list_keys(DIGESTS_DIR, months):
+        data = source.read(key)
+        if data is None:
+            continue  # deleted between listing and reading; its successor will say so
+        loaded = _parse(key, data)
+        report.count("digests")
+        if loaded is None:
+            report.add(DIGEST_MODIFIED, key, f"not an {digest_format.DIGEST_SCHEMA} JSON object")
+            continue
+        found.digests[key] = loaded
+        for entry in loaded.body.get("objects", []):
+            listing = _listing(entry, key)
+            if listing is not None:
+                found.listed.setdefault(listing.key, []).append(listing)
+    return found
+
+
+def _parse(key: str, data: bytes) -> LoadedDigest | None:
+    try:
+        body = orjson.loads(data)
+        agent = str(body["agent"]["id"])
+        previous = body["previous"]
+        prev = None if previous is None else (str(previous["key"]), str(previous["sha256"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if body.get("schema") != digest_format.DIGEST_SCHEMA or not isinstance(body.get("objects"), list):
+        return None
+    return LoadedDigest(key, hashlib.sha256(data).hexdigest(), body, agent, prev)
+
+
+def _listing(entry: Any, digest_key: str) -> Listing | None:
+    try:
+        key = relative_key(str(entry["key"]))
+        listing = Listing(key or "", str(entry["sha256"]), str(entry["retention"]), str(entry["last_occurred_at"]),
+                          digest_key)
+    except (KeyError, TypeError):
+        return None
+    return listing if key else None
+
+
+def check_chains(found: DigestSet, months: list[tuple[int, int]] | None, report: Report) -> None:
+    """Every digest's predecessor is present and unchanged; no two digests share one; one start per agent."""
+    successors: dict[str, list[str]] = {}
+    starts: dict[str, list[str]] = {}
+    for key, loaded in sorted(found.digests.items()):
+        if loaded.previous is None:
+            starts.setdefault(loaded.agent, []).append(key)
+            continue
+        previous_key = relative_key(loaded.previous[0]) or loaded.previous[0]
+        successors.setdefault(previous_key, []).append(key)
+        _check_previous(found, key, previous_key, loaded.previous[1], months=months, report=report)
+    for previous_key, keys in successors.items():
+        if len(keys) > 1:
+            report.add(BROKEN_DIGEST_CHAIN, previous_key, f"fork: {len(keys)} digests name it as their previous "
+                                                          f"({', '.join(keys)})")
+    for agent, keys in starts.items():
+        if len(keys) > 1:
+            report.add(BROKEN_DIGEST_CHAIN, f"agent {agent}",
+                       f"{len(keys)} digests start a chain (previous is null): {', '.join(keys)}")
+
+
+def _check_previous(found: DigestSet, key: str, previous_key: str, recorded_sha256: str, *,
+                    months: list[tuple[int, int]] | None, report: Report) -> None:
+    previous = found.digests.get(previous_key)
+    if previous is not None:
+        if previous.sha256 != recorded_sha256:
+            report.add(DIGEST_MODIFIED, previous_key,
+                       f"its bytes hash to {previous.sha256[:16]}…, but its successor {key} recorded "
+                       f"{recorded_sha256[:16]}…")
+        return
+    month = key_month(previous_key)
+    if months is not None and (month is None or month < min(months)):
+        report.notes.append(f"{key}: its previous digest {previous_key} lies before the selected months")
+        return
+    report.add(BROKEN_DIGEST_CHAIN, key, f"its previous digest {previous_key} is missing")
+
+
+def check_signatures(found: DigestSet, public_key: Any, report: Report) -> None:
+    """Every digest carries a valid Ed25519 signature by `public_key`."""
+    for key, loaded in sorted(found.digests.items()):
+        problem = digest_format.signature_problem(loaded.body, public_key)
+        if problem is not None:
+            report.add(BAD_SIGNATURE, key, problem)

@@ -1,0 +1,144 @@
+"""Findings and the verify report: what `auditlock verify` found, grouped by kind, as text or JSON.
+
+Design
+- A finding is a triple (kind, subject, detail). `kind` is one of the fixed names below — a stable vocabulary
+  that scripts, alerts and docs/verify.md refer to; `subject` names the thing (an archive key relative to the
+  prefix such as `events/year=2026/month=11/….jsonl.gz`, `writer <id>`, a segment file, an event id); `detail`
+  says what is wrong in words an operator can act on.
+- A report is clean exactly when it holds no finding. Open writers (still writing within `--open-grace`),
+  skipped checks and notes are information, never findings: they do not change the exit status.
+- Order is deterministic: findings print grouped by kind in the order of `KINDS`, then by subject, so two runs
+  over the same archive give the same report (diffable, testable).
+- JSON (`--format json`) is one object: {"clean", "source", "counts", "by_kind", "findings": [{"kind",
+  "subject", "detail"}], "open_writers": [{"writer", "last_seq", "last_occurred_at"}], "skipped", "notes"}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+import orjson
+
+# Archive objects.
+MISSING_OBJECT = "missing object"
+MODIFIED_OBJECT = "modified object"
+SWAPPED_OBJECT = "swapped object"
+UNLISTED_OBJECT = "unlisted object"
+UNREADABLE_OBJECT = "unreadable object"
+UNLOCKED_OBJECT = "unlocked object"
+UNDER_RETAINED_OBJECT = "under-retained object"
+UNTAGGED_OBJECT = "untagged object"
+# Digests.
+BROKEN_DIGEST_CHAIN = "broken digest chain"
+DIGEST_MODIFIED = "digest modified"
+BAD_SIGNATURE = "bad signature"
+# Events (archive and spool).
+SEQ_GAP = "seq gap"
+CHAIN_BREAK = "chain break"
+DUPLICATE_EVENT = "duplicate event"
+WRITER_TAIL_MISSING = "writer tail missing"
+# The spool.
+TORN_TAIL = "torn tail"
+DAMAGED_SEGMENT = "damaged segment"
+QUARANTINED_SEGMENT = "quarantined segment"
+
+KINDS = (
+    MISSING_OBJECT, MODIFIED_OBJECT, SWAPPED_OBJECT, UNLISTED_OBJECT, UNREADABLE_OBJECT, BROKEN_DIGEST_CHAIN,
+    DIGEST_MODIFIED, BAD_SIGNATURE, SEQ_GAP, CHAIN_BREAK, DUPLICATE_EVENT, WRITER_TAIL_MISSING,
+    UNLOCKED_OBJECT, UNDER_RETAINED_OBJECT, UNTAGGED_OBJECT, TORN_TAIL, DAMAGED_SEGMENT, QUARANTINED_SEGMENT,
+)
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One problem: its kind (see `KINDS`), what it concerns, and what is wrong."""
+
+    kind: str
+    subject: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class OpenWriter:
+    """A writer without its clean-end record whose last event is recent enough that it may still be writing."""
+
+    writer: str
+    last_seq: int
+    last_occurred_at: str
+
+
+@dataclass
+class Report:
+    """Everything one verify run found and did."""
+
+    source: str
+    findings: list[Finding] = field(default_factory=list)
+    open_writers: list[OpenWriter] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, subject: str, detail: str) -> None:
+        """Record a finding."""
+        self.findings.append(Finding(kind, subject, detail))
+
+    def count(self, what: str, n: int = 1) -> None:
+        """Add to a counter shown in the report (objects, events, digests, …)."""
+        self.counts[what] = self.counts.get(what, 0) + n
+
+    @property
+    def clean(self) -> bool:
+        """No findings."""
+        return not self.findings
+
+    def kinds(self) -> set[str]:
+        """The kinds of finding present."""
+        return {f.kind for f in self.findings}
+
+    def by_kind(self) -> dict[str, list[Finding]]:
+        """Findings grouped by kind, kinds in `KINDS` order, each group sorted by subject."""
+        order = {kind: i for i, kind in enumerate(KINDS)}
+        groups: dict[str, list[Finding]] = {}
+        for finding in sorted(self.findings, key=lambda f: (order.get(f.kind, len(order)), f)):
+            groups.setdefault(finding.kind, []).append(finding)
+        return groups
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    """The report as the JSON document described in the module docstring."""
+    groups = report.by_kind()
+    return {
+        "clean": report.clean,
+        "source": report.source,
+        "counts": report.counts,
+        "by_kind": {kind: len(found) for kind, found in groups.items()},
+        "findings": [asdict(f) for found in groups.values() for f in found],
+        "open_writers": [asdict(w) for w in sorted(report.open_writers, key=lambda w: w.writer)],
+        "skipped": report.skipped,
+        "notes": report.notes,
+    }
+
+
+def write_json(report: Report, out: IO[str]) -> None:
+    """Write the report as one JSON object on one line."""
+    out.write(orjson.dumps(as_json(report)).decode() + "\n")
+
+
+def write_text(report: Report, out: IO[str]) -> None:
+    """Write the report for a human: what was checked, findings grouped by kind, then information."""
+    counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
+    out.write(f"auditlock verify: {report.source}\nchecked: {counts or 'nothing'}\n")
+    for kind, found in report.by_kind().items():
+        out.write(f"\n{kind} ({len(found)})\n")
+        out.writelines(f"  {f.subject}: {f.detail}\n" for f in found)
+    if report.open_writers:
+        out.write(f"\nopen writers, not checked for a clean end ({len(report.open_writers)})\n")
+        out.writelines(f"  writer {w.writer}: last seq {w.last_seq} at {w.last_occurred_at}\n"
+                       for w in sorted(report.open_writers, key=lambda w: w.writer))
+    for title, lines in (("skipped", report.skipped), ("notes", report.notes)):
+        if lines:
+            out.write(f"\n{title}\n")
+            out.writelines(f"  {line}\n" for line in lines)
+    verdict = "clean" if report.clean else f"{len(report.findings)} findings"
+    out.write(f"\nresult: {verdict}\n")

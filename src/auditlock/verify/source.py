@@ -1,0 +1,186 @@
+"""Where verify reads the archive from: the S3 bucket itself, or a downloaded copy of the prefix in a directory.
+
+Keys are handled *relative to the prefix* (`events/year=2026/month=11/….jsonl.gz`, `digests/…`), because a
+downloaded copy does not know the prefix it came from; digests record full keys, which `relative_key` maps.
+A directory source has no Object Lock state or tags: its `head` is always None and `checks_locks` False.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from auditlock.archive import layout
+from auditlock.config.model import SinkConfig
+from auditlock.errors import AuditlockError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_RELATIVE = re.compile(r"(?:^|/)((?:events|digests)/year=\d{4}/month=\d{2}/[^/]+)$")
+MAX_MONTH_LISTINGS = 120  # beyond this, one listing of the whole tree beats a request per month
+_MONTH = re.compile(r"year=(\d{4})/month=(\d{2})/")
+
+
+class SourceError(AuditlockError):
+    """The archive could not be read (credentials, bucket, directory); verification could not run."""
+
+
+def relative_key(key: str) -> str | None:
+    """The part of an archive key after the prefix (`events/year=…/…`), or None for any other key."""
+    match = _RELATIVE.search(key)
+    return match[1] if match else None
+
+
+def key_month(key: str) -> tuple[int, int] | None:
+    """The (year, month) partition a key lies in."""
+    match = _MONTH.search(key)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What S3 says about an object besides its bytes: its lock and its tags."""
+
+    lock_mode: str | None
+    retain_until: dt.datetime | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class ArchiveSource(Protocol):
+    """The archive as verify sees it (keys relative to the prefix)."""
+
+    description: str
+    checks_locks: bool
+
+    def list_keys(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
+        """Keys under `kind` (`events` or `digests`) in the given months (None: all), sorted."""
+        ...
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is no such object."""
+        ...
+
+    def head(self, key: str) -> ObjectHead | None:
+        """The object's lock and tags (None when the source cannot tell, or the object is gone)."""
+        ...
+
+
+class DirectorySource:
+    """A downloaded copy of the prefix: DIR/events/year=YYYY/month=MM/…, DIR/digests/…."""
+
+    checks_locks = False
+
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise SourceError(f"--source {root}: not a directory; give the downloaded copy of the archive prefix")
+        self.root = root
+        self.description = f"directory {root} (a copy: Object Lock and tags cannot be checked)"
+
+    def list_keys(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
+        """Files under DIR/<kind>/year=…/month=…/ in the given months."""
+        wanted = None if months is None else set(months)
+        keys = []
+        for path in (self.root / kind).glob("year=*/month=*/*"):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and (wanted is None or key_month(key) in wanted):
+                keys.append(key)
+        return sorted(keys)
+
+    def read(self, key: str) -> bytes | None:
+        """The file's bytes."""
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def head(self, key: str) -> ObjectHead | None:
+        """Always None: a copy has no lock or tags."""
+        return None
+
+
+class S3Source:
+    """The sink bucket and prefix of the config, read with a boto3 client (thread-safe; shared by workers)."""
+
+    checks_locks = True
+
+    def __init__(self, client: S3Client, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.description = f"s3://{bucket}/{self.base}"
+
+    def list_keys(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
+        """Keys under each month's partition (or the whole `<prefix>/<kind>/` tree)."""
+        wanted = None if months is None else set(months)
+        if wanted is None or len(wanted) > MAX_MONTH_LISTINGS:
+            prefixes = [f"{self.base}{kind}/"]
+        else:
+            prefixes = [layout.partition_prefix(self.base, y, m, kind) for y, m in sorted(wanted)]
+        keys = []
+        for prefix in prefixes:
+            for page in self._call(self.client.get_paginator("list_objects_v2").paginate,
+                                   Bucket=self.bucket, Prefix=prefix):
+                keys += [item["Key"][len(self.base):] for item in page.get("Contents", [])]
+        return sorted(k for k in keys if relative_key(k) == k and (wanted is None or key_month(k) in wanted))
+
+    def read(self, key: str) -> bytes | None:
+        """GET the object; None on 404."""
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.base + key)["Body"].read()
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise SourceError(f"cannot read {self.description}{key}: {exc}") from exc
+        return body
+
+    def head(self, key: str) -> ObjectHead | None:
+        """HEAD the object and GET its tags; None on 404."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.base + key)
+            tag_set = self.client.get_object_tagging(Bucket=self.bucket, Key=self.base + key)["TagSet"]
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise SourceError(f"cannot HEAD {self.description}{key}: {exc}") from exc
+        return ObjectHead(head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate"),
+                          {t["Key"]: t["Value"] for t in tag_set})
+
+    def _call(self, paginate: Any, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        try:
+            return list(paginate(**kwargs))
+        except Exception as exc:
+            raise SourceError(f"cannot list {self.description}: {exc}; check [sink] and the AWS credentials "
+                              "in this environment") from exc
+
+
+def _is_not_found(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+def s3_source(sink: SinkConfig) -> S3Source:
+    """An `S3Source` over `[sink]` with a client made the boto3 way (env, profile, IRSA, instance role)."""
+    import boto3  # noqa: PLC0415 - verify --source / --spool never need boto3
+    from botocore.config import Config as BotoConfig  # noqa: PLC0415
+
+    if not sink.bucket:
+        raise SourceError("[sink] bucket is not set; set it in auditlock.toml or AUDITLOCK_SINK_BUCKET")
+    config = BotoConfig(
+        retries={"mode": "standard", "total_max_attempts": 5},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        read_timeout=sink.read_timeout_s,
+        max_pool_connections=16,
+        s3={"addressing_style": "path"} if sink.endpoint_url else {},
+    )
+    client: S3Client = boto3.session.Session(region_name=sink.region).client(
+        "s3", endpoint_url=sink.endpoint_url, config=config)
+    return S3Source(client, sink.bucket, sink.prefix)

@@ -1,0 +1,76 @@
+"""`auditlock verify --spool DIR`: the local spool checked like the archive, read-only.
+
+Every segment (open and sealed) is read line by line through the same `EventStreams` as archive objects, so
+seq gaps, chain breaks and duplicate ids are found and named the same way — within a segment and across a
+writer's segments. The agent deletes shipped segments, so a writer's chain may begin mid-way in the spool:
+that is not a finding, and neither is a writer without its clean-end record (it may be running, or its tail
+already shipped). An incomplete last line of an open segment is a `torn tail` (the writer died mid-write; the
+agent will cut it off, and that event is lost); any other bad line is a `damaged segment`. Segments in
+`quarantine/` are listed as findings: the agent refused to ship them, so their events are not in the archive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from auditlock.spool.format import QUARANTINE_DIR, SegmentName, parse_segment_name
+from auditlock.verify.events import EventStreams, TailPolicy
+from auditlock.verify.findings import DAMAGED_SEGMENT, QUARANTINED_SEGMENT, TORN_TAIL, Report
+from auditlock.verify.source import SourceError
+
+
+def verify_spool(spool: Path) -> Report:
+    """Check every segment of a spool directory and list its quarantine."""
+    if not spool.is_dir():
+        raise SourceError(f"--spool {spool}: not a directory; give the spool directory ([spool] dir)")
+    report = Report(f"spool {spool}")
+    report.skipped.append("writers' starts and clean ends: shipped segments are no longer in the spool")
+    streams = EventStreams(report)
+    for path, name in _segments(spool):
+        _check_segment(path, name, streams, report)
+    streams.finish(TailPolicy(require_start=False, check_tail=False))
+    _list_quarantine(spool, report)
+    return report
+
+
+def _segments(spool: Path) -> Iterator[tuple[Path, SegmentName]]:
+    found = []
+    for path in spool.iterdir():
+        name = parse_segment_name(path.name)
+        if name is not None and path.is_file():
+            found.append((name, path))
+    for name, path in sorted(found):
+        yield path, name
+
+
+def _check_segment(path: Path, name: SegmentName, streams: EventStreams, report: Report) -> None:
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return  # shipped and deleted by the agent since the listing
+    report.count("segments")
+    lines = content.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline
+    fed = streams.feed(path.name, lines)
+    report.count("events", fed.events)
+    if fed.bad_lines:
+        report.add(DAMAGED_SEGMENT, path.name, f"lines {', '.join(map(str, fed.bad_lines[:10]))} are not "
+                                               "auditlock/1 events")
+    if torn:
+        kind = TORN_TAIL if name.is_open else DAMAGED_SEGMENT
+        what = "open segment" if name.is_open else "sealed segment (sealed segments are never torn)"
+        report.add(kind, path.name, f"the {what} ends in an incomplete line of {len(torn)} bytes after line "
+                                    f"{len(lines)}")
+
+
+def _list_quarantine(spool: Path, report: Report) -> None:
+    quarantine = spool / QUARANTINE_DIR
+    if not quarantine.is_dir():
+        return
+    for path in sorted(quarantine.iterdir()):
+        if parse_segment_name(path.name) is None:
+            continue
+        reason_file = path.with_name(path.name + ".reason.txt")
+        reason = reason_file.read_text(errors="replace").strip() if reason_file.exists() else "no reason file"
+        report.add(QUARANTINED_SEGMENT, f"quarantine/{path.name}", f"not shipped: {reason}")

@@ -1,0 +1,213 @@
+"""`auditlock verify` over archives the real agent wrote to moto and RADOS Gateway, clean and tampered with.
+
+How each tampering is done, honestly: a versioned Object Lock bucket refuses to change or delete a locked
+*version*, but it accepts a new current version at the same key and a delete marker — exactly what an attacker
+with PutObject/DeleteObject (and no bypass) can do, and what a reader then sees. So objects and digests are
+"edited", "swapped" and "deleted" that way in the lock bucket itself. Where the issue asks for an unlocked
+bucket (an edited event line, objects without lock), the archive is copied into a plain bucket first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from auditlock.archive import layout
+from auditlock.spool.format import SEALED_SUFFIX, parse_segment_name
+from tests.support.archive_env import ArchiveEnv
+from tests.support.s3servers import S3Endpoint, make_plain_bucket
+from tests.support.verify_env import (
+    build_archive,
+    copy_to,
+    drain,
+    enable_signing,
+    keys,
+    kinds,
+    make_keypair,
+    put_new_version,
+    read,
+    subjects,
+    verify,
+)
+
+
+@pytest.fixture
+def env(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
+    """A spool and config shipping to a fresh lock bucket, digests signed; credentials in the environment."""
+    endpoint, name = bucket
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+    archive = ArchiveEnv.create(tmp_path, endpoint, name)
+    private, _public = make_keypair(tmp_path)
+    enable_signing(archive, private)
+    return archive
+
+
+@pytest.fixture
+def archive(env: ArchiveEnv) -> ArchiveEnv:
+    """`env` holding a clean signed archive of three batches (two classes, a month boundary)."""
+    build_archive(env)
+    return env
+
+
+@pytest.fixture
+def plain_bucket(env: ArchiveEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A bucket without Object Lock on the same server; verify is pointed at it."""
+    client = env.endpoint.client()
+    name = make_plain_bucket(client, f"auditlock-plain-{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("AUDITLOCK_SINK_BUCKET", name)
+    yield name
+    for key in [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=name)
+                for item in page.get("Contents", [])]:
+        client.delete_object(Bucket=name, Key=key)
+    client.delete_bucket(Bucket=name)
+
+
+def run(env: ArchiveEnv, *args: str) -> tuple[int, dict[str, object]]:
+    """verify with this env's config and its public key."""
+    return verify("--config", str(env.config_path), "--public-key", str(env.root / "digest-key.pub.pem"), *args)
+
+
+def edit_line(body: bytes, index: int) -> bytes:
+    """The gzip object with line `index` changed (its actor), every other byte the same."""
+    lines = gzip.decompress(body).split(b"\n")
+    lines[index] = lines[index].replace(b'"actor_id":"user#', b'"actor_id":"user#9')
+    return gzip.compress(b"\n".join(lines), mtime=0)
+
+
+def largest_object(env: ArchiveEnv) -> str:
+    """The events object with the most bytes (one with many lines of one writer)."""
+    client = env.endpoint.client()
+    return max(keys(env), key=lambda k: client.head_object(Bucket=env.bucket, Key=k)["ContentLength"])
+
+
+class TestCleanArchive:
+    def test_clean_archive_verifies_clean(self, archive: ArchiveEnv) -> None:
+        """An archive written by the agent in several signed batches verifies clean with exit 0."""
+        status, report = run(archive)
+        assert report["findings"] == []
+        assert status == 0
+        assert report["counts"]["digests"] >= 3
+        assert report["counts"]["events"] == 40 + 10 + 12 + 30 + 4  # + four clean-end records
+        assert report["counts"]["writers"] == 4
+        assert len({k.split("/")[3] for k in keys(archive)}) == 2  # month=11 and month=12
+
+    def test_month_range_selects_partitions(self, archive: ArchiveEnv) -> None:
+        """--since/--until select months: December alone holds a writer that began in November, not a gap."""
+        status, report = run(archive, "--since", "2026-12", "--until", "2026-12")
+        assert report["findings"] == []
+        assert status == 0
+        assert report["counts"]["events"] == 7 + 1
+
+
+class TestTamperingInTheLockBucket:
+    def test_object_deleted(self, archive: ArchiveEnv) -> None:
+        """A delete marker over an events object: missing object, and its events leave a seq gap."""
+        key = largest_object(archive)
+        archive.endpoint.client().delete_object(Bucket=archive.bucket, Key=key)
+        status, report = run(archive)
+        assert status == 1
+        assert subjects(report, "missing object") == {key.removeprefix("audit/")}
+        assert "seq gap" in kinds(report)
+
+    def test_object_swapped(self, archive: ArchiveEnv) -> None:
+        """An object whose current version holds another listed object's bytes is named a swapped object."""
+        first, second = keys(archive)[:2]
+        put_new_version(archive, second, read(archive, first))
+        status, report = run(archive)
+        assert status == 1
+        assert subjects(report, "swapped object") == {second.removeprefix("audit/")}
+        assert "modified object" not in kinds(report)
+        assert "duplicate event" in kinds(report)
+
+    def test_digest_deleted(self, archive: ArchiveEnv) -> None:
+        """Deleting a digest mid-chain breaks the chain at its successor and leaves its objects unlisted."""
+        middle = keys(archive, "digests")[1]
+        archive.endpoint.client().delete_object(Bucket=archive.bucket, Key=middle)
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"broken digest chain", "unlisted object"}
+        [broken] = [f for f in report["findings"] if f["kind"] == "broken digest chain"]
+        assert f"its previous digest {middle.removeprefix('audit/')} is missing" in broken["detail"]
+
+    def test_digest_edited(self, archive: ArchiveEnv) -> None:
+        """A digest with a changed byte no longer matches the hash its successor recorded, nor its signature."""
+        first = keys(archive, "digests")[0]
+        digest = orjson.loads(read(archive, first))
+        digest["objects"][0]["events"] += 1
+        put_new_version(archive, first, orjson.dumps(digest, option=orjson.OPT_SORT_KEYS))
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"digest modified", "bad signature"}
+        assert subjects(report, "digest modified") == {first.removeprefix("audit/")}
+
+    def test_bad_signature(self, archive: ArchiveEnv, tmp_path: Path) -> None:
+        """Verifying with another public key finds every digest's signature bad."""
+        _private, other = make_keypair(tmp_path, "other")
+        status, report = verify("--config", str(archive.config_path), "--public-key", str(other))
+        assert status == 1
+        assert kinds(report) == {"bad signature"}
+        assert len(report["findings"]) == report["counts"]["digests"]
+
+
+class TestTamperingBeforeUpload:
+    def test_events_removed_from_the_middle(self, env: ArchiveEnv) -> None:
+        """Lines cut from a sealed segment: the agent quarantines it, verify names the writer's missing range."""
+        env.write_events(60)
+        segments = sorted(env.spool.glob(f"*{SEALED_SUFFIX}"))
+        assert len(segments) >= 4
+        victim, after = segments[1], segments[2]
+        lines = victim.read_bytes().splitlines(keepends=True)
+        victim.write_bytes(b"".join(lines[:2] + lines[4:]))
+        drain(env)
+        status, report = run(env)
+        assert status == 1
+        assert kinds(report) == {"seq gap"}
+        first, following = parse_segment_name(victim.name), parse_segment_name(after.name)
+        assert first is not None and following is not None
+        [gap] = report["findings"]
+        assert gap["subject"] == f"writer {first.writer}"
+        assert f"seq {first.first_seq}–{following.first_seq - 1} missing" in gap["detail"]
+
+    def test_writer_tail_removed(self, env: ArchiveEnv) -> None:
+        """Without its last segment (and clean-end record) a writer's tail is missing once past the grace."""
+        env.write_events(40)
+        segments = sorted(env.spool.glob(f"*{SEALED_SUFFIX}"))
+        segments[-1].unlink()
+        drain(env)
+        status, report = run(env, "--open-grace", "0")
+        assert status == 1
+        assert kinds(report) == {"writer tail missing"}
+        status, report = run(env)
+        assert status == 0
+        assert len(report["open_writers"]) == 1
+
+
+class TestUnlockedBucket:
+    def test_objects_without_lock(self, archive: ArchiveEnv, plain_bucket: str) -> None:
+        """The same archive in a bucket without Object Lock: every object and digest is an unlocked object."""
+        copy_to(archive, plain_bucket)
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"unlocked object"}
+        assert len(report["findings"]) == len(keys(archive)) + len(keys(archive, "digests"))
+
+    def test_event_line_edited(self, archive: ArchiveEnv, plain_bucket: str) -> None:
+        """An event line edited and the object re-uploaded: a modified object and a chain break at the next line."""
+        copy_to(archive, plain_bucket)
+        key = largest_object(archive)
+        body = edit_line(read(archive, key), 3)
+        client = archive.endpoint.client()
+        client.put_object(Bucket=plain_bucket, Key=key, Body=body, Tagging=layout.object_tags("standard"))
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"unlocked object", "modified object", "chain break"}
+        assert subjects(report, "modified object") == {key.removeprefix("audit/")}
+        [chain_break] = [f for f in report["findings"] if f["kind"] == "chain break"]
+        assert chain_break["detail"].startswith("seq 4 in ")
+        assert chain_break["detail"].endswith("prev does not match the hash of seq 3")
