@@ -49,6 +49,13 @@ def cached_months(cache: Path) -> set[str]:
 
 
 class TestFilters:
+    def test_clean_end_records_only_on_request(self, creds: QueryEnv, tmp_path: Path) -> None:
+        """Writers' auditlock.writer_closed records are hidden unless --type asks for them."""
+        assert all(e["event_type"] != "auditlock.writer_closed" for e in creds.query_events(cache=tmp_path))
+        closings = creds.query_events("--type", "auditlock.writer_closed", cache=tmp_path)
+        assert closings
+        assert {e["event_type"] for e in closings} == {"auditlock.writer_closed"}
+
     def test_actor(self, creds: QueryEnv, tmp_path: Path) -> None:
         """--actor returns exactly that actor's events, whole and newest first."""
         expected = newest_first([e for e in creds.written if e["actor_id"] == "user#1"])

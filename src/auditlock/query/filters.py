@@ -1,6 +1,7 @@
 """The command's filters as one parameterised WHERE clause over the `audit` view (no value is ever spliced in).
 
-Every filter is ANDed. `types` (repeatable `--type`) are ORed among themselves: each is a glob (`*` any run,
+Every filter is ANDed. Without `--type`, writers' `auditlock.writer_closed` records are left out.
+`types` (repeatable `--type`) are ORed among themselves: each is a glob (`*` any run,
 `?` one character, case-sensitive, as `[events] include` matches) turned into a LIKE pattern. An hmac match
 looks for the hashed value in `payload.FIELD` or on either side of `payload.changes.FIELD`.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditlock.query.timerange import ALL_TIME, TimeRange, format_time
+from auditlock.spool.format import WRITER_CLOSED
 
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NEWEST_FIRST = "occurred_at DESC, event_id DESC"
@@ -48,6 +50,9 @@ class EventFilter:
                 params.append(value)
         if self.types:
             parts.append("(" + " OR ".join(_type_condition(t, params) for t in self.types) + ")")
+        else:  # writers' clean-end records are bookkeeping for `verify`; ask for them with --type to see them
+            parts.append("event_type <> ?")
+            params.append(WRITER_CLOSED)
         _time_conditions(self.time_range, parts, params)
         for match in self.hmac:
             parts.append(_hmac_condition(match, params))
