@@ -91,8 +91,8 @@ class EventStreams:
                 run.last_seq, run.last_hash = seq, line_hash
                 run.last_occurred_at, run.last_type = occurred_at, event_type
             else:
-                if run is not None:
-                    self._close(writer, run, seq, prev)
+                if run is not None:  # a jump in seq, or a broken link (reported by `finish`, with the others)
+                    self.runs.setdefault(writer, []).append(run)
                 current[writer] = Run(seq, prev, seq, line_hash, occurred_at, occurred_at, event_type, where)
             self._remember(event_id, where, writer, seq)
             fed.events += 1
@@ -100,13 +100,6 @@ class EventStreams:
         for writer, run in current.items():
             self.runs.setdefault(writer, []).append(run)
         return fed
-
-    def _close(self, writer: str, run: Run, seq: int, prev: str) -> None:
-        """A run ends inside an object: a link within the object that fails is reported right here."""
-        if seq == run.last_seq + 1:
-            self.report.add(CHAIN_BREAK, f"writer {writer}",
-                            f"seq {seq} in {run.where}: prev does not match the hash of seq {run.last_seq}")
-        self.runs.setdefault(writer, []).append(run)
 
     def _remember(self, event_id: str, where: str, writer: str, seq: int) -> None:
         try:
@@ -157,9 +150,10 @@ class EventStreams:
         for run in runs[1:]:
             if run.first_seq == last.last_seq + 1:
                 if run.first_prev != last.last_hash:
+                    there = "" if last.where == run.where else f" in {last.where}"
                     self.report.add(CHAIN_BREAK, f"writer {writer}",
                                     f"seq {run.first_seq} in {run.where}: prev does not match the hash of seq "
-                                    f"{last.last_seq} in {last.where}")
+                                    f"{last.last_seq}{there}")
             elif run.first_seq > last.last_seq + 1:
                 self.report.add(SEQ_GAP, f"writer {writer}",
                                 f"seq {last.last_seq + 1}–{run.first_seq - 1} missing (between {last.where} "
