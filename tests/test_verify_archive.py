@@ -24,6 +24,7 @@ from tests.support.s3servers import S3Endpoint, make_plain_bucket
 from tests.support.verify_env import (
     build_archive,
     copy_to,
+    download,
     drain,
     enable_signing,
     keys,
@@ -169,7 +170,8 @@ class TestTamperingBeforeUpload:
         assert status == 1
         assert kinds(report) == {"seq gap"}
         first, following = parse_segment_name(victim.name), parse_segment_name(after.name)
-        assert first is not None and following is not None
+        assert first is not None
+        assert following is not None
         [gap] = report["findings"]
         assert gap["subject"] == f"writer {first.writer}"
         assert f"seq {first.first_seq}–{following.first_seq - 1} missing" in gap["detail"]
@@ -211,3 +213,24 @@ class TestUnlockedBucket:
         [chain_break] = [f for f in report["findings"] if f["kind"] == "chain break"]
         assert chain_break["detail"].startswith("seq 4 in ")
         assert chain_break["detail"].endswith("prev does not match the hash of seq 3")
+
+
+class TestDirectorySource:
+    def test_downloaded_copy_verifies_clean(self, archive: ArchiveEnv, tmp_path: Path) -> None:
+        """A downloaded copy of the prefix verifies clean, saying lock and tag checks were skipped."""
+        copy = download(archive, tmp_path / "copy")
+        status, report = verify("--source", str(copy), "--public-key", str(archive.root / "digest-key.pub.pem"))
+        assert report["findings"] == []
+        assert status == 0
+        assert any("Object Lock" in line for line in report["skipped"])
+        assert report["counts"]["events"] == 40 + 10 + 12 + 30 + 4
+
+    def test_edited_object_in_a_copy(self, archive: ArchiveEnv, tmp_path: Path) -> None:
+        """An event line edited in a downloaded object is a modified object and a chain break."""
+        copy = download(archive, tmp_path / "copy")
+        key = largest_object(archive).removeprefix("audit/")
+        (copy / key).write_bytes(edit_line((copy / key).read_bytes(), 5))
+        status, report = verify("--source", str(copy))
+        assert status == 1
+        assert kinds(report) == {"modified object", "chain break"}
+        assert subjects(report, "modified object") == {key}
