@@ -43,6 +43,8 @@ class _Fetched:
     key: str
     data: bytes | None
     head: ObjectHead | None
+    lines: list[bytes] | None = None
+    problem: str | None = None
 
 
 def verify_archive(source: ArchiveSource, options: ArchiveOptions) -> Report:
@@ -96,7 +98,10 @@ def _verify_objects(source: ArchiveSource, options: ArchiveOptions, found: Diges
     def fetch(key: str) -> _Fetched:
         data = source.read(key)
         head = source.head(key) if data is not None and source.checks_locks else None
-        return _Fetched(key, data, head)
+        fetched = _Fetched(key, data, head)
+        if data is not None:  # decompressing here overlaps it with the checking thread (zlib releases the GIL)
+            fetched.lines, fetched.problem = objects.jsonl_lines(data)
+        return fetched
 
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="auditlock-verify") as pool:
         for fetched in prefetch(pool, fetch, sorted(stored | listed), depth=options.workers * 2):
@@ -111,10 +116,11 @@ def _check_object(fetched: _Fetched, found: DigestSet, listed_sha256s: Mapping[s
         return
     report.count("objects")
     objects.check_bytes(key, fetched.data, listings, listed_sha256s, report)
-    lines = objects.jsonl_lines(key, fetched.data, report)
+    if fetched.problem is not None:
+        report.add(UNREADABLE_OBJECT, key, fetched.problem)
     last = listings[0].last_occurred_at if listings else ""
-    if lines is not None:
-        fed = streams.feed(key, lines)
+    if fetched.lines is not None:
+        fed = streams.feed(key, fetched.lines)
         report.count("events", fed.events)
         last = max(last, fed.last_occurred_at)
         if fed.bad_lines:

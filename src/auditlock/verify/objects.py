@@ -19,7 +19,6 @@ from auditlock.verify.findings import (
     UNDER_RETAINED_OBJECT,
     UNLISTED_OBJECT,
     UNLOCKED_OBJECT,
-    UNREADABLE_OBJECT,
     UNTAGGED_OBJECT,
     Report,
 )
@@ -46,19 +45,17 @@ def check_bytes(key: str, data: bytes, listings: list[Listing], listed: Mapping[
                                      f"{listings[0].sha256[:16]}…")
 
 
-def jsonl_lines(key: str, data: bytes, report: Report) -> list[bytes] | None:
-    """The lines (without newlines) of a gzip JSONL object, or None (a finding) if it does not decompress."""
+def jsonl_lines(data: bytes) -> tuple[list[bytes] | None, str | None]:
+    """The lines (without newlines) of a gzip JSONL object, and what is wrong with it (None: nothing)."""
     try:
         content = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
-        report.add(UNREADABLE_OBJECT, key, f"not gzip: {exc}")
-        return None
+        return None, f"not gzip: {exc}"
     lines = content.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
-    else:
-        report.add(UNREADABLE_OBJECT, key, "the last line has no newline (the object was cut short)")
-    return lines
+        return lines, None
+    return lines, "the last line has no newline (the object was cut short)"
 
 
 def class_of(key: str, listings: list[Listing]) -> str | None:
