@@ -9,6 +9,7 @@ bucket (an edited event line, objects without lock), the archive is copied into 
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 from auditlock.archive import layout
 from auditlock.spool.format import SEALED_SUFFIX, parse_segment_name
 from tests.support.archive_env import ArchiveEnv
-from tests.support.s3servers import S3Endpoint, make_plain_bucket
+from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket, make_plain_bucket
 from tests.support.verify_env import (
     build_archive,
     copy_to,
@@ -234,3 +235,20 @@ class TestDirectorySource:
         assert status == 1
         assert kinds(report) == {"modified object", "chain break"}
         assert subjects(report, "modified object") == {key}
+
+
+class TestShortLockAndTags:
+    def test_under_retained_and_untagged(self, archive: ArchiveEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Copies locked for an hour in GOVERNANCE and without tags are under-retained and untagged objects."""
+        client = archive.endpoint.client()
+        name = make_lock_bucket(client, f"auditlock-short-{uuid.uuid4().hex[:12]}")
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        for key in keys(archive) + keys(archive, "digests"):
+            body = read(archive, key)
+            client.put_object(Bucket=name, Key=key, Body=body, ContentMD5=content_md5(body),
+                              ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=until)
+        monkeypatch.setenv("AUDITLOCK_SINK_BUCKET", name)
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"under-retained object", "untagged object"}
+        assert len(subjects(report, "untagged object")) == len(keys(archive)) + len(keys(archive, "digests"))
