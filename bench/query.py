@@ -167,9 +167,9 @@ def measure(root: Path, files: list[Path], endpoint_url: str, repeat: int) -> di
 
 def _ours(client: Any, config: Any, cache: Path) -> tuple[Callable[[], None], Callable[[], None]]:
     """`auditlock query`'s code path for both queries (output written to memory)."""
+    from auditlock.archive.timerange import TimeRange, parse_time
     from auditlock.query.filters import EventFilter
     from auditlock.query.session import QueryRequest, execute
-    from auditlock.query.timerange import TimeRange, parse_time
 
     now = dt.datetime.now(dt.UTC)
     month = TimeRange(parse_time(MONTH, now), parse_time(MONTH, now, end=True))

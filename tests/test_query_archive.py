@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 import auditlock
+from auditlock.archive.timerange import TimeRange
 from auditlock.handler.core import AuditCore
 from auditlock.query.cache import ArchiveCache, make_client
 from auditlock.query.filters import EventFilter
 from auditlock.query.session import QueryRequest, execute
-from auditlock.query.timerange import TimeRange
 from auditlock.spool.writer import SpoolWriter
 from tests.support.query_env import ALICE, QueryEnv, at, story_archive
 from tests.support.s3servers import S3Endpoint

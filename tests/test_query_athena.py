@@ -13,13 +13,13 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from auditlock.archive.timerange import ALL_TIME, format_time
 from auditlock.cli import main
 from auditlock.handler.encode import hmac_value
 from auditlock.query import ddl
 from auditlock.query.cache import ArchiveCache, make_client
 from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES
 from auditlock.query.engine import AuditDatabase
-from auditlock.query.timerange import ALL_TIME, format_time
 from auditlock.spool.format import EVENT_KEYS
 from tests.conftest import HMAC_KEY
 from tests.support.query_env import ALICE, QueryEnv, story_archive

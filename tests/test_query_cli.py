@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from auditlock.archive.timerange import TimeFormatError, TimeRange, format_time, parse_time
 from auditlock.cli import main
 from auditlock.query.cache import DownloadProgress
 from auditlock.query.engine import Result
 from auditlock.query.filters import glob_to_like
 from auditlock.query.output import write
-from auditlock.query.timerange import TimeFormatError, TimeRange, format_time, parse_time
 
 NOW = dt.datetime(2026, 11, 26, 20, 14, 50, 123456, tzinfo=dt.UTC)
 moments = st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(9998, 12, 31),

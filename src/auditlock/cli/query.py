@@ -15,12 +15,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from auditlock.archive.timerange import TimeFormatError, TimeRange, parse_time
 from auditlock.config import Config, load_config
 from auditlock.errors import AuditlockError
 from auditlock.handler.encode import hmac_value
 from auditlock.query.errors import UsageError
 from auditlock.query.filters import FIELD_NAME, EventFilter, HmacMatch
-from auditlock.query.timerange import TimeFormatError, TimeRange, parse_time
 
 _TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+$")
 _FILTER_FLAGS = ("actor", "target_type", "target_id", "type", "ip", "hmac_field", "limit")

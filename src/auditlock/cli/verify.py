@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from auditlock.archive.timerange import TimeFormatError, TimeRange, parse_time
 from auditlock.errors import AuditlockError
-from auditlock.query.timerange import TimeFormatError, TimeRange, parse_time
 
 _DURATION = re.compile(r"^(\d{1,9})([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

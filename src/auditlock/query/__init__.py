@@ -3,7 +3,6 @@
 Room map (imports flow one way: cli → query → archive/config/spool; nothing outside imports this room):
 
 - `columns`   the `auditlock/1` columns with their DuckDB and Athena types (one table, two engines)
-- `timerange` `--since`/`--until`: dates, months, RFC 3339, relative forms; all UTC
 - `filters`   the command's filters as one parameterised WHERE clause
 - `cache`     list only the month partitions in range, download into a local cache keyed by key and ETag
 - `spool`     events not yet shipped, read from the spool (`--include-spool`)

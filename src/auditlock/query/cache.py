@@ -36,10 +36,10 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from auditlock.archive import layout
+from auditlock.archive.timerange import TimeRange
 from auditlock.config.model import SinkConfig
 from auditlock.query.columns import events_root
 from auditlock.query.errors import QueryError
-from auditlock.query.timerange import TimeRange
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -17,10 +17,10 @@ from typing import Any
 
 import duckdb
 
+from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES
 from auditlock.query.errors import QueryError, UsageError
 from auditlock.query.filters import NEWEST_FIRST
-from auditlock.query.timerange import ALL_TIME, TimeRange, format_time
 
 VIEW = "audit"
 MAX_OBJECT_BYTES = 16 * 1024 * 1024  # far above [events] max_event_bytes' useful range

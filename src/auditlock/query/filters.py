@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from auditlock.query.timerange import ALL_TIME, TimeRange, format_time
+from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.spool.format import WRITER_CLOSED
 
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

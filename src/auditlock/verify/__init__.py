@@ -1,6 +1,6 @@
 """`auditlock verify`: prove the archive (or the spool) is complete and unchanged, or name what is not.
 
-Room map (imports archive/, spool/, config/ and query.timerange; never agent/; boto3 and cryptography lazily):
+Room map (imports archive/, spool/, config/ and archive.timerange; never agent/; boto3 and cryptography lazily):
 
 - `findings` the finding kinds, the report, its text and JSON forms (design comment)
 - `source`   the archive as an S3 bucket + prefix, or a downloaded copy in a directory

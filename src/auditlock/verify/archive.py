@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from auditlock.archive.layout import EVENTS_DIR
+from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.config.model import RetentionClass
-from auditlock.query.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.verify import objects
 from auditlock.verify.digests import DigestSet, check_chains, check_signatures, load_digests
 from auditlock.verify.events import EventStreams, TailPolicy
