@@ -16,8 +16,9 @@ from botocore.exceptions import ClientError
 
 from auditlock.agent.batch import build_objects, list_sealed
 from auditlock.agent.service import Agent
-from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader, make_s3_client
+from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
 from auditlock.archive import layout
+from auditlock.archive.client import make_s3_client
 from auditlock.spool.format import SEALED_SUFFIX
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket

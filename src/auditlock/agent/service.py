@@ -21,8 +21,9 @@ from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
 from auditlock.agent.shipper import DeadlineExceededError, Shipper, StopRequestedError
-from auditlock.agent.uploader import Uploader, make_s3_client
+from auditlock.agent.uploader import Uploader
 from auditlock.archive import layout
+from auditlock.archive.client import make_s3_client
 from auditlock.config.model import Config
 from auditlock.errors import AuditlockError
 from auditlock.spool.format import ensure_spool_dir

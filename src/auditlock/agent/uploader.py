@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from auditlock.agent import failpoints
@@ -31,21 +29,6 @@ ALREADY_PRESENT = "already-present"
 
 class ObjectConflictError(UploadError):
     """A different object already sits at a key derived from our content: an alarm, never overwritten."""
-
-
-def make_s3_client(sink: SinkConfig, *, read_timeout: float | None = None, attempts: int = 3) -> S3Client:
-    """A boto3 S3 client the boto3 way (env, profile, IRSA, instance role), tuned for Object Lock PUTs."""
-    timeout = sink.read_timeout_s if read_timeout is None else min(read_timeout, sink.read_timeout_s)
-    config = BotoConfig(
-        retries={"mode": "standard", "total_max_attempts": attempts},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        connect_timeout=min(5, timeout),
-        read_timeout=timeout,
-        s3={"addressing_style": "path"} if sink.endpoint_url else {},
-    )
-    session = boto3.session.Session(region_name=sink.region)
-    return session.client("s3", endpoint_url=sink.endpoint_url, config=config)
 
 
 class Uploader:

@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from auditlock.archive import layout
+from auditlock.archive.client import make_s3_client
 from auditlock.archive.timerange import TimeRange
 from auditlock.config.model import SinkConfig
 from auditlock.query.columns import events_root
@@ -57,18 +56,8 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def make_client(sink: SinkConfig) -> S3Client:
-    """A read-only S3 client the boto3 way (env, profile, IRSA, instance role) for `[sink]`'s bucket."""
-    config = BotoConfig(
-        retries={"mode": "standard", "total_max_attempts": 5},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        read_timeout=sink.read_timeout_s,
-        max_pool_connections=16,
-        s3={"addressing_style": "path"} if sink.endpoint_url else {},
-    )
-    client: S3Client = boto3.session.Session(region_name=sink.region).client(
-        "s3", endpoint_url=sink.endpoint_url, config=config)
-    return client
+    """A read-only S3 client for `[sink]`'s bucket, with room for parallel downloads."""
+    return make_s3_client(sink, attempts=5, max_pool_connections=16)
 
 
 @dataclass(frozen=True)

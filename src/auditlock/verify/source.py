@@ -168,19 +168,9 @@ def _is_not_found(exc: Exception) -> bool:
 
 def s3_source(sink: SinkConfig) -> S3Source:
     """An `S3Source` over `[sink]` with a client made the boto3 way (env, profile, IRSA, instance role)."""
-    import boto3  # noqa: PLC0415 - verify --source / --spool never need boto3
-    from botocore.config import Config as BotoConfig  # noqa: PLC0415
+    from auditlock.archive.client import make_s3_client  # noqa: PLC0415 - --source / --spool need no boto3
 
     if not sink.bucket:
         raise SourceError("[sink] bucket is not set; set it in auditlock.toml or AUDITLOCK_SINK_BUCKET")
-    config = BotoConfig(
-        retries={"mode": "standard", "total_max_attempts": 5},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        read_timeout=sink.read_timeout_s,
-        max_pool_connections=16,
-        s3={"addressing_style": "path"} if sink.endpoint_url else {},
-    )
-    client: S3Client = boto3.session.Session(region_name=sink.region).client(
-        "s3", endpoint_url=sink.endpoint_url, config=config)
+    client = make_s3_client(sink, attempts=5, max_pool_connections=16)
     return S3Source(client, sink.bucket, sink.prefix)
