@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from auditlock.cli import agent, athena_ddl, check_config, hash, query, verify
+from auditlock.cli import agent, athena_ddl, check_config, demo, hash, query, verify
 
 # Each command module offers `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "verify": ("check the archive (or --spool) is complete and unchanged; exit 1 on any finding",
                verify.add_arguments, verify.run),
     "hash": ("print the hmac form of a value, to search for a hashed field", hash.add_arguments, hash.run),
+    "demo": ("run the whole pipeline on an embedded S3 server and show what it guarantees", demo.add_arguments,
+             demo.run),
 }
 
 

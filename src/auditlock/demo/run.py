@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -13,12 +14,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from auditlock.config import Config
 from auditlock.demo import server, show
 from auditlock.demo.workspace import PREFIX, Workspace
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 STEPS = 8
+INDENT = "      "
 ORDER_ID = "1234"
 
 
@@ -58,7 +64,7 @@ class Narrator:
 
     def say(self, text: str = "") -> None:
         """A detail line under the current step."""
-        self._write(f"      {text}" if text else "")
+        self._write(f"{INDENT}{text}" if text else "")
 
     def block(self, text: str) -> None:
         """Several detail lines (a command's output)."""
@@ -110,39 +116,37 @@ def _pipeline(ws: Workspace, s3: server.DemoS3, n: Narrator, outcome: Outcome) -
     example = layout.locked_example(config)
     _layout(client, bucket, layout, example, n)
     n.step(f"who changed order {ORDER_ID}?   $ auditlock query --target-type Order --target-id {ORDER_ID}")
-    n.block(show.query_order(config, ws.cache, ORDER_ID))
+    n.block(show.query_order(config, ws.cache, ORDER_ID, _table_width(n.out)))
     outcome.verify = _verify(config, ws, n)
     outcome.delete = _delete(client, bucket, example, n)
     ws.copy_archive(client, bucket)
 
 
-def _emit(config: object, n: Narrator) -> int:
-    from auditlock.config import Config  # noqa: PLC0415
-    from auditlock.demo.service import Shop, run_story  # noqa: PLC0415
+def _emit(config: Config, n: Narrator) -> int:
+    from auditlock.demo.service import Shop, run_story  # noqa: PLC0415 - structlog only once it runs
 
-    assert isinstance(config, Config)
     n.step("the sample service logs: web requests through structlog + auditlock.AuditProcessor, "
            "the nightly job through logging + AuditHandler")
     n.say(f"{'actor':<19} {'event':<21} {'target':<13} what")
     shop = Shop(config, n.say)
-    run_story(shop)
-    writers = shop.close()
+    try:
+        run_story(shop)
+    finally:
+        writers = shop.close()  # also on errors: nothing may write into the workdir once it is removed
     n.say(f"closed {writers} writers: {shop.emitted} events + {writers} clean-end records "
           "(auditlock.writer_closed) sealed in the spool")
     return shop.emitted + writers
 
 
-def _ship(config: object, n: Narrator) -> int:
-    from auditlock.agent.service import Agent  # noqa: PLC0415
-    from auditlock.config import Config  # noqa: PLC0415
+def _ship(config: Config, n: Narrator) -> int:
+    from auditlock.agent.service import Agent  # noqa: PLC0415 - boto3, watchfiles
 
-    assert isinstance(config, Config)
     result = Agent(config, serve_http=False).run_once()
     n.step(f"agent: drained the spool: {result.events_shipped} events shipped, {result.segments_left} segments left")
     return result.events_shipped
 
 
-def _layout(client: server.S3Client, bucket: str, layout: show.Layout, example: str, n: Narrator) -> None:
+def _layout(client: S3Client, bucket: str, layout: show.Layout, example: str, n: Narrator) -> None:
     n.step("the archive in S3: one gzip JSONL object per (month, retention class), one digest per batch")
     show.show_layout(client, bucket, layout, n.say)
     n.say()
@@ -152,17 +156,14 @@ def _layout(client: server.S3Client, bucket: str, layout: show.Layout, example: 
         show.show_digest(client, bucket, layout.digests[-1], n.say)
 
 
-def _verify(config: object, ws: Workspace, n: Narrator) -> str:
-    from auditlock.config import Config  # noqa: PLC0415
-
-    assert isinstance(config, Config)
+def _verify(config: Config, ws: Workspace, n: Narrator) -> str:
     n.step(f"verify the archive   $ auditlock verify --public-key {ws.public_key.name}")
     report, text = show.verify(config, ws.public_key)
     n.block(text)
     return "clean" if report.clean else "findings"
 
 
-def _delete(client: server.S3Client, bucket: str, key: str, n: Narrator) -> str:
+def _delete(client: S3Client, bucket: str, key: str, n: Narrator) -> str:
     n.step("delete that object's locked version (with the bypass-governance header, for good measure)")
     refused, answer = show.try_delete(client, bucket, key)
     n.say(f"DeleteObject {key.rpartition('/')[2]} versionId=…  →  {answer}")
@@ -176,15 +177,25 @@ def _explore_hints(ws: Workspace, n: Narrator) -> None:
     n.say()
     n.say(f"kept in {ws.root}: auditlock.toml, hmac.key, digest-key(.pub).pem, spool/, cache/, archive/ "
           "(a copy of the bucket's prefix; the S3 server itself is gone). Try:")
+    events = f"{ws.archive}/events/year=*/month=*/*.jsonl.gz"
+    columns = "occurred_at, actor_id, event_type, target_type, target_id"
+    sql = f"SELECT {columns} FROM read_json_auto('{events}') ORDER BY 1"  # noqa: S608 - printed, never run here
     for command in (
         f"uv run auditlock verify --source {ws.archive} --public-key {ws.public_key}",
-        f"uv run auditlock verify --spool {ws.spool}",
-        f"uv run auditlock hash --config {c} alice@example.com      # then grep the archive for it",
-        f"zcat {ws.archive}/events/year=*/month=*/*.jsonl.gz | head -3",
+        f"zcat {events} | head -3",
+        f'zgrep -c "$(uv run auditlock hash --config {c} alice@example.com)" {events}',
+        f"uv run python -c \"import duckdb; duckdb.sql(\\\"{sql}\\\").show()\"",
         f"uv run auditlock check-config {c}",
         f"uv run auditlock athena-ddl --config {c}",
     ):
         n.say(f"  {command}")
+
+
+def _table_width(out: IO[str]) -> int:
+    """A terminal's width less the indent; wide enough for whole payloads when the output is not a terminal."""
+    if out.isatty():
+        return max(shutil.get_terminal_size().columns - len(INDENT), 60)
+    return 160
 
 
 @contextlib.contextmanager

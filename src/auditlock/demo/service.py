@@ -52,7 +52,7 @@ class Shop:
         self.emitted += 1
         who = auditlock.current_actor()
         target = f"{fields['target_type']}:{fields['target_id']}" if "target_type" in fields else ""
-        self.say(f"{who.actor_id if who else fields.get('actor_id', '?'):<19} {event_type:<21} {target:<13} {note}")
+        self.say(f"{who.id if who else fields.get('actor_id', '?'):<19} {event_type:<21} {target:<13} {note}")
 
     def nightly_import(self, updates: list[tuple[int, str, str]]) -> None:
         """The background job: its own thread, its own actor, stdlib logging with `extra=`."""
@@ -72,7 +72,8 @@ class Shop:
         """The newest spool line of this type, as stored (read back from the spool's segment files)."""
         events = [orjson.loads(line) for path in sorted(self.spool.glob("*.jsonl"))
                   for line in path.read_bytes().splitlines() if line]
-        return [e for e in events if e["event_type"] == event_type][-1]
+        newest: dict[str, Any] = [e for e in events if e["event_type"] == event_type][-1]
+        return newest
 
     def close(self) -> int:
         """Close both writers: each seals its segment after its clean-end record. Returns the writers closed."""
@@ -120,9 +121,9 @@ def _dropped_field(shop: Shop) -> None:
         shop.audit("customer.updated", "email and country changed; card_number is not allowlisted", **call)
     stored = shop.stored("customer.updated")
     shop.say("")
-    shop.say(f"{'field':<13} {'passed to log.info(...)':<44} stored in the spool")
+    shop.say(f"{'field':<13} {'passed to log.info(...)':<50} stored in the spool")
     for field, passed, kept in _side_by_side(call, stored):
-        shop.say(f"{field:<13} {passed:<44} {kept}")
+        shop.say(f"{field:<13} {passed:<50} {kept}")
     shop.say("")
 
 

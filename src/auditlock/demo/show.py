@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +53,8 @@ def show_layout(client: S3Client, bucket: str, layout: Layout, say: Say) -> None
             folder, _, name = key.rpartition("/")
             partitions.setdefault(folder + "/", []).append(name)
         for folder, names in partitions.items():
-            say(f"s3://{bucket}/{folder}   ({len(names)} {kind} object{'s' if len(names) != 1 else ''})")
+            noun = {"events": "object", "digests": "digest"}[kind]
+            say(f"s3://{bucket}/{folder}   ({len(names)} {noun}{'s' if len(names) != 1 else ''})")
             for name in names:
                 say(f"    {name}{_object_note(client, bucket, folder + name, kind)}")
 
@@ -98,15 +101,30 @@ def _when(value: Any) -> str:
     return str(value)
 
 
-def query_order(config: Config, cache: Path, order_id: str) -> str:
+def query_order(config: Config, cache: Path, order_id: str, width: int) -> str:
     """What `auditlock query --target-type Order --target-id <id>` prints (the table format)."""
     from auditlock.query.filters import EventFilter  # noqa: PLC0415
     from auditlock.query.session import QueryRequest, execute  # noqa: PLC0415
 
     out = io.StringIO()
-    execute(QueryRequest(EventFilter(target_type="Order", target_id=order_id), cache_dir=cache), config, out,
-            io.StringIO())
+    with _table_width(width):
+        execute(QueryRequest(EventFilter(target_type="Order", target_id=order_id), cache_dir=cache), config, out,
+                io.StringIO())
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def _table_width(width: int) -> Iterator[None]:
+    """The query table cuts its rows to `$COLUMNS` (else the terminal's width): give it the demo's width."""
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
 
 
 def verify(config: Config, public_key: Path) -> tuple[Report, str]:
