@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 SEED = 20261127
 SINGLE_RUNS = 88  # moto runs killed once ...
 DOUBLE_RUNS = 12  # ... and twice: 100 moto runs
-# RADOS Gateway (11 runs): every failpoint, and a kill right after a PUT (the case the HEAD check exists for) in most runs.
+# RADOS Gateway (11 runs): every failpoint, and a kill right after a PUT (the case the HEAD check exists for)
+# in most runs.
 RGW_PLANS: tuple[tuple[str | None, ...], ...] = (
     ("after_put",), ("after_put",), ("before_put",), ("after_ledger_intent",), ("after_ledger_confirmed",),
     ("during_delete",), ("before_ledger_clear",), ("before_digest_put",),

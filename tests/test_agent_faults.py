@@ -12,7 +12,6 @@ failing PUTs in a row cost the agent `k // 3` failed attempts and `k // 3 + 1` H
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -83,12 +82,7 @@ def logged(lines: list[dict[str, Any]], pattern: str) -> list[dict[str, Any]]:
 
 def read_archive(env: ArchiveEnv) -> list[dict[str, Any]]:
     """Every event in every events object of the bucket, parsed, unfiltered (writers' own records included)."""
-    client = env.endpoint.client()
-    events = []
-    for key in env.archive_keys():
-        body = client.get_object(Bucket=env.bucket, Key=key)["Body"].read()
-        events += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
-    return events
+    return env.archive_events(closings=True)
 
 
 def write(env: ArchiveEnv, count: int, **kwargs: Any) -> list[str]:

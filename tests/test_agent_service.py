@@ -9,7 +9,6 @@ Every wait is on a condition with a deadline (`wait_for`); every agent and write
 
 from __future__ import annotations
 
-import gzip
 import re
 import signal
 import subprocess
@@ -203,12 +202,7 @@ def make_env(root: Path, bucket: tuple[S3Endpoint, str], **kwargs: Any) -> Archi
 
 def read_archive(env: ArchiveEnv) -> list[dict[str, Any]]:
     """Every event in every events object of the bucket, parsed, unfiltered (writers' own records included)."""
-    client = env.endpoint.client()
-    events = []
-    for key in env.archive_keys():
-        body = client.get_object(Bucket=env.bucket, Key=key)["Body"].read()
-        events += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
-    return events
+    return env.archive_events(closings=True)
 
 
 def archived_ids(env: ArchiveEnv) -> list[str]:
