@@ -82,12 +82,14 @@ def run_demo(keep: Path | None, out: IO[str] = sys.stdout) -> int:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", server.ACCESS_KEY)  # boto3 signs; moto accepts anything
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", server.SECRET_KEY)
     _no_proxy_for_loopback()
-    narrator.out.write("auditlock demo: the whole pipeline on a throwaway S3 server in this process\n")
+    out.write("auditlock demo: the whole pipeline on a throwaway S3 server in this process\n")
     try:
         with _sigterm_as_interrupt(), _workdir(keep) as root, server.DemoS3() as s3:
-            _pipeline(Workspace(root), s3, narrator, outcome)
+            ws = Workspace(root)
+            bucket = _pipeline(ws, s3, narrator, outcome)
             if keep is not None:
-                _explore_hints(Workspace(root), narrator)
+                ws.copy_archive(s3.client(), bucket)
+                _explore_hints(ws, narrator)
     except KeyboardInterrupt:
         out.write("\ninterrupted; the S3 server is stopped\n")
         return 130
@@ -98,15 +100,9 @@ def run_demo(keep: Path | None, out: IO[str] = sys.stdout) -> int:
     return 0 if outcome.ok else 1
 
 
-def _pipeline(ws: Workspace, s3: server.DemoS3, n: Narrator, outcome: Outcome) -> None:
-    bucket = f"auditlock-demo-{uuid.uuid4().hex[:8]}"
-    s3.make_lock_bucket(bucket)
-    n.step(f"S3: moto on {s3.url}; bucket {bucket} created with Object Lock (versioning comes with it)")
-    ws.write(bucket, s3.url)
-    config = ws.load_config()
-    n.step(f"config: {ws.config_path}")
-    n.say("service shop-api; retention classes standard (GOVERNANCE 400 d), orders (COMPLIANCE 10 y), "
-          "security (COMPLIANCE 400 d); digests signed with an Ed25519 key")
+def _pipeline(ws: Workspace, s3: server.DemoS3, n: Narrator, outcome: Outcome) -> str:
+    """Steps 1-8 (recording the results in `outcome`); returns the bucket's name."""
+    bucket, config = _setup(ws, s3, n)
     outcome.emitted = _emit(config, n)
     outcome.shipped = _ship(config, n)
     if outcome.shipped != outcome.emitted:
@@ -119,7 +115,17 @@ def _pipeline(ws: Workspace, s3: server.DemoS3, n: Narrator, outcome: Outcome) -
     n.block(show.query_order(config, ws.cache, ORDER_ID, _table_width(n.out)))
     outcome.verify = _verify(config, ws, n)
     outcome.delete = _delete(client, bucket, example, n)
-    ws.copy_archive(client, bucket)
+    return bucket
+
+
+def _setup(ws: Workspace, s3: server.DemoS3, n: Narrator) -> tuple[str, Config]:
+    bucket = s3.make_lock_bucket(f"auditlock-demo-{uuid.uuid4().hex[:8]}")
+    n.step(f"S3: moto on {s3.url}; bucket {bucket} created with Object Lock (versioning comes with it)")
+    ws.write(bucket, s3.url)
+    n.step(f"config: {ws.config_path}")
+    n.say("service shop-api; retention classes standard (GOVERNANCE 400 d), orders (COMPLIANCE 10 y), "
+          "security (COMPLIANCE 400 d); digests signed with an Ed25519 key")
+    return bucket, ws.load_config()
 
 
 def _emit(config: Config, n: Narrator) -> int:
