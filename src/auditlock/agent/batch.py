@@ -108,13 +108,10 @@ class _ObjectBuilder:
         data = b"".join(group.lines)
         self.events += len(group.lines)
         group.lines.clear()  # the joined copy is all that is needed now: keep peak memory near one segment
-        self.compressor.submit(self._write, data)
+        self.content.update(data)  # here, not in the worker: hashlib also releases the GIL, so both run at once
+        self.compressor.submit(self.gzip.write, data)
         self.first = min(self.first, group.first) if self.first else group.first
         self.last = max(self.last, group.last)
-
-    def _write(self, data: bytes) -> None:
-        self.gzip.write(data)
-        self.content.update(data)
 
     def finish(self, prefix: str) -> ArchiveObject:
         self.gzip.close()
@@ -137,10 +134,10 @@ class _Compressor:
         self.pending: deque[Future[None]] = deque()
         self.depth = depth
 
-    def submit(self, write: Callable[[bytes], None], data: bytes) -> None:
+    def submit(self, write: Callable[[bytes], object], data: bytes) -> None:
         while len(self.pending) >= self.depth:
             self.pending.popleft().result()
-        self.pending.append(self.executor.submit(write, data))
+        self.pending.append(self.executor.submit(write, data))  # type: ignore[arg-type]
 
     def drain(self) -> None:
         while self.pending:

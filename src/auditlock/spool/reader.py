@@ -125,7 +125,7 @@ def group_lines(path: Path) -> GroupedSegment:
 
     The per-line `prev` hashes are not recomputed here (that is `auditlock verify`'s job, on the archive);
     only the last line's hash is, as the writer position a digest records. This loop runs for every shipped
-    event, hence its flat shape.
+    event, hence its flat shape and local names.
     """
     name = parse_segment_name(path.name)
     if name is None:
@@ -134,12 +134,18 @@ def group_lines(path: Path) -> GroupedSegment:
     expected, writer, last, event_type = name.first_seq, name.writer, b"", ""
     group_key: tuple[str, str] | None = None
     group = LineGroup()
-    for line in iter_lines(path):
-        event = _shipping_event(line, writer, expected)
-        if event is None:
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    for line in path.read_bytes().splitlines(keepends=True):  # a segment is at most segment_max_bytes
+        try:
+            event = loads(line)
+            occurred_at, retention = event["occurred_at"], event["retention"]
+            ok = (line[-1] == 10 and event["seq"] == expected and event["writer"] == writer  # 10: newline
+                  and event["schema"] == SCHEMA and type(occurred_at) is str and type(retention) is str)
+        except (decode_error, KeyError, TypeError):
+            ok = False
+        if not ok:
             raise DamagedSegmentError(path, _shipping_problem(line, writer, expected, expected - name.first_seq))
-        occurred_at: str = event["occurred_at"]
-        key = (occurred_at[:7], event["retention"])
+        key = (occurred_at[:7], retention)
         if key != group_key:
             group_key = key
             group = groups.get(key) or groups.setdefault(key, LineGroup(first=occurred_at, last=occurred_at))
@@ -149,24 +155,12 @@ def group_lines(path: Path) -> GroupedSegment:
         elif occurred_at > group.last:
             group.last = occurred_at
         expected += 1
-        last, event_type = line, event["event_type"]
+        last = line
+    if last:
+        event_type = loads(last).get("event_type", "")
     lines = expected - name.first_seq
     return GroupedSegment(groups, lines, expected - 1 if lines else None,
                           line_hash(memoryview(last)[:-1]) if last else None, event_type == WRITER_CLOSED)
-
-
-def _shipping_event(line: bytes, writer: str, expected_seq: int) -> dict[str, Any] | None:
-    """The event of a line if it is complete, well-formed and the writer's next one; else None."""
-    if not line.endswith(b"\n"):
-        return None
-    try:
-        event = orjson.loads(line)
-        ok = (event["schema"] == SCHEMA and event["writer"] == writer and event["seq"] == expected_seq
-              and type(event["occurred_at"]) is str and type(event["retention"]) is str
-              and type(event["event_type"]) is str)
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    return event if ok else None
 
 
 def _shipping_problem(line: bytes, writer: str, expected_seq: int, index: int) -> str:
