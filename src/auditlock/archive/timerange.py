@@ -33,6 +33,10 @@ _DATETIME = re.compile(
 class TimeFormatError(ValueError):
     """A time argument is not one of the accepted forms, or names an impossible date."""
 
+    def __init__(self, message: str, flag: str | None = None) -> None:
+        super().__init__(message)
+        self.flag = flag  # the command-line flag it came from, when known
+
 
 def parse_time(text: str, now: dt.datetime, *, end: bool = False) -> dt.datetime:
     """An aware UTC datetime for `text`; `end=True` reads a month or date as its end (exclusive)."""
@@ -115,3 +119,17 @@ class TimeRange:
 
 
 ALL_TIME = TimeRange()
+
+
+def parse_range(since: str | None, until: str | None, now: dt.datetime) -> TimeRange:
+    """The `--since`/`--until` range, both resolved against one `now`; errors name the flag (`.flag`)."""
+    bounds = {}
+    for flag, text, end in (("--since", since, False), ("--until", until, True)):
+        try:
+            bounds[flag] = None if text is None else parse_time(text, now, end=end)
+        except TimeFormatError as exc:
+            raise TimeFormatError(str(exc), flag) from exc
+    try:
+        return TimeRange(bounds["--since"], bounds["--until"])
+    except TimeFormatError as exc:
+        raise TimeFormatError(str(exc), "--until") from exc

@@ -15,7 +15,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from auditlock.archive.timerange import TimeFormatError, TimeRange, parse_time
+from auditlock.archive import timerange
+from auditlock.archive.timerange import TimeFormatError, TimeRange
 from auditlock.config import Config, load_config
 from auditlock.errors import AuditlockError
 from auditlock.handler.encode import hmac_value
@@ -77,17 +78,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_range(since: str | None, until: str | None, now: dt.datetime) -> TimeRange:
-    """The `--since`/`--until` range, both resolved against one `now`."""
-    bounds = {}
-    for flag, text, end in (("--since", since, False), ("--until", until, True)):
-        try:
-            bounds[flag] = None if text is None else parse_time(text, now, end=end)
-        except TimeFormatError as exc:
-            raise UsageError(flag, str(exc)) from exc
+    """The `--since`/`--until` range; a bad value is a usage error naming its flag."""
     try:
-        return TimeRange(bounds["--since"], bounds["--until"])
+        return timerange.parse_range(since, until, now)
     except TimeFormatError as exc:
-        raise UsageError("--until", str(exc)) from exc
+        raise UsageError(exc.flag or "--since", str(exc)) from exc
 
 
 def build_filter(args: argparse.Namespace, time_range: TimeRange) -> EventFilter:

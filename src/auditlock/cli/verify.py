@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from auditlock.archive.timerange import TimeFormatError, TimeRange, parse_time
+from auditlock.archive import timerange
+from auditlock.archive.timerange import TimeFormatError, TimeRange
 from auditlock.errors import AuditlockError
 
 _DURATION = re.compile(r"^(\d{1,9})([smhdw]?)$")
@@ -86,17 +87,11 @@ def _source(args: argparse.Namespace, options: Any) -> tuple[Any, Any]:
 
 
 def parse_range(since: str | None, until: str | None, now: dt.datetime) -> TimeRange:
-    """The `--since`/`--until` range, both resolved against one `now`."""
-    bounds = {}
-    for flag, text, end in (("--since", since, False), ("--until", until, True)):
-        try:
-            bounds[flag] = None if text is None else parse_time(text, now, end=end)
-        except TimeFormatError as exc:
-            raise _UsageError(f"argument {flag}: {exc}") from exc
+    """The `--since`/`--until` range; a bad value is a usage error naming its flag."""
     try:
-        return TimeRange(bounds["--since"], bounds["--until"])
+        return timerange.parse_range(since, until, now)
     except TimeFormatError as exc:
-        raise _UsageError(f"argument --until: {exc}") from exc
+        raise _UsageError(f"argument {exc.flag or '--since'}: {exc}") from exc
 
 
 def parse_duration(text: str) -> dt.timedelta:
