@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from auditlock.demo.run import run_demo  # noqa: PLC0415 - moto, boto3, duckdb only for the demo
     except ImportError as exc:
-        print(f"auditlock demo needs the dev dependencies (moto[server]) and every extra: run it with "
+        print(f"auditlock demo needs the 'demo' extra: pip install 'auditlock[demo]', or run "
               f"`uv run auditlock demo` in a clone ({exc})", file=sys.stderr)
         return 1
     return run_demo(keep)
