@@ -97,6 +97,42 @@ class TestActor:
         assert asyncio.run(main()) == ["user#a", "user#b"]
 
 
+class TestJobs:
+    def test_job_is_the_actor_with_its_run_id(self, core: AuditCore) -> None:
+        """auditlock.job binds job:<name> as a job actor and writes its run id into every event."""
+        with auditlock.job("nightly-import", run_id="run-42"):
+            record = core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
+        assert record is not None
+        assert (record["actor_id"], record["actor_type"]) == ("job:nightly-import", "job")
+        assert record["payload"] == {"status": "paid", "job_run_id": "run-42"}
+
+    def test_decorated_calls_are_separate_runs(self, core: AuditCore) -> None:
+        """Each call of a function decorated with auditlock.job gets a run id of its own."""
+
+        @auditlock.job("cleanup")
+        def run() -> dict[str, Any] | None:
+            return core.emit("order.deleted", {"target_type": "Order", "target_id": 1})
+
+        first, second = run(), run()
+        assert first is not None
+        assert second is not None
+        assert first["payload"]["job_run_id"] != second["payload"]["job_run_id"]
+        assert auditlock.current_actor() is None
+
+    def test_an_explicit_actor_inside_a_job_wins(self, core: AuditCore) -> None:
+        """An actor bound inside a job block replaces it, run id included."""
+        with auditlock.job("import"), auditlock.actor("user#9"):
+            record = core.emit("order.created", {"target_type": "Order"})
+        assert record is not None
+        assert (record["actor_id"], record["payload"]) == ("user#9", {})
+
+    @pytest.mark.parametrize("name", ["", "job:import", "nightly import"])
+    def test_bad_job_names_are_refused(self, name: str) -> None:
+        """A job name must be bare: no 'job:' prefix, no whitespace, not empty."""
+        with pytest.raises(ValueError, match="give the bare name"), auditlock.job(name):
+            pass
+
+
 class TestPayload:
     def test_only_allowlisted_values_reach_the_file(self, core: AuditCore, config: Config) -> None:
         """Non-allowlisted values are dropped before serialisation: their bytes are not in the spool."""

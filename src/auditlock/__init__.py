@@ -7,7 +7,7 @@ live in optional extras and are never imported from here.
 from auditlock.config import Config, load_config
 from auditlock.errors import AuditlockError, ConfigError, EventError, SpoolError, UploadError
 from auditlock.handler import event_types
-from auditlock.handler.context import Actor, actor, current_actor
+from auditlock.handler.context import Actor, actor, current_actor, job
 from auditlock.handler.event_types import record_event_type
 from auditlock.handler.logging_handler import AuditHandler
 
@@ -28,6 +28,7 @@ __all__ = [
     "actor",
     "current_actor",
     "event_types",
+    "job",
     "load_config",
     "record_event_type",
 ]

@@ -59,13 +59,16 @@ class RecordBuilder:
             raise EventError(f"event {event_type!r}: target_type must be a non-empty string, not {target_type!r}")
         plan = self._plans.get((event_type, target_type)) if type(event_type) is str else None
         plan = plan or self._new_plan(event_type, target_type)
-        actor_id, actor_type, actor_ip = _actor_of(event_type, fields)
+        actor_id, actor_type, actor_ip, run_id = _actor_of(event_type, fields)
         trace_id, span_id = _trace_ids()
+        payload = self._payload(event_type, fields, plan)
+        if run_id is not None:
+            payload["job_run_id"] = run_id
         return {
             "schema": SCHEMA, "event_id": None, "event_type": event_type, "occurred_at": None,
             "actor_id": actor_id, "actor_type": actor_type, "actor_ip": actor_ip,
             "target_type": target_type, "target_id": _target_id(event_type, target_type, fields.get("target_id")),
-            "payload": self._payload(event_type, fields, plan),
+            "payload": payload,
             "service": self.config.service, "host": self._host, "retention": plan.retention,
             "trace_id": trace_id, "span_id": span_id,
         }
@@ -131,11 +134,12 @@ class RecordBuilder:
         return hmac_value(self._hmac_key, encoded) if name in plan.hmac_fields else encoded
 
 
-def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str | None]:
+def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str | None, str | None]:
     bound = current_actor()
     actor_id = fields.get("actor_id")
+    run_id = None
     if actor_id is None and bound is not None:
-        actor_id, actor_type = bound.id, fields.get("actor_type") or bound.type
+        actor_id, actor_type, run_id = bound.id, fields.get("actor_type") or bound.type, bound.run_id
     else:
         actor_type = fields.get("actor_type") or (infer_actor_type(actor_id) if isinstance(actor_id, str) else None)
     if not isinstance(actor_id, str) or not actor_id:
@@ -148,7 +152,7 @@ def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str
     actor_ip = fields.get("actor_ip", bound.ip if bound is not None else None)
     if actor_ip is not None and not isinstance(actor_ip, str):
         raise EventError(f"event {event_type!r}: actor_ip must be a string, not {actor_ip!r}")
-    return actor_id, actor_type, actor_ip
+    return actor_id, actor_type, actor_ip, run_id
 
 
 def _target_id(event_type: str, target_type: object, target_id: object) -> str | None:
