@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from auditlock.agent import failpoints
 from auditlock.agent.batch import ArchiveObject
 from auditlock.archive import layout
+from auditlock.archive.client import is_not_found
 from auditlock.config.model import RetentionClass, SinkConfig
 from auditlock.errors import UploadError
 
@@ -94,7 +95,7 @@ class Uploader:
 def _status(exc: ClientError) -> int:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     code = exc.response.get("Error", {}).get("Code", "")
-    if code in ("404", "NoSuchKey", "NotFound"):
+    if is_not_found(exc):
         return 404
     if code in ("412", "PreconditionFailed"):
         return 412

@@ -35,3 +35,14 @@ def make_s3_client(sink: SinkConfig, *, read_timeout: float | None = None, attem
     client: S3Client = boto3.session.Session(region_name=sink.region).client(
         "s3", endpoint_url=sink.endpoint_url, config=config)
     return client
+
+
+NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether a botocore error says the key does not exist (HEAD answers a bare "404", GET "NoSuchKey")."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    return str(response.get("Error", {}).get("Code", "")) in NOT_FOUND_CODES

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from auditlock.archive import layout
+from auditlock.archive.client import is_not_found
 from auditlock.config.model import SinkConfig
 from auditlock.errors import AuditlockError
 
@@ -133,7 +134,7 @@ class S3Source:
         try:
             body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.base + key)["Body"].read()
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return None
             raise SourceError(f"cannot read {self.description}{key}: {exc}") from exc
         return body
@@ -144,7 +145,7 @@ class S3Source:
             head = self.client.head_object(Bucket=self.bucket, Key=self.base + key)
             tag_set = self.client.get_object_tagging(Bucket=self.bucket, Key=self.base + key)["TagSet"]
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return None
             raise SourceError(f"cannot HEAD {self.description}{key}: {exc}") from exc
         return ObjectHead(head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate"),
@@ -156,14 +157,6 @@ class S3Source:
         except Exception as exc:
             raise SourceError(f"cannot list {self.description}: {exc}; check [sink] and the AWS credentials "
                               "in this environment") from exc
-
-
-def _is_not_found(exc: Exception) -> bool:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return False
-    code = str(response.get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound")
 
 
 def s3_source(sink: SinkConfig) -> S3Source:
