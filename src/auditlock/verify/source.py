@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from auditlock.archive import layout
-from auditlock.archive.client import is_not_found
+from auditlock.archive.client import is_not_found, make_s3_client
 from auditlock.config.model import SinkConfig
 from auditlock.errors import AuditlockError
 
@@ -161,8 +161,6 @@ class S3Source:
 
 def s3_source(sink: SinkConfig) -> S3Source:
     """An `S3Source` over `[sink]` with a client made the boto3 way (env, profile, IRSA, instance role)."""
-    from auditlock.archive.client import make_s3_client  # noqa: PLC0415 - --source / --spool need no boto3
-
     if not sink.bucket:
         raise SourceError("[sink] bucket is not set; set it in auditlock.toml or AUDITLOCK_SINK_BUCKET")
     client = make_s3_client(sink, attempts=5, max_pool_connections=16)
