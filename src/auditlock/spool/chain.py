@@ -27,11 +27,8 @@ def uuid7_hex(now_ns: int, rand62: int | None = None) -> str:
 
 def uuid7_str(now_ns: int, rand62: int | None = None) -> str:
     """A UUIDv7 in its canonical 8-4-4-4-12 form."""
-    ms, sub_ns = divmod(now_ns, 1_000_000)
-    sub = sub_ns * 4096 // 1_000_000
-    rand = int.from_bytes(os.urandom(8)) & _RAND62 if rand62 is None else rand62
-    return (f"{ms >> 16 & 0xFFFF_FFFF:08x}-{ms & 0xFFFF:04x}-7{sub:03x}-"
-            f"{0x8000 | rand >> 48:04x}-{rand & 0xFFFF_FFFF_FFFF:012x}")
+    h = uuid7_hex(now_ns, rand62)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _RAND62 = (1 << 62) - 1
