@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from auditlock.cli import agent, athena_ddl, check_config, demo, hash, query, verify
+from auditlock.cli import agent, athena_ddl, check_config, demo, hash, lifecycle, provision, query, ui, verify
 
 # Each command module offers `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                    athena_ddl.run),
     "verify": ("check the archive (or --spool) is complete and unchanged; exit 1 on any finding",
                verify.add_arguments, verify.run),
+    "lifecycle": ("print the bucket lifecycle and Object Lock configuration derived from the config, as JSON",
+                  lifecycle.add_arguments, lifecycle.run),
+    "provision": ("create or update the bucket to match the config (idempotent; never weakens a lock)",
+                  provision.add_arguments, provision.run),
+    "ui": ("the admin web view over the archive; every search is itself audited", ui.add_arguments, ui.run),
     "hash": ("print the hmac form of a value, to search for a hashed field", hash.add_arguments, hash.run),
     "demo": ("run the whole pipeline on an embedded S3 server and show what it guarantees", demo.add_arguments,
              demo.run),
