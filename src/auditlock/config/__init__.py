@@ -11,6 +11,7 @@ from auditlock.config.model import (
     SinkConfig,
     SpoolConfig,
     TargetConfig,
+    UiConfig,
 )
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "SinkConfig",
     "SpoolConfig",
     "TargetConfig",
+    "UiConfig",
     "build_config",
     "load_config",
 ]

@@ -7,7 +7,9 @@ directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -24,6 +26,7 @@ from auditlock.config.model import (
     SinkConfig,
     SpoolConfig,
     TargetConfig,
+    UiConfig,
 )
 from auditlock.config.schema import Key
 from auditlock.errors import ConfigError
@@ -31,6 +34,7 @@ from auditlock.errors import ConfigError
 ENV_PREFIX = "AUDITLOCK_"
 ENV_CONFIG = "AUDITLOCK_CONFIG"
 DEFAULT_FILE = "auditlock.toml"
+_UI_USER = re.compile(r"^[A-Za-z0-9_.@-]+$")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -184,6 +188,7 @@ class _Reader:
         sizes_valid = not any(p.startswith(("spool.segment_max_bytes", "sink.batch_max_bytes"))
                               for p in self.problems[before_sizes:])
         agent = self._agent(self._table(raw, "agent"))
+        ui = self._ui(self._table(raw, "ui"))
         self._cross_check(targets, hmac, retention)
         if spool is not None and sizes_valid and spool.segment_max_bytes > sink.batch_max_bytes:
             self.problems.append(
@@ -193,7 +198,7 @@ class _Reader:
         if self.problems or service is None or spool is None or retention is None:
             return None
         return Config(service=service, spool=spool, events=events, targets=targets, hmac=hmac,
-                      retention=retention, sink=sink, agent=agent, source=self.source)
+                      retention=retention, sink=sink, agent=agent, ui=ui, source=self.source)
 
     # sections
 
@@ -221,6 +226,45 @@ class _Reader:
 
     def _agent(self, table: Mapping[str, Any]) -> AgentConfig:
         return AgentConfig(**self._scalars(table, "agent"))
+
+    def _ui(self, table: Mapping[str, Any]) -> UiConfig:
+        scalars = {k: v for k, v in table.items() if k not in schema.SUB_TABLES["ui"]}
+        values = self._scalars(scalars, "ui")
+        values["users"] = MappingProxyType(self._ui_users(self._table(table, "users", "ui.users")))
+        values["trusted_proxies"] = tuple(values.get("trusted_proxies", ()))
+        ui = UiConfig(**values)
+        self._check_ui(ui)
+        return ui
+
+    def _ui_users(self, table: Mapping[str, Any]) -> dict[str, str]:
+        users = {}
+        for name, hashed in table.items():
+            if not _UI_USER.match(name):
+                self.problems.append(f"[ui.users] {name!r}: a user name is letters, digits and _ . @ - only")
+            elif not isinstance(hashed, str) or not hashed.startswith("$argon2"):
+                self.problems.append(f"[ui.users] {name} must be an argon2 hash (\"$argon2id$...\"); make one "
+                                     "with `auditlock ui --hash-password`, never write the password itself")
+            else:
+                users[name] = hashed
+        return users
+
+    def _check_ui(self, ui: UiConfig) -> None:
+        if ui.auth == "password" and not ui.users:
+            self.problems.append('[ui] auth = "password" needs [ui.users] with at least one user, e.g. '
+                                 'alice = "$argon2id$..." (from `auditlock ui --hash-password`)')
+        if ui.auth == "token" and (ui.token_env is None) == (ui.token_file is None):
+            self.problems.append('[ui] auth = "token" needs exactly one of token_env or token_file')
+        if ui.auth == "header" and (ui.trusted_header is None or not ui.trusted_proxies):
+            self.problems.append('[ui] auth = "header" needs trusted_header (e.g. "X-Forwarded-User") and '
+                                 'trusted_proxies (the reverse proxy\'s addresses, e.g. ["127.0.0.1"])')
+        for proxy in ui.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                self.problems.append(f"[ui] trusted_proxies: {proxy!r} is not an IP address or network "
+                                     "(e.g. 10.0.0.0/8)")
+        if (ui.tls_cert_file is None) != (ui.tls_key_file is None):
+            self.problems.append("[ui] tls_cert_file and tls_key_file go together: set both or neither")
 
     def _targets(self, table: Mapping[str, Any]) -> Mapping[str, TargetConfig]:
         targets = {}

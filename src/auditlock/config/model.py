@@ -19,6 +19,7 @@ from auditlock.errors import ConfigError
 Durability = Literal["sync", "group", "process"]
 OnError = Literal["raise", "drop"]
 LockMode = Literal["COMPLIANCE", "GOVERNANCE"]
+UiAuth = Literal["password", "token", "header"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,51 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    """`[ui]`: the admin view (`auditlock ui`): where it listens and how viewers authenticate.
+
+    `auth` is optional here (handler and agent never read `[ui]`); `auditlock ui` refuses to start without it.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    auth: UiAuth | None = None
+    users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # name -> argon2 hash
+    token_env: str | None = None
+    token_file: Path | None = None
+    token_actor: str = "svc:auditlock-ui-token"  # noqa: S105 - an actor id, not a secret
+    trusted_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    session_max_age_s: int = 8 * 3600
+    page_size: int = 50
+    cache_dir: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    allow_insecure_http: bool = False
+
+    def load_token(self) -> str:
+        """The bearer token from `token_env` or `token_file`; a `ConfigError` names the source that failed."""
+        if self.token_env is not None:
+            value = os.environ.get(self.token_env, "").strip()
+            where = f"[ui] token_env: environment variable {self.token_env}"
+        elif self.token_file is not None:
+            try:
+                value = self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"[ui] token_file: cannot read {self.token_file}: {exc.strerror}") from exc
+            where = f"[ui] token_file: {self.token_file}"
+        else:
+            raise ConfigError('[ui] auth = "token" needs token_env or token_file')
+        if len(value) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{where} holds {len(value)} characters; use a random token of at least "
+                              f"{MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)")
+        return value
+
+
+MIN_TOKEN_CHARS = 32
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole `auditlock.toml`, validated."""
 
@@ -167,4 +213,5 @@ class Config:
     hmac: HmacConfig = field(default_factory=HmacConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
     source: str | None = None

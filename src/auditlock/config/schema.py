@@ -81,7 +81,26 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "backoff_max_s": positive_float(),
         "signing_key_file": PATH,
     },
+    "ui": {
+        "host": STR,
+        "port": Key("int", minimum=0, maximum=65535),
+        "auth": Key("str", choices=("password", "token", "header")),
+        "token_env": STR,
+        "token_file": PATH,
+        "token_actor": STR,
+        "trusted_header": STR,
+        "trusted_proxies": LIST,
+        "session_max_age_s": positive_int(60),
+        "page_size": Key("int", minimum=5, maximum=1000),
+        "cache_dir": PATH,
+        "tls_cert_file": PATH,
+        "tls_key_file": PATH,
+        "allow_insecure_http": BOOL,
+    },
 }
+
+# Sub-tables of a scalar section: `[ui.users]` maps user names to argon2 password hashes.
+SUB_TABLES: dict[str, tuple[str, ...]] = {"ui": ("users",)}
 
 TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL}
 RETENTION_KEYS: dict[str, Key] = {"default": STR}

@@ -20,7 +20,7 @@ import duckdb
 from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES
 from auditlock.query.errors import QueryError, UsageError
-from auditlock.query.filters import NEWEST_FIRST
+from auditlock.query.filters import NEWEST_FIRST, OLDEST_FIRST
 
 VIEW = "audit"
 MAX_OBJECT_BYTES = 16 * 1024 * 1024  # far above [events] max_event_bytes' useful range
@@ -43,17 +43,26 @@ class AuditDatabase:
         self.connection = duckdb.connect(":memory:")
         self.connection.execute(audit_view_sql(archive_files, spool_file, time_range))
 
-    def events(self, where: str, params: Sequence[Any], limit: int | None = None) -> Result:
-        """Whole events matching `where` (a parameterised condition on `audit`), newest first."""
-        sql = f"SELECT {', '.join(EVENT_NAMES)} FROM {VIEW} WHERE {where} ORDER BY {NEWEST_FIRST}"
+    def events(self, where: str, params: Sequence[Any], limit: int | None = None, *,
+               oldest_first: bool = False) -> Result:
+        """Whole events matching `where` (a parameterised condition on `audit`), newest first (or oldest)."""
+        order = OLDEST_FIRST if oldest_first else NEWEST_FIRST
+        sql = f"SELECT {', '.join(EVENT_NAMES)} FROM {VIEW} WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += " LIMIT ?"
             params = [*params, limit]
+        return _result(self._execute(sql, params))
+
+    def count(self, where: str, params: Sequence[Any]) -> int:
+        """How many events match `where`."""
+        row = self._execute(f"SELECT count(*) FROM {VIEW} WHERE {where}", params).fetchone()
+        return int(row[0]) if row else 0
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> duckdb.DuckDBPyConnection:
         try:
-            cursor = self.connection.execute(sql, list(params))
+            return self.connection.execute(sql, list(params))
         except duckdb.Error as exc:
             raise QueryError(f"query failed: {exc}") from exc
-        return _result(cursor)
 
     def sql(self, text: str, params: Sequence[Any] = ()) -> Result:
         """Run the user's SQL (`--sql`); an error in it is a usage error naming `--sql`."""

@@ -3,7 +3,9 @@
 Every filter is ANDed. Without `--type`, writers' `auditlock.writer_closed` records are left out.
 `types` (repeatable `--type`) are ORed among themselves: each is a glob (`*` any run,
 `?` one character, case-sensitive, as `[events] include` matches) turned into a LIKE pattern. An hmac match
-looks for the hashed value in `payload.FIELD` or on either side of `payload.changes.FIELD`.
+looks for the hashed value in `payload.FIELD` or on either side of `payload.changes.FIELD`. `text` is a
+case-insensitive substring of the payload's JSON text (field names and values alike; hashed fields only match
+their `hmac-sha256:` form).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from auditlock.spool.format import WRITER_CLOSED
 
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NEWEST_FIRST = "occurred_at DESC, event_id DESC"
+OLDEST_FIRST = "occurred_at ASC, event_id ASC"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class EventFilter:
     ip: str | None = None
     time_range: TimeRange = ALL_TIME
     hmac: tuple[HmacMatch, ...] = ()
+    text: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         """`(sql, params)`: the conditions joined by AND (`TRUE` when there are none)."""
@@ -56,6 +60,9 @@ class EventFilter:
         _time_conditions(self.time_range, parts, params)
         for match in self.hmac:
             parts.append(_hmac_condition(match, params))
+        if self.text:
+            parts.append("strpos(lower(CAST(payload AS VARCHAR)), ?) > 0")
+            params.append(self.text.lower())
         return (" AND ".join(parts) or "TRUE"), params
 
 

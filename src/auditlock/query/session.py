@@ -7,12 +7,16 @@ directory (0700) that is removed when the run ends.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from auditlock.archive.timerange import TimeRange
 from auditlock.config.model import Config
 from auditlock.query import output
 from auditlock.query.cache import ArchiveCache, FetchReport, make_client
@@ -22,6 +26,8 @@ from auditlock.query.spool import copy_spool_events
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("auditlock.query")
 
 
 @dataclass(frozen=True)
@@ -48,18 +54,31 @@ class QueryReport:
 def execute(request: QueryRequest, config: Config, out: IO[str], err: IO[str], *,
             client: S3Client | None = None) -> QueryReport:
     """Run the query and write the result to `out` (progress and notes go to `err`)."""
+    with open_database(config, request.filter.time_range, request.cache_dir, err,
+                       include_spool=request.include_spool, client=client) as (database, report):
+        report.rows = _write(database, request, out)
+    return report
+
+
+@contextmanager
+def open_database(config: Config, time_range: TimeRange, cache_dir: Path, err: IO[str] | None, *,
+                  include_spool: bool = False, client: S3Client | None = None,
+                  ) -> Iterator[tuple[AuditDatabase, QueryReport]]:
+    """The `audit` view over the range's archive objects (and spool events), closed when the block ends.
+
+    Progress and notes go to `err` (None: notes are logged, progress is not shown).
+    """
     with tempfile.TemporaryDirectory(prefix="auditlock-query-") as tmp:
         spool_file, spool_events = None, 0
-        if request.include_spool:
+        if include_spool:
             spool_file, spool_events = _copy_spool(config.spool.dir, Path(tmp), err)
-        cache = ArchiveCache(client or make_client(config.sink), config.sink, request.cache_dir, progress=err)
-        files, fetch = cache.fetch(request.filter.time_range)
-        database = AuditDatabase(files, spool_file=spool_file, time_range=request.filter.time_range)
+        cache = ArchiveCache(client or make_client(config.sink), config.sink, cache_dir, progress=err)
+        files, fetch = cache.fetch(time_range)
+        database = AuditDatabase(files, spool_file=spool_file, time_range=time_range)
         try:
-            rows = _write(database, request, out)
+            yield database, QueryReport(fetch, spool_events)
         finally:
             database.close()
-    return QueryReport(fetch, spool_events, rows)
 
 
 def _write(database: AuditDatabase, request: QueryRequest, out: IO[str]) -> int:
@@ -72,13 +91,20 @@ def _write(database: AuditDatabase, request: QueryRequest, out: IO[str]) -> int:
     return output.write(result, request.fmt, out, events=request.sql is None, width=width)
 
 
-def _copy_spool(spool_dir: Path, tmp: Path, err: IO[str]) -> tuple[Path | None, int]:
+def _copy_spool(spool_dir: Path, tmp: Path, err: IO[str] | None) -> tuple[Path | None, int]:
     if not spool_dir.is_dir():
-        err.write(f"auditlock query: note: spool directory {spool_dir} does not exist here; no spool events\n")
+        _note(err, f"spool directory {spool_dir} does not exist here; no spool events")
         return None, 0
     path = tmp / "spool.jsonl"
     with path.open("wb") as f:
         read = copy_spool_events(spool_dir, f)
     if read.skipped:
-        err.write(f"auditlock query: note: skipped {read.skipped} incomplete or unreadable spool lines\n")
+        _note(err, f"skipped {read.skipped} incomplete or unreadable spool lines")
     return path, read.events
+
+
+def _note(err: IO[str] | None, text: str) -> None:
+    if err is None:
+        log.info("auditlock query: %s", text)
+    else:
+        err.write(f"auditlock query: note: {text}\n")
