@@ -34,3 +34,8 @@ class SpoolError(AuditlockError):
 
 class UploadError(AuditlockError):
     """The agent could not deliver an object to S3, or found a conflicting object already there."""
+
+
+class ProvisionError(AuditlockError):
+    """`auditlock provision` cannot or will not bring the bucket to the configuration: a bad bucket name, a bucket
+    without Object Lock, or a change that would weaken retention (which it always refuses); nothing was changed."""

@@ -1,15 +1,34 @@
-"""`auditlock lifecycle` (being built)."""
+"""`auditlock lifecycle`: the bucket lifecycle and Object Lock configuration derived from the config, as JSON."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+from auditlock.bucket.lifecycle import bucket_configuration, cloudformation_rules
+from auditlock.config import load_config
+from auditlock.errors import AuditlockError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of lifecycle."""
+    parser.add_argument("--config", help="config file (default: $AUDITLOCK_CONFIG, else ./auditlock.toml)")
+    parser.add_argument("--format", choices=("boto3", "cloudformation"), default="boto3",
+                        help="boto3: {\"lifecycle\", \"object_lock\"} as put_bucket_lifecycle_configuration and "
+                             "put_object_lock_configuration take them (default); cloudformation: the "
+                             "AWS::S3::Bucket LifecycleConfiguration.Rules, to paste into the template")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    print("auditlock lifecycle: not built yet")
-    return 2
+    """Print the configuration; exit 1 when the config is invalid."""
+    try:
+        config = load_config(args.config)
+    except AuditlockError as exc:
+        print(f"auditlock lifecycle: {exc}", file=sys.stderr)
+        return 1
+    document = bucket_configuration(config)
+    if args.format == "cloudformation":
+        document = {"Rules": cloudformation_rules(document["lifecycle"])}
+    print(json.dumps(document, indent=2))
+    return 0
