@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 ACTOR_TYPES = ("user", "service", "job")
@@ -13,12 +13,17 @@ ACTOR_TYPES = ("user", "service", "job")
 
 @dataclass(frozen=True)
 class Actor:
-    """An actor: `id` like `user#82`, `svc:billing-api` or `job:nightly-import`, its type and client address."""
+    """An actor: `id` like `user#82`, `svc:billing-api` or `job:nightly-import`, its type and client address.
 
-    id: str
+    `id` is None only for an anonymous request (ip and request id known, nobody authenticated): an event emitted
+    then must name its actor itself (`actor_id=`), or it is refused.
+    """
+
+    id: str | None
     type: str
     ip: str | None = None
     run_id: str | None = None  # set for background jobs: written as payload.job_run_id
+    request_id: str | None = None  # set inside a request: written as payload.request_id
 
 
 _current_actor: ContextVar[Actor | None] = ContextVar("auditlock_actor", default=None)
@@ -34,12 +39,17 @@ def infer_actor_type(actor_id: str) -> str:
 
 
 @contextmanager
-def actor(actor_id: str, *, type: str | None = None, ip: str | None = None) -> Iterator[Actor]:
+def actor(
+    actor_id: str | None, *, type: str | None = None, ip: str | None = None, request_id: str | None = None
+) -> Iterator[Actor]:
     """Bind the actor of every audit event emitted inside the block (nests; per thread and per task).
 
     Usable as a decorator too. `type` defaults from the id's prefix (`svc:` service, `job:` job, else user).
+    `request_id` is written into every event as `payload.request_id`. An inner block keeps the enclosing
+    request's `ip` and `request_id` unless it gives its own: the user who authenticated halfway through a
+    request still acts from that request. `actor_id=None` binds an anonymous request: ip and request id only.
     """
-    bound = Actor(actor_id, type or infer_actor_type(actor_id), ip)
+    bound = inner_actor(actor_id, type=type, ip=ip, request_id=request_id)
     token = _current_actor.set(bound)
     try:
         yield bound
@@ -47,9 +57,34 @@ def actor(actor_id: str, *, type: str | None = None, ip: str | None = None) -> I
         _current_actor.reset(token)
 
 
+def inner_actor(
+    actor_id: str | None, *, type: str | None = None, ip: str | None = None, request_id: str | None = None
+) -> Actor:
+    """The `Actor` that `actor(...)` binds here: the enclosing binding's ip and request id unless given."""
+    if actor_id is not None and (not isinstance(actor_id, str) or not actor_id):
+        raise ValueError(f"actor id {actor_id!r}: give a non-empty string like 'user#82', or None (anonymous)")
+    outer = _current_actor.get()
+    if outer is not None:
+        ip = outer.ip if ip is None else ip
+        request_id = outer.request_id if request_id is None else request_id
+    kind = type or (infer_actor_type(actor_id) if actor_id is not None else "user")
+    return Actor(actor_id, kind, ip, None, request_id)
+
+
 def current_actor() -> Actor | None:
     """The actor bound for the current context, if any."""
     return _current_actor.get()
+
+
+def bind(bound: Actor | None) -> Token[Actor | None]:
+    """Bind `bound` as it is until `unbind(token)` — for integrations whose binding spans callbacks (a WSGI
+    response iterable, Celery's task signals) where a `with` block cannot. Prefer `actor()` / `job()`."""
+    return _current_actor.set(bound)
+
+
+def unbind(token: Token[Actor | None]) -> None:
+    """Undo the `bind` that returned `token` (in the same context it was made in)."""
+    _current_actor.reset(token)
 
 
 @contextmanager

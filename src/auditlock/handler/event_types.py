@@ -16,6 +16,7 @@ LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
 PASSWORD_CHANGED = "auth.password_changed"  # noqa: S105 - an event name, not a secret
 MFA_ENROLLED = "auth.mfa_enrolled"
+MFA_CHALLENGE_SUCCEEDED = "auth.mfa_challenge_succeeded"
 MFA_CHALLENGE_FAILED = "auth.mfa_challenge_failed"
 SESSION_REVOKED = "auth.session_revoked"
 API_KEY_USED = "auth.api_key_used"
@@ -37,6 +38,7 @@ STANDARD_FIELDS: dict[str, frozenset[str]] = {
     LOGOUT: frozenset({"reason"}),
     PASSWORD_CHANGED: frozenset({"method"}),
     MFA_ENROLLED: frozenset({"mfa_method"}),
+    MFA_CHALLENGE_SUCCEEDED: frozenset({"mfa_method"}),
     MFA_CHALLENGE_FAILED: frozenset({"mfa_method", "reason"}),
     SESSION_REVOKED: frozenset({"session_id", "reason"}),
     API_KEY_USED: frozenset({"key_id", "scope"}),

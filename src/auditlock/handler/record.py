@@ -59,11 +59,13 @@ class RecordBuilder:
             raise EventError(f"event {event_type!r}: target_type must be a non-empty string, not {target_type!r}")
         plan = self._plans.get((event_type, target_type)) if type(event_type) is str else None
         plan = plan or self._new_plan(event_type, target_type)
-        actor_id, actor_type, actor_ip, run_id = _actor_of(event_type, fields)
+        actor_id, actor_type, actor_ip, run_id, request_id = _actor_of(event_type, fields)
         trace_id, span_id = _trace_ids()
         payload = self._payload(event_type, fields, plan)
         if run_id is not None:
             payload["job_run_id"] = run_id
+        if request_id is not None:
+            payload["request_id"] = request_id
         return {
             "schema": SCHEMA, "event_id": None, "event_type": event_type, "occurred_at": None,
             "actor_id": actor_id, "actor_type": actor_type, "actor_ip": actor_ip,
@@ -134,25 +136,28 @@ class RecordBuilder:
         return hmac_value(self._hmac_key, encoded) if name in plan.hmac_fields else encoded
 
 
-def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str | None, str | None]:
+def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str | None, str | None, str | None]:
     bound = current_actor()
     actor_id = fields.get("actor_id")
-    run_id = None
+    run_id = request_id = None
+    if bound is not None:
+        request_id = bound.request_id  # the request the event happened in, whoever acts
     if actor_id is None and bound is not None:
         actor_id, actor_type, run_id = bound.id, fields.get("actor_type") or bound.type, bound.run_id
     else:
         actor_type = fields.get("actor_type") or (infer_actor_type(actor_id) if isinstance(actor_id, str) else None)
     if not isinstance(actor_id, str) or not actor_id:
+        anonymous = " (the bound request is anonymous)" if bound is not None and bound.id is None else ""
         raise EventError(
-            f"audit event {event_type!r} has no actor: wrap the code in `with auditlock.actor(\"user#82\")`, "
-            "or pass actor_id= (a person, svc:<service> or job:<name>)"
+            f"audit event {event_type!r} has no actor{anonymous}: wrap the code in "
+            "`with auditlock.actor(\"user#82\")`, or pass actor_id= (a person, svc:<service> or job:<name>)"
         )
     if actor_type not in ACTOR_TYPES:
         raise EventError(f"event {event_type!r}: actor_type {actor_type!r} is not one of {', '.join(ACTOR_TYPES)}")
     actor_ip = fields.get("actor_ip", bound.ip if bound is not None else None)
     if actor_ip is not None and not isinstance(actor_ip, str):
         raise EventError(f"event {event_type!r}: actor_ip must be a string, not {actor_ip!r}")
-    return actor_id, actor_type, actor_ip, run_id
+    return actor_id, actor_type, actor_ip, run_id, request_id
 
 
 def _target_id(event_type: str, target_type: object, target_id: object) -> str | None:

@@ -1,0 +1,98 @@
+"""WSGI middleware: every audit event of a request carries its actor, client address and request id — Flask,
+Django's WSGI application, or any WSGI app; no framework is imported.
+
+    app.wsgi_app = AuditMiddleware(app.wsgi_app, actor=None, trusted_proxies=("10.0.0.0/8",))   # Flask
+    application = AuditMiddleware(get_wsgi_application(), trusted_proxies=("10.0.0.0/8",))      # Django
+
+The binding is in place while the application is called and while the server consumes the response iterable
+(a streamed body is produced then), and undone after the iterable's `close()` — which the middleware calls on
+the application's iterable, inside the binding, so teardown code still sees the actor. Each step binds and
+unbinds again, so the binding never leaks to whatever a pooled worker thread runs next, even when a server
+iterates the response in another context. The actor the application bound for the rest of the request
+(`set_request_actor`) carries over from the call into the body. Address and request-id rules:
+`integrations.request`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from auditlock.handler.context import Actor, current_actor
+from auditlock.integrations.request import DEFAULT_TRUSTED_PROXIES, IPNetwork, RequestBinder, request_binding
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+ActorOfEnviron = Callable[[Environ], str | None]
+
+
+class AuditMiddleware:
+    """Binds actor, client address and request id around each request of a WSGI app, body included.
+
+    `actor(environ)` returns the actor id or None (anonymous). Session-based frameworks know the user only
+    inside the app: leave `actor` out and call `auditlock.integrations.request.set_request_actor(...)` where the
+    framework has authenticated (Flask `before_request`, a Django middleware). Anonymous requests bind ip and
+    request id only, as in the ASGI middleware (`anonymous_actor=` files them under a fixed id instead).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        actor: ActorOfEnviron | None = None,
+        trusted_proxies: Iterable[str | IPNetwork] = DEFAULT_TRUSTED_PROXIES,
+        request_id_header: str | None = "x-request-id",
+        request_id_from_any_peer: bool = False,
+        anonymous_actor: str | None = None,
+    ) -> None:
+        self.app = app
+        self._actor = actor
+        self._binder = RequestBinder(
+            trusted_proxies=trusted_proxies, request_id_header=request_id_header,
+            request_id_from_any_peer=request_id_from_any_peer, anonymous_actor=anonymous_actor,
+        )
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Call the app with the request's binding in place; the body is consumed under it too."""
+        actor_id = self._actor(environ) if self._actor is not None else None
+        bound = self._binder.request_actor(actor_id, environ.get("REMOTE_ADDR"), _header_reader(environ))
+        with request_binding(bound):
+            body = self.app(environ, start_response)
+            # The application may have bound its user for the rest of the request (set_request_actor).
+            return BoundBody(body, current_actor())
+
+
+class BoundBody:
+    """A WSGI response iterable that produces each chunk, and closes, with a request's binding in place."""
+
+    def __init__(self, body: Iterable[bytes], bound: Actor | None) -> None:
+        self._body = body
+        self._chunks: Iterator[bytes] | None = None
+        self._bound = bound
+
+    def __iter__(self) -> BoundBody:
+        return self
+
+    def __next__(self) -> bytes:
+        with request_binding(self._bound):
+            if self._chunks is None:
+                self._chunks = iter(self._body)
+            chunk = next(self._chunks)
+            self._bound = current_actor()
+        return chunk
+
+    def close(self) -> None:
+        """Close the application's iterable (PEP 3333), under the binding; afterwards nothing is bound."""
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            with request_binding(self._bound):
+                close()
+
+
+def _header_reader(environ: Environ) -> Callable[[str], str | None]:
+    def header(name: str) -> str | None:
+        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        return value if isinstance(value, str) else None
+
+    return header
