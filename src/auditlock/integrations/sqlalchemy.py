@@ -1,0 +1,361 @@
+"""Audit events from SQLAlchemy 2.x ORM sessions, written when the transaction commits (`auditlock[sqlalchemy]`).
+
+    from auditlock.integrations.sqlalchemy import track
+
+    tracker = track(SessionLocal, logger=audit_log, models=(Order, Customer))  # or {Order: "Order", ...}
+    ...
+    tracker.untrack()
+
+Per object and flush: `<prefix>.created` / `.updated` / `.deleted`, with `payload.changes` of the allowlisted
+columns. Per bulk INSERT / UPDATE / DELETE run through `session.execute`: `<prefix>.bulk_created` /
+`.bulk_updated` / `.bulk_deleted` with the WHERE clause (parameter names, never values), the written column names
+and the row count. The prefix is the target type in snake case (`OrderLine` -> `order_line`), overridable per
+model. A transaction or savepoint that rolls back, or a flush or statement that fails, leaves
+`<prefix>.<verb>_attempted` events instead (`payload.outcome` "rolled_back" or "failed", `payload.error` the
+exception's class name). The contract — what is and is not captured, failures after commit — is
+docs/integrations-sqlalchemy.md.
+
+How a session is followed. Events are stashed per *scope*: the root transaction or a savepoint. `before_flush`
+snapshots the flush's changes (so a failing flush still leaves attempts) and reads old values the session does not
+hold; `after_flush` re-collects them with the primary keys now known and stashes them; `do_orm_execute` runs a bulk
+statement and stashes its description with the row count. A committed savepoint hands its events to its parent
+scope; the root's are emitted in `after_transaction_end` right after `after_commit` — after the database
+commit, and after SQLAlchemy has finished its own bookkeeping, so a `SpoolError` raised there leaves a usable
+session. Events are emitted in the context (actor, job run id, trace) of the flush or statement that caused them,
+and a tracked change with no actor bound raises `EventError` before anything is sent to the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Result
+from sqlalchemy.exc import NoInspectionAvailable
+from sqlalchemy.orm import InstanceState, ORMExecuteState, Session, SessionTransaction, UOWTransaction
+
+from auditlock.config.model import Config
+from auditlock.errors import ConfigError, EventError, SpoolError
+from auditlock.handler import event_types
+from auditlock.handler.context import current_actor
+from auditlock.handler.event_types import record_event_type
+from auditlock.handler.logging_handler import AuditHandler
+from auditlock.integrations.emit import AuditLogger, emit_event
+from auditlock.integrations.sqlalchemy_capture import (
+    ATTEMPT_FIELDS,
+    BULK_FIELDS,
+    PendingEvent,
+    TrackedModel,
+    bulk_action,
+    describe_statement,
+    flush_changes,
+    load_unknown_before,
+    rowcount_of,
+    statement_model,
+)
+
+__all__ = ["SessionTracker", "default_event_prefix", "track"]
+
+SUCCESS_ACTIONS = ("created", "updated", "deleted", "bulk_created", "bulk_updated", "bulk_deleted")
+ATTEMPT_OF = {
+    "created": "create_attempted", "updated": "update_attempted", "deleted": "delete_attempted",
+    "bulk_created": "bulk_create_attempted", "bulk_updated": "bulk_update_attempted",
+    "bulk_deleted": "bulk_delete_attempted",
+}
+
+
+def default_event_prefix(target_type: str) -> str:
+    """The event type prefix of a target type: its name in snake case (`OrderLine` -> `order_line`)."""
+    return record_event_type(target_type, "created").rpartition(".")[0]
+
+
+def track(
+    session_or_factory: Any,
+    *,
+    logger: AuditLogger,
+    models: Iterable[type[Any]] | Mapping[type[Any], str],
+    event_prefixes: Mapping[type[Any], str] | None = None,
+    config: Config | None = None,
+) -> SessionTracker:
+    """Audit the ORM changes and bulk statements of `models` in a Session, sessionmaker, scoped_session or the
+    Session class (every session), emitting through `logger` after commit; returns a handle with `untrack()`.
+
+    `models` lists mapped classes (target type = class name) or maps each to its target type name. The columns
+    read are the target's `[targets.<Type>] fields` and `hmac`, taken from `config` — by default the config of
+    the `AuditHandler` / `AuditProcessor` behind `logger`. `event_prefixes` overrides the event type prefix of a
+    model (default: `default_event_prefix(target_type)`). Raises `ConfigError` when a target has no
+    `[targets.<Type>]` section or an event type the integration emits does not match `[events] include`.
+    """
+    config = config if config is not None else _config_of(logger)
+    prefixes = dict(event_prefixes or {})
+    named = models.items() if isinstance(models, Mapping) else ((cls, cls.__name__) for cls in models)
+    tracked: dict[type[Any], TrackedModel] = {}
+    problems: list[str] = []
+    for cls, target_type in named:
+        model = _tracked_model(cls, target_type, prefixes.pop(cls, None), config, problems)
+        if model is not None:
+            tracked[cls] = model
+    problems += [f"event_prefixes names {cls!r}, which is not in models" for cls in prefixes]
+    if problems:
+        raise ConfigError(problems, source="auditlock.integrations.sqlalchemy.track")
+    for model in tracked.values():
+        _allow_integration_fields(model.prefix)
+    return SessionTracker(session_or_factory, logger, tracked)
+
+
+def _tracked_model(cls: type[Any], target_type: str, prefix: str | None, config: Config,
+                   problems: list[str]) -> TrackedModel | None:
+    try:
+        mapper = sa_inspect(cls)
+    except NoInspectionAvailable:
+        problems.append(f"models: {cls!r} is not a mapped class")
+        return None
+    target = config.targets.get(target_type)
+    if target is None:
+        problems.append(f"[targets.{target_type}] is missing: add it with the `fields` allowlist of {cls.__name__} "
+                        "(an empty list records ids only)")
+        return None
+    prefix = prefix or default_event_prefix(target_type)
+    for action in SUCCESS_ACTIONS:
+        for event_type in (f"{prefix}.{action}", f"{prefix}.{ATTEMPT_OF[action]}"):
+            if not event_types.EVENT_TYPE_PATTERN.match(event_type):
+                problems.append(f"event prefix {prefix!r} of {cls.__name__} must be lowercase like 'order'")
+                return None
+            if not config.events.matches(event_type):
+                problems.append(f"[events] include does not match {event_type!r} (emitted for {cls.__name__}): "
+                                f"add '{prefix}.*'")
+    columns = frozenset(prop.key for prop in mapper.column_attrs)
+    return TrackedModel(target_type, prefix, target.allowed & columns, mapper)
+
+
+def _allow_integration_fields(prefix: str) -> None:
+    # The integration's own payload fields (outcome, error, criteria, columns, rowcount) carry no record values;
+    # they are registered as standard fields of its event types so the core's allowlist lets them through.
+    for action in SUCCESS_ACTIONS:
+        bulk = BULK_FIELDS if action.startswith("bulk_") else frozenset()
+        for event_type, names in ((f"{prefix}.{action}", bulk), (f"{prefix}.{ATTEMPT_OF[action]}",
+                                                                 bulk | ATTEMPT_FIELDS)):
+            if names:
+                event_types.STANDARD_FIELDS[event_type] = event_types.STANDARD_FIELDS.get(event_type,
+                                                                                           frozenset()) | names
+
+
+def _config_of(logger: AuditLogger) -> Config:
+    """The config of the AuditHandler that `logger` reaches, or of the AuditProcessor in its structlog chain."""
+    target: Any = logger.logger if isinstance(logger, logging.LoggerAdapter) else logger
+    if isinstance(target, logging.Logger):
+        current: logging.Logger | None = target
+        while current is not None:
+            for handler in current.handlers:
+                if isinstance(handler, AuditHandler):
+                    return handler.core.config
+            current = current.parent if current.propagate else None
+    else:
+        from auditlock.handler.processor import AuditProcessor  # noqa: PLC0415 - structlog users only
+        processors = getattr(target, "_processors", None)  # a bound logger's chain; a lazy proxy's is None
+        if processors is None:
+            import structlog  # noqa: PLC0415
+
+            processors = structlog.get_config()["processors"]
+        for processor in processors:
+            if isinstance(processor, AuditProcessor):
+                return processor.core.config
+    raise TypeError(f"track(): found no AuditHandler or AuditProcessor behind logger {logger!r}; pass config=")
+
+
+@dataclass
+class _SessionLog:
+    """One session's pending events, per scope (root transaction or savepoint)."""
+
+    stashed: dict[SessionTransaction, list[PendingEvent]] = field(default_factory=dict)
+    inflight: list[PendingEvent] = field(default_factory=list)
+    loaded: dict[InstanceState[Any], dict[str, Any]] = field(default_factory=dict)
+    committed: set[SessionTransaction] = field(default_factory=set)
+
+    def stash(self, scope: SessionTransaction, events: list[PendingEvent]) -> None:
+        """Keep events until `scope` ends."""
+        self.stashed.setdefault(scope, []).extend(events)
+
+
+class SessionTracker:
+    """The listeners of one `track()` call; `untrack()` removes them (pending events are then not emitted)."""
+
+    def __init__(self, target: Any, logger: AuditLogger, models: Mapping[type[Any], TrackedModel]) -> None:
+        self._target = target
+        self._logger = logger
+        self._models = dict(models)
+        self._tables = {model.mapper.local_table: model for model in self._models.values()}
+        self._lookup: dict[type[Any], TrackedModel | None] = {}
+        self._info_key = f"auditlock.sqlalchemy.{uuid.uuid4().hex}"
+        self._listeners: list[tuple[str, Callable[..., Any]]] = [
+            ("before_flush", self._before_flush), ("after_flush", self._after_flush),
+            ("do_orm_execute", self._do_orm_execute), ("after_commit", self._after_commit),
+            ("after_soft_rollback", self._after_soft_rollback),
+            ("after_transaction_end", self._after_transaction_end),
+        ]
+        for name, listener in self._listeners:
+            event.listen(target, name, listener)
+        self._tracking = True
+
+    @property
+    def models(self) -> Mapping[type[Any], TrackedModel]:
+        """The tracked classes and how each is audited."""
+        return self._models
+
+    def untrack(self) -> None:
+        """Remove the listeners; safe to call twice."""
+        if self._tracking:
+            self._tracking = False
+            for name, listener in self._listeners:
+                event.remove(self._target, name, listener)
+
+    def __enter__(self) -> SessionTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.untrack()
+
+    # -- listeners ------------------------------------------------------------------------------------------
+
+    def _before_flush(self, session: Session, _flush_context: UOWTransaction, _instances: object) -> None:
+        loaded = load_unknown_before(session, self._model_of)
+        events = flush_changes(session, self._model_of, loaded)
+        if events:
+            _require_actor(events[0].model, events[0].action)
+        log = self._log(session)
+        log.loaded, log.inflight = loaded, events
+
+    def _after_flush(self, session: Session, _flush_context: UOWTransaction) -> None:
+        log = self._log(session)
+        events = flush_changes(session, self._model_of, log.loaded)
+        log.loaded, log.inflight = {}, []
+        if events:
+            log.stash(_scope(session), events)
+
+    def _do_orm_execute(self, state: ORMExecuteState) -> Result[Any] | None:
+        action = bulk_action(state)
+        model = statement_model(state, self._model_of, self._tables) if action is not None else None
+        if action is None or model is None:
+            return None
+        _require_actor(model, action)
+        pending = PendingEvent(model, action, None, payload=describe_statement(state, model, action))
+        try:
+            result = state.invoke_statement()
+        except Exception as exc:
+            self._emit(pending_events=[pending], outcome="failed", error=type(exc).__name__)
+            raise
+        pending.payload["rowcount"] = rowcount_of(result, state, action)
+        self._log(state.session).stash(_scope(state.session), [pending])
+        return result
+
+    def _after_commit(self, session: Session) -> None:
+        log = session.info.get(self._info_key)
+        if log is not None:
+            log.committed.add(_scope(session))  # the root, or the savepoint being released
+
+    def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
+        log = session.info.get(self._info_key)
+        if log is None:
+            return
+        committed = transaction in log.committed
+        log.committed.discard(transaction)
+        if transaction.parent is None:
+            log.inflight, log.loaded = [], {}
+        events = log.stashed.pop(transaction, None)
+        if not events:
+            return
+        if committed and transaction.parent is not None:
+            log.stash(_scope_of(transaction.parent), events)  # a released savepoint: its parent decides
+        elif committed:
+            self._emit(events)
+        else:
+            self._emit(events, outcome="rolled_back")  # rolled back, or closed without commit
+
+    def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
+        log = session.info.get(self._info_key)
+        if log is None:
+            return
+        # A rollback of the flush's own subtransaction is a failed flush; users cannot create subtransactions.
+        failed_flush = previous.parent is not None and not previous.nested
+        inflight, log.inflight, log.loaded = log.inflight, [], {}
+        rolled_back = [scope for scope in log.stashed if not scope.is_active]
+        events = [pending for scope in rolled_back for pending in log.stashed.pop(scope)]
+        if events:
+            self._emit(events, outcome="rolled_back")
+        if failed_flush and inflight:
+            error = sys.exception()
+            self._emit(inflight, outcome="failed", error=type(error).__name__ if error is not None else None)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _model_of(self, cls: type[Any]) -> TrackedModel | None:
+        if cls not in self._lookup:
+            self._lookup[cls] = next((self._models[base] for base in cls.__mro__ if base in self._models), None)
+        return self._lookup[cls]
+
+    def _log(self, session: Session) -> _SessionLog:
+        log: _SessionLog | None = session.info.get(self._info_key)
+        if log is None:
+            log = session.info[self._info_key] = _SessionLog()
+        return log
+
+    def _emit(self, pending_events: list[PendingEvent], outcome: str | None = None, error: str | None = None) -> None:
+        """Emit every event, then raise the first failure with a note naming all events not written."""
+        failures: list[tuple[str, PendingEvent, SpoolError | EventError]] = []
+        for pending in pending_events:
+            event_type, fields = _event_of(pending, outcome, error)
+            try:
+                pending.context.run(emit_event, self._logger, event_type, **fields)
+            except (SpoolError, EventError) as exc:
+                failures.append((event_type, pending, exc))
+        if failures:
+            first = failures[0][2]
+            state = "was COMMITTED" if outcome is None else "was rolled back or failed"
+            lost = ", ".join(f"{kind} {p.model.target_type}#{p.target_id or '-'}" for kind, p, _exc in failures)
+            first.add_note(f"auditlock.integrations.sqlalchemy: the database transaction {state}; "
+                           f"{len(failures)} of its audit events were not written: {lost}")
+            raise first
+
+
+def _event_of(pending: PendingEvent, outcome: str | None, error: str | None) -> tuple[str, dict[str, Any]]:
+    action = pending.action if outcome is None else ATTEMPT_OF[pending.action]
+    payload = dict(pending.payload)
+    if outcome is not None:
+        payload["outcome"] = outcome
+    if error is not None:
+        payload["error"] = error
+    fields: dict[str, Any] = {"target_type": pending.model.target_type, "target_id": pending.target_id,
+                              "payload": payload}
+    if pending.before is not None:
+        fields["before"] = pending.before
+    if pending.after is not None:
+        fields["after"] = pending.after
+    return f"{pending.model.prefix}.{action}", fields
+
+
+def _require_actor(model: TrackedModel, action: str) -> None:
+    if current_actor() is None:
+        raise EventError(
+            f"{model.target_type} {action.replace('_', ' ')}: no actor is bound, so the change was not sent to the "
+            "database; wrap the unit of work in `with auditlock.actor(...)` or `auditlock.job(...)`"
+        )
+
+
+def _scope(session: Session) -> SessionTransaction:
+    """The innermost savepoint, else the root transaction: where new events wait."""
+    scope = session.get_nested_transaction() or session.get_transaction()
+    if scope is None:
+        raise RuntimeError("auditlock.integrations.sqlalchemy: a flush or statement ran outside a transaction")
+    return scope
+
+
+def _scope_of(transaction: SessionTransaction) -> SessionTransaction:
+    while transaction.parent is not None and not transaction.nested:
+        transaction = transaction.parent
+    return transaction

@@ -1,0 +1,411 @@
+"""The SQLAlchemy integration against SQLite and a real PostgreSQL, read back from the real spool files."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from sqlalchemy import Engine, ForeignKey, Numeric, String, create_engine, delete, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+import auditlock
+from auditlock import ConfigError, EventError, SpoolError
+from auditlock.config import Config
+from auditlock.integrations.sqlalchemy import SessionTracker, default_event_prefix, track
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
+from tests.support.spool_files import spool_lines
+
+SECRET = "SECRET-7f3a"  # marks every value that must never reach the spool
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    email: Mapped[str] = mapped_column(String(120), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(120))
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    total: Mapped[Decimal] = mapped_column(Numeric(10, 2), default=Decimal("0.00"))
+    customer_email: Mapped[str | None] = mapped_column(String(120))
+    internal_note: Mapped[str | None] = mapped_column(String(120))
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    line_no: Mapped[int] = mapped_column(primary_key=True)
+    quantity: Mapped[int]
+
+
+MODELS = {Order: "Order", Customer: "Customer", OrderLine: "OrderLine"}
+INCLUDE = ["order.*", "customer.*", "order_line.*", "sales_order.*"]
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config]) -> Config:
+    """The shared test config plus an OrderLine target and the integration's event types."""
+    return make_config(targets={"OrderLine": {"fields": ["quantity"]}}, events={"include": INCLUDE})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine with the schema created: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+        # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy's documented recipe takes it over.
+        event.listen(engine, "connect", lambda dbapi_conn, _record: setattr(dbapi_conn, "isolation_level", None))
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    else:
+        engine = create_engine(request.getfixturevalue("postgres_url"))
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def audit_logger(config: Config, closing: Callable[[Any], Any]) -> Iterator[logging.Logger]:
+    """A stdlib logger of its own with an AuditHandler writing the spool of `config`."""
+    logger = logging.getLogger(f"audit.sqlalchemy.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = closing(auditlock.AuditHandler(config))
+    logger.addHandler(handler)
+    yield logger
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def factory(engine: Engine) -> sessionmaker[Session]:
+    """A sessionmaker on the engine (expire_on_commit stays on, as in most applications)."""
+    return sessionmaker(engine)
+
+
+@pytest.fixture
+def tracker(factory: sessionmaker[Session], audit_logger: logging.Logger) -> Iterator[SessionTracker]:
+    """The integration on the sessionmaker, removed after the test."""
+    with track(factory, logger=audit_logger, models=MODELS) as handle:
+        yield handle
+
+
+def events(config: Config) -> list[dict[str, Any]]:
+    """Every event in the spool so far (none when the spool was never written)."""
+    import orjson
+
+    return [orjson.loads(line) for line in raw_lines(config)]
+
+
+def raw_lines(config: Config) -> list[bytes]:
+    """The spool's lines as bytes."""
+    return spool_lines(config.spool.dir) if config.spool.dir.exists() else []
+
+
+def types(config: Config) -> list[str]:
+    """The event types in the spool, in order."""
+    return [e["event_type"] for e in events(config)]
+
+
+def add_order(factory: sessionmaker[Session], **values: Any) -> int:
+    """Insert an order as user#7 and return its id."""
+    with auditlock.actor("user#7"), factory.begin() as session:
+        order = Order(**{"status": "new", "total": Decimal("10.50"), **values})
+        session.add(order)
+        session.flush()
+        return order.id
+
+
+@pytest.mark.usefixtures("tracker")
+class TestUnitOfWork:
+    def test_created_updated_deleted(self, factory: sessionmaker[Session], config: Config) -> None:
+        """Each committed ORM change is one event with the allowlisted before/after and the primary key."""
+        order_id = add_order(factory, customer_email="ann@example.com", internal_note=SECRET)
+        with auditlock.actor("user#7"), factory.begin() as session:
+            order = session.get(Order, order_id)
+            assert order is not None
+            order.status, order.total = "paid", Decimal("12.00")
+        with auditlock.actor("user#8"), factory.begin() as session:
+            session.delete(session.get(Order, order_id))
+        created, updated, deleted = events(config)
+        assert [created["event_type"], updated["event_type"], deleted["event_type"]] == [
+            "order.created", "order.updated", "order.deleted"]
+        assert {e["target_type"] for e in (created, updated, deleted)} == {"Order"}
+        assert {e["target_id"] for e in (created, updated, deleted)} == {str(order_id)}
+        changes = created["payload"]["changes"]
+        assert changes["status"] == [None, "new"]
+        assert changes["total"] == [None, "10.50"]
+        assert changes["customer_email"][1].startswith("hmac-sha256:")
+        assert updated["payload"] == {"changes": {"status": ["new", "paid"], "total": ["10.50", "12.00"]}}
+        assert deleted["payload"]["changes"]["status"] == ["paid", None]
+        assert (updated["actor_id"], deleted["actor_id"]) == ("user#7", "user#8")
+
+    def test_update_of_an_expired_object_knows_the_old_value(self, factory: sessionmaker[Session],
+                                                              config: Config) -> None:
+        """An attribute set on an expired object (after a commit) still gets its before value from the database."""
+        with auditlock.actor("user#7"), factory() as session:
+            order = Order(status="new")
+            session.add(order)
+            session.commit()  # expires the object
+            order.status = "cancelled"  # set without loading: the session has no old value
+            session.commit()
+        assert events(config)[1]["payload"] == {"changes": {"status": ["new", "cancelled"]}}
+
+    def test_composite_primary_key(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A composite key becomes 'part:part' and the snake-case prefix names the event."""
+        order_id = add_order(factory)
+        with auditlock.actor("user#7"), factory.begin() as session:
+            session.add(OrderLine(order_id=order_id, line_no=2, quantity=3))
+        line = events(config)[-1]
+        assert (line["event_type"], line["target_type"], line["target_id"]) == (
+            "order_line.created", "OrderLine", f"{order_id}:2")
+        assert line["payload"] == {"changes": {"quantity": [None, 3]}}
+
+    def test_nothing_is_written_before_commit(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A flush alone writes no event; the commit writes them."""
+        with auditlock.actor("user#7"), factory() as session:
+            session.add(Order(status="new"))
+            session.flush()
+            session.get(Order, 1)
+            assert events(config) == []
+            session.commit()
+        assert types(config) == ["order.created"]
+
+    def test_non_allowlisted_columns_never_reach_the_spool(self, factory: sessionmaker[Session],
+                                                           config: Config) -> None:
+        """Neither the value nor the name of a column outside the allowlist is in the spool's bytes."""
+        with auditlock.actor("user#7"), factory() as session:
+            customer = Customer(name="Ann", email="ann@example.com", password_hash=f"hash-{SECRET}")
+            session.add(customer)
+            session.commit()
+            customer.password_hash = f"new-{SECRET}"
+            session.commit()
+            session.delete(customer)
+            session.commit()
+        assert types(config) == ["customer.created", "customer.updated", "customer.deleted"]
+        assert events(config)[1]["payload"] == {"changes": {}}  # who touched the record, not what it holds
+        spool_bytes = b"\n".join(raw_lines(config))
+        assert SECRET.encode() not in spool_bytes
+        assert b"password_hash" not in spool_bytes
+        assert b"ann@example.com" not in spool_bytes  # email is an hmac field
+
+    def test_no_actor_means_no_database_write(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A tracked change with no actor bound raises EventError before the flush reaches the database."""
+        with factory() as session:
+            session.add(Order(status="new"))
+            with pytest.raises(EventError, match="no actor"):
+                session.commit()
+        with factory() as session:
+            assert session.scalars(select(Order)).all() == []
+        assert events(config) == []
+
+
+@pytest.mark.usefixtures("tracker")
+class TestRollback:
+    def test_rollback_leaves_attempts_and_no_success(self, factory: sessionmaker[Session], config: Config) -> None:
+        """Flushed-then-rolled-back changes are written as <verb>_attempted with outcome rolled_back."""
+        order_id = add_order(factory)
+        with auditlock.actor("user#7"), factory() as session:
+            order = session.get(Order, order_id)
+            assert order is not None
+            order.status = "refunded"
+            session.add(Order(status="new"))
+            session.flush()
+            session.rollback()
+        attempts = events(config)[1:]
+        assert sorted(e["event_type"] for e in attempts) == ["order.create_attempted", "order.update_attempted"]
+        update_attempt = next(e for e in attempts if e["event_type"] == "order.update_attempted")
+        assert update_attempt["payload"] == {"changes": {"status": ["new", "refunded"]}, "outcome": "rolled_back"}
+        assert update_attempt["target_id"] == str(order_id)
+        assert types(config).count("order.updated") == 0
+
+    def test_closing_without_commit_is_a_rollback(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A session closed with flushed, uncommitted changes leaves attempt events."""
+        with auditlock.actor("user#7"), factory() as session:
+            session.add(Order(status="new"))
+            session.flush()
+        assert types(config) == ["order.create_attempted"]
+
+    def test_failing_flush_leaves_a_failed_attempt(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A constraint violation during flush leaves an attempt naming the error class, not the SQL parameters."""
+        with auditlock.actor("user#7"), factory.begin() as session:
+            session.add(Customer(name="Ann", email="ann@example.com", password_hash="x"))
+        with auditlock.actor("user#7"), factory() as session:
+            session.add(Customer(name="Bob", email="ann@example.com", password_hash=f"hash-{SECRET}"))
+            with pytest.raises(IntegrityError):
+                session.commit()
+            session.rollback()
+        created, attempt = events(config)
+        assert (created["event_type"], attempt["event_type"]) == ("customer.created", "customer.create_attempted")
+        assert attempt["target_id"] is None
+        assert attempt["payload"]["outcome"] == "failed"
+        assert attempt["payload"]["error"] == "IntegrityError"
+        assert attempt["payload"]["changes"]["name"] == [None, "Bob"]
+        assert SECRET.encode() not in b"\n".join(raw_lines(config))
+
+    def test_rolled_back_savepoint_keeps_the_outer_transaction(self, factory: sessionmaker[Session],
+                                                                config: Config) -> None:
+        """Changes in a rolled-back savepoint become attempts; the outer transaction's commit still records its own."""
+        order_id = add_order(factory)
+        with auditlock.actor("user#7"), factory() as session:
+            order = session.get(Order, order_id)
+            assert order is not None
+            order.status = "paid"
+            nested = session.begin_nested()
+            session.add(Order(status="nested"))
+            session.flush()
+            nested.rollback()
+            with session.begin_nested():
+                session.add(Order(status="kept"))
+            assert types(config) == ["order.created", "order.create_attempted"]
+            session.commit()
+        written = events(config)[1:]
+        assert [e["event_type"] for e in written] == ["order.create_attempted", "order.updated", "order.created"]
+        assert written[0]["payload"]["changes"]["status"] == [None, "nested"]
+        assert written[2]["payload"]["changes"]["status"] == [None, "kept"]
+
+    def test_released_savepoint_in_a_rolled_back_transaction(self, factory: sessionmaker[Session],
+                                                             config: Config) -> None:
+        """A released savepoint's changes follow the outer transaction: rolled back, they are attempts."""
+        with auditlock.actor("user#7"), factory() as session:
+            with session.begin_nested():
+                session.add(Order(status="new"))
+            session.rollback()
+        assert types(config) == ["order.create_attempted"]
+
+
+@pytest.mark.usefixtures("tracker")
+class TestBulk:
+    def test_bulk_update(self, factory: sessionmaker[Session], config: Config) -> None:
+        """One event per statement: WHERE with parameter names, SET column names, allowlisted values, row count."""
+        for _ in range(2):
+            add_order(factory, internal_note=f"where-{SECRET}")
+        add_order(factory)
+        with auditlock.actor("user#7"), factory.begin() as session:
+            result = session.execute(update(Order).where(Order.internal_note == f"where-{SECRET}")
+                                     .values(status="shipped", internal_note=f"set-{SECRET}"))
+            assert result.rowcount == 2  # type: ignore[attr-defined]
+        bulk = events(config)[-1]
+        assert (bulk["event_type"], bulk["target_type"], bulk["target_id"]) == ("order.bulk_updated", "Order", None)
+        assert bulk["payload"] == {"criteria": "orders.internal_note = :internal_note_1",
+                                   "columns": ["internal_note", "status"], "status": "shipped", "rowcount": 2}
+        assert SECRET.encode() not in b"\n".join(raw_lines(config))
+
+    def test_bulk_delete(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A bulk DELETE records its criteria and how many rows it removed."""
+        ids = [add_order(factory) for _ in range(3)]
+        with auditlock.actor("user#7"), factory.begin() as session:
+            session.execute(delete(Order).where(Order.id.in_(ids[:2])))
+        bulk = events(config)[-1]
+        assert bulk["event_type"] == "order.bulk_deleted"
+        assert bulk["payload"] == {"criteria": "orders.id IN (:id_1)", "columns": [], "rowcount": 2}
+
+    def test_bulk_insert(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A bulk INSERT of parameter sets is one bulk_created event with its columns and row count."""
+        with auditlock.actor("user#7"), factory.begin() as session:
+            session.execute(insert(Order), [{"status": "a", "internal_note": SECRET}, {"status": "b"}])
+        [bulk] = events(config)
+        assert bulk["event_type"] == "order.bulk_created"
+        assert bulk["payload"] == {"columns": ["internal_note", "status"], "rowcount": 2}
+
+    def test_rolled_back_bulk_update_is_an_attempt(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A bulk statement whose transaction rolls back leaves bulk_update_attempted, not bulk_updated."""
+        add_order(factory)
+        with auditlock.actor("user#7"), factory() as session:
+            session.execute(update(Order).values(status="void"))
+            session.rollback()
+        attempt = events(config)[-1]
+        assert attempt["event_type"] == "order.bulk_update_attempted"
+        assert attempt["payload"]["outcome"] == "rolled_back"
+        assert attempt["payload"]["rowcount"] == 1
+        assert "order.bulk_updated" not in types(config)
+
+    def test_failing_bulk_statement_is_an_attempt(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A bulk statement that fails leaves a failed attempt at once, with the error class."""
+        with auditlock.actor("user#7"), factory.begin() as session:
+            session.add_all([Customer(name="A", email="a@example.com", password_hash="x"),
+                             Customer(name="B", email="b@example.com", password_hash="x")])
+        with auditlock.actor("user#7"), factory() as session:
+            with pytest.raises(IntegrityError):
+                session.execute(update(Customer).values(email=f"same-{SECRET}@example.com"))
+            session.rollback()
+        attempt = events(config)[-1]
+        assert attempt["event_type"] == "customer.bulk_update_attempted"
+        assert attempt["payload"]["outcome"] == "failed"
+        assert attempt["payload"]["error"] == "IntegrityError"
+        assert attempt["payload"]["email"].startswith("hmac-sha256:")
+        assert SECRET.encode() not in b"\n".join(raw_lines(config))
+
+
+class TestSpoolFailureAfterCommit:
+    def test_spool_error_reaches_the_caller_after_the_commit(
+            self, factory: sessionmaker[Session], tracker: SessionTracker, config: Config) -> None:
+        """When the spool cannot take the events the commit has happened, and SpoolError says so."""
+        config.spool.dir.parent.mkdir(parents=True, exist_ok=True)
+        config.spool.dir.write_text("not a directory")
+        with auditlock.actor("user#7"), factory() as session:
+            session.add(Order(status="new"))
+            with pytest.raises(SpoolError) as raised:
+                session.commit()
+            assert "was COMMITTED" in "\n".join(raised.value.__notes__)
+            assert "order.created Order#1" in "\n".join(raised.value.__notes__)
+            assert session.scalars(select(Order.status)).all() == ["new"]  # the session is still usable
+
+
+class TestTrack:
+    def test_untrack_stops_recording(self, factory: sessionmaker[Session], audit_logger: logging.Logger,
+                                     config: Config) -> None:
+        """After untrack() (twice is fine) nothing more is recorded."""
+        handle = track(factory, logger=audit_logger, models=[Order])
+        handle.untrack()
+        handle.untrack()
+        add_order(factory)
+        assert events(config) == []
+
+    def test_one_session_and_a_prefix_override(self, engine: Engine, audit_logger: logging.Logger,
+                                               config: Config) -> None:
+        """A single Session can be tracked, and event_prefixes renames a model's events."""
+        with auditlock.actor("user#7"), Session(engine) as session, \
+                track(session, logger=audit_logger, models=[Order], event_prefixes={Order: "sales_order"}):
+            session.add(Order(status="new"))
+            session.commit()
+        assert types(config) == ["sales_order.created"]
+
+    def test_structlog_adapter(self, factory: sessionmaker[Session], config: Config,
+                               closing: Callable[[Any], Any]) -> None:
+        """With a structlog logger the config is found in its AuditProcessor and events go to the same spool."""
+        structlog.configure(processors=[closing(auditlock.AuditProcessor(config))], cache_logger_on_first_use=False)
+        try:
+            with track(factory, logger=structlog.get_logger(), models=MODELS):
+                add_order(factory)
+        finally:
+            structlog.reset_defaults()
+        assert types(config) == ["order.created"]
+
+    def test_configuration_problems_are_reported_together(self, make_config: Callable[..., Config],
+                                                          audit_logger: logging.Logger) -> None:
+        """Event types outside [events] include and targets without a section fail track() with ConfigError."""
+        narrow = make_config(events={"include": ["order.created", "order.updated", "order.deleted"]})
+        with pytest.raises(ConfigError) as raised:
+            track(Session, logger=audit_logger, config=narrow, models={Order: "Order", OrderLine: "OrderLine"})
+        message = str(raised.value)
+        assert "'order.bulk_updated'" in message
+        assert "[targets.OrderLine] is missing" in message
+
+    def test_prefix_rule(self) -> None:
+        """The default prefix is the target type in snake case."""
+        assert [default_event_prefix(t) for t in ("Order", "OrderLine", "HTTPLog")] == [
+            "order", "order_line", "httplog"]
