@@ -11,9 +11,21 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import Engine, ForeignKey, Numeric, String, create_engine, delete, event, insert, select, update
+from sqlalchemy import (
+    Engine,
+    ForeignKey,
+    Numeric,
+    String,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 import auditlock
 from auditlock import ConfigError, EventError, SpoolError
@@ -44,6 +56,8 @@ class Order(Base):
     total: Mapped[Decimal] = mapped_column(Numeric(10, 2), default=Decimal("0.00"))
     customer_email: Mapped[str | None] = mapped_column(String(120))
     internal_note: Mapped[str | None] = mapped_column(String(120))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    customer: Mapped[Customer | None] = relationship()
 
 
 class OrderLine(Base):
@@ -59,8 +73,10 @@ INCLUDE = ["order.*", "customer.*", "order_line.*", "sales_order.*"]
 
 @pytest.fixture
 def config(make_config: Callable[..., Config]) -> Config:
-    """The shared test config plus an OrderLine target and the integration's event types."""
-    return make_config(targets={"OrderLine": {"fields": ["quantity"]}}, events={"include": INCLUDE})
+    """The shared test config plus Order.customer_id, an OrderLine target and the integration's event types."""
+    order = {"fields": ["status", "total", "customer_email", "customer_id"], "hmac": ["customer_email"],
+             "retention": "orders"}
+    return make_config(targets={"Order": order, "OrderLine": {"fields": ["quantity"]}}, events={"include": INCLUDE})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -173,6 +189,18 @@ class TestUnitOfWork:
         assert (line["event_type"], line["target_type"], line["target_id"]) == (
             "order_line.created", "OrderLine", f"{order_id}:2")
         assert line["payload"] == {"changes": {"quantity": [None, 3]}}
+
+    def test_relationship_change_is_its_foreign_key(self, factory: sessionmaker[Session], config: Config) -> None:
+        """Re-pointing a many-to-one shows as the allowlisted foreign key's change, old value read from the database."""
+        with auditlock.actor("user#7"), factory() as session:
+            ann, bob = (Customer(name=n, email=f"{n}@example.com", password_hash="x") for n in ("ann", "bob"))
+            order = Order(status="new", customer=ann)
+            session.add_all([ann, bob, order])
+            session.commit()  # expires everything: the old foreign key is no longer in the session
+            order.customer = bob
+            session.commit()
+            ids = (ann.id, bob.id)
+        assert events(config)[-1]["payload"] == {"changes": {"customer_id": list(ids)}}
 
     def test_nothing_is_written_before_commit(self, factory: sessionmaker[Session], config: Config) -> None:
         """A flush alone writes no event; the commit writes them."""
@@ -320,6 +348,20 @@ class TestBulk:
         [bulk] = events(config)
         assert bulk["event_type"] == "order.bulk_created"
         assert bulk["payload"] == {"columns": ["internal_note", "status"], "rowcount": 2}
+
+    def test_bulk_update_by_primary_key_and_core_statements(self, factory: sessionmaker[Session],
+                                                             config: Config) -> None:
+        """UPDATE with parameter sets and a Core update(table) through the session are captured; text() is not."""
+        ids = [add_order(factory) for _ in range(2)]
+        with auditlock.actor("user#7"), factory.begin() as session:
+            session.execute(update(Order), [{"id": ids[0], "status": "a"}, {"id": ids[1], "status": "b"}])
+            session.execute(update(Order.__table__).where(Order.__table__.c.id == ids[0]).values(status="c"))
+            session.execute(text("UPDATE orders SET status = 'raw'"))
+        by_key, core = events(config)[2:]
+        assert by_key["payload"] == {"criteria": "primary key of each of 2 parameter sets", "columns": ["status"],
+                                     "rowcount": None}
+        assert core["payload"] == {"criteria": "orders.id = :id_1", "columns": ["status"], "status": "c",
+                                   "rowcount": 1}
 
     def test_rolled_back_bulk_update_is_an_attempt(self, factory: sessionmaker[Session], config: Config) -> None:
         """A bulk statement whose transaction rolls back leaves bulk_update_attempted, not bulk_updated."""

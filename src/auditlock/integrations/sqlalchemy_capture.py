@@ -96,7 +96,8 @@ def _changed_values(model: TrackedModel, state: InstanceState[Any],
 
 def load_unknown_before(session: Session, model_of: ModelLookup) -> dict[
         InstanceState[Any], dict[str, Any]]:
-    """Old values the session does not hold (an attribute set while expired; a deleted, expired object).
+    """Old values the session does not hold (an attribute set while expired, an expired column of a changed or
+    deleted object).
 
     Read with one SELECT per such object in `before_flush`, while the database still has them.
     """
@@ -106,6 +107,8 @@ def load_unknown_before(session: Session, model_of: ModelLookup) -> dict[
         state = sa_inspect(obj)
         if model is None or state.identity is None:
             continue
+        if not deleting and not session.is_modified(obj, include_collections=False):
+            continue
         keys = [key for key in model.fields if _before_unknown(state, key, deleting)]
         if keys:
             loaded[state] = _select_row(session, model, state.identity, keys)
@@ -113,10 +116,12 @@ def load_unknown_before(session: Session, model_of: ModelLookup) -> dict[
 
 
 def _before_unknown(state: InstanceState[Any], key: str, deleting: bool) -> bool:
-    if deleting:
-        return key not in state.dict
+    # Unloaded columns are read too: the flush itself may still change them (a foreign key set from a
+    # relationship), and then only this read knows their old value.
+    if key not in state.dict:
+        return True
     history = state.attrs[key].history
-    return history.has_changes() and not history.deleted
+    return not deleting and history.has_changes() and not history.deleted
 
 
 def _select_row(session: Session, model: TrackedModel, identity: tuple[Any, ...], keys: list[str]) -> dict[
