@@ -263,6 +263,9 @@ class _Reader:
             except ValueError:
                 self.problems.append(f"[ui] trusted_proxies: {proxy!r} is not an IP address or network "
                                      "(e.g. 10.0.0.0/8)")
+        if ui.root_path and (not ui.root_path.startswith("/") or ui.root_path.endswith("/")):
+            self.problems.append(f"[ui] root_path = {ui.root_path!r}: a path prefix starts with '/' and does not "
+                                 "end with one, e.g. \"/audit\"")
         if (ui.tls_cert_file is None) != (ui.tls_key_file is None):
             self.problems.append("[ui] tls_cert_file and tls_key_file go together: set both or neither")
 

@@ -178,6 +178,7 @@ class UiConfig:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     allow_insecure_http: bool = False
+    root_path: str = ""  # the path prefix a reverse proxy serves the view under, e.g. "/audit"
 
     def load_token(self) -> str:
         """The bearer token from `token_env` or `token_file`; a `ConfigError` names the source that failed."""

@@ -1,0 +1,196 @@
+"""Who is looking: the viewer of a request, by one of three methods (`[ui] auth`), and the client's address.
+
+- `password`: named users with argon2 hashes (`[ui.users]`); the login form starts a signed session cookie.
+  The viewer is `user:<name>`. An unknown name is checked against a dummy hash, so both failures take as long.
+- `token`: one bearer token (`token_env` / `token_file`), sent as `Authorization: Bearer <token>` by scripts or
+  typed into the login form by a person; compared with `hmac.compare_digest`. The viewer is `[ui] token_actor`.
+- `header`: an authenticating reverse proxy names the user in `trusted_header`; believed only when the request
+  comes from one of `trusted_proxies`. The viewer is `user:<value>`. No login form, no session.
+
+The client address is the peer's, or — when the peer is a trusted proxy — the right-most address in
+`X-Forwarded-For` that is not itself a trusted proxy (the left part of that header is whatever the client sent).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from starlette.requests import HTTPConnection
+
+from auditlock.config.model import UiConfig
+from auditlock.errors import ConfigError
+
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """An authenticated viewer: the actor id written into the audit events of what they do."""
+
+    actor_id: str
+    method: str  # "password" | "token" | "header"
+
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    """The outcome of a login form: the viewer, or the actor to blame and why it failed."""
+
+    viewer: Viewer | None
+    actor_id: str
+    reason: str | None = None
+
+
+class TrustedProxies:
+    """The `[ui] trusted_proxies` networks."""
+
+    def __init__(self, networks: tuple[str, ...]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __contains__(self, address: object) -> bool:
+        try:
+            ip = ipaddress.ip_address(str(address))
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def client_ip(self, connection: HTTPConnection) -> str | None:
+        """The client's address (see the module docstring)."""
+        peer = connection.client.host if connection.client else None
+        if peer is None or peer not in self:
+            return peer
+        hops = [h.strip() for h in ",".join(connection.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop not in self:
+                return hop if _is_ip(hop) else peer
+        return peer
+
+
+class Authenticator:
+    """One `[ui] auth` method. `form_fields` are the login form's inputs (none: no login form)."""
+
+    method = ""
+    form_fields: tuple[str, ...] = ()
+
+    def from_request(self, connection: HTTPConnection) -> Viewer | None:
+        """The viewer the request itself proves (bearer token, proxy header), if any."""
+        return None
+
+    def login(self, form: Mapping[str, str]) -> LoginAttempt:
+        """Check a submitted login form."""
+        return LoginAttempt(None, "anonymous", "no_login_form")
+
+    def still_valid(self, actor_id: str) -> bool:
+        """Whether a session's viewer may still act (a user removed from the config may not)."""
+        return False
+
+
+class PasswordAuth(Authenticator):
+    """Named users with argon2 hashes; login form → session."""
+
+    method = "password"
+    form_fields = ("user", "password")
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self.users = dict(users)
+        self.hasher = PasswordHasher()
+        self._dummy = self.hasher.hash(secrets.token_hex(16))
+
+    def login(self, form: Mapping[str, str]) -> LoginAttempt:
+        """Verify user and password (an unknown user costs the same time as a wrong password)."""
+        name, password = form.get("user", "").strip(), form.get("password", "")
+        hashed = self.users.get(name)
+        try:
+            self.hasher.verify(hashed or self._dummy, password)
+        except (VerificationError, InvalidHashError):
+            if hashed is None:
+                return LoginAttempt(None, "anonymous", "unknown_user")
+            return LoginAttempt(None, f"user:{name}", "bad_password")
+        if hashed is None:  # a password that matches the random dummy hash: impossible in practice
+            return LoginAttempt(None, "anonymous", "unknown_user")
+        return LoginAttempt(Viewer(f"user:{name}", self.method), f"user:{name}")
+
+    def still_valid(self, actor_id: str) -> bool:
+        """The user is still in `[ui.users]`."""
+        return actor_id.removeprefix("user:") in self.users
+
+
+class TokenAuth(Authenticator):
+    """One bearer token: `Authorization: Bearer …` on each request, or typed into the login form."""
+
+    method = "token"
+    form_fields = ("token",)
+
+    def __init__(self, token: str, actor_id: str) -> None:
+        self._token = token.encode()
+        self.actor_id = actor_id
+
+    def from_request(self, connection: HTTPConnection) -> Viewer | None:
+        """The viewer when the request carries the right bearer token."""
+        scheme, _, value = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self._matches(value.strip()):
+            return Viewer(self.actor_id, self.method)
+        return None
+
+    def login(self, form: Mapping[str, str]) -> LoginAttempt:
+        """Compare the typed token."""
+        if self._matches(form.get("token", "").strip()):
+            return LoginAttempt(Viewer(self.actor_id, self.method), self.actor_id)
+        return LoginAttempt(None, "anonymous", "bad_token")
+
+    def still_valid(self, actor_id: str) -> bool:
+        """A token session stays valid (until it expires or the process restarts with a new session key)."""
+        return actor_id == self.actor_id
+
+    def _matches(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode(), self._token)
+
+
+class HeaderAuth(Authenticator):
+    """An authenticating reverse proxy names the user in a header; believed from trusted proxies only."""
+
+    method = "header"
+
+    def __init__(self, header: str, proxies: TrustedProxies) -> None:
+        self.header = header
+        self.proxies = proxies
+
+    def from_request(self, connection: HTTPConnection) -> Viewer | None:
+        """The viewer the proxy names, if the peer is a trusted proxy and the value is a plausible name."""
+        peer = connection.client.host if connection.client else None
+        value = connection.headers.get(self.header, "").strip()
+        if peer not in self.proxies or not _HEADER_VALUE.match(value):
+            return None
+        return Viewer(f"user:{value}", self.method)
+
+
+def authenticator(ui: UiConfig) -> Authenticator:
+    """The configured method; a `ConfigError` names the key when none is configured or its secret is missing."""
+    if ui.auth == "password":
+        return PasswordAuth(ui.users)
+    if ui.auth == "token":
+        return TokenAuth(ui.load_token(), ui.token_actor)
+    if ui.auth == "header" and ui.trusted_header is not None:
+        return HeaderAuth(ui.trusted_header, TrustedProxies(ui.trusted_proxies))
+    raise ConfigError('[ui] auth is not set: the view never runs without authentication; set auth = "password" '
+                      '(with [ui.users]), "token" (with token_env or token_file) or "header" (with trusted_header '
+                      "and trusted_proxies) — see docs/ui.md")
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash of a password, for `[ui.users]`."""
+    return PasswordHasher().hash(password)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
