@@ -246,9 +246,14 @@ class Provisioner:
 
 def provision(config: Config, bucket: str, *, region: str | None = None, dry_run: bool = False) -> Report:
     """Provision `bucket` for `config` with an S3 client for its `[sink]` (region overridable)."""
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
     checks.check_bucket_name(bucket)
     sink = replace(config.sink, bucket=bucket, region=region or config.sink.region)
-    return Provisioner(config, bucket, make_s3_client(sink)).run(dry_run=dry_run)
+    try:
+        return Provisioner(config, bucket, make_s3_client(sink)).run(dry_run=dry_run)
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable, ...
+        raise ProvisionError(f"bucket {bucket!r}: {exc}") from exc
 
 
 def _code(exc: Exception) -> str:
