@@ -305,6 +305,19 @@ class TestRollback:
         assert written[0]["payload"]["changes"]["status"] == [None, "nested"]
         assert written[2]["payload"]["changes"]["status"] == [None, "kept"]
 
+    def test_failing_flush_in_a_savepoint(self, factory: sessionmaker[Session], config: Config) -> None:
+        """A constraint violation inside a savepoint fails only the savepoint; the outer commit is recorded."""
+        with auditlock.actor("user#7"), factory() as session:
+            session.add(Customer(name="Ann", email="ann@example.com", password_hash="x"))
+            session.flush()
+            with pytest.raises(IntegrityError), session.begin_nested():
+                session.add(Customer(name="Bob", email="ann@example.com", password_hash="x"))
+            session.commit()
+        attempt, created = events(config)
+        assert (attempt["event_type"], attempt["payload"]["outcome"]) == ("customer.create_attempted", "failed")
+        assert attempt["payload"]["changes"]["name"] == [None, "Bob"]
+        assert (created["event_type"], created["payload"]["changes"]["name"]) == ("customer.created", [None, "Ann"])
+
     def test_released_savepoint_in_a_rolled_back_transaction(self, factory: sessionmaker[Session],
                                                              config: Config) -> None:
         """A released savepoint's changes follow the outer transaction: rolled back, they are attempts."""

@@ -185,16 +185,22 @@ def describe_statement(state: ORMExecuteState, model: TrackedModel, action: str)
         payload["criteria"] = _criteria(state, parameter_sets)
     values = _statement_values(statement)
     names = {_attribute_key(model.mapper, key) for key in values}
-    for params in parameter_sets:
-        names.update(_attribute_key(model.mapper, key) for key in params)
-    if parameter_sets and action == "bulk_updated":
-        names.difference_update(_primary_key_names(model.mapper))
+    if not values:  # ORM bulk INSERT / UPDATE by primary key: the parameter sets name the columns
+        for params in parameter_sets:
+            names.update(_attribute_key(model.mapper, key) for key in params)
+        if action == "bulk_updated":
+            names.difference_update(_primary_key_names(model.mapper))
     payload["columns"] = sorted(names)
     for key, value in values.items():
         name = _attribute_key(model.mapper, key)
-        if name in model.fields and isinstance(value, BindParameter) and value.callable is None:
+        if name in model.fields and _is_literal(value):
             payload.setdefault(name, _encoded(model, name, value.value))
     return payload
+
+
+def _is_literal(value: Any) -> bool:
+    """A value written into the statement, not one bound at execution (`bindparam("x")`) or computed by SQL."""
+    return isinstance(value, BindParameter) and value.callable is None and not value.required
 
 
 def rowcount_of(result: Result[Any], state: ORMExecuteState, action: str) -> int | None:
