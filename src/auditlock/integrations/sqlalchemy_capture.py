@@ -66,7 +66,7 @@ def flush_changes(session: Session, model_of: ModelLookup,
     for obj in session.new:
         if (model := model_of(type(obj))) is not None:
             state = sa_inspect(obj)
-            after = {key: _encoded(model, key, state.dict[key]) for key in model.fields if key in state.dict}
+            after = _allowlisted_values(model, state.dict, {})
             events.append(PendingEvent(model, "created", target_id(model, state), after=after))
     for obj in session.dirty:
         if (model := model_of(type(obj))) is not None and session.is_modified(obj, include_collections=False):
@@ -76,10 +76,20 @@ def flush_changes(session: Session, model_of: ModelLookup,
     for obj in session.deleted:
         if (model := model_of(type(obj))) is not None:
             state = sa_inspect(obj)
-            known = {**loaded.get(state, {}), **state.dict}
-            before = {key: _encoded(model, key, known[key]) for key in model.fields if key in known}
+            before = _allowlisted_values(model, state.dict, loaded.get(state, {}))
             events.append(PendingEvent(model, "deleted", target_id(model, state), before=before))
     return events
+
+
+def _allowlisted_values(model: TrackedModel, held: Mapping[str, Any], loaded: Mapping[str, Any]) -> dict[str, Any]:
+    """The allowlisted columns the object holds (else what `before_flush` read), encoded; others are not read."""
+    values = {}
+    for key in model.fields:
+        if key in held:
+            values[key] = _encoded(model, key, held[key])
+        elif key in loaded:
+            values[key] = _encoded(model, key, loaded[key])
+    return values
 
 
 def _changed_values(model: TrackedModel, state: InstanceState[Any],
