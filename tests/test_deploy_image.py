@@ -1,0 +1,187 @@
+"""The agent image (deploy/Dockerfile, built by deploy/build-image) ships a spool to a real S3 server.
+
+Opt-in: set AUDITLOCK_BUILD_IMAGE=1. Building needs root, buildah and debootstrap, and the network to Debian's
+mirror and PyPI (about 2 minutes cold; later builds reuse the rootfs and buildah's layer cache). The container
+runs with chroot isolation on the host network, so it reaches the moto server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.archive_env import ArchiveEnv
+from tests.support.s3servers import S3Endpoint, free_port, make_lock_bucket
+from tests.support.spool_files import segment_paths
+from tests.support.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD_ENV = "AUDITLOCK_BUILD_IMAGE"
+TAG = "localhost/auditlock-agent:test"
+BUILDAH = ["buildah", "--storage-driver", "vfs"]  # the store deploy/build-image builds into
+IMAGE_UID = 10001  # USER in deploy/Dockerfile; the app container writes the spool as this UID too
+SPOOL = "/var/spool/auditlock"
+CONFIG = "/etc/auditlock/auditlock.toml"
+
+
+@pytest.fixture(scope="session")
+def agent_image() -> str:
+    """Build the image once per session with deploy/build-image; its tag."""
+    if os.environ.get(BUILD_ENV) != "1":
+        pytest.skip(f"image build is opt-in: set {BUILD_ENV}=1 (needs root, buildah, debootstrap; ~2 min cold)")
+    missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    if missing or os.geteuid() != 0:
+        pytest.fail(f"{BUILD_ENV}=1 but {'missing ' + ', '.join(missing) if missing else 'not root'} "
+                    "(apt-get install -y buildah debootstrap; run as root)", pytrace=False)
+    result = subprocess.run([str(REPO / "deploy" / "build-image")], capture_output=True, text=True, timeout=1800,
+                            check=False, env={**os.environ, "AUDITLOCK_IMAGE_TAG": TAG})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return TAG
+
+
+@pytest.fixture
+def container(agent_image: str) -> Iterator[str]:
+    """A working container of the image; removed afterwards."""
+    done = subprocess.run([*BUILDAH, "from", "--pull=never", agent_image], capture_output=True, text=True,
+                          check=True)
+    name = done.stdout.strip()
+    yield name
+    subprocess.run([*BUILDAH, "rm", name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def archive(tmp_path: Path, moto_s3: S3Endpoint) -> ArchiveEnv:
+    """A spool and config under tmp_path shipping to a fresh Object Lock bucket on moto."""
+    bucket = make_lock_bucket(moto_s3.client(), f"auditlock-image-{uuid.uuid4().hex[:12]}")
+    return ArchiveEnv.create(tmp_path, moto_s3, bucket)
+
+
+def container_config(env: ArchiveEnv, **agent: str) -> Path:
+    """The env's config as the container sees it (spool at SPOOL), with [agent] keys replaced; its directory."""
+    text = env.config_path.read_text().replace(str(env.spool), SPOOL)
+    for key, value in agent.items():
+        text = "\n".join(f"{key} = {value}" if line.startswith(f"{key} =") else line for line in text.splitlines())
+    etc = env.root / "etc"
+    etc.mkdir()
+    (etc / "auditlock.toml").write_text(text + "\n")
+    return etc
+
+
+def hand_spool_to_image_user(env: ArchiveEnv) -> None:
+    """chown the spool to the image's UID, as if the app container (same UID) had written it."""
+    for path in [env.spool, *env.spool.rglob("*")]:
+        os.chown(path, IMAGE_UID, IMAGE_UID)
+
+
+def run_argv(container: str, env: ArchiveEnv, etc: Path, *command: str, **environ: str) -> list[str]:
+    """`buildah run` of command in container: host network, spool and config bind-mounted, S3 credentials."""
+    settings = {"AWS_ACCESS_KEY_ID": env.endpoint.access_key, "AWS_SECRET_ACCESS_KEY": env.endpoint.secret_key,
+                "AWS_DEFAULT_REGION": env.endpoint.region, **environ}
+    return [*BUILDAH, "run", "--isolation", "chroot", "--network", "host",
+            "--volume", f"{env.spool}:{SPOOL}", "--volume", f"{etc}:/etc/auditlock:ro",
+            *(arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")),
+            container, "--", *command]
+
+
+def image_config(image: str) -> dict[str, object]:
+    """The image's Docker config (Entrypoint, User, Healthcheck, ...)."""
+    done = subprocess.run([*BUILDAH, "inspect", "--type", "image", image], capture_output=True, text=True,
+                          check=True)
+    config: dict[str, object] = json.loads(done.stdout)["Docker"]["config"]
+    return config
+
+
+def agent_pid(parent: int) -> int | None:
+    """The agent's Python process under a `buildah run` process (which does not forward SIGTERM itself)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+    todo = [parent]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            try:
+                argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"/python3") and argv[1:3] == [b"/opt/auditlock/bin/auditlock", b"agent"]:
+                return pid
+            todo.append(pid)
+    return None
+
+
+class TestAgentImage:
+    def test_image_runs_the_agent_as_non_root(self, agent_image: str) -> None:
+        """The image's entrypoint is `auditlock agent`, as UID 10001, with a HEALTHCHECK on /healthz."""
+        config = image_config(agent_image)
+        assert config["Entrypoint"] == ["auditlock", "agent"]
+        assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+        assert "/healthz" in " ".join(config["Healthcheck"]["Test"])  # type: ignore[index]
+
+    def test_once_ships_the_spool(self, container: str, archive: ArchiveEnv) -> None:
+        """`auditlock agent --once` in the container ships every event and empties the spool."""
+        written = archive.write_events(5, actor="user#82")
+        hand_spool_to_image_user(archive)
+        etc = container_config(archive)
+        result = subprocess.run(run_argv(container, archive, etc, "auditlock", "agent", "--once", "--config", CONFIG),
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr
+        shipped = archive.archive_events()
+        assert [e["event_id"] for e in shipped] == [e["event_id"] for e in written]
+        assert {(e["event_type"], e["actor_id"], e["target_type"]) for e in shipped} == {
+            ("order.updated", "user#82", "Order")}
+        assert segment_paths(archive.spool) == []
+
+    def test_serves_health_and_drains_on_sigterm(self, container: str, archive: ArchiveEnv, agent_image: str) -> None:
+        """The running agent passes the image's HEALTHCHECK and ships what is waiting when it gets SIGTERM."""
+        written = archive.write_events(3)
+        hand_spool_to_image_user(archive)
+        port = free_port()
+        # A batch that never comes due on its own: only the drain on SIGTERM ships these events.
+        etc = container_config(archive, http_port=str(port), batch_max_age_s="3600")
+        port_env = {"AUDITLOCK_AGENT_HTTP_PORT": str(port)}
+        agent = subprocess.Popen(run_argv(container, archive, etc, "auditlock", "agent", "--config", CONFIG),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: _answers(f"http://127.0.0.1:{port}/readyz", agent), timeout=120, what="agent /readyz")
+            healthcheck = image_config(agent_image)["Healthcheck"]["Test"][1:]  # type: ignore[index]
+            probe = subprocess.run(run_argv(container, archive, etc, *healthcheck, **port_env),
+                                   capture_output=True, text=True, timeout=60, check=False)
+            assert probe.returncode == 0, probe.stderr
+            assert archive.archive_events() == []
+            pid = agent_pid(agent.pid)
+            assert pid is not None
+            os.kill(pid, signal.SIGTERM)
+            _, stderr = agent.communicate(timeout=120)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+        assert agent.returncode == 0, stderr
+        assert "SIGTERM received, draining" in stderr
+        assert [e["event_id"] for e in archive.archive_events()] == [e["event_id"] for e in written]
+
+
+def _answers(url: str, process: subprocess.Popen[str]) -> bool:
+    """True once url answers 200; fail at once if process exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"agent container exited with {process.returncode}: {process.stderr.read()}")  # type: ignore[union-attr]
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
