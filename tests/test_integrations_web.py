@@ -7,6 +7,8 @@ import contextlib
 import http.client
 import ipaddress
 import logging
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -237,6 +239,37 @@ class TestAsgiBinding:
         app = starlette_app(audit_log, actor=lambda scope: 82)
         with pytest.raises(TypeError, match="return an actor id like 'user#82'"):
             call(app, "POST", "/orders/1")
+
+
+class TestRequestContext:
+    def test_inner_actor_keeps_the_request(self, audit_log: logging.Logger, config: Config) -> None:
+        """An actor bound inside a request keeps its ip and request id; an explicit actor_id= keeps the id too."""
+        with auditlock.actor(None, ip=PEER, request_id="req-1"), auditlock.actor("user#2"):
+            assert auditlock.current_actor() == auditlock.Actor("user#2", "user", PEER, None, "req-1")
+            emit_event(audit_log, "order.created")
+            emit_event(audit_log, "order.deleted", actor_id="svc:cleanup")
+        assert [(e["actor_id"], e["actor_ip"], e["payload"]) for e in events(config)] == [
+            ("user#2", PEER, {"request_id": "req-1"}), ("svc:cleanup", PEER, {"request_id": "req-1"})]
+
+    def test_no_request_no_request_id(self, audit_log: logging.Logger, config: Config) -> None:
+        """Outside a request an event has no payload.request_id."""
+        with auditlock.actor("user#2"):
+            emit_event(audit_log, "order.created")
+        assert [e["payload"] for e in events(config)] == [{}]
+
+    def test_empty_actor_id_is_refused(self) -> None:
+        """An empty actor id is refused when bound, not only when an event is emitted."""
+        with pytest.raises(ValueError, match="non-empty string"), auditlock.actor(""):
+            pass
+
+    def test_import_auditlock_loads_no_framework(self) -> None:
+        """`import auditlock` (and the request module) import no web framework and no Celery."""
+        script = ("import sys, auditlock, auditlock.integrations.request, auditlock.integrations.asgi, "
+                  "auditlock.integrations.wsgi, auditlock.integrations.auth\n"
+                  "print(','.join(m for m in ('starlette', 'flask', 'django', 'celery', 'werkzeug') "
+                  "if m in sys.modules) or 'none')")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        assert result.stdout.strip() == "none"
 
 
 class TestAnonymousRequests:
