@@ -38,12 +38,13 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "auditlock_ui"
-# Audit data is never cached, framed or leaked through a Referer; pages load nothing but their own stylesheet.
+# Audit data is never cached, framed or leaked through a Referer to another site; pages load nothing but their own
+# stylesheet.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: Chromium then sends `Origin: null` with form POSTs
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
