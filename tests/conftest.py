@@ -10,7 +10,7 @@ import pytest
 
 from auditlock.config import Config, build_config
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.postgres"]
 
 HMAC_KEY = "test-hmac-key-0123456789"
 

@@ -31,7 +31,6 @@ import auditlock
 from auditlock import ConfigError, EventError, SpoolError
 from auditlock.config import Config
 from auditlock.integrations.sqlalchemy import SessionTracker, default_event_prefix, track
-from tests.support.postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from tests.support.spool_files import spool_lines
 
 SECRET = "SECRET-7f3a"  # marks every value that must never reach the spool
