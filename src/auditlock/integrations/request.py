@@ -52,25 +52,29 @@ class ProxyTrust:
 
     def peer_is_trusted(self, peer: str | None) -> bool:
         """`is_trusted` for the peer as the server reports it (text, maybe empty or not an address)."""
-        address = parse_ip(peer) if peer else None
-        return self.is_trusted(address) if address is not None or not peer else False
+        if not peer:
+            return self.unix_socket
+        address = parse_ip(peer)
+        return address is not None and self.is_trusted(address)
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """The client's address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy."""
         address = parse_ip(peer) if peer else None
         if peer and address is None:
             return None  # a peer that is not an address ("testclient") is neither trusted nor reported
-        if not self.is_trusted(address) or not forwarded_for:
+        if not forwarded_for or not self.is_trusted(address):
             return None if address is None else str(address)
+        return self._forwarded_client(forwarded_for)
+
+    def _forwarded_client(self, forwarded_for: str) -> str | None:
         hops = [hop.strip() for hop in forwarded_for.split(",")][-MAX_HOPS:]
-        hop_address = address
         for hop in reversed(hops):
-            hop_address = parse_ip(hop)
-            if hop_address is None:
+            address = parse_ip(hop)
+            if address is None:
                 return None  # a malformed hop: the client is unknown, and guessing would be worse
-            if not self.is_trusted(hop_address):
-                return str(hop_address)
-        return None if hop_address is None else str(hop_address)
+            if not self.is_trusted(address):
+                return str(address)
+        return str(address)  # every hop is trusted: the leftmost is the client
 
 
 def parse_ip(text: str) -> IPAddress | None:
