@@ -177,6 +177,18 @@ class TestPayload:
         assert record["payload"] == {"reason": "bad_password"}
         assert record["retention"] == "security"
 
+    def test_registered_standard_fields_apply_to_cached_types(self, core: AuditCore) -> None:
+        """Fields registered for an event type are kept from then on, even after events of that type were built."""
+        fields = {"target_type": "Order", "rowcount": 3}
+        with auditlock.actor("user#1"):
+            before = core.emit("order.bulk_archived", dict(fields))
+            auditlock.event_types.register_standard_fields("order.bulk_archived", ["rowcount"])
+            after = core.emit("order.bulk_archived", dict(fields))
+        assert before is not None
+        assert after is not None
+        assert before["payload"] == {}
+        assert after["payload"] == {"rowcount": 3}
+
     def test_target_id_becomes_a_string(self, core: AuditCore) -> None:
         """Integer and UUID target ids are written as strings."""
         uid = uuid.UUID(int=5)

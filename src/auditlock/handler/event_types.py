@@ -7,6 +7,9 @@ fixed names. A standard type's fields are allowed in the payload in addition to 
 from __future__ import annotations
 
 import re
+import weakref
+from collections.abc import Iterable
+from typing import Protocol
 
 from auditlock.spool import format as spool_format
 
@@ -51,6 +54,34 @@ STANDARD_FIELDS: dict[str, frozenset[str]] = {
 }
 
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+class PlanCache(Protocol):
+    """Anything that caches per-event-type decisions derived from STANDARD_FIELDS (the record builder)."""
+
+    def forget_plans(self) -> None:
+        """Drop every cached decision; the next event recomputes it."""
+
+
+_plan_caches: weakref.WeakSet[PlanCache] = weakref.WeakSet()
+
+
+def watch_standard_fields(cache: PlanCache) -> None:
+    """Have `cache.forget_plans()` called whenever `register_standard_fields` changes the table."""
+    _plan_caches.add(cache)
+
+
+def register_standard_fields(event_type: str, fields: Iterable[str]) -> None:
+    """Allow `fields` in the payload of `event_type` in addition to the target's allowlist.
+
+    For integrations whose events carry fields of their own that hold no record values (an outcome, a row count,
+    a search's filters). Adds to what is allowed; never removes.
+    """
+    if not EVENT_TYPE_PATTERN.match(event_type):
+        raise ValueError(f"event type {event_type!r}: use lowercase dotted names like 'order.bulk_updated'")
+    STANDARD_FIELDS[event_type] = STANDARD_FIELDS.get(event_type, frozenset()) | frozenset(fields)
+    for cache in list(_plan_caches):
+        cache.forget_plans()
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 

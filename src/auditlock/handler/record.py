@@ -51,6 +51,11 @@ class RecordBuilder:
         self._hmac_key = hmac_key
         self._host = socket.gethostname()
         self._plans: dict[tuple[str, str | None], RecordPlan] = {}
+        event_types.watch_standard_fields(self)
+
+    def forget_plans(self) -> None:
+        """Drop the cached plans (the standard fields changed); the next event of each type recomputes its plan."""
+        self._plans.clear()
 
     def build(self, event_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The record of an event, chain fields still empty; raises `EventError` on bad input."""

@@ -142,8 +142,7 @@ def _allow_integration_fields(prefix: str) -> None:
         for event_type, names in ((f"{prefix}.{action}", bulk), (f"{prefix}.{ATTEMPT_OF[action]}",
                                                                  bulk | ATTEMPT_FIELDS)):
             if names:
-                event_types.STANDARD_FIELDS[event_type] = event_types.STANDARD_FIELDS.get(event_type,
-                                                                                           frozenset()) | names
+                event_types.register_standard_fields(event_type, names)
 
 
 def _config_of(logger: AuditLogger) -> Config:
