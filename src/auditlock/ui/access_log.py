@@ -5,11 +5,13 @@ number of matching events), `audit_log.exported` (also the format), `audit_log.v
 id, payload `found`), and `auth.login_succeeded` / `auth.login_failed` / `auth.logout` for form logins.
 
 They are written through auditlock's own core (`AuditCore`) into the configured spool, and the agent ships them
-with everything else. The core writes under a config derived from the user's (`access_config`):
+with everything else. Their payload fields are allowed with `event_types.register_standard_fields` (the public
+way for event types auditlock itself does not define), and the core writes under a config derived from the
+user's (`access_config`):
 
 - `[events] include` gains `audit_log.*` — these events are recorded whatever the application's allowlist says;
-- the `AuditLog` target's allowlist gains the payload fields above (a user's own `[targets.AuditLog]` keeps its
-  fields and retention class; its hmac fields are dropped, as the view has no need of the hmac key);
+- the only target is `AuditLog` (a user's own `[targets.AuditLog]` keeps its fields and retention class, without
+  hmac fields: the view writes no record values and has no need of the hmac key);
 - the spool writes with `durability = "sync"` and `on_error = "raise"`: a recorded access is on disk (fsync'd)
   before the data is shown, and an access that cannot be recorded raises `AccessNotRecorded` — the view then
   refuses the request (HTTP 503). There is no unaudited access.
@@ -23,6 +25,7 @@ from typing import Any
 
 from auditlock.config.model import Config, HmacConfig, TargetConfig
 from auditlock.errors import AuditlockError, EventError, SpoolError
+from auditlock.handler import event_types
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
 from auditlock.ui.auth import Viewer
@@ -34,8 +37,11 @@ VIEWED = "audit_log.viewed"
 LOGIN_SUCCEEDED = "auth.login_succeeded"
 LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
-EVENT_TYPES = (SEARCHED, EXPORTED, VIEWED)
-PAYLOAD_FIELDS = frozenset({"filters", "range", "page", "results", "format", "found", "method", "reason"})
+PAYLOAD_FIELDS = {
+    SEARCHED: frozenset({"filters", "range", "page", "results"}),
+    EXPORTED: frozenset({"filters", "range", "results", "format"}),
+    VIEWED: frozenset({"found"}),
+}
 
 
 class AccessNotRecorded(AuditlockError):
@@ -45,7 +51,7 @@ class AccessNotRecorded(AuditlockError):
 def access_config(config: Config) -> Config:
     """The config the view's core writes with (see the module docstring)."""
     own = config.targets.get(TARGET_TYPE, TargetConfig())
-    target = replace(own, fields=own.fields | PAYLOAD_FIELDS, hmac=frozenset(), sensitive_reads=False)
+    target = replace(own, hmac=frozenset(), sensitive_reads=False)
     include = config.events.include if "audit_log.*" in config.events.include else (*config.events.include,
                                                                                        "audit_log.*")
     return replace(config, spool=replace(config.spool, durability="sync", on_error="raise"),
@@ -57,6 +63,8 @@ class AccessLog:
     """Records what viewers do, or raises `AccessNotRecorded`."""
 
     def __init__(self, config: Config, *, writer: SpoolWriter | None = None) -> None:
+        for event_type, fields in PAYLOAD_FIELDS.items():
+            event_types.register_standard_fields(event_type, fields)
         self.core = AuditCore(access_config(config), writer=writer)
 
     def record(self, event_type: str, actor_id: str, ip: str | None, *, target_id: str | None = None,
