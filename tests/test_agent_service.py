@@ -9,6 +9,7 @@ Every wait is on a condition with a deadline (`wait_for`); every agent and write
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -24,10 +25,12 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from auditlock.agent.service import Agent
+from auditlock.agent.shipper import StopRequestedError
 from auditlock.spool.format import OPEN_SUFFIX, QUARANTINE_DIR, parse_segment_name
 from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.faultproxy import FaultProxy
-from tests.support.s3servers import S3Endpoint
+from tests.support.s3servers import S3Endpoint, free_port
 from tests.support.spool_child import LineReader
 from tests.support.spool_files import spool_events
 from tests.support.waiting import wait_for
@@ -508,3 +511,39 @@ class TestHttpEndpoint:
         assert agent.get("/healthz")[0] == 200
         assert env.archive_versions() == len(env.archive_keys())
         assert agent.terminate(DEFAULT_GRACE_S) == 0, agent.stderr_tail()
+
+
+class TestHealthDuringOutage:
+    """A live agent retrying through an S3 outage must not look stalled to a liveness probe."""
+
+    def test_retrying_deliveries_keep_the_heartbeat_fresh(self, tmp_path: Path, moto_s3: S3Endpoint,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each delivery attempt refreshes the /healthz heartbeat, though the main loop is stuck retrying."""
+        env = ArchiveEnv.create(tmp_path, moto_s3, "unreachable", endpoint_url=f"http://127.0.0.1:{free_port()}")
+        for name, value in env.env().items():
+            if name.startswith("AWS_"):
+                monkeypatch.setenv(name, value)
+        env.write_events(3)
+        agent = Agent(env.config)
+        assert agent.http is not None
+        started_at = agent.http.heartbeat
+        shipping = threading.Thread(target=_ship_until_stopped, args=(agent,), daemon=True)
+        shipping.start()
+        try:
+            wait_for(lambda: _error_count(agent) >= 3, SHIP_TIMEOUT, "three failed delivery attempts")
+            assert agent.http.heartbeat > started_at
+        finally:
+            agent.stop.set()
+            shipping.join(SHIP_TIMEOUT)
+        assert not shipping.is_alive()
+        assert len(segments(env.spool)) > 0, "nothing was delivered, so nothing may be deleted"
+
+
+def _ship_until_stopped(agent: Agent) -> None:
+    with contextlib.suppress(StopRequestedError):
+        agent.shipper.ship_due(force=True)
+
+
+def _error_count(agent: Agent) -> float:
+    return sum(sample.value for family in agent.metrics.errors.collect() for sample in family.samples
+               if sample.name.endswith("_total"))

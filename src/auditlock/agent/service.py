@@ -83,9 +83,9 @@ class Agent:
         state_dir = config.agent.state_dir or self.spool / STATE_DIR
         uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink))
         digests = DigestChain(state_dir, config.retention.classes, config.sink.prefix, _signing_key(config))
-        self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, stop=self.stop,
-                               abort=self.abort)
         self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
+        self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, stop=self.stop,
+                               abort=self.abort, heartbeat=self.http.beat if self.http is not None else None)
         self._last_pressure_warning = float("-inf")
         self._first_event_at: dict[str, str] = {}
 

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class Shipper:
 
     def __init__(self, config: Config, uploader: Uploader, metrics: AgentMetrics, ledger: Ledger,
                  digests: DigestChain, *, stop: threading.Event | None = None,
-                 abort: threading.Event | None = None) -> None:
+                 abort: threading.Event | None = None, heartbeat: Callable[[], None] | None = None) -> None:
         self.config = config
         self.spool = Path(config.spool.dir)
         self.uploader = uploader
@@ -58,6 +59,9 @@ class Shipper:
         self.digests = digests
         self.stop = stop or threading.Event()
         self.abort = abort or threading.Event()
+        # Called before every delivery attempt: an agent retrying through an S3 outage is alive, not stalled
+        # (/healthz stays 200, so a liveness probe does not restart it in a loop).
+        self.heartbeat = heartbeat or (lambda: None)
         self.backoff = Backoff(config.agent.backoff_initial_s, config.agent.backoff_max_s)
         self.errors = ErrorReporter()
 
@@ -130,6 +134,7 @@ class Shipper:
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceededError(f"no time left to deliver {obj.key}")
+            self.heartbeat()
             try:
                 outcome = self.uploader.deliver(obj)
             except Exception as exc:  # every failure is retried; none may drop events
