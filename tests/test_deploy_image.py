@@ -34,7 +34,7 @@ CONFIG = "/etc/auditlock/auditlock.toml"
 
 
 @pytest.fixture(scope="session")
-def agent_image() -> str:
+def agent_image() -> Iterator[str]:
     """Build the image once per session with deploy/build-image; its tag."""
     if os.environ.get(BUILD_ENV) != "1":
         pytest.skip(f"image build is opt-in: set {BUILD_ENV}=1 (needs root, buildah, debootstrap; ~2 min cold)")
@@ -45,7 +45,10 @@ def agent_image() -> str:
     result = subprocess.run([str(REPO / "deploy" / "build-image")], capture_output=True, text=True, timeout=1800,
                             check=False, env={**os.environ, "AUDITLOCK_IMAGE_TAG": TAG})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return TAG
+    yield TAG
+    # vfs keeps full copies of every layer: drop the previous builds' untagged images so repeated runs on one
+    # machine do not fill its disk (the tagged base and this image stay for the next build's cache).
+    subprocess.run([*BUILDAH, "rmi", "--prune"], capture_output=True, check=False)
 
 
 @pytest.fixture
