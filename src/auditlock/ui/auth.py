@@ -7,14 +7,14 @@
 - `header`: an authenticating reverse proxy names the user in `trusted_header`; believed only when the request
   comes from one of `trusted_proxies`. The viewer is `user:<value>`. No login form, no session.
 
-The client address is the peer's, or — when the peer is a trusted proxy — the right-most address in
-`X-Forwarded-For` that is not itself a trusted proxy (the left part of that header is whatever the client sent).
+The client address follows the request middleware's rules (`integrations.request.ProxyTrust`): the peer's, or —
+when the peer is a trusted proxy — the right-most address in `X-Forwarded-For` that is not itself a trusted proxy
+(the left part of that header is whatever the client sent); unknown (null) rather than guessed.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 import secrets
 from collections.abc import Mapping
@@ -26,6 +26,7 @@ from starlette.requests import HTTPConnection
 
 from auditlock.config.model import UiConfig
 from auditlock.errors import ConfigError
+from auditlock.integrations.request import ProxyTrust
 
 _HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}$")
 
@@ -48,28 +49,19 @@ class LoginAttempt:
 
 
 class TrustedProxies:
-    """The `[ui] trusted_proxies` networks."""
+    """The `[ui] trusted_proxies` networks, with the request middleware's rules (`integrations.request`)."""
 
     def __init__(self, networks: tuple[str, ...]) -> None:
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._trust = ProxyTrust(networks)
 
     def __contains__(self, address: object) -> bool:
-        try:
-            ip = ipaddress.ip_address(str(address))
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        return isinstance(address, str) and bool(address) and self._trust.peer_is_trusted(address)
 
     def client_ip(self, connection: HTTPConnection) -> str | None:
-        """The client's address (see the module docstring)."""
+        """The client's address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy."""
         peer = connection.client.host if connection.client else None
-        if peer is None or peer not in self:
-            return peer
-        hops = [h.strip() for h in ",".join(connection.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
-        for hop in reversed(hops):
-            if hop not in self:
-                return hop if _is_ip(hop) else peer
-        return peer
+        forwarded_for = ",".join(connection.headers.getlist("x-forwarded-for")) or None
+        return self._trust.client_ip(peer, forwarded_for)
 
 
 class Authenticator:
@@ -187,10 +179,3 @@ def hash_password(password: str) -> str:
     """The argon2id hash of a password, for `[ui.users]`."""
     return PasswordHasher().hash(password)
 
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
