@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import auditlock
 from auditlock.config import Config, build_config
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.postgres"]
@@ -84,3 +87,15 @@ def closing() -> Iterator[Callable[[Any], Any]]:
     yield add
     for thing in reversed(things):
         thing.close()
+
+
+@pytest.fixture
+def audit_log(config: Config, closing: Callable[[Any], Any]) -> Iterator[logging.Logger]:
+    """The application's audit logger: a stdlib logger of its own with an AuditHandler over the test spool."""
+    logger = logging.getLogger(f"audit.test.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = closing(auditlock.AuditHandler(config))
+    logger.addHandler(handler)
+    yield logger
+    logger.removeHandler(handler)

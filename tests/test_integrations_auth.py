@@ -22,19 +22,13 @@ from tests.support.spool_files import spool_events, spool_lines
 
 
 @pytest.fixture(params=["logging", "structlog"])
-def audit_log(request: pytest.FixtureRequest, config: Config, closing: Callable[[Any], Any]) -> Iterator[Any]:
+def app_log(request: pytest.FixtureRequest, config: Config, closing: Callable[[Any], Any]) -> Iterator[Any]:
     """The application's audit logger, once as a stdlib logger with AuditHandler, once as structlog."""
     if request.param == "structlog":
         processor = closing(auditlock.AuditProcessor(config))
         yield structlog.wrap_logger(structlog.PrintLogger(), processors=[processor])
         return
-    logger = logging.getLogger(f"audit.auth.{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = closing(auditlock.AuditHandler(config))
-    logger.addHandler(handler)
-    yield logger
-    logger.removeHandler(handler)
+    yield request.getfixturevalue("audit_log")
 
 
 def only_event(config: Config) -> dict[str, Any]:
@@ -81,10 +75,10 @@ CASES = [Case(*case) for case in [
 
 class TestHelpers:
     @pytest.mark.parametrize("case", CASES, ids=[case.helper.__name__ for case in CASES])
-    def test_event(self, audit_log: Any, config: Config, case: Case) -> None:
+    def test_event(self, app_log: Any, config: Config, case: Case) -> None:
         """Each helper writes its standard event type, the target and its standard fields, by the bound actor."""
         with auditlock.actor("user#1", ip="198.51.100.7"):
-            case.helper(audit_log, *case.args, **case.kwargs)
+            case.helper(app_log, *case.args, **case.kwargs)
         event = only_event(config)
         assert event["event_type"] == case.event_type
         assert (event["target_type"], event["target_id"]) == case.target
@@ -92,29 +86,29 @@ class TestHelpers:
         assert (event["actor_id"], event["actor_ip"]) == ("user#1", "198.51.100.7")
         assert event["retention"] == ("security" if case.event_type.startswith("auth.") else "standard")
 
-    def test_unset_fields_are_not_written(self, audit_log: Any, config: Config) -> None:
+    def test_unset_fields_are_not_written(self, app_log: Any, config: Config) -> None:
         """Optional fields left out are absent from the payload, not null."""
         with auditlock.actor("user#1"):
-            auth.logout(audit_log, 82)
+            auth.logout(app_log, 82)
         assert only_event(config)["payload"] == {}
 
-    def test_login_succeeded_names_its_actor(self, audit_log: Any, config: Config) -> None:
+    def test_login_succeeded_names_its_actor(self, app_log: Any, config: Config) -> None:
         """In an anonymous request, login_succeeded(actor_id=) is the user's, with the request's ip and id."""
         with auditlock.actor(None, ip="198.51.100.7", request_id="req-1"):
-            auth.login_succeeded(audit_log, 82, method="password", actor_id="user#82")
+            auth.login_succeeded(app_log, 82, method="password", actor_id="user#82")
         event = only_event(config)
         assert (event["actor_id"], event["actor_type"], event["actor_ip"]) == ("user#82", "user", "198.51.100.7")
         assert event["payload"] == {"method": "password", "request_id": "req-1"}
 
-    def test_login_succeeded_without_any_actor_is_refused(self, audit_log: Any) -> None:
+    def test_login_succeeded_without_any_actor_is_refused(self, app_log: Any) -> None:
         """login_succeeded with no actor_id and nothing bound is refused, like any unattributed event."""
         with pytest.raises(EventError, match="has no actor"):
-            auth.login_succeeded(audit_log, 82, method="password")
+            auth.login_succeeded(app_log, 82, method="password")
 
-    def test_failed_login_of_an_anonymous_requester(self, audit_log: Any, config: Config) -> None:
+    def test_failed_login_of_an_anonymous_requester(self, app_log: Any, config: Config) -> None:
         """A failed login where nobody is authenticated is by the actor 'anonymous', from the request's ip."""
         with auditlock.actor(None, ip="198.51.100.7"):
-            auth.login_failed(audit_log, reason="unknown_user", method="password")
+            auth.login_failed(app_log, reason="unknown_user", method="password")
         event = only_event(config)
         assert (event["actor_id"], event["actor_ip"], event["target_type"], event["target_id"]) == (
             "anonymous", "198.51.100.7", "User", None)
@@ -133,10 +127,10 @@ class TestHelpers:
             auth.login_failed(logger, reason="bad_password", username="alice")
             assert spool_events(config.spool.dir)[-1]["payload"].get("username") == expected
 
-    def test_role_change_needs_a_bound_actor(self, audit_log: Any) -> None:
+    def test_role_change_needs_a_bound_actor(self, app_log: Any) -> None:
         """A role grant with nobody bound is refused: granted_by is the bound actor."""
         with pytest.raises(EventError, match="has no actor"):
-            auth.role_granted(audit_log, 82, role="admin")
+            auth.role_granted(app_log, 82, role="admin")
 
 
 HELPERS = [case.helper for case in CASES]
@@ -155,21 +149,21 @@ class TestNoSecrets:
         "Bearer abc", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "sk_live_51HxYz", "ghp_abcdef0123456789",
         "glpat-xxxxxxxxxxxx", "xoxb-1234-5678", "a" * 65, "-----BEGIN PRIVATE KEY-----", "key with spaces", "",
     ])
-    def test_secret_lookalikes_are_refused(self, audit_log: Any, config: Config, value: str) -> None:
+    def test_secret_lookalikes_are_refused(self, app_log: Any, config: Config, value: str) -> None:
         """A key_id or session_id that looks like a credential is refused, without echoing it, and not written."""
         with auditlock.actor("user#1"):
             with pytest.raises(ValueError, match="key_id") as refused:
-                auth.api_key_used(audit_log, value)
+                auth.api_key_used(app_log, value)
             with pytest.raises(ValueError, match="session_id"):
-                auth.session_revoked(audit_log, 82, session_id=value)
+                auth.session_revoked(app_log, 82, session_id=value)
         assert not value or value not in str(refused.value)
         assert not config.spool.dir.exists() or spool_lines(config.spool.dir) == []
 
-    def test_no_password_field_in_the_spool(self, audit_log: Any, config: Config) -> None:
+    def test_no_password_field_in_the_spool(self, app_log: Any, config: Config) -> None:
         """After every helper ran, no field named password, token or secret is anywhere in the spool's bytes."""
         with auditlock.actor("user#1"):
             for case in CASES:
-                case.helper(audit_log, *case.args, **case.kwargs)
+                case.helper(app_log, *case.args, **case.kwargs)
         raw = b"\n".join(spool_lines(config.spool.dir))
         assert len(spool_lines(config.spool.dir)) == len(CASES)
         for key in (b'"password":', b'"token":', b'"secret":', b'"api_key":'):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,18 +17,6 @@ from auditlock.config import Config
 from auditlock.integrations import celery as audit_celery
 from auditlock.integrations.emit import emit_event
 from tests.support.spool_files import spool_events
-
-
-@pytest.fixture
-def audit_log(config: Config, closing: Callable[[Any], Any]) -> Iterator[logging.Logger]:
-    """A stdlib logger with AuditHandler over the test spool."""
-    logger = logging.getLogger(f"audit.celery.{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = closing(auditlock.AuditHandler(config))
-    logger.addHandler(handler)
-    yield logger
-    logger.removeHandler(handler)
 
 
 @pytest.fixture

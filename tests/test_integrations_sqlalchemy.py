@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -93,17 +92,6 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def audit_logger(config: Config, closing: Callable[[Any], Any]) -> Iterator[logging.Logger]:
-    """A stdlib logger of its own with an AuditHandler writing the spool of `config`."""
-    logger = logging.getLogger(f"audit.sqlalchemy.{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = closing(auditlock.AuditHandler(config))
-    logger.addHandler(handler)
-    yield logger
-    logger.removeHandler(handler)
-
 
 @pytest.fixture
 def factory(engine: Engine) -> sessionmaker[Session]:
@@ -112,9 +100,9 @@ def factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def tracker(factory: sessionmaker[Session], audit_logger: logging.Logger) -> Iterator[SessionTracker]:
+def tracker(factory: sessionmaker[Session], audit_log: logging.Logger) -> Iterator[SessionTracker]:
     """The integration on the sessionmaker, removed after the test."""
-    with track(factory, logger=audit_logger, models=MODELS) as handle:
+    with track(factory, logger=audit_log, models=MODELS) as handle:
         yield handle
 
 
@@ -420,20 +408,20 @@ class TestSpoolFailureAfterCommit:
 
 
 class TestTrack:
-    def test_untrack_stops_recording(self, factory: sessionmaker[Session], audit_logger: logging.Logger,
+    def test_untrack_stops_recording(self, factory: sessionmaker[Session], audit_log: logging.Logger,
                                      config: Config) -> None:
         """After untrack() (twice is fine) nothing more is recorded."""
-        handle = track(factory, logger=audit_logger, models=[Order])
+        handle = track(factory, logger=audit_log, models=[Order])
         handle.untrack()
         handle.untrack()
         add_order(factory)
         assert events(config) == []
 
-    def test_one_session_and_a_prefix_override(self, engine: Engine, audit_logger: logging.Logger,
+    def test_one_session_and_a_prefix_override(self, engine: Engine, audit_log: logging.Logger,
                                                config: Config) -> None:
         """A single Session can be tracked, and event_prefixes renames a model's events."""
         with auditlock.actor("user#7"), Session(engine) as session, \
-                track(session, logger=audit_logger, models=[Order], event_prefixes={Order: "sales_order"}):
+                track(session, logger=audit_log, models=[Order], event_prefixes={Order: "sales_order"}):
             session.add(Order(status="new"))
             session.commit()
         assert types(config) == ["sales_order.created"]
@@ -450,11 +438,11 @@ class TestTrack:
         assert types(config) == ["order.created"]
 
     def test_configuration_problems_are_reported_together(self, make_config: Callable[..., Config],
-                                                          audit_logger: logging.Logger) -> None:
+                                                          audit_log: logging.Logger) -> None:
         """Event types outside [events] include and targets without a section fail track() with ConfigError."""
         narrow = make_config(events={"include": ["order.created", "order.updated", "order.deleted"]})
         with pytest.raises(ConfigError) as raised:
-            track(Session, logger=audit_logger, config=narrow, models={Order: "Order", OrderLine: "OrderLine"})
+            track(Session, logger=audit_log, config=narrow, models={Order: "Order", OrderLine: "OrderLine"})
         message = str(raised.value)
         assert "'order.bulk_updated'" in message
         assert "[targets.OrderLine] is missing" in message

@@ -41,17 +41,6 @@ PROXY = "10.0.0.2"  # a load balancer inside trusted_proxies
 TRUSTED = ("10.0.0.0/8",)
 
 
-@pytest.fixture
-def audit_log(config: Config, closing: Callable[[Any], Any]) -> Iterator[logging.Logger]:
-    """A stdlib logger with AuditHandler over the test spool."""
-    logger = logging.getLogger(f"audit.web.{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = closing(auditlock.AuditHandler(config))
-    logger.addHandler(handler)
-    yield logger
-    logger.removeHandler(handler)
-
 
 def events(config: Config) -> list[dict[str, Any]]:
     """Every event in the test spool."""
