@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import itertools
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -128,6 +130,21 @@ class TestOutput:
         header, line = out.getvalue().splitlines()
         assert header.startswith("schema,event_id,event_type,occurred_at")
         assert ',"{""changes"":{""status"":[""new"",""paid""]}}",' in line
+
+    @pytest.mark.parametrize("typed", ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tx"])
+    def test_csv_neutralises_formula_like_text(self, typed: str) -> None:
+        """Text that a spreadsheet would run as a formula gets a leading apostrophe in CSV; JSONL keeps it exact."""
+        row = list(self.ROW)
+        row[4] = row[8] = typed  # actor_id and target_id: what a user may have typed
+        from auditlock.query.columns import EVENT_NAMES
+
+        csv_out, jsonl_out = io.StringIO(), io.StringIO()
+        write(Result(list(EVENT_NAMES), iter([tuple(row)])), "csv", csv_out, events=True)
+        write(Result(list(EVENT_NAMES), iter([tuple(row)])), "jsonl", jsonl_out, events=True)
+        [parsed] = list(csv.DictReader(io.StringIO(csv_out.getvalue())))
+        assert parsed["actor_id"] == parsed["target_id"] == "'" + typed
+        assert parsed["seq"] == "0"
+        assert orjson.loads(jsonl_out.getvalue())["actor_id"] == typed
 
     def test_table(self) -> None:
         """The table shows time, type, actor, target and payload on one line, cut to the width."""

@@ -51,14 +51,26 @@ def write_jsonl(result: Result, out: IO[str], *, events: bool) -> int:
 
 
 def write_csv(result: Result, out: IO[str]) -> int:
-    """A header line, then every row (values as text; null as an empty field)."""
+    """A header line, then every row (values as text; null as an empty field; formula-like text neutralised)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(result.columns)
     count = 0
     for row in result.rows:
-        writer.writerow(["" if v is None else _text(v) for v in row])
+        writer.writerow(["" if v is None else _csv_cell(v) for v in row])
         count += 1
     return count
+
+
+def _csv_cell(value: object) -> str:
+    # Actor and target ids can hold whatever a user typed ("=HYPERLINK(...)"); a spreadsheet opening the export
+    # would run it as a formula. Such text gets a leading apostrophe (OWASP's advice); JSONL stays exact.
+    text = _text(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def write_table(columns: Sequence[str], rows: Iterable[list[str]], out: IO[str], *, width: int) -> int:
