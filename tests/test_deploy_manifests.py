@@ -1,0 +1,101 @@
+"""The Kubernetes manifests agree with the auditlock.toml they ship (ConfigMap) and with the bucket as code.
+
+The linters (tests/test_deploy_lint.py) check each file against Kubernetes' schemas and best practice; these tests
+check what no linter knows: that the spool, the config, the probes' port and the grace period fit together.
+"""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from auditlock.bucket.lifecycle import bucket_configuration
+from auditlock.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "deploy" / "k8s"
+WORKLOADS = [K8S / "deployment.yaml", K8S / "statefulset" / "statefulset.yaml"]
+CONFIG_MOUNT = "/etc/auditlock"
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    """Every YAML document of a manifest file."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def pod_spec(path: Path) -> dict[str, Any]:
+    """The pod template's spec of the one workload in `path`."""
+    [workload] = [doc for doc in documents(path) if doc["kind"] in ("Deployment", "StatefulSet")]
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def agent_container(spec: dict[str, Any]) -> dict[str, Any]:
+    """The auditlock agent: the init container that runs as a native sidecar."""
+    [agent] = [c for c in spec.get("initContainers", []) if c["name"] == "auditlock-agent"]
+    return agent
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The app containers and the agent sidecar."""
+    return [*spec["containers"], agent_container(spec)]
+
+
+@pytest.fixture(scope="module")
+def shipped_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The auditlock.toml of the ConfigMap, loaded as the agent loads it."""
+    [configmap] = [doc for doc in documents(K8S / "common" / "configmap.yaml") if doc["kind"] == "ConfigMap"]
+    path = tmp_path_factory.mktemp("configmap") / "auditlock.toml"
+    path.write_text(configmap["data"]["auditlock.toml"])
+    return load_config(path, environ={})
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda p: p.name)
+class TestWorkloads:
+    def test_agent_is_a_native_sidecar_reading_the_configmap(self, workload: Path) -> None:
+        """The agent is an init container with restartPolicy Always, given the mounted config file."""
+        agent = agent_container(pod_spec(workload))
+        assert agent["restartPolicy"] == "Always"
+        assert agent["args"] == ["--config", f"{CONFIG_MOUNT}/auditlock.toml"]
+        assert {"name": "auditlock-config", "mountPath": CONFIG_MOUNT, "readOnly": True} in agent["volumeMounts"]
+
+    def test_app_and_agent_share_the_spool_at_the_configured_dir(self, workload: Path,
+                                                                 shipped_config: Config) -> None:
+        """Every container mounts the spool volume at `[spool] dir`."""
+        for container in containers(pod_spec(workload)):
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts.get(str(shipped_config.spool.dir)) == "spool", container["name"]
+
+    def test_app_and_agent_run_as_one_uid(self, workload: Path) -> None:
+        """The spool is 0700 with 0600 files: the agent can lock and delete them only as the app's user."""
+        spec = pod_spec(workload)
+        pod_uid = spec["securityContext"]["runAsUser"]
+        assert {c.get("securityContext", {}).get("runAsUser", pod_uid) for c in containers(spec)} == {pod_uid}
+
+    def test_probes_reach_the_configured_port(self, workload: Path, shipped_config: Config) -> None:
+        """The agent listens on all interfaces at `[agent] http_port`, where its probes look."""
+        agent = agent_container(pod_spec(workload))
+        ports = {p["name"]: p["containerPort"] for p in agent["ports"]}
+        assert shipped_config.agent.http_host == "0.0.0.0"
+        for probe in ("startupProbe", "livenessProbe"):
+            assert ports[agent[probe]["httpGet"]["port"]] == shipped_config.agent.http_port
+            assert agent[probe]["httpGet"]["path"] in ("/healthz", "/readyz")
+
+    def test_grace_period_covers_app_shutdown_and_agent_drain(self, workload: Path, shipped_config: Config) -> None:
+        """terminationGracePeriodSeconds exceeds the gunicorn drop-in's graceful_timeout plus the agent's drain."""
+        app_shutdown_s = runpy.run_path(str(REPO / "deploy" / "logging" / "gunicorn.conf.py"))["graceful_timeout"]
+        grace = pod_spec(workload)["terminationGracePeriodSeconds"]
+        assert grace > app_shutdown_s + shipped_config.agent.grace_period_s
+
+
+class TestShippedConfig:
+    def test_bucket_rules_match_the_bucket_as_code(self, shipped_config: Config) -> None:
+        """The deployed config derives the same lifecycle and Object Lock as the example the CloudFormation
+        template is checked against, so the stack and the pods agree on retention."""
+        example = load_config(REPO / "examples" / "auditlock.toml", environ={})
+        assert bucket_configuration(shipped_config) == bucket_configuration(example)
+        assert (shipped_config.sink.bucket, shipped_config.sink.prefix) == (example.sink.bucket, example.sink.prefix)
