@@ -136,6 +136,16 @@ class TestAuthentication:
         assert [e["event_type"] for e in ui.recorded("auth.login_succeeded", "auth.logout")] == [
             "auth.login_succeeded", "auth.logout"]
 
+    @pytest.mark.parametrize("secure", [False, True])
+    def test_session_cookie_flags(self, ui: UiEnv, secure: bool) -> None:
+        """The session cookie is HttpOnly and SameSite=Lax, and Secure when `secure_cookies` says HTTPS ends at a
+        proxy."""
+        with ui.client(ui.config(secure_cookies=secure), login=False) as client:
+            response = client.post("/login", data={"user": "alice", "password": PASSWORD, "next": "/"})
+        flags = {part.strip().lower() for part in response.headers["set-cookie"].split(";")}
+        assert {"httponly", "samesite=lax"} <= flags
+        assert ("secure" in flags) is secure
+
     def test_login_redirects_only_to_local_paths(self, ui: UiEnv) -> None:
         """`next` is followed when it is a local path and replaced by / otherwise."""
         with ui.client(login=False) as client:

@@ -178,6 +178,7 @@ class UiConfig:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     allow_insecure_http: bool = False
+    secure_cookies: bool = False  # mark the session cookie Secure without TLS here (HTTPS ends at a proxy)
     root_path: str = ""  # the path prefix a reverse proxy serves the view under, e.g. "/audit"
 
     def load_token(self) -> str:

@@ -96,6 +96,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "tls_cert_file": PATH,
         "tls_key_file": PATH,
         "allow_insecure_http": BOOL,
+        "secure_cookies": BOOL,
         "root_path": STR,
     },
 }

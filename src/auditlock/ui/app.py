@@ -71,7 +71,7 @@ def build_app(config: Config, *, cache_dir: Path | None = None, client: S3Client
         Middleware(SameOriginPosts),
         Middleware(SessionMiddleware, secret_key=session_key or secrets.token_urlsafe(32),
                    session_cookie=SESSION_COOKIE, max_age=config.ui.session_max_age_s, same_site="lax",
-                   https_only=config.ui.tls_cert_file is not None),
+                   https_only=config.ui.tls_cert_file is not None or config.ui.secure_cookies),
     ]
 
     @asynccontextmanager
