@@ -12,12 +12,14 @@ from typing import Any
 
 import orjson
 import pytest
+from limits import parse
 
 from auditlock.config import UiConfig, build_config
 from auditlock.errors import ConfigError
 from auditlock.query.columns import EVENT_NAMES
 from auditlock.spool.format import WRITER_CLOSED
 from auditlock.ui.server import check_bind
+from auditlock.ui.throttle import LoginThrottle
 from tests.conftest import config_dict
 from tests.support.query_env import QueryEnv, story_archive
 from tests.support.s3servers import S3Endpoint
@@ -126,6 +128,30 @@ class TestAuthentication:
         assert [(e["actor_id"], e["payload"]["reason"]) for e in failed] == [("user:alice", "bad_password"),
                                                                              ("anonymous", "unknown_user")]
         assert {e["actor_ip"] for e in failed} == {CLIENT[0]}
+
+    def test_repeated_failures_throttle_the_account(self, ui: UiEnv) -> None:
+        """After five failed logins for one account even the right password is refused unchecked (429), and each
+        refusal is recorded; another account from the same address may still sign in."""
+        with ui.client(login=False) as client:
+            failures = [client.post("/login", data={"user": "alice", "password": f"guess-{n}"}) for n in range(5)]
+            refused = client.post("/login", data={"user": "alice", "password": PASSWORD})
+            other = client.post("/login", data={"user": "bob", "password": "guess"})
+        assert [r.status_code for r in failures] == [401] * 5
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "900"
+        assert other.status_code == 401, "bob's password was checked: the throttle is per account"
+        reasons = [e["payload"]["reason"] for e in ui.recorded("auth.login_failed")]
+        assert reasons == ["bad_password"] * 5 + ["throttled", "unknown_user"]
+        assert ui.recorded("auth.login_succeeded") == []
+
+    def test_one_address_failing_across_accounts_is_throttled(self) -> None:
+        """Failures from one address count across the accounts it tries; other addresses are unaffected."""
+        throttle = LoginThrottle(per_account=parse("5/15 minutes"), per_address=parse("3/15 minutes"))
+        for account in ("alice", "bob", "carol"):
+            assert throttle.allows(account, "198.51.100.9")
+            throttle.failed(account, "198.51.100.9")
+        assert not throttle.allows("dave", "198.51.100.9")
+        assert throttle.allows("dave", "198.51.100.10")
 
     def test_login_session_and_logout(self, ui: UiEnv) -> None:
         """A login starts a session (recorded), the viewer is named on the page; after logout it is 401 again."""

@@ -28,6 +28,7 @@ from auditlock.ui.access_log import AccessLog, AccessNotRecorded
 from auditlock.ui.auth import Authenticator, TrustedProxies, Viewer
 from auditlock.ui.reader import EXPORT_FORMATS, ArchiveReader
 from auditlock.ui.search import FIELDS, LABELS, QUICK_RANGES, FormError, SearchForm
+from auditlock.ui.throttle import LoginThrottle
 
 SESSION_VIEWER = "viewer"
 _EXPORT_CHUNK = 64 * 1024
@@ -45,6 +46,7 @@ class Views:
         self.access = access
         self.templates = templates
         self.proxies = TrustedProxies(config.ui.trusted_proxies)
+        self.throttle = LoginThrottle()
         self.page_size = config.ui.page_size
 
     # --- data pages -----------------------------------------------------------------------------------
@@ -149,8 +151,15 @@ class Views:
             return self.unauthorized(request)
         form = await request.form()
         values = {name: value for name, value in form.items() if isinstance(value, str)}
-        attempt = await run_in_threadpool(self.auth.login, values)
         ip = self.client_ip(request)
+        account = values.get("user") or self.auth.method  # the token form names no account
+        if not self.throttle.allows(account, ip):
+            return await self.login_throttled(request, ip, values.get("next", ""))
+        attempt = await run_in_threadpool(self.auth.login, values)
+        if attempt.viewer is None:
+            self.throttle.failed(account, ip)
+        else:
+            self.throttle.succeeded(account)
         try:
             if attempt.viewer is None:
                 await run_in_threadpool(self.access.record, events.LOGIN_FAILED, attempt.actor_id, ip,
@@ -164,6 +173,16 @@ class Views:
         request.session.clear()
         request.session[SESSION_VIEWER] = attempt.viewer.actor_id
         return RedirectResponse(self.base(request) + _safe_next(values.get("next", "")), status_code=303)
+
+    async def login_throttled(self, request: Request, ip: str | None, next_url: str) -> Response:
+        """Too many failed logins for this account or address: refused unchecked (429), and recorded."""
+        try:
+            await run_in_threadpool(self.access.record, events.LOGIN_FAILED, "anonymous", ip,
+                                    method=self.auth.method, reason="throttled")
+        except AccessNotRecorded as exc:
+            return self.refused(request, None, exc)
+        return self.login_form(request, status=429, error="Too many failed sign-ins. Try again in 15 minutes.",
+                               next_url=next_url, headers={"Retry-After": "900"})
 
     async def logout(self, request: Request) -> Response:
         """End the session (recorded as `auth.logout`)."""
