@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,15 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_scoped_session,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 import auditlock
@@ -451,3 +460,291 @@ class TestTrack:
         """The default prefix is the target type in snake case."""
         assert [default_event_prefix(t) for t in ("Order", "OrderLine", "HTTPLog")] == [
             "order", "order_line", "httplog"]
+
+
+AsyncBody = Callable[[AsyncEngine], Awaitable[Any]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def run_async(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[AsyncBody], Any]:
+    """Run `body(engine)` in its own event loop on a fresh async engine with the schema created; its result.
+
+    SQLite through aiosqlite (a file in tmp_path), PostgreSQL through psycopg 3's async driver.
+    """
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    else:
+        url = make_url(request.getfixturevalue("postgres_url")).set(
+            drivername="postgresql+psycopg_async").render_as_string(hide_password=False)
+
+    def run(body: AsyncBody) -> Any:
+        async def main() -> Any:
+            engine = create_async_engine(url)
+            try:
+                async with engine.begin() as conn:
+                    await conn.run_sync(Base.metadata.create_all)
+                return await body(engine)
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(main())
+
+    return run
+
+
+async def add_order_async(maker: async_sessionmaker[AsyncSession], **values: Any) -> int:
+    """Insert an order as user#7 through an AsyncSession and return its id."""
+    with auditlock.actor("user#7"):
+        async with maker.begin() as session:
+            order = Order(**{"status": "new", "total": Decimal("10.50"), **values})
+            session.add(order)
+            await session.flush()
+            return order.id
+
+
+class TestAsyncSession:
+    def test_created_updated_deleted(self, run_async: Callable[[AsyncBody], Any], audit_log: logging.Logger,
+                                     config: Config) -> None:
+        """Through an async_sessionmaker each committed change is one event with its diff and the coroutine's actor."""
+        async def body(engine: AsyncEngine) -> int:
+            maker = async_sessionmaker(engine, expire_on_commit=False)
+            with track(maker, logger=audit_log, models=MODELS):
+                order_id = await add_order_async(maker, customer_email="ann@example.com", internal_note=SECRET)
+                with auditlock.actor("user#7"):
+                    async with maker.begin() as session:
+                        order = await session.get(Order, order_id)
+                        assert order is not None
+                        order.status, order.total = "paid", Decimal("12.00")
+                with auditlock.actor("user#8"):
+                    async with maker.begin() as session:
+                        await session.delete(await session.get(Order, order_id))
+            return order_id
+
+        order_id = run_async(body)
+        created, updated, deleted = events(config)
+        assert [created["event_type"], updated["event_type"], deleted["event_type"]] == [
+            "order.created", "order.updated", "order.deleted"]
+        assert {e["target_id"] for e in (created, updated, deleted)} == {str(order_id)}
+        assert created["payload"]["changes"]["status"] == [None, "new"]
+        assert created["payload"]["changes"]["customer_email"][1].startswith("hmac-sha256:")
+        assert updated["payload"] == {"changes": {"status": ["new", "paid"], "total": ["10.50", "12.00"]}}
+        assert deleted["payload"]["changes"]["status"] == ["paid", None]
+        assert [e["actor_id"] for e in (created, updated, deleted)] == ["user#7", "user#7", "user#8"]
+        assert SECRET.encode() not in b"\n".join(raw_lines(config))
+
+    def test_nothing_is_written_before_commit(self, run_async: Callable[[AsyncBody], Any],
+                                              audit_log: logging.Logger, config: Config) -> None:
+        """A flush alone writes no event; `await session.commit()` writes them."""
+        seen: list[list[str]] = []
+
+        async def body(engine: AsyncEngine) -> None:
+            maker = async_sessionmaker(engine)
+            with track(maker, logger=audit_log, models=MODELS), auditlock.actor("user#7"):
+                async with maker() as session:
+                    session.add(Order(status="new"))
+                    await session.flush()
+                    seen.append(types(config))
+                    await session.commit()
+                    seen.append(types(config))
+
+        run_async(body)
+        assert seen == [[], ["order.created"]]
+
+    def test_expired_object_old_value_is_read_in_the_greenlet(self, run_async: Callable[[AsyncBody], Any],
+                                                              audit_log: logging.Logger, config: Config) -> None:
+        """An attribute set on an expired object gets its before value from the SELECT run inside the flush."""
+        async def body(engine: AsyncEngine) -> None:
+            maker = async_sessionmaker(engine, expire_on_commit=False)
+            with track(maker, logger=audit_log, models=MODELS), auditlock.actor("user#7"):
+                async with maker() as session:
+                    order = Order(status="new")
+                    session.add(order)
+                    await session.commit()
+                    session.expire(order)
+                    order.status = "cancelled"  # set without loading: the session has no old value
+                    await session.commit()
+
+        run_async(body)
+        assert events(config)[1]["payload"] == {"changes": {"status": ["new", "cancelled"]}}
+
+    def test_rollback_and_close_leave_attempts(self, run_async: Callable[[AsyncBody], Any],
+                                               audit_log: logging.Logger, config: Config) -> None:
+        """`await rollback()`, an exception leaving `maker.begin()`, and `close()` without commit leave attempts."""
+        async def abort(maker: async_sessionmaker[AsyncSession]) -> None:
+            async with maker.begin() as session:
+                session.add(Order(status="aborted"))
+                await session.flush()
+                raise LookupError
+
+        async def body(engine: AsyncEngine) -> None:
+            maker = async_sessionmaker(engine, expire_on_commit=False)
+            with track(maker, logger=audit_log, models=MODELS):
+                order_id = await add_order_async(maker)
+                with auditlock.actor("user#7"):
+                    async with maker() as session:
+                        order = await session.get(Order, order_id)
+                        assert order is not None
+                        order.status = "refunded"
+                        await session.flush()
+                        await session.rollback()
+                    with pytest.raises(LookupError):
+                        await abort(maker)
+                    async with maker() as session:
+                        session.add(Order(status="closed"))
+                        await session.flush()
+
+        run_async(body)
+        created, refunded, aborted, closed = events(config)
+        assert created["event_type"] == "order.created"
+        assert refunded["event_type"] == "order.update_attempted"
+        assert refunded["payload"] == {"changes": {"status": ["new", "refunded"]}, "outcome": "rolled_back"}
+        assert [aborted["event_type"], closed["event_type"]] == ["order.create_attempted"] * 2
+        assert [aborted["payload"]["outcome"], closed["payload"]["outcome"]] == ["rolled_back"] * 2
+        assert "order.updated" not in types(config)
+
+    def test_failing_flush_names_the_error(self, run_async: Callable[[AsyncBody], Any],
+                                           audit_log: logging.Logger, config: Config) -> None:
+        """A constraint violation in `await commit()` leaves a failed attempt with the exception's class name."""
+        async def body(engine: AsyncEngine) -> None:
+            maker = async_sessionmaker(engine)
+            with track(maker, logger=audit_log, models=MODELS), auditlock.actor("user#7"):
+                async with maker.begin() as session:
+                    session.add(Customer(name="Ann", email="ann@example.com", password_hash="x"))
+                async with maker() as session:
+                    session.add(Customer(name="Bob", email="ann@example.com", password_hash=f"hash-{SECRET}"))
+                    with pytest.raises(IntegrityError):
+                        await session.commit()
+                    await session.rollback()
+
+        run_async(body)
+        created, attempt = events(config)
+        assert (created["event_type"], attempt["event_type"]) == ("customer.created", "customer.create_attempted")
+        assert attempt["payload"]["outcome"] == "failed"
+        assert attempt["payload"]["error"] == "IntegrityError"
+        assert SECRET.encode() not in b"\n".join(raw_lines(config))
+
+    def test_bulk_update(self, run_async: Callable[[AsyncBody], Any], audit_log: logging.Logger,
+                         config: Config) -> None:
+        """`await session.execute(update(...))` is one bulk_updated event with criteria, columns and row count."""
+        async def body(engine: AsyncEngine) -> None:
+            maker = async_sessionmaker(engine)
+            with track(maker, logger=audit_log, models=MODELS):
+                for note in (f"where-{SECRET}", f"where-{SECRET}", None):
+                    await add_order_async(maker, internal_note=note)
+                with auditlock.actor("user#9"):
+                    async with maker.begin() as session:
+                        result = await session.execute(update(Order).where(Order.internal_note == f"where-{SECRET}")
+                                                       .values(status="shipped"))
+                        assert result.rowcount == 2  # type: ignore[attr-defined]
+                    async with maker() as session:
+                        await session.execute(delete(Order))
+                        await session.rollback()
+
+        run_async(body)
+        bulk, attempt = events(config)[3:]
+        assert (bulk["event_type"], bulk["target_id"], bulk["actor_id"]) == ("order.bulk_updated", None, "user#9")
+        assert bulk["payload"] == {"criteria": "orders.internal_note = :internal_note_1", "columns": ["status"],
+                                   "status": "shipped", "rowcount": 2}
+        assert (attempt["event_type"], attempt["payload"]["outcome"]) == ("order.bulk_delete_attempted",
+                                                                          "rolled_back")
+        assert SECRET.encode() not in b"\n".join(raw_lines(config))
+
+    def test_actor_is_per_task(self, run_async: Callable[[AsyncBody], Any], audit_log: logging.Logger,
+                               config: Config) -> None:
+        """Concurrent tasks, each with its own actor bound, get their own actor; no actor means no database write."""
+        async def worker(maker: async_sessionmaker[AsyncSession], actor_id: str, turn: asyncio.Event,
+                         done: asyncio.Event) -> None:
+            with auditlock.actor(actor_id):
+                await turn.wait()  # both actors are bound, in their own tasks, while each one writes
+                async with maker.begin() as session:
+                    session.add(Order(status=actor_id))
+            done.set()
+
+        async def body(engine: AsyncEngine) -> None:
+            maker = async_sessionmaker(engine)
+            with track(maker, logger=audit_log, models=MODELS):
+                first, second, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+                first.set()
+                await asyncio.gather(worker(maker, "user#b", second, finished), worker(maker, "user#a", first, second))
+                async with maker() as session:
+                    session.add(Order(status="nobody"))
+                    with pytest.raises(EventError, match="no actor"):
+                        await session.commit()
+                    await session.rollback()
+                    assert (await session.scalars(select(Order.status).order_by(Order.id))).all() == [
+                        "user#a", "user#b"]
+
+        run_async(body)
+        assert [(e["actor_id"], e["payload"]["changes"]["status"][1]) for e in events(config)] == [
+            ("user#a", "user#a"), ("user#b", "user#b")]
+
+    def test_async_session_scoped_session_and_configured_sync_maker(
+            self, run_async: Callable[[AsyncBody], Any], audit_log: logging.Logger, config: Config) -> None:
+        """One AsyncSession, an async_scoped_session and a maker with its own sync sessionmaker can each be tracked."""
+        async def body(engine: AsyncEngine) -> None:
+            with auditlock.actor("user#7"):
+                async with AsyncSession(engine) as session:
+                    with track(session, logger=audit_log, models=[Order], event_prefixes={Order: "sales_order"}):
+                        session.add(Order(status="one"))
+                        await session.commit()
+                sync_maker = sessionmaker()
+                maker = async_sessionmaker(engine, sync_session_class=sync_maker)
+                with track(maker, logger=audit_log, models=MODELS):
+                    assert maker.kw["sync_session_class"] is sync_maker  # the application's own: used as is
+                    async with maker.begin() as session:
+                        session.add(Order(status="two"))
+                scoped = async_scoped_session(async_sessionmaker(engine), scopefunc=asyncio.current_task)
+                with track(scoped, logger=audit_log, models=MODELS):
+                    scoped.add(Order(status="three"))
+                    await scoped.commit()
+                    await scoped.remove()
+
+        run_async(body)
+        assert [(e["event_type"], e["payload"]["changes"]["status"][1]) for e in events(config)] == [
+            ("sales_order.created", "one"), ("order.created", "two"), ("order.created", "three")]
+
+    def test_only_the_tracked_maker_and_untrack(self, run_async: Callable[[AsyncBody], Any],
+                                                audit_log: logging.Logger, config: Config) -> None:
+        """Sessions of another async_sessionmaker are not tracked, and after untrack() nothing more is recorded."""
+        async def body(engine: AsyncEngine) -> None:
+            tracked, other = async_sessionmaker(engine), async_sessionmaker(engine)
+            handle = track(tracked, logger=audit_log, models=MODELS)
+            with auditlock.actor("user#7"):
+                for maker, status in ((tracked, "tracked"), (other, "other")):
+                    async with maker.begin() as session:
+                        session.add(Order(status=status))
+                handle.untrack()
+                async with tracked.begin() as session:
+                    session.add(Order(status="after"))
+
+        run_async(body)
+        assert [e["payload"]["changes"]["status"][1] for e in events(config)] == ["tracked"]
+
+    def test_async_session_class_tracks_every_session(self, run_async: Callable[[AsyncBody], Any],
+                                                      audit_log: logging.Logger, config: Config) -> None:
+        """The AsyncSession class means its sync_session_class: every session, whichever maker made it."""
+        async def body(engine: AsyncEngine) -> None:
+            with track(AsyncSession, logger=audit_log, models=MODELS), auditlock.actor("user#7"):
+                async with async_sessionmaker(engine).begin() as session:
+                    session.add(Order(status="any"))
+
+        run_async(body)
+        assert types(config) == ["order.created"]
+
+    def test_spool_error_after_commit(self, run_async: Callable[[AsyncBody], Any], audit_log: logging.Logger,
+                                      config: Config) -> None:
+        """When the spool cannot take the events, `await commit()` raises SpoolError saying the commit happened."""
+        config.spool.dir.parent.mkdir(parents=True, exist_ok=True)
+        config.spool.dir.write_text("not a directory")
+
+        async def body(engine: AsyncEngine) -> None:
+            maker = async_sessionmaker(engine)
+            with track(maker, logger=audit_log, models=MODELS), auditlock.actor("user#7"):
+                async with maker() as session:
+                    session.add(Order(status="new"))
+                    with pytest.raises(SpoolError) as raised:
+                        await session.commit()
+                    assert "was COMMITTED" in "\n".join(raised.value.__notes__)
+                    assert (await session.scalars(select(Order.status))).all() == ["new"]
+
+        run_async(body)

@@ -6,6 +6,9 @@
     ...
     tracker.untrack()
 
+`SessionLocal` may also be an `async_sessionmaker`, an `AsyncSession` or the `AsyncSession` class: the listeners
+go on the synchronous Session behind it, where SQLAlchemy runs the ORM work and its events.
+
 Per object and flush: `<prefix>.created` / `.updated` / `.deleted`, with `payload.changes` of the allowlisted
 columns. Per bulk INSERT / UPDATE / DELETE run through `session.execute`: `<prefix>.bulk_created` /
 `.bulk_updated` / `.bulk_deleted` with the WHERE clause (parameter names, never values), the written column names
@@ -23,6 +26,11 @@ scope; the root's are emitted in `after_transaction_end` right after `after_comm
 commit, and after SQLAlchemy has finished its own bookkeeping, so a `SpoolError` raised there leaves a usable
 session. Events are emitted in the context (actor, job run id, trace) of the flush or statement that caused them,
 and a tracked change with no actor bound raises `EventError` before anything is sent to the database.
+
+asyncio. An `AsyncSession` proxies a sync `Session` (`AsyncSession.sync_session`) and runs each of its methods in
+a greenlet on the event loop's thread; the greenlet shares the awaiting task's contextvars, so the actor bound in
+the coroutine is the flush's. The listeners therefore run, and emit (a blocking spool write), on the event loop
+thread, inside `await session.commit()` / `rollback()` / `close()`.
 """
 
 from __future__ import annotations
@@ -38,7 +46,14 @@ from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Result
 from sqlalchemy.exc import NoInspectionAvailable
-from sqlalchemy.orm import InstanceState, ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import (
+    InstanceState,
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    UOWTransaction,
+    sessionmaker,
+)
 
 from auditlock.config.model import Config
 from auditlock.errors import ConfigError, EventError, SpoolError
@@ -60,7 +75,7 @@ from auditlock.integrations.sqlalchemy_capture import (
     statement_model,
 )
 
-__all__ = ["SessionTracker", "default_event_prefix", "track"]
+__all__ = ["SessionTracker", "default_event_prefix", "sync_event_target", "track"]
 
 SUCCESS_ACTIONS = ("created", "updated", "deleted", "bulk_created", "bulk_updated", "bulk_deleted")
 ATTEMPT_OF = {
@@ -86,6 +101,10 @@ def track(
     """Audit the ORM changes and bulk statements of `models` in a Session, sessionmaker, scoped_session or the
     Session class (every session), emitting through `logger` after commit; returns a handle with `untrack()`.
 
+    The asyncio forms are accepted too, through the sync Session SQLAlchemy runs behind them (see
+    `sync_event_target`): an `AsyncSession`, an `async_sessionmaker`, an `async_scoped_session`, or the
+    `AsyncSession` class (or a subclass: every session of its `sync_session_class`).
+
     `models` lists mapped classes (target type = class name) or maps each to its target type name. The columns
     read are the target's `[targets.<Type>] fields` and `hmac`, taken from `config` — by default the config of
     the `AuditHandler` / `AuditProcessor` behind `logger`. `event_prefixes` overrides the event type prefix of a
@@ -106,7 +125,52 @@ def track(
         raise ConfigError(problems, source="auditlock.integrations.sqlalchemy.track")
     for model in tracked.values():
         _allow_integration_fields(model.prefix)
-    return SessionTracker(session_or_factory, logger, tracked)
+    return SessionTracker(sync_event_target(session_or_factory), logger, tracked)
+
+
+def sync_event_target(session_or_factory: Any) -> Any:
+    """The sync `Session`, `sessionmaker` or `Session` class whose events cover `session_or_factory`.
+
+    SQLAlchemy's asyncio objects take no ORM events themselves; their sync counterparts do:
+
+    - an `AsyncSession` -> its `sync_session`;
+    - an `async_scoped_session` -> what its `session_factory` (an `async_sessionmaker`) gives;
+    - an `async_sessionmaker` -> the `sessionmaker` its sessions' `sync_session_class` is, when the application
+      configured one (`async_sessionmaker(engine, sync_session_class=sessionmaker())`); otherwise a private
+      `sessionmaker(class_=<the sync class>)` is installed with `configure(sync_session_class=...)` — listening on
+      the shared `Session` class instead would track every session of the process. Sessions the maker made
+      earlier keep their old class and are not tracked; the installed sessionmaker stays after `untrack()`
+      (it behaves as the class it wraps);
+    - an `AsyncSession` class -> its `sync_session_class` (`Session` for `AsyncSession` itself: every session).
+
+    Anything else is returned unchanged (sync targets, and whatever `event.listen` decides about the rest).
+    """
+    try:
+        from sqlalchemy.ext.asyncio import (  # noqa: PLC0415 - the asyncio extension is optional to its users
+            AsyncSession,
+            async_scoped_session,
+            async_sessionmaker,
+        )
+    except ImportError:  # pragma: no cover - part of SQLAlchemy 2.x; kept for trimmed installs
+        return session_or_factory
+    target = session_or_factory
+    if isinstance(target, async_scoped_session):
+        target = target.session_factory
+    if isinstance(target, AsyncSession):
+        return target.sync_session
+    if isinstance(target, type) and issubclass(target, AsyncSession):
+        return target.sync_session_class
+    if isinstance(target, async_sessionmaker):
+        sync_factory: Any = target.kw.get("sync_session_class") or target.class_.sync_session_class
+        if isinstance(sync_factory, sessionmaker):
+            return sync_factory
+        if not (isinstance(sync_factory, type) and issubclass(sync_factory, Session)):
+            raise TypeError(f"track(): the sync_session_class of {target!r} is {sync_factory!r}, neither a Session "
+                            "subclass nor a sessionmaker; pass a sessionmaker to track its sessions")
+        private = sessionmaker(class_=sync_factory)
+        target.configure(sync_session_class=private)
+        return private
+    return target
 
 
 def _tracked_model(cls: type[Any], target_type: str, prefix: str | None, config: Config,
