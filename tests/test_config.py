@@ -203,3 +203,31 @@ class TestRetentionClasses:
         assert config.retention.class_for("auth.login_failed", order) == "security"
         assert config.retention.class_for("order.updated", order) == "orders"
         assert config.retention.class_for("customer.updated", config.targets["Customer"]) == "standard"
+
+
+class TestQuerySection:
+    def test_defaults_and_values(self, tmp_path: Path) -> None:
+        """[query] is optional (10 GiB, no directory); cache_dir is relative to the file, 0 is a valid bound."""
+        default = build_config(config_dict(tmp_path)).query
+        assert (default.cache_dir, default.cache_max_bytes) == (None, 10 * 2**30)
+        doc = config_dict(tmp_path, query={"cache_dir": "cache", "cache_max_bytes": 0})
+        query = build_config(doc, base_dir=tmp_path).query
+        assert (query.cache_dir, query.cache_max_bytes) == (tmp_path / "cache", 0)
+
+    def test_environment_override(self, tmp_path: Path) -> None:
+        """AUDITLOCK_QUERY_CACHE_MAX_BYTES sets the bound."""
+        config = build_config(config_dict(tmp_path), environ={"AUDITLOCK_QUERY_CACHE_MAX_BYTES": "1048576"})
+        assert config.query.cache_max_bytes == 2**20
+
+    @pytest.mark.parametrize(("value", "problem"), [
+        (-1, "query.cache_max_bytes = -1 is invalid: too small; expected an integer >= 0"),
+        ("10G", "query.cache_max_bytes = '10G' is invalid: wrong type; expected an integer >= 0"),
+    ])
+    def test_bad_bound_names_the_key(self, tmp_path: Path, value: Any, problem: str) -> None:
+        """A negative or non-integer cache_max_bytes is refused, naming the key."""
+        assert problems_of(config_dict(tmp_path, query={"cache_max_bytes": value})) == [problem]
+
+    def test_bad_override_names_the_variable(self, tmp_path: Path) -> None:
+        """An unparseable AUDITLOCK_QUERY_CACHE_MAX_BYTES names the variable."""
+        problems = problems_of(config_dict(tmp_path), {"AUDITLOCK_QUERY_CACHE_MAX_BYTES": "lots"})
+        assert problems == ["environment variable AUDITLOCK_QUERY_CACHE_MAX_BYTES='lots' is not an integer >= 0"]

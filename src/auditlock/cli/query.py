@@ -2,6 +2,8 @@
 
 Exit status: 0 on success (also when nothing matched), 2 for a usage error (the message names the flag and
 the problem), 1 when the configuration, the archive or the `query` extra is not usable.
+
+`--prune-cache` runs no query: it trims the cache to its bound (`--cache-max-bytes 0` empties it) and exits.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from auditlock.config import Config, load_config
 from auditlock.errors import AuditlockError
 from auditlock.handler.encode import hmac_value
 from auditlock.query.errors import UsageError
+from auditlock.query.eviction import parse_size, trim
 from auditlock.query.filters import FIELD_NAME, EventFilter, HmacMatch
 
 _TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+$")
 _FILTER_FLAGS = ("actor", "target_type", "target_id", "type", "ip", "hmac_field", "limit")
+_QUERY_FLAGS = (*_FILTER_FLAGS, "since", "until", "sql", "include_spool")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sql", help="run this SQL over the view `audit` instead of the filters")
     parser.add_argument("--hmac-field", action="append", metavar="FIELD=VALUE",
                         help="payload FIELD (or either side of changes.FIELD) holds the hmac of VALUE")
-    parser.add_argument("--cache-dir", type=Path,
-                        help="where downloaded objects are kept (default: $XDG_CACHE_HOME/auditlock)")
+    parser.add_argument("--cache-dir", type=Path, help="where downloaded objects are kept "
+                        "(default: [query] cache_dir, else $XDG_CACHE_HOME/auditlock)")
+    parser.add_argument("--cache-max-bytes", type=_size, metavar="SIZE",
+                        help="bound of the cache: bytes, or with K/M/G/T, e.g. 10G (default: [query] "
+                             "cache_max_bytes, else 10G); the least recently used objects go beyond it")
+    parser.add_argument("--prune-cache", action="store_true",
+                        help="run no query: trim the cache to its bound (--cache-max-bytes 0 empties it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"auditlock query needs the 'query' extra: pip install 'auditlock[query]' ({exc})", file=sys.stderr)
         return 1
+    if args.prune_cache:
+        return _prune(args)
     try:
         time_range = parse_range(args.since, args.until, dt.datetime.now(dt.UTC))
         _check_combinations(args)
@@ -63,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if hmac_pairs:
             event_filter = replace(event_filter, hmac=_hash(hmac_pairs, config))
-        request = QueryRequest(filter=event_filter, cache_dir=_cache_dir(args), sql=args.sql, fmt=args.format,
-                               limit=args.limit, include_spool=args.include_spool)
+        request = QueryRequest(filter=event_filter, cache_dir=_cache_dir(args, config), sql=args.sql,
+                               fmt=args.format, limit=args.limit, include_spool=args.include_spool,
+                               cache_max_bytes=args.cache_max_bytes)
         execute(request, config, sys.stdout, sys.stderr)
     except UsageError as exc:
         print(f"auditlock query: error: {exc}", file=sys.stderr)
@@ -75,6 +87,38 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `auditlock query ... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """`--prune-cache`: trim the cache (waiting for running queries to end) and say what it removed."""
+    try:
+        for name in _QUERY_FLAGS:
+            if getattr(args, name) not in (None, [], False):
+                raise UsageError("--prune-cache", f"cannot be combined with --{name.replace('_', '-')}: it runs "
+                                                  "no query (only --config, --cache-dir, --cache-max-bytes apply)")
+        config = load_config(args.config)
+        cache_dir = _cache_dir(args, config)
+        max_bytes = config.query.cache_max_bytes if args.cache_max_bytes is None else args.cache_max_bytes
+        report = trim(cache_dir, max_bytes, wait=True) if cache_dir.is_dir() else None
+    except UsageError as exc:
+        print(f"auditlock query: error: {exc}", file=sys.stderr)
+        return 2
+    except AuditlockError as exc:
+        print(f"auditlock query: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"auditlock query: cannot prune the cache {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if report is None:
+        print(f"auditlock query: no cache at {cache_dir}; nothing to prune")
+    else:
+        print(f"auditlock query: cache {cache_dir}: removed {report.removed} objects ({_mib(report.removed_bytes)}), "
+              f"kept {report.kept} ({_mib(report.kept_bytes)}; bound {_mib(max_bytes)})")
+    return 0
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
 
 
 def parse_range(since: str | None, until: str | None, now: dt.datetime) -> TimeRange:
@@ -138,10 +182,18 @@ def _hash(pairs: list[tuple[str, str]], config: Config) -> tuple[HmacMatch, ...]
     return tuple(HmacMatch(field, hmac_value(key, value)) for field, value in pairs)
 
 
-def _cache_dir(args: argparse.Namespace) -> Path:
+def _cache_dir(args: argparse.Namespace, config: Config) -> Path:
+    """`--cache-dir`, else `[query] cache_dir`, else the XDG default."""
     from auditlock.query.cache import default_cache_dir  # noqa: PLC0415 - boto3 only once the query runs
 
-    return args.cache_dir if args.cache_dir is not None else default_cache_dir()
+    return args.cache_dir or config.query.cache_dir or default_cache_dir()
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

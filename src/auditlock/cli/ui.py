@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default: [ui] host, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: [ui] port, else 8080)")
     parser.add_argument("--cache-dir", type=Path,
-                        help="where downloaded objects are kept (default: [ui] cache_dir, else as auditlock query)")
+                        help="where downloaded objects are kept (default: [ui] cache_dir, else [query] cache_dir, "
+                             "else $XDG_CACHE_HOME/auditlock)")
     parser.add_argument("--hash-password", action="store_true",
                         help="print the argon2 hash of a password (from the terminal or stdin) for [ui.users]")
 

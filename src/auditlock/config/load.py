@@ -21,6 +21,7 @@ from auditlock.config.model import (
     Config,
     EventsConfig,
     HmacConfig,
+    QueryConfig,
     RetentionClass,
     RetentionConfig,
     SinkConfig,
@@ -189,6 +190,7 @@ class _Reader:
                               for p in self.problems[before_sizes:])
         agent = self._agent(self._table(raw, "agent"))
         ui = self._ui(self._table(raw, "ui"))
+        query = QueryConfig(**self._scalars(self._table(raw, "query"), "query"))
         self._cross_check(targets, hmac, retention)
         if spool is not None and sizes_valid and spool.segment_max_bytes > sink.batch_max_bytes:
             self.problems.append(
@@ -198,7 +200,7 @@ class _Reader:
         if self.problems or service is None or spool is None or retention is None:
             return None
         return Config(service=service, spool=spool, events=events, targets=targets, hmac=hmac,
-                      retention=retention, sink=sink, agent=agent, ui=ui, source=self.source)
+                      retention=retention, sink=sink, agent=agent, ui=ui, query=query, source=self.source)
 
     # sections
 

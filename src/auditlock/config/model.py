@@ -201,6 +201,15 @@ class UiConfig:
 
 
 MIN_TOKEN_CHARS = 32
+DEFAULT_CACHE_MAX_BYTES = 10 * 2**30
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """`[query]`: the local cache of archive objects that `auditlock query` and `auditlock ui` read through."""
+
+    cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/auditlock, else ~/.cache/auditlock
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # least recently used entries are evicted beyond this
 
 
 @dataclass(frozen=True)
@@ -216,4 +225,5 @@ class Config:
     sink: SinkConfig = field(default_factory=SinkConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     ui: UiConfig = field(default_factory=UiConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
     source: str | None = None

@@ -99,6 +99,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "secure_cookies": BOOL,
         "root_path": STR,
     },
+    "query": {"cache_dir": PATH, "cache_max_bytes": positive_int(0)},
 }
 
 # Sub-tables of a scalar section: `[ui.users]` maps user names to argon2 password hashes.

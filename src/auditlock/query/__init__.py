@@ -5,6 +5,7 @@ Room map (imports flow one way: cli → query → archive/config/spool; nothing 
 - `columns`   the `auditlock/1` columns with their DuckDB and Athena types (one table, two engines)
 - `filters`   the command's filters as one parameterised WHERE clause
 - `cache`     list only the month partitions in range, download into a local cache keyed by key and ETag
+- `eviction`  bound the cache: stale entries, then the least recently used go; never one a query is reading
 - `spool`     events not yet shipped, read from the spool (`--include-spool`)
 - `engine`    DuckDB: the `audit` view with explicit column types, filter queries, raw SQL
 - `output`    table, JSONL and CSV writers

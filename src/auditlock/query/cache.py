@@ -1,15 +1,20 @@
 """The local cache of archive objects: list only the month partitions in range, download what is missing.
 
-Layout (under `--cache-dir`, default `$XDG_CACHE_HOME/auditlock`, else `~/.cache/auditlock`; mode 0700):
+Layout (under `--cache-dir`, else `[query] cache_dir`, else `$XDG_CACHE_HOME/auditlock` or `~/.cache/auditlock`;
+mode 0700):
 
     <cache>/archive/<endpoint>/<bucket>/<object key without .jsonl.gz>.<etag>.jsonl.gz
+    <cache>/.lock, <cache>/.trim-pending      (see `eviction`)
 
 Invariants
 - An entry is keyed by the object's key *and* ETag. Archive objects are immutable (Object Lock; auditlock never
-  overwrites), so an entry never goes stale; should a key ever hold another object, its ETag differs and it
-  is fetched anew (the old entry stays, unused). Nothing here ever deletes: `rm -r` the directory to reclaim.
-- An entry is complete: it is written to a `.part-*` file and renamed into place, and it is used only if its
-  size equals the size S3 lists (a file cut short by a crash is fetched again).
+  overwrites); should a key ever hold another object (or be deleted once its retention ended), the old entry is
+  stale: never read again, and the first to go when the cache is trimmed (`eviction`, which alone deletes).
+- An entry is complete: it is written to a `.part-*` file, fsync'd and renamed into place, so a reader in any
+  process sees a whole file or none; it is used only if its size equals the size S3 lists (a file cut short by
+  a crash is fetched again).
+- `fetch` stamps every entry it returns as used (`os.utime`): the least recently used are evicted first.
+  Callers hold an `eviction.lease` from `fetch` until they are done reading the files.
 - `<endpoint>` is `aws`, or the host and port of `[sink] endpoint_url`, so two servers never share entries.
 - The archive holds personal data (hashed or not): directories are created 0700, files 0600.
 
@@ -26,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -39,11 +45,11 @@ from auditlock.archive.timerange import TimeRange
 from auditlock.config.model import SinkConfig
 from auditlock.query.columns import events_root
 from auditlock.query.errors import QueryError
+from auditlock.query.eviction import DIR_MODE, mark_pending
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-DIR_MODE = 0o700
 _PARTITION = re.compile(r"(?:year|month)=(\d+)/$")
 _CHUNK = 1024 * 1024
 
@@ -71,12 +77,14 @@ class ListedObject:
 
 @dataclass
 class FetchReport:
-    """What a fetch did: which partition prefixes it listed, what it downloaded and what it found cached."""
+    """What a fetch did: which partition prefixes it listed, what it downloaded, what it found cached, and the
+    stale entries it saw in those partitions (cached, but no longer listed with that ETag)."""
 
     prefixes: list[str] = field(default_factory=list)
     downloaded: int = 0
     downloaded_bytes: int = 0
     reused: int = 0
+    stale: list[Path] = field(default_factory=list)
 
 
 class ArchiveCache:
@@ -98,9 +106,11 @@ class ArchiveCache:
         """Every cached file of the range's partitions (downloading the missing ones) and a report."""
         report = FetchReport()
         self.cache_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # 0700 here protects all below
+        listed_at = time.time()
         try:
             objects = [obj for prefix in self._prefixes(time_range, report) for obj in self._list(prefix)]
-            missing = [obj for obj in objects if not self._cached(obj)]
+            report.stale = self._stale(report.prefixes, objects, listed_at)
+            missing = [obj for obj in objects if not self._use(obj)]
             report.reused = len(objects) - len(missing)
             self._download_all(missing, report)
         except (ClientError, BotoCoreError) as exc:
@@ -140,13 +150,32 @@ class ArchiveCache:
                 if item["Key"].endswith(layout.OBJECT_SUFFIX):
                     yield ListedObject(item["Key"], _clean_etag(item["ETag"]), item["Size"])
 
-    def _cached(self, obj: ListedObject) -> bool:
+    def _use(self, obj: ListedObject) -> bool:
+        """Whether the object is cached whole; if so, stamp the entry as used now."""
+        path = self.local_path(obj)
         try:
-            return self.local_path(obj).stat().st_size == obj.size
+            if path.stat().st_size != obj.size:
+                return False
+            os.utime(path)
         except FileNotFoundError:
             return False
+        return True
+
+    def _stale(self, prefixes: list[str], objects: list[ListedObject], listed_at: float) -> list[Path]:
+        """Entries in the listed partitions that the listing no longer holds. One used since the listing began
+        is spared: another process may have listed (and downloaded) an object that arrived after ours."""
+        current = {self.local_path(obj) for obj in objects}
+        stale = []
+        for prefix in prefixes:
+            for path in (self.root / prefix).rglob(f"*{layout.OBJECT_SUFFIX}"):
+                with suppress(FileNotFoundError):
+                    if path not in current and path.stat().st_mtime < listed_at:
+                        stale.append(path)
+        return stale
 
     def _download_all(self, objects: list[ListedObject], report: FetchReport) -> None:
+        if objects:
+            mark_pending(self.cache_dir)
         progress = DownloadProgress(len(objects), sum(o.size for o in objects), self.progress)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="auditlock-download") as pool:
             for size in pool.map(self._download, objects):
@@ -164,6 +193,8 @@ class ArchiveCache:
             with os.fdopen(fd, "wb") as out:
                 for chunk in iter(lambda: body.read(_CHUNK), b""):
                     out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())  # the rename must not publish a file whose data a crash can still lose
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

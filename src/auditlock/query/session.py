@@ -3,6 +3,10 @@
 The order matters: the spool is read before S3 is listed, so an event is either read from the spool or was
 already in the archive when the listing began (see `spool`). Spool events are copied into a private temporary
 directory (0700) that is removed when the run ends.
+
+The cache is held (`eviction.lease`) from the listing until the DuckDB view is closed; then, if this run or
+another downloaded since the last trim, or this run saw stale entries, the cache is trimmed to
+`[query] cache_max_bytes` (or the request's bound).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from auditlock.config.model import Config
 from auditlock.query import output
 from auditlock.query.cache import ArchiveCache, FetchReport, make_client
 from auditlock.query.engine import AuditDatabase
+from auditlock.query.eviction import TrimReport, lease, trim, trim_pending
 from auditlock.query.filters import EventFilter
 from auditlock.query.spool import copy_spool_events
 
@@ -40,45 +45,70 @@ class QueryRequest:
     fmt: str = "table"
     limit: int | None = None
     include_spool: bool = False
+    cache_max_bytes: int | None = None  # None: [query] cache_max_bytes
 
 
 @dataclass
 class QueryReport:
-    """What a run did: the archive fetch, spool events read, rows written."""
+    """What a run did: the archive fetch, spool events read, rows written, and the trim after it (None: none
+    was due, or another query held the cache)."""
 
     fetch: FetchReport
     spool_events: int = 0
     rows: int = 0
+    trim: TrimReport | None = None
 
 
 def execute(request: QueryRequest, config: Config, out: IO[str], err: IO[str], *,
             client: S3Client | None = None) -> QueryReport:
     """Run the query and write the result to `out` (progress and notes go to `err`)."""
     with open_database(config, request.filter.time_range, request.cache_dir, err,
-                       include_spool=request.include_spool, client=client) as (database, report):
+                       include_spool=request.include_spool, client=client,
+                       cache_max_bytes=request.cache_max_bytes) as (database, report):
         report.rows = _write(database, request, out)
     return report
 
 
 @contextmanager
 def open_database(config: Config, time_range: TimeRange, cache_dir: Path, err: IO[str] | None, *,
-                  include_spool: bool = False, client: S3Client | None = None,
+                  include_spool: bool = False, client: S3Client | None = None, cache_max_bytes: int | None = None,
                   ) -> Iterator[tuple[AuditDatabase, QueryReport]]:
-    """The `audit` view over the range's archive objects (and spool events), closed when the block ends.
+    """The `audit` view over the range's archive objects (and spool events), closed when the block ends; then
+    the cache is trimmed if due (to `cache_max_bytes`, default `[query] cache_max_bytes`).
 
     Progress and notes go to `err` (None: notes are logged, progress is not shown).
     """
-    with tempfile.TemporaryDirectory(prefix="auditlock-query-") as tmp:
-        spool_file, spool_events = None, 0
-        if include_spool:
-            spool_file, spool_events = _copy_spool(config.spool.dir, Path(tmp), err)
-        cache = ArchiveCache(client or make_client(config.sink), config.sink, cache_dir, progress=err)
-        files, fetch = cache.fetch(time_range)
-        database = AuditDatabase(files, spool_file=spool_file, time_range=time_range)
-        try:
-            yield database, QueryReport(fetch, spool_events)
-        finally:
-            database.close()
+    max_bytes = config.query.cache_max_bytes if cache_max_bytes is None else cache_max_bytes
+    stale: list[Path] = []
+    report: QueryReport | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="auditlock-query-") as tmp, lease(cache_dir):
+            spool_file, spool_events = None, 0
+            if include_spool:
+                spool_file, spool_events = _copy_spool(config.spool.dir, Path(tmp), err)
+            cache = ArchiveCache(client or make_client(config.sink), config.sink, cache_dir, progress=err)
+            files, fetch = cache.fetch(time_range)
+            stale = fetch.stale
+            database = AuditDatabase(files, spool_file=spool_file, time_range=time_range)
+            report = QueryReport(fetch, spool_events)
+            try:
+                yield database, report
+            finally:
+                database.close()
+    finally:  # the lease has ended: trim even after an error (a failed fetch may have downloaded)
+        trimmed = _trim(cache_dir, max_bytes, stale, err)
+        if report is not None:
+            report.trim = trimmed
+
+
+def _trim(cache_dir: Path, max_bytes: int, stale: list[Path], err: IO[str] | None) -> TrimReport | None:
+    if not stale and not trim_pending(cache_dir):
+        return None
+    try:
+        return trim(cache_dir, max_bytes, stale=stale)
+    except OSError as exc:  # the answer stands; the next run trims again
+        _note(err, f"could not trim the cache {cache_dir}: {exc}")
+        return None
 
 
 def _write(database: AuditDatabase, request: QueryRequest, out: IO[str]) -> int:

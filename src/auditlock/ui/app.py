@@ -55,7 +55,8 @@ def build_app(config: Config, *, cache_dir: Path | None = None, client: S3Client
     """The view over `config`'s archive; raises `ConfigError` when no authentication method is configured."""
     auth = authenticator(config.ui)
     access = AccessLog(config, writer=writer)
-    reader = ArchiveReader(config, cache_dir or config.ui.cache_dir or default_cache_dir(), client=client)
+    cache_dir = cache_dir or config.ui.cache_dir or config.query.cache_dir or default_cache_dir()
+    reader = ArchiveReader(config, cache_dir, client=client)  # bounded by [query] cache_max_bytes
     views = Views(config, auth, reader, access, Jinja2Templates(directory=HERE / "templates"))
     routes = [
         Route("/", views.search, methods=["GET"], name="search"),

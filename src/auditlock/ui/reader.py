@@ -2,7 +2,9 @@
 
 Each request opens its own DuckDB view over the cached objects of its range (the cache downloads an object once;
 archive objects never change) and closes it before the response is sent; one boto3 client is shared (boto3
-clients are thread-safe). Nothing here records anything: the views record before they show.
+clients are thread-safe). The cache is bounded as for `auditlock query` (`[query] cache_max_bytes`): a request
+that downloaded trims it once its view is closed, never while another request (or process) reads it.
+Nothing here records anything: the views record before they show.
 """
 
 from __future__ import annotations
