@@ -3,8 +3,10 @@
 How each tampering is done, honestly: a versioned Object Lock bucket refuses to change or delete a locked
 *version*, but it accepts a new current version at the same key and a delete marker — exactly what an attacker
 with PutObject/DeleteObject (and no bypass) can do, and what a reader then sees. So objects and digests are
-"edited", "swapped" and "deleted" that way in the lock bucket itself. Where the issue asks for an unlocked
-bucket (an edited event line, objects without lock), the archive is copied into a plain bucket first.
+"edited", "swapped" and "deleted" that way in the lock bucket itself — and verify, listing versions, names the
+overwrite or the delete marker and checks the original version underneath. Where the issue asks for an unlocked
+bucket (an edited event line, objects without lock), the archive is copied into a plain bucket first; a forged
+digest that was never overwritten is written into a fresh lock bucket holding a copy of the archive.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,10 +27,12 @@ from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket, make_plain_bucket
 from tests.support.verify_env import (
     build_archive,
+    copy_locked,
     copy_to,
     download,
     drain,
     enable_signing,
+    forged_digest,
     keys,
     kinds,
     make_keypair,
@@ -35,6 +40,7 @@ from tests.support.verify_env import (
     read,
     subjects,
     verify,
+    version_ids,
 )
 
 
@@ -94,6 +100,7 @@ class TestCleanArchive:
         status, report = run(archive)
         assert report["findings"] == []
         assert status == 0
+        assert not any("versions" in line for line in report["skipped"] + report["notes"])
         assert report["counts"]["digests"] >= 3
         assert report["counts"]["events"] == 40 + 10 + 12 + 30 + 4  # + four clean-end records
         assert report["counts"]["writers"] == 4
@@ -109,44 +116,83 @@ class TestCleanArchive:
 
 class TestTamperingInTheLockBucket:
     def test_object_deleted(self, archive: ArchiveEnv) -> None:
-        """A delete marker over an events object: missing object, and its events leave a seq gap."""
+        """A delete marker over an events object is named with both version ids; its locked data is still checked."""
         key = largest_object(archive)
         archive.endpoint.client().delete_object(Bucket=archive.bucket, Key=key)
+        [original], [marker] = version_ids(archive, key)
         status, report = run(archive)
         assert status == 1
-        assert subjects(report, "missing object") == {key.removeprefix("audit/")}
-        assert "seq gap" in kinds(report)
+        assert kinds(report) == {"delete marker"}
+        [finding] = report["findings"]
+        assert finding["subject"] == key.removeprefix("audit/")
+        assert f"delete marker {marker}: readers see no object" in finding["detail"]
+        assert f"(version {original}); checked: {original}" in finding["detail"]
+        assert report["counts"]["events"] == 40 + 10 + 12 + 30 + 4
+
+    def test_object_overwritten(self, archive: ArchiveEnv) -> None:
+        """A new version with an edited line over a locked object: one finding naming the recorded original."""
+        key = largest_object(archive)
+        put_new_version(archive, key, edit_line(read(archive, key), 3))
+        [current, original], _ = version_ids(archive, key)
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"overwritten object"}
+        [finding] = report["findings"]
+        assert finding["subject"] == key.removeprefix("audit/")
+        assert f"2 versions; checked: {original} " in finding["detail"]
+        assert "the original: digests/" in finding["detail"]
+        assert f"the current version {current} differs" in finding["detail"]
 
     def test_object_swapped(self, archive: ArchiveEnv) -> None:
-        """An object whose current version holds another listed object's bytes is named a swapped object."""
+        """A new version holding another listed object's bytes is an overwrite that says whose bytes they are."""
         first, second = keys(archive)[:2]
         put_new_version(archive, second, read(archive, first))
+        [current, _original], _ = version_ids(archive, second)
         status, report = run(archive)
         assert status == 1
-        assert subjects(report, "swapped object") == {second.removeprefix("audit/")}
-        assert "modified object" not in kinds(report)
-        assert "duplicate event" in kinds(report)
+        assert kinds(report) == {"overwritten object"}
+        [finding] = report["findings"]
+        assert finding["subject"] == second.removeprefix("audit/")
+        assert f"the current version {current} holds the bytes of {first.removeprefix('audit/')}" in finding["detail"]
 
     def test_digest_deleted(self, archive: ArchiveEnv) -> None:
-        """Deleting a digest mid-chain breaks the chain at its successor and leaves its objects unlisted."""
+        """A delete marker over a digest mid-chain is named; the hidden digest still links the chain."""
         middle = keys(archive, "digests")[1]
         archive.endpoint.client().delete_object(Bucket=archive.bucket, Key=middle)
+        _, [marker] = version_ids(archive, middle)
         status, report = run(archive)
         assert status == 1
-        assert kinds(report) == {"broken digest chain", "unlisted object"}
-        [broken] = [f for f in report["findings"] if f["kind"] == "broken digest chain"]
-        assert f"its previous digest {middle.removeprefix('audit/')} is missing" in broken["detail"]
+        assert kinds(report) == {"delete marker"}
+        assert subjects(report, "delete marker") == {middle.removeprefix("audit/")}
+        assert marker in report["findings"][0]["detail"]
 
-    def test_digest_edited(self, archive: ArchiveEnv) -> None:
-        """A digest with a changed byte no longer matches the hash its successor recorded, nor its signature."""
+    def test_digest_overwritten(self, archive: ArchiveEnv) -> None:
+        """A digest overwritten with changed content: the version its successor recorded is checked, and named."""
         first = keys(archive, "digests")[0]
         digest = orjson.loads(read(archive, first))
         digest["objects"][0]["events"] += 1
         put_new_version(archive, first, orjson.dumps(digest, option=orjson.OPT_SORT_KEYS))
+        [current, original], _ = version_ids(archive, first)
         status, report = run(archive)
         assert status == 1
-        assert kinds(report) == {"digest modified", "bad signature"}
-        assert subjects(report, "digest modified") == {first.removeprefix("audit/")}
+        assert kinds(report) == {"overwritten object"}
+        [finding] = report["findings"]
+        assert finding["subject"] == first.removeprefix("audit/")
+        assert f"checked: {original} " in finding["detail"]
+        assert f"the current version {current} differs" in finding["detail"]
+
+    def test_newest_digest_overwritten(self, archive: ArchiveEnv) -> None:
+        """The newest digest has no successor: its oldest version is checked, the forged current one named."""
+        newest = keys(archive, "digests")[-1]
+        put_new_version(archive, newest, forged_digest(archive, newest, _forge_last_hash))
+        [current, original], _ = version_ids(archive, newest)
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"overwritten object"}
+        [finding] = report["findings"]
+        assert f"checked: {original} " in finding["detail"]
+        assert "the oldest: no digest records a SHA-256 for this key" in finding["detail"]
+        assert f"the current version {current} differs" in finding["detail"]
 
     def test_bad_signature(self, archive: ArchiveEnv, tmp_path: Path) -> None:
         """Verifying with another public key finds every digest's signature bad."""
@@ -155,6 +201,52 @@ class TestTamperingInTheLockBucket:
         assert status == 1
         assert kinds(report) == {"bad signature"}
         assert len(report["findings"]) == report["counts"]["digests"]
+
+
+def _forge_last_hash(digest: dict[str, Any]) -> None:
+    for recorded in digest["writers"].values():
+        recorded["last_hash"] = "ab" * 32
+
+
+def _forge_closed(digest: dict[str, Any]) -> None:
+    for recorded in digest["writers"].values():
+        recorded["closed"] = not recorded["closed"]
+
+
+class TestForgedDigestRecords:
+    @pytest.mark.parametrize(("change", "kind", "detail"), [
+        (_forge_last_hash, "digest hash mismatch", "it records last_hash abababababababab…, the archive's line "
+                                                   "hashes to "),
+        (_forge_closed, "digest closed mismatch", "it records the writer not closed, the archive's line is "
+                                                  "'auditlock.writer_closed'"),
+    ])
+    def test_forged_writer_record(self, archive: ArchiveEnv, monkeypatch: pytest.MonkeyPatch,
+                                  change: Callable[[dict[str, Any]], None], kind: str, detail: str) -> None:
+        """A re-signed newest digest whose writer record disagrees with the writer's last line is named."""
+        newest = keys(archive, "digests")[-1]
+        forged = forged_digest(archive, newest, change)
+        client = archive.endpoint.client()
+        name = make_lock_bucket(client, f"auditlock-forged-{uuid.uuid4().hex[:12]}")
+        copy_locked(archive, name, {newest: forged})
+        monkeypatch.setenv("AUDITLOCK_SINK_BUCKET", name)
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {kind}
+        [finding] = report["findings"]
+        assert finding["subject"] == newest.removeprefix("audit/")
+        assert detail in finding["detail"]
+        [writer] = orjson.loads(forged)["writers"]
+        assert finding["detail"].startswith(f"writer {writer} seq ")
+
+    def test_faithful_copy_is_clean(self, archive: ArchiveEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The copy helper itself adds nothing: an unforged copy verifies clean."""
+        client = archive.endpoint.client()
+        name = make_lock_bucket(client, f"auditlock-copy-{uuid.uuid4().hex[:12]}")
+        copy_locked(archive, name, {})
+        monkeypatch.setenv("AUDITLOCK_SINK_BUCKET", name)
+        status, report = run(archive)
+        assert report["findings"] == []
+        assert status == 0
 
 
 class TestTamperingBeforeUpload:
@@ -224,6 +316,8 @@ class TestDirectorySource:
         assert report["findings"] == []
         assert status == 0
         assert any("Object Lock" in line for line in report["skipped"])
+        assert any(line.startswith("object versions and delete markers: a directory copy")
+                   for line in report["skipped"])
         assert report["counts"]["events"] == 40 + 10 + 12 + 30 + 4
 
     def test_edited_object_in_a_copy(self, archive: ArchiveEnv, tmp_path: Path) -> None:

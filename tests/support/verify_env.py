@@ -6,7 +6,7 @@ import calendar
 import contextlib
 import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 import auditlock
 from auditlock.agent.service import Agent
+from auditlock.archive import digest as digest_format
 from auditlock.cli import main
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
@@ -120,6 +121,38 @@ def put_new_version(env: ArchiveEnv, key: str, body: bytes) -> None:
                       ObjectLockMode=head["ObjectLockMode"],
                       ObjectLockRetainUntilDate=head["ObjectLockRetainUntilDate"],
                       Tagging="&".join(f"{t['Key']}={t['Value']}" for t in tags))
+
+
+def version_ids(env: ArchiveEnv, key: str) -> tuple[list[str], list[str]]:
+    """(data version ids, delete marker ids) of `key`, newest first, as ListObjectVersions gives them."""
+    client = env.endpoint.client()
+    data: list[str] = []
+    markers: list[str] = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=env.bucket, Prefix=key):
+        data += [v["VersionId"] for v in page.get("Versions", []) if v["Key"] == key]
+        markers += [m["VersionId"] for m in page.get("DeleteMarkers", []) if m["Key"] == key]
+    return data, markers
+
+
+def forged_digest(env: ArchiveEnv, key: str, change: Callable[[dict[str, Any]], None]) -> bytes:
+    """The digest at `key` changed by `change` and re-signed with the agent's key, encoded as the agent does."""
+    body = orjson.loads(read(env, key))
+    change(body)
+    return digest_format.encode(digest_format.sign(body, (env.root / "digest-key.pem").read_bytes()))
+
+
+def copy_locked(env: ArchiveEnv, bucket: str, replace: dict[str, bytes]) -> None:
+    """Copy every events object and digest into another lock bucket with its lock and tags, each once — the
+    bytes of `replace[key]` instead of the original where given (a forgery that was never overwritten)."""
+    client = env.endpoint.client()
+    for key in keys(env, "events") + keys(env, "digests"):
+        body = replace.get(key) or read(env, key)
+        head = client.head_object(Bucket=env.bucket, Key=key)
+        tags = client.get_object_tagging(Bucket=env.bucket, Key=key)["TagSet"]
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=content_md5(body),
+                          ObjectLockMode=head["ObjectLockMode"],
+                          ObjectLockRetainUntilDate=head["ObjectLockRetainUntilDate"],
+                          Tagging="&".join(f"{t['Key']}={t['Value']}" for t in tags))
 
 
 def copy_to(env: ArchiveEnv, bucket: str) -> None:

@@ -1,4 +1,8 @@
-"""`auditlock verify` over the archive: digests first, then every object (bytes, events, lock), then the writers.
+"""`auditlock verify` over the archive: versions, digests, then every object (bytes, events, lock), the writers.
+
+Versions first: ListObjectVersions names every key that was overwritten or hidden by a delete marker; for those,
+`versions.resolve` picks the version to check (the one the digests recorded). A source that cannot list versions
+is verified on current versions only, and the report says so under "skipped".
 
 Objects are fetched by a small thread pool a few ahead of the one thread that checks them, in key order, so
 memory holds only a handful of objects while the network stays busy.
@@ -10,17 +14,18 @@ import datetime as dt
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from auditlock.archive.layout import EVENTS_DIR
+from auditlock.archive.layout import DIGESTS_DIR, EVENTS_DIR
 from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.config.model import RetentionClass
 from auditlock.verify import objects
 from auditlock.verify.digests import DigestSet, check_chains, check_signatures, load_digests
-from auditlock.verify.events import EventStreams, TailPolicy
+from auditlock.verify.events import EventStreams, LineRecord, TailPolicy
 from auditlock.verify.findings import MISSING_OBJECT, UNREADABLE_OBJECT, Report
-from auditlock.verify.source import ArchiveSource, ObjectHead, key_month
+from auditlock.verify.source import ArchiveSource, KeyVersions, ObjectHead, VersionsUnavailable, key_month
+from auditlock.verify.versions import resolve
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,6 +50,7 @@ class _Fetched:
     head: ObjectHead | None
     lines: list[bytes] | None = None
     problem: str | None = None
+    version_findings: list[tuple[str, str]] = field(default_factory=list)
 
 
 def verify_archive(source: ArchiveSource, options: ArchiveOptions) -> Report:
@@ -54,34 +60,55 @@ def verify_archive(source: ArchiveSource, options: ArchiveOptions) -> Report:
         report.skipped.append("Object Lock mode, retain-until and tags: a directory copy has none")
     if options.public_key is None:
         report.skipped.append("digest signatures: no --public-key given")
-    found = _verify_digests(source, options, report)
+    digest_versions = _list_versions(source, DIGESTS_DIR, _months(options.time_range, widen=1), report)
+    found = _verify_digests(source, options, report, digest_versions)
     streams = EventStreams(report)
-    if options.time_range == ALL_TIME:  # a range may cut a digest's writer ranges; then only the events count
-        _expect_recorded_writers(found, streams)
-    _verify_objects(source, options, found, streams, report)
+    # A range may cut a digest's writer ranges; then only the events count (and the recorded lines present).
+    _expect_recorded_writers(found, streams, ranges=options.time_range == ALL_TIME)
+    event_versions = _list_versions(source, EVENTS_DIR, _months(options.time_range, widen=0), report)
+    _verify_objects(source, options, found, streams, report, versions=event_versions)
     streams.finish(_tail_policy(options))
     return report
 
 
-def _expect_recorded_writers(found: DigestSet, streams: EventStreams) -> None:
+def _list_versions(source: ArchiveSource, kind: str, months: list[tuple[int, int]] | None,
+                   report: Report) -> dict[str, KeyVersions] | None:
+    """The keys' versions; None (and a line under "skipped", once) when the source cannot list them."""
+    try:
+        return source.list_versions(kind, months)
+    except VersionsUnavailable as exc:
+        line = (f"object versions and delete markers: {exc}; current versions only (an overwrite or a delete "
+                "marker shows only through its effects)")
+        if line not in report.skipped:
+            report.skipped.append(line)
+        return None
+
+
+def _expect_recorded_writers(found: DigestSet, streams: EventStreams, *, ranges: bool) -> None:
     for key, loaded in sorted(found.digests.items()):
         writers = loaded.body.get("writers")
         for writer, recorded in (writers.items() if isinstance(writers, dict) else ()):
             try:
-                streams.expect(str(writer), int(recorded["first_seq"]), int(recorded["last_seq"]), key)
+                last_seq = int(recorded["last_seq"])
+                if ranges:
+                    streams.expect(str(writer), int(recorded["first_seq"]), last_seq, key)
             except (KeyError, TypeError, ValueError):
                 continue
+            last_hash, closed = recorded.get("last_hash"), recorded.get("closed")
+            streams.expect_line(LineRecord(key, str(writer), last_seq, last_hash if isinstance(last_hash, str)
+                                           else None, closed if isinstance(closed, bool) else None))
 
 
-def _verify_digests(source: ArchiveSource, options: ArchiveOptions, report: Report) -> DigestSet:
+def _verify_digests(source: ArchiveSource, options: ArchiveOptions, report: Report,
+                    versions: dict[str, KeyVersions] | None) -> DigestSet:
     months = _months(options.time_range, widen=1)
-    found = load_digests(source, months, report)
+    found = load_digests(source, months, report, versions)
     check_chains(found, months, report)
     if options.public_key is not None:
         check_signatures(found, options.public_key, report)
     if source.checks_locks:
         for key, loaded in sorted(found.digests.items()):
-            head = source.head(key)
+            head = source.head(key, loaded.version_id)
             if head is not None:
                 retention, last = objects.digest_lock_basis(loaded.body, options.classes)
                 objects.check_lock(key, head, retention, last, classes=options.classes, report=report)
@@ -89,16 +116,18 @@ def _verify_digests(source: ArchiveSource, options: ArchiveOptions, report: Repo
 
 
 def _verify_objects(source: ArchiveSource, options: ArchiveOptions, found: DigestSet, streams: EventStreams,
-                    report: Report) -> None:
+                    report: Report, *, versions: dict[str, KeyVersions] | None) -> None:
     months = _months(options.time_range, widen=0)
-    stored = set(source.list_keys(EVENTS_DIR, months))
+    stored = set(source.list_keys(EVENTS_DIR, months)) | set(versions or {})
     listed = {key for key in found.listed if months is None or key_month(key) in months}
     listed_sha256s = found.listed_sha256s()
 
     def fetch(key: str) -> _Fetched:
-        data = source.read(key)
-        head = source.head(key) if data is not None and source.checks_locks else None
-        fetched = _Fetched(key, data, head)
+        recorded = {listing.sha256: listing.digest for listing in found.listed.get(key, [])}
+        resolved = resolve(source, key, (versions or {}).get(key), recorded, listed_sha256s)
+        data = resolved.data
+        head = source.head(key, resolved.version_id) if data is not None and source.checks_locks else None
+        fetched = _Fetched(key, data, head, version_findings=resolved.findings)
         if data is not None:  # decompressing here overlaps it with the checking thread (zlib releases the GIL)
             fetched.lines, fetched.problem = objects.jsonl_lines(data)
         return fetched
@@ -111,8 +140,11 @@ def _verify_objects(source: ArchiveSource, options: ArchiveOptions, found: Diges
 def _check_object(fetched: _Fetched, found: DigestSet, listed_sha256s: Mapping[str, str], *, streams: EventStreams,
                   options: ArchiveOptions, report: Report) -> None:
     key, listings = fetched.key, found.listed.get(fetched.key, [])
+    for kind, detail in fetched.version_findings:
+        report.add(kind, key, detail)
     if fetched.data is None:
-        report.add(MISSING_OBJECT, key, f"listed in {listings[0].digest} but not in the archive")
+        if listings:
+            report.add(MISSING_OBJECT, key, f"listed in {listings[0].digest} but not in the archive")
         return
     report.count("objects")
     objects.check_bytes(key, fetched.data, listings, listed_sha256s, report)

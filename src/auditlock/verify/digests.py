@@ -10,7 +10,7 @@ as a `bad signature` (when signed and `--public-key` is given) — docs/verify.m
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,8 @@ import orjson
 from auditlock.archive import digest as digest_format
 from auditlock.archive.layout import DIGESTS_DIR
 from auditlock.verify.findings import BAD_SIGNATURE, BROKEN_DIGEST_CHAIN, DIGEST_MODIFIED, Report
-from auditlock.verify.source import ArchiveSource, key_month, relative_key
+from auditlock.verify.source import ArchiveSource, KeyVersions, key_month, relative_key
+from auditlock.verify.versions import resolve
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class LoadedDigest:
     body: dict[str, Any]
     agent: str
     previous: tuple[str, str] | None
+    version_id: str | None = None  # the version read, when the key has several (None: the current one)
 
 
 @dataclass
@@ -56,27 +58,40 @@ class DigestSet:
         return {listing.sha256: key for key, listings in self.listed.items() for listing in listings}
 
 
-def load_digests(source: ArchiveSource, months: Iterable[tuple[int, int]] | None, report: Report) -> DigestSet:
-    """Read every digest in the months; unreadable ones are findings."""
-    found = DigestSet()
-    for key in source.list_keys(DIGESTS_DIR, months):
-        data = source.read(key)
-        if data is None:
-            continue  # deleted between listing and reading; its successor will say so
-        loaded = _parse(key, data)
+def load_digests(source: ArchiveSource, months: Iterable[tuple[int, int]] | None, report: Report,
+                 versions: Mapping[str, KeyVersions] | None = None) -> DigestSet:
+    """Read every digest in the months (for an overwritten or delete-marked one, the version its successor
+    recorded: see `versions`); unreadable ones are findings."""
+    versions = versions or {}
+    recorded: dict[str, dict[str, str]] = {}  # digest key → {SHA-256 its successor recorded: the successor}
+    loaded_all: list[LoadedDigest] = []
+    # Newest first, so that a digest's successor (created later, so a later key) has been read before it.
+    for key in sorted(set(source.list_keys(DIGESTS_DIR, months)) | set(versions), reverse=True):
+        resolved = resolve(source, key, versions.get(key), recorded.get(key, {}), {})
+        for kind, detail in resolved.findings:
+            report.add(kind, key, detail)
+        if resolved.data is None:
+            continue  # deleted between listing and reading, or only a delete marker; its successor will say so
+        loaded = _parse(key, resolved.data, resolved.version_id)
         report.count("digests")
         if loaded is None:
             report.add(DIGEST_MODIFIED, key, f"not an {digest_format.DIGEST_SCHEMA} JSON object")
             continue
-        found.digests[key] = loaded
+        if loaded.previous is not None:
+            previous_key = relative_key(loaded.previous[0]) or loaded.previous[0]
+            recorded.setdefault(previous_key, {}).setdefault(loaded.previous[1], key)
+        loaded_all.append(loaded)
+    found = DigestSet()
+    for loaded in sorted(loaded_all, key=lambda d: d.key):
+        found.digests[loaded.key] = loaded
         for entry in loaded.body.get("objects", []):
-            listing = _listing(entry, key)
+            listing = _listing(entry, loaded.key)
             if listing is not None:
                 found.listed.setdefault(listing.key, []).append(listing)
     return found
 
 
-def _parse(key: str, data: bytes) -> LoadedDigest | None:
+def _parse(key: str, data: bytes, version_id: str | None) -> LoadedDigest | None:
     try:
         body = orjson.loads(data)
         agent = str(body["agent"]["id"])
@@ -86,7 +101,7 @@ def _parse(key: str, data: bytes) -> LoadedDigest | None:
         return None
     if body.get("schema") != digest_format.DIGEST_SCHEMA or not isinstance(body.get("objects"), list):
         return None
-    return LoadedDigest(key, hashlib.sha256(data).hexdigest(), body, agent, prev)
+    return LoadedDigest(key, hashlib.sha256(data).hexdigest(), body, agent, prev, version_id)
 
 
 def _listing(entry: Any, digest_key: str) -> Listing | None:

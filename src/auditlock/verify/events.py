@@ -3,6 +3,8 @@
 Memory stays lean: inside one object (or segment) a writer's consecutive lines collapse into a *run*
 (first_seq, first_prev, last_seq, last_hash, …) after their `prev` links were checked line by line; only runs
 and event ids are kept. `finish` sorts each writer's runs and checks that they are contiguous and linked.
+The lines whose hash a digest recorded (a writer's last line per batch, `last_hash`, `closed`) are *watched*:
+their hash and type are kept as they stream by, and `finish` compares them with the digests' records.
 A writer's events of different retention classes live in different objects, so runs are short where classes
 interleave — correct, only more runs.
 """
@@ -17,7 +19,16 @@ from dataclasses import dataclass, field
 import orjson
 
 from auditlock.spool.format import WRITER_CLOSED, ZERO_HASH
-from auditlock.verify.findings import CHAIN_BREAK, DUPLICATE_EVENT, SEQ_GAP, WRITER_TAIL_MISSING, OpenWriter, Report
+from auditlock.verify.findings import (
+    CHAIN_BREAK,
+    DIGEST_CLOSED_MISMATCH,
+    DIGEST_HASH_MISMATCH,
+    DUPLICATE_EVENT,
+    SEQ_GAP,
+    WRITER_TAIL_MISSING,
+    OpenWriter,
+    Report,
+)
 
 
 @dataclass
@@ -41,6 +52,18 @@ class FedObject:
     events: int = 0
     bad_lines: list[int] = field(default_factory=list)
     last_occurred_at: str = ""
+
+
+@dataclass(frozen=True)
+class LineRecord:
+    """What a digest says about one line: a writer's last line of a batch hashes to `last_hash`, and is (or is
+    not, `closed`) the writer's clean-end record."""
+
+    digest: str
+    writer: str
+    seq: int
+    last_hash: str | None
+    closed: bool | None
 
 
 @dataclass(frozen=True)
@@ -68,12 +91,19 @@ class EventStreams:
         self.runs: dict[str, list[Run]] = {}
         self.ids: set[int | str] = set()
         self.recorded: dict[str, tuple[int, int, str]] = {}
+        self.line_records: list[LineRecord] = []
+        self.watched: dict[tuple[str, int], list[tuple[str, str, str]]] = {}  # → (hash, event_type, where) seen
 
     def expect(self, writer: str, first_seq: int, last_seq: int, digest: str) -> None:
         """A digest says the archive holds seq first..last of a writer (checked in `finish`)."""
         known = self.recorded.get(writer)
         if known is None or last_seq > known[1]:
             self.recorded[writer] = (min(first_seq, known[0]) if known else first_seq, last_seq, digest)
+
+    def expect_line(self, record: LineRecord) -> None:
+        """A digest says what one line of the archive is (checked in `finish` if the line is there)."""
+        self.line_records.append(record)
+        self.watched.setdefault((record.writer, record.seq), [])
 
     def feed(self, where: str, lines: Iterable[bytes]) -> FedObject:
         """Check lines (without newlines) of one object or segment, in order; keep their runs.
@@ -82,7 +112,7 @@ class EventStreams:
         """
         fed = FedObject()
         current: dict[str, Run] = {}
-        ids, sha256 = self.ids, hashlib.sha256
+        ids, sha256, watched = self.ids, hashlib.sha256, self.watched
         for number, line in enumerate(lines, 1):
             event = _event(line)
             if event is None:
@@ -90,6 +120,10 @@ class EventStreams:
                 continue
             writer, seq, prev, occurred_at, event_type, ident = event
             line_hash = sha256(line).hexdigest()
+            if watched:
+                seen = watched.get((writer, seq))
+                if seen is not None:
+                    seen.append((line_hash, event_type, where))
             run = current.get(writer)
             if run is not None and seq == run.last_seq + 1 and prev == run.last_hash:
                 run.last_seq, run.last_hash = seq, line_hash
@@ -122,7 +156,28 @@ class EventStreams:
             if writer not in self.runs:
                 self.report.add(SEQ_GAP, f"writer {writer}", f"seq {first_seq}–{last_seq} missing: {digest} lists "
                                                              "them, and no event of this writer is in the archive")
+        for record in self.line_records:
+            self._check_line_record(record)
         self.report.count("writers", len(self.runs))
+
+    def _check_line_record(self, record: LineRecord) -> None:
+        """The recorded line hashes to `last_hash` and is a clean-end record exactly when `closed` says so.
+
+        A line that is not in the archive is a seq gap (or lies outside the selected months), not this finding.
+        """
+        seen = self.watched.get((record.writer, record.seq))
+        if not seen:
+            return
+        line = next((s for s in seen if s[0] == record.last_hash), seen[0])
+        at = f"writer {record.writer} seq {record.seq}"
+        if record.last_hash is not None and line[0] != record.last_hash:
+            self.report.add(DIGEST_HASH_MISMATCH, record.digest,
+                            f"{at}: it records last_hash {record.last_hash[:16]}…, the archive's line hashes to "
+                            f"{line[0][:16]}… (in {line[2]})")
+        if record.closed is not None and record.closed != (line[1] == WRITER_CLOSED):
+            said = "closed (a clean end)" if record.closed else "not closed"
+            self.report.add(DIGEST_CLOSED_MISMATCH, record.digest,
+                            f"{at}: it records the writer {said}, the archive's line is {line[1]!r} (in {line[2]})")
 
     def _check_recorded(self, writer: str, last: Run) -> None:
         recorded = self.recorded.get(writer)

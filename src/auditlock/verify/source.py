@@ -3,13 +3,15 @@
 Keys are handled *relative to the prefix* (`events/year=2026/month=11/….jsonl.gz`, `digests/…`), because a
 downloaded copy does not know the prefix it came from; digests record full keys, which `relative_key` maps.
 A directory source has no Object Lock state or tags: its `head` is always None and `checks_locks` False.
+Nor has it versions: `list_versions` raises `VersionsUnavailable`, as it does on a server that cannot list them
+(or a role without `s3:ListBucketVersions`); verify then reads current versions only and says so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +31,10 @@ _MONTH = re.compile(r"year=(\d{4})/month=(\d{2})/")
 
 class SourceError(AuditlockError):
     """The archive could not be read (credentials, bucket, directory); verification could not run."""
+
+
+class VersionsUnavailable(SourceError):
+    """The source cannot list object versions and delete markers (a directory, or the server refused)."""
 
 
 def relative_key(key: str) -> str | None:
@@ -52,6 +58,21 @@ class ObjectHead:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class KeyVersions:
+    """Every version of one key as ListObjectVersions reports it: data versions and delete markers, newest first."""
+
+    key: str
+    data: list[str] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
+    deleted: bool = False  # the latest version is a delete marker: readers see no object
+
+    @property
+    def plain(self) -> bool:
+        """One data version and no delete marker on top: the current version is the only one."""
+        return len(self.data) <= 1 and not self.deleted
+
+
 class ArchiveSource(Protocol):
     """The archive as verify sees it (keys relative to the prefix)."""
 
@@ -62,11 +83,16 @@ class ArchiveSource(Protocol):
         """Keys under `kind` (`events` or `digests`) in the given months (None: all), sorted."""
         ...
 
-    def read(self, key: str) -> bytes | None:
-        """The object's bytes, or None if there is no such object."""
+    def list_versions(self, kind: str, months: Iterable[tuple[int, int]] | None) -> dict[str, KeyVersions]:
+        """Every key under `kind` in the months that has versions or delete markers; `VersionsUnavailable` if the
+        source cannot tell."""
         ...
 
-    def head(self, key: str) -> ObjectHead | None:
+    def read(self, key: str, version_id: str | None = None) -> bytes | None:
+        """The bytes of the object (its current version, or `version_id`), or None if there is no such object."""
+        ...
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectHead | None:
         """The object's lock and tags (None when the source cannot tell, or the object is gone)."""
         ...
 
@@ -92,14 +118,18 @@ class DirectorySource:
                 keys.append(key)
         return sorted(keys)
 
-    def read(self, key: str) -> bytes | None:
-        """The file's bytes."""
+    def list_versions(self, kind: str, months: Iterable[tuple[int, int]] | None) -> dict[str, KeyVersions]:
+        """Always `VersionsUnavailable`: a copy holds current versions only."""
+        raise VersionsUnavailable("a directory copy holds current versions only")
+
+    def read(self, key: str, version_id: str | None = None) -> bytes | None:
+        """The file's bytes (a copy has one version of each key)."""
         try:
             return (self.root / key).read_bytes()
         except FileNotFoundError:
             return None
 
-    def head(self, key: str) -> ObjectHead | None:
+    def head(self, key: str, version_id: str | None = None) -> ObjectHead | None:
         """Always None: a copy has no lock or tags."""
         return None
 
@@ -118,34 +148,67 @@ class S3Source:
     def list_keys(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
         """Keys under each month's partition (or the whole `<prefix>/<kind>/` tree)."""
         wanted = None if months is None else set(months)
-        if wanted is None or len(wanted) > MAX_MONTH_LISTINGS:
-            prefixes = [f"{self.base}{kind}/"]
-        else:
-            prefixes = [layout.partition_prefix(self.base, y, m, kind) for y, m in sorted(wanted)]
         keys = []
-        for prefix in prefixes:
+        for prefix in self._prefixes(kind, wanted):
             for page in self._call(self.client.get_paginator("list_objects_v2").paginate,
                                    Bucket=self.bucket, Prefix=prefix):
                 keys += [item["Key"][len(self.base):] for item in page.get("Contents", [])]
-        return sorted(k for k in keys if relative_key(k) == k and (wanted is None or key_month(k) in wanted))
+        return sorted(k for k in keys if self._selected(k, wanted))
 
-    def read(self, key: str) -> bytes | None:
-        """GET the object; None on 404."""
+    def list_versions(self, kind: str, months: Iterable[tuple[int, int]] | None) -> dict[str, KeyVersions]:
+        """ListObjectVersions under each month's partition; S3 lists a key's versions newest first."""
+        wanted = None if months is None else set(months)
+        found: dict[str, KeyVersions] = {}
+        for prefix in self._prefixes(kind, wanted):
+            try:
+                pages = list(self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
+                                                                                        Prefix=prefix))
+            except Exception as exc:
+                raise VersionsUnavailable(f"ListObjectVersions failed ({exc}); it needs s3:ListBucketVersions") \
+                    from exc
+            for page in pages:
+                self._add_versions(found, page, wanted)
+        return found
+
+    def _add_versions(self, found: dict[str, KeyVersions], page: Mapping[str, Any],
+                      wanted: set[tuple[int, int]] | None) -> None:
+        for entry, is_marker in [(v, False) for v in page.get("Versions", [])] + \
+                                [(m, True) for m in page.get("DeleteMarkers", [])]:
+            key = entry["Key"][len(self.base):]
+            if not self._selected(key, wanted):
+                continue
+            versions = found.get(key) or found.setdefault(key, KeyVersions(key))
+            (versions.markers if is_marker else versions.data).append(str(entry.get("VersionId") or "null"))
+            if is_marker and entry.get("IsLatest"):
+                versions.deleted = True
+
+    def _prefixes(self, kind: str, wanted: set[tuple[int, int]] | None) -> list[str]:
+        if wanted is None or len(wanted) > MAX_MONTH_LISTINGS:
+            return [f"{self.base}{kind}/"]
+        return [layout.partition_prefix(self.base, y, m, kind) for y, m in sorted(wanted)]
+
+    def _selected(self, key: str, wanted: set[tuple[int, int]] | None) -> bool:
+        return relative_key(key) == key and (wanted is None or key_month(key) in wanted)
+
+    def read(self, key: str, version_id: str | None = None) -> bytes | None:
+        """GET the object (or one version of it); None on 404."""
         try:
-            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.base + key)["Body"].read()
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.base + key,
+                                                 **_version(version_id))["Body"].read()
         except Exception as exc:
-            if is_not_found(exc):
+            if is_not_found(exc) or _no_such_version(exc):
                 return None
             raise SourceError(f"cannot read {self.description}{key}: {exc}") from exc
         return body
 
-    def head(self, key: str) -> ObjectHead | None:
-        """HEAD the object and GET its tags; None on 404."""
+    def head(self, key: str, version_id: str | None = None) -> ObjectHead | None:
+        """HEAD the object (or one version of it) and GET its tags; None on 404."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.base + key)
-            tag_set = self.client.get_object_tagging(Bucket=self.bucket, Key=self.base + key)["TagSet"]
+            head = self.client.head_object(Bucket=self.bucket, Key=self.base + key, **_version(version_id))
+            tag_set = self.client.get_object_tagging(Bucket=self.bucket, Key=self.base + key,
+                                                     **_version(version_id))["TagSet"]
         except Exception as exc:
-            if is_not_found(exc):
+            if is_not_found(exc) or _no_such_version(exc):
                 return None
             raise SourceError(f"cannot HEAD {self.description}{key}: {exc}") from exc
         return ObjectHead(head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate"),
@@ -157,6 +220,16 @@ class S3Source:
         except Exception as exc:
             raise SourceError(f"cannot list {self.description}: {exc}; check [sink] and the AWS credentials "
                               "in this environment") from exc
+
+
+def _version(version_id: str | None) -> dict[str, Any]:
+    return {} if version_id is None else {"VersionId": version_id}
+
+
+def _no_such_version(exc: BaseException) -> bool:
+    """A version listed a moment ago is gone (removed since, e.g. an expired GOVERNANCE lock bypassed)."""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "NoSuchVersion"
 
 
 def s3_source(sink: SinkConfig) -> S3Source:
