@@ -70,9 +70,9 @@ def plain_bucket(env: ArchiveEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     name = make_plain_bucket(client, f"auditlock-plain-{uuid.uuid4().hex[:12]}")
     monkeypatch.setenv("AUDITLOCK_SINK_BUCKET", name)
     yield name
-    for key in [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=name)
-                for item in page.get("Contents", [])]:
-        client.delete_object(Bucket=name, Key=key)
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=name):  # a test may enable versioning
+        for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            client.delete_object(Bucket=name, Key=item["Key"], VersionId=item["VersionId"])
     client.delete_bucket(Bucket=name)
 
 
@@ -306,6 +306,23 @@ class TestUnlockedBucket:
         [chain_break] = [f for f in report["findings"] if f["kind"] == "chain break"]
         assert chain_break["detail"].startswith("seq 4 in ")
         assert chain_break["detail"].endswith("prev does not match the hash of seq 3")
+
+
+    def test_data_gone_under_a_delete_marker(self, archive: ArchiveEnv, plain_bucket: str) -> None:
+        """In a versioned bucket without lock, a listed key whose data was removed under a delete marker is both."""
+        copy_to(archive, plain_bucket)
+        client = archive.endpoint.client()
+        client.put_bucket_versioning(Bucket=plain_bucket, VersioningConfiguration={"Status": "Enabled"})
+        key = largest_object(archive)
+        marker = client.delete_object(Bucket=plain_bucket, Key=key)["VersionId"]
+        client.delete_object(Bucket=plain_bucket, Key=key, VersionId="null")  # the copy, made before versioning
+        status, report = run(archive)
+        assert status == 1
+        assert kinds(report) == {"unlocked object", "missing object", "delete marker", "seq gap"}
+        assert subjects(report, "missing object") == subjects(report, "delete marker") == {key.removeprefix("audit/")}
+        [finding] = [f for f in report["findings"] if f["kind"] == "delete marker"]
+        assert finding["detail"] == (f"the latest version is delete marker {marker}, and no data version is left "
+                                     "under it")
 
 
 class TestDirectorySource:

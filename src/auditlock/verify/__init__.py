@@ -4,6 +4,7 @@ Room map (imports archive/, spool/, config/ and archive.timerange; never agent/;
 
 - `findings` the finding kinds, the report, its text and JSON forms (design comment)
 - `source`   the archive as an S3 bucket + prefix, or a downloaded copy in a directory
+- `versions` overwritten and delete-marked keys: which version to check, and the findings about the others
 - `digests`  load digests, walk each agent's chain, check signatures
 - `objects`  one object: bytes against the digests, JSONL, Object Lock, retain-until, tags
 - `events`   per-writer seq continuity and prev chains across objects and months; duplicate event ids
