@@ -325,6 +325,37 @@ class TestRequestIds:
         assert [e["payload"]["request_id"] for e in events(config)] == ["Root=1-6"]
 
 
+class TestRequestIdInResponse:
+    def test_asgi_response_names_the_events_request_id(self, audit_log: logging.Logger, config: Config) -> None:
+        """The response carries X-Request-ID: the id under which the request's events were written."""
+        response = call(starlette_app(audit_log, actor=user_of_scope), "POST", "/orders/5",
+                        headers={"x-test-user": "user#82"})
+        [event] = events(config)
+        assert response.headers.get_list("x-request-id") == [event["payload"]["request_id"]]
+
+    def test_asgi_keeps_the_applications_own_header(self, audit_log: logging.Logger) -> None:
+        """An application that sets X-Request-ID itself keeps its value; no second header is added."""
+
+        async def own(request: Request) -> Response:
+            return PlainTextResponse("ok", headers={"X-Request-ID": "app-chosen"})
+
+        app = Starlette(routes=[Route("/own", own)], middleware=[Middleware(asgi.AuditMiddleware)])
+        assert call(app, "GET", "/own").headers.get_list("x-request-id") == ["app-chosen"]
+
+    def test_asgi_echo_can_be_turned_off(self, audit_log: logging.Logger) -> None:
+        """echo_request_id=False leaves the response headers alone."""
+        response = call(starlette_app(audit_log, actor=user_of_scope, echo_request_id=False), "POST",
+                        "/orders/5", headers={"x-test-user": "user#82"})
+        assert "x-request-id" not in response.headers
+
+    def test_wsgi_response_names_the_events_request_id(self, audit_log: logging.Logger, config: Config) -> None:
+        """A Flask response carries X-Request-ID: the id under which the request's events were written."""
+        client = flask_app(audit_log, actor=user_of_environ).test_client()
+        response = client.post("/orders/5", headers={"x-test-user": "user#82"}, environ_base={"REMOTE_ADDR": PEER})
+        [event] = events(config)
+        assert response.headers.getlist("x-request-id") == [event["payload"]["request_id"]]
+
+
 class TestForwardedFor:
     def test_ignored_from_an_untrusted_peer(self, audit_log: logging.Logger, config: Config) -> None:
         """X-Forwarded-For from a peer outside trusted_proxies is ignored: the peer is the client."""

@@ -46,12 +46,14 @@ class AuditMiddleware:
         request_id_header: str | None = "x-request-id",
         request_id_from_any_peer: bool = False,
         anonymous_actor: str | None = None,
+        echo_request_id: bool = True,
     ) -> None:
         self.app = app
         self._actor = actor
         self._binder = RequestBinder(
             trusted_proxies=trusted_proxies, request_id_header=request_id_header,
             request_id_from_any_peer=request_id_from_any_peer, anonymous_actor=anonymous_actor,
+            echo_request_id=echo_request_id,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,7 +66,23 @@ class AuditMiddleware:
         client = scope.get("client")
         bound = self._binder.request_actor(actor_id, client[0] if client else None, headers.get)
         with request_binding(bound):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._echoing(send, bound.request_id))
+
+    def _echoing(self, send: Send, request_id: str | None) -> Send:
+        """`send`, adding the request id header to the response unless the application set one."""
+        name = self._binder.response_header
+        if name is None or request_id is None:
+            return send
+        header = (name.encode("latin-1"), request_id.encode("latin-1"))
+
+        async def send_with_request_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or ())
+                if not any(key.lower() == header[0] for key, _ in headers):
+                    message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        return send_with_request_id
 
     async def _actor_id(self, scope: Scope) -> object:
         if self._actor is None:

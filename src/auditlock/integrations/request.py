@@ -120,9 +120,13 @@ class RequestBinder:
         request_id_header: str | None,
         request_id_from_any_peer: bool,
         anonymous_actor: str | None,
+        echo_request_id: bool = True,
     ) -> None:
         self.trust = ProxyTrust(trusted_proxies)
         self.request_id_header = request_id_header.lower() if request_id_header else None
+        # The response carries the request id under the same header, so a user reporting a problem can quote it
+        # and an auditor find that request's events (`payload.request_id`).
+        self.response_header = self.request_id_header if echo_request_id else None
         self._request_id_from_any_peer = request_id_from_any_peer
         self._anonymous_actor = anonymous_actor
 

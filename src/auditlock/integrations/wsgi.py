@@ -45,12 +45,14 @@ class AuditMiddleware:
         request_id_header: str | None = "x-request-id",
         request_id_from_any_peer: bool = False,
         anonymous_actor: str | None = None,
+        echo_request_id: bool = True,
     ) -> None:
         self.app = app
         self._actor = actor
         self._binder = RequestBinder(
             trusted_proxies=trusted_proxies, request_id_header=request_id_header,
             request_id_from_any_peer=request_id_from_any_peer, anonymous_actor=anonymous_actor,
+            echo_request_id=echo_request_id,
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -58,9 +60,23 @@ class AuditMiddleware:
         actor_id = self._actor(environ) if self._actor is not None else None
         bound = self._binder.request_actor(actor_id, environ.get("REMOTE_ADDR"), _header_reader(environ))
         with request_binding(bound):
-            body = self.app(environ, start_response)
+            body = self.app(environ, self._echoing(start_response, bound.request_id))
             # The application may have bound its user for the rest of the request (set_request_actor).
             return BoundBody(body, current_actor())
+
+
+    def _echoing(self, start_response: StartResponse, request_id: str | None) -> StartResponse:
+        """`start_response`, adding the request id header to the response unless the application set one."""
+        name = self._binder.response_header
+        if name is None or request_id is None:
+            return start_response
+
+        def start_with_request_id(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            if not any(key.lower() == name for key, _ in headers):
+                headers = [*headers, (name, request_id)]
+            return start_response(status, headers, *exc_info)
+
+        return start_with_request_id
 
 
 class BoundBody:
