@@ -88,6 +88,12 @@ class TestFilters:
         assert len(every) == 3
         assert creds.query_events("--ip", "203.0.113.9", "--limit", "2", cache=tmp_path) == every[:2]
 
+    def test_text_in_payload(self, creds: QueryEnv, tmp_path: Path) -> None:
+        """--text finds payload text whatever its case, and nothing else."""
+        got = creds.query_events("--text", "SUPPORT TICKET 12", cache=tmp_path)
+        assert [e["payload"]["justification"] for e in got] == ["support ticket 12"]
+        assert creds.query_events("--text", "no such words", cache=tmp_path) == []
+
     def test_hmac_field(self, creds: QueryEnv, tmp_path: Path) -> None:
         """--hmac-field finds the hashed value in the payload and on either side of changes."""
         by_email = creds.query_events("--hmac-field", f"email={ALICE}", cache=tmp_path)

@@ -27,7 +27,7 @@ from auditlock.query.eviction import parse_size, trim
 from auditlock.query.filters import FIELD_NAME, EventFilter, HmacMatch
 
 _TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+$")
-_FILTER_FLAGS = ("actor", "target_type", "target_id", "type", "ip", "hmac_field", "limit")
+_FILTER_FLAGS = ("actor", "target_type", "target_id", "type", "ip", "text", "hmac_field", "limit")
 _QUERY_FLAGS = (*_FILTER_FLAGS, "since", "until", "sql", "include_spool")
 
 
@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--type", action="append", metavar="PATTERN",
                         help="event type or glob (auth.*, *.updated); repeat to match any of several")
     parser.add_argument("--ip", help="actor_ip (exact address)")
+    parser.add_argument("--text", help="case-insensitive text anywhere in the payload (names and values), "
+                                       "e.g. a request id")
     parser.add_argument("--since", help="start, inclusive: 2026-11-01, 2026-11, RFC 3339, or 24h / 7d ago (UTC)")
     parser.add_argument("--until", help="end, exclusive; a date or month means through its end (UTC)")
     parser.add_argument("--limit", type=_positive_int, help="at most N events (the newest)")
@@ -133,7 +135,7 @@ def build_filter(args: argparse.Namespace, time_range: TimeRange) -> EventFilter
     """The event filter of the flags (without hmac matches, which need the config's key)."""
     return EventFilter(actor=args.actor, target_type=args.target_type, target_id=args.target_id,
                        types=tuple(_type_pattern(t) for t in args.type or ()), ip=_ip(args.ip),
-                       time_range=time_range)
+                       text=_text(args.text), time_range=time_range)
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
@@ -146,6 +148,12 @@ def _check_combinations(args: argparse.Namespace) -> None:
             flag = "--" + name.replace("_", "-")
             raise UsageError("--sql", f"cannot be combined with {flag}; write that condition into the SQL "
                                       "(only --since/--until, --include-spool and --format apply to the view)")
+
+
+def _text(text: str | None) -> str | None:
+    if text is not None and not text.strip():
+        raise UsageError("--text", "is empty; give the text to look for in payloads")
+    return text
 
 
 def _type_pattern(pattern: str) -> str:
