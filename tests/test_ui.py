@@ -13,11 +13,13 @@ from typing import Any
 import orjson
 import pytest
 from limits import parse
+from starlette.testclient import TestClient
 
 from auditlock.config import UiConfig, build_config
 from auditlock.errors import ConfigError
 from auditlock.query.columns import EVENT_NAMES
 from auditlock.spool.format import WRITER_CLOSED
+from auditlock.ui.app import SESSION_COOKIE, build_app
 from auditlock.ui.server import check_bind
 from auditlock.ui.throttle import LoginThrottle
 from tests.conftest import config_dict
@@ -171,6 +173,29 @@ class TestAuthentication:
         flags = {part.strip().lower() for part in response.headers["set-cookie"].split(";")}
         assert {"httponly", "samesite=lax"} <= flags
         assert ("secure" in flags) is secure
+
+    def test_session_key_file_shares_sessions_between_replicas(self, ui: UiEnv, tmp_path: Path) -> None:
+        """Two views signing with one `session_key_file` accept each other's session; a view with its own key
+        does not."""
+        key_file = tmp_path / "session.key"
+        key_file.write_text("k" * 48 + "\n")
+        shared = ui.config(session_key_file=key_file)
+        with TestClient(build_app(shared, cache_dir=ui.cache), client=CLIENT, follow_redirects=False) as first:
+            assert first.post("/login", data={"user": "alice", "password": PASSWORD}).status_code == 303
+            cookie = first.cookies[SESSION_COOKIE]
+        for config, status in ((shared, 200), (ui.config(), 401)):
+            with TestClient(build_app(config, cache_dir=ui.cache), client=CLIENT) as second:
+                second.cookies.set(SESSION_COOKIE, cookie)
+                assert second.get("/").status_code == status
+
+    @pytest.mark.parametrize(("content", "problem"), [(None, "cannot read"), ("short", "holds 5 characters")])
+    def test_bad_session_key_file(self, ui: UiEnv, tmp_path: Path, content: str | None, problem: str) -> None:
+        """A missing or short session key file is refused with the key and the file named."""
+        key_file = tmp_path / "session.key"
+        if content is not None:
+            key_file.write_text(content)
+        with pytest.raises(ConfigError, match=rf"\[ui\] session_key_file: .*{problem}"):
+            build_app(ui.config(session_key_file=key_file), cache_dir=ui.cache)
 
     def test_login_redirects_only_to_local_paths(self, ui: UiEnv) -> None:
         """`next` is followed when it is a local path and replaced by / otherwise."""

@@ -173,6 +173,7 @@ class UiConfig:
     trusted_header: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     session_max_age_s: int = 8 * 3600
+    session_key_file: Path | None = None  # signs session cookies; None: a new key at every start
     page_size: int = 50
     cache_dir: Path | None = None
     tls_cert_file: Path | None = None
@@ -197,6 +198,19 @@ class UiConfig:
         if len(value) < MIN_TOKEN_CHARS:
             raise ConfigError(f"{where} holds {len(value)} characters; use a random token of at least "
                               f"{MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)")
+        return value
+
+    def load_session_key(self) -> str | None:
+        """The key that signs session cookies, from `session_key_file` (None: the view makes one at start)."""
+        if self.session_key_file is None:
+            return None
+        try:
+            value = self.session_key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"[ui] session_key_file: cannot read {self.session_key_file}: {exc.strerror}") from exc
+        if len(value) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"[ui] session_key_file: {self.session_key_file} holds {len(value)} characters; use a "
+                              f"random key of at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)")
         return value
 
 

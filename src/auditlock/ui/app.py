@@ -2,9 +2,9 @@
 
 `build_app` refuses (`ConfigError`) when `[ui] auth` is not configured, so there is no way to build an
 unauthenticated view. The session cookie is signed (itsdangerous, via Starlette's `SessionMiddleware`) with a
-key made at start: restarting the view signs everyone out. It carries only the viewer's actor id, is
-`HttpOnly`, `SameSite=Lax`, `Secure` when the view serves TLS itself, and expires after
-`[ui] session_max_age_s`.
+key made at start (restarting the view signs everyone out), or with `[ui] session_key_file` so replicas and restarts
+share sessions. It carries only the viewer's actor id, is `HttpOnly`, `SameSite=Lax`, `Secure` when the view
+serves TLS itself or `[ui] secure_cookies` says a proxy does, and expires after `[ui] session_max_age_s`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def build_app(config: Config, *, cache_dir: Path | None = None, client: S3Client
     middleware = [
         Middleware(SecurityHeaders),
         Middleware(SameOriginPosts),
-        Middleware(SessionMiddleware, secret_key=session_key or secrets.token_urlsafe(32),
+        Middleware(SessionMiddleware,
+                   secret_key=session_key or config.ui.load_session_key() or secrets.token_urlsafe(32),
                    session_cookie=SESSION_COOKIE, max_age=config.ui.session_max_age_s, same_site="lax",
                    https_only=config.ui.tls_cert_file is not None or config.ui.secure_cookies),
     ]
