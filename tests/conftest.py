@@ -13,7 +13,7 @@ import pytest
 import auditlock
 from auditlock.config import Config, build_config
 
-pytest_plugins = ["tests.support.fixtures", "tests.support.postgres"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.support.query_env"]
 
 HMAC_KEY = "test-hmac-key-0123456789"
 

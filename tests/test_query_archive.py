@@ -23,21 +23,6 @@ from tests.support.query_env import ALICE, QueryEnv, at, story_archive
 from tests.support.s3servers import S3Endpoint
 
 
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory, moto_s3: S3Endpoint) -> Iterator[QueryEnv]:
-    """STORY shipped to a moto bucket once for this module (the tests only read it)."""
-    with story_archive(tmp_path_factory.mktemp("story"), moto_s3) as env:
-        yield env
-
-
-@pytest.fixture
-def creds(story: QueryEnv, monkeypatch: pytest.MonkeyPatch) -> QueryEnv:
-    """The story archive with its credentials and hmac key in the environment for this test."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", story.archive.endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", story.archive.endpoint.secret_key)
-    return story
-
-
 def newest_first(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events in the order `auditlock query` prints them."""
     return sorted(events, key=lambda e: (e["occurred_at"], e["event_id"]), reverse=True)

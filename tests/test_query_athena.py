@@ -22,8 +22,7 @@ from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES
 from auditlock.query.engine import AuditDatabase
 from auditlock.spool.format import EVENT_KEYS
 from tests.conftest import HMAC_KEY
-from tests.support.query_env import ALICE, QueryEnv, story_archive
-from tests.support.s3servers import S3Endpoint
+from tests.support.query_env import ALICE, QueryEnv
 
 QUERIES = Path(__file__).resolve().parents[1] / "deploy" / "athena" / "queries.sql"
 PERIOD = ("2026-08-01T00:00:00.000000Z", "2026-11-01T00:00:00.000000Z")
@@ -133,13 +132,6 @@ class TestHash:
         monkeypatch.delenv("AUDITLOCK_TEST_HMAC")
         assert main(["hash", "--config", str(_config_file(tmp_path)), "x"]) == 1
         assert "AUDITLOCK_TEST_HMAC is not set" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory, moto_s3: S3Endpoint) -> Iterator[QueryEnv]:
-    """STORY shipped to a moto bucket once for this module."""
-    with story_archive(tmp_path_factory.mktemp("story"), moto_s3) as env:
-        yield env
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
 from pathlib import Path
@@ -26,8 +25,7 @@ from auditlock.query.eviction import PENDING_NAME, parse_size, trim
 from auditlock.query.filters import EventFilter
 from auditlock.query.session import QueryReport, QueryRequest, execute, open_database
 from auditlock.ui.app import build_app
-from tests.support.query_env import QueryEnv, story_archive
-from tests.support.s3servers import S3Endpoint
+from tests.support.query_env import QueryEnv
 from tests.support.ui_env import CLIENT, PASSWORD, SESSION_KEY, UiEnv
 
 LONG_AGO = 1_000_000_000.0  # 2001: "used long ago", earlier than any stamp a query sets
@@ -35,21 +33,6 @@ SEPTEMBER = TimeRange(dt.datetime(2026, 9, 1, tzinfo=dt.UTC), dt.datetime(2026, 
 OCTOBER = TimeRange(dt.datetime(2026, 10, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
 EVERYTHING = TimeRange()
 HUGE = 2**40
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory, moto_s3: S3Endpoint) -> Iterator[QueryEnv]:
-    """STORY shipped to a moto bucket once for this module (the tests only read it)."""
-    with story_archive(tmp_path_factory.mktemp("cache-story"), moto_s3) as env:
-        yield env
-
-
-@pytest.fixture
-def creds(story: QueryEnv, monkeypatch: pytest.MonkeyPatch) -> QueryEnv:
-    """The story archive with its credentials and hmac key in the environment for this test."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", story.archive.endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", story.archive.endpoint.secret_key)
-    return story
 
 
 def entries(cache: Path) -> dict[Path, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,11 @@ from auditlock.ui.app import SESSION_COOKIE, build_app
 from auditlock.ui.server import check_bind
 from auditlock.ui.throttle import LoginThrottle
 from tests.conftest import config_dict
-from tests.support.query_env import QueryEnv, story_archive
-from tests.support.s3servers import S3Endpoint
+from tests.support.query_env import QueryEnv
 from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, event_ids, link, newest_first, password_hash
 
 SEARCHED, EXPORTED, VIEWED = "audit_log.searched", "audit_log.exported", "audit_log.viewed"
 ALL_TIME = {"since": "2020-01"}
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory, moto_s3: S3Endpoint) -> Iterator[QueryEnv]:
-    """STORY shipped by the real agent to a fresh lock bucket (once for the module)."""
-    with story_archive(tmp_path_factory.mktemp("ui-story"), moto_s3) as env:
-        yield env
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ import pytest
 import uvicorn
 
 from auditlock.query.columns import EVENT_NAMES
-from tests.support.query_env import QueryEnv, story_archive
-from tests.support.s3servers import S3Endpoint
+from tests.support.query_env import QueryEnv
 from tests.support.ui_env import PASSWORD, UiEnv, newest_first
 from tests.support.waiting import wait_for
 
@@ -46,13 +45,6 @@ def chromium() -> Any:
             yield browser
         finally:
             browser.close()
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory, moto_s3: S3Endpoint) -> Iterator[QueryEnv]:
-    """STORY shipped by the real agent to a fresh lock bucket."""
-    with story_archive(tmp_path_factory.mktemp("ui-browser-story"), moto_s3) as env:
-        yield env
 
 
 @pytest.fixture

@@ -198,3 +198,18 @@ class _StoryClock:
 
         value = next(self.times, None)
         return time.time_ns() if value is None else value
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory, moto_s3: S3Endpoint) -> Iterator[QueryEnv]:
+    """STORY shipped by the real agent to a fresh lock bucket, once per test module (its tests only read it)."""
+    with story_archive(tmp_path_factory.mktemp("story"), moto_s3) as env:
+        yield env
+
+
+@pytest.fixture
+def creds(story: QueryEnv, monkeypatch: pytest.MonkeyPatch) -> QueryEnv:
+    """The story archive with its credentials in the environment for this test."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", story.archive.endpoint.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", story.archive.endpoint.secret_key)
+    return story
