@@ -28,6 +28,7 @@ RESERVED_FIELDS = frozenset(
 _NO_TARGET = TargetConfig()
 _MISSING = object()
 _PLAN_CACHE_MAX = 4096
+_NAMES_SHOWN = 20
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
@@ -87,7 +88,7 @@ class RecordBuilder:
             )
         if target_type == "":
             raise EventError(f"event {event_type!r}: target_type must be a non-empty string, not {target_type!r}")
-        target = self.config.targets.get(target_type, _NO_TARGET) if target_type else _NO_TARGET
+        target = self._target(event_type, target_type) if target_type is not None else _NO_TARGET
         standard = event_types.STANDARD_FIELDS.get(event_type, frozenset())
         plan = RecordPlan(
             target=target, payload_fields=target.allowed | standard, change_fields=target.allowed,
@@ -98,6 +99,18 @@ class RecordBuilder:
             self._plans.clear()
         self._plans[(event_type, target_type)] = plan
         return plan
+
+    def _target(self, event_type: str, target_type: str) -> TargetConfig:
+        # A target type without a section is a typo far more often than a choice: writing the event would file
+        # it under a type no query looks for, with an empty payload. Declaring a type takes one (empty) section.
+        target = self.config.targets.get(target_type)
+        if target is None:
+            raise EventError(
+                f"event {event_type!r}: target_type {target_type!r} has no [targets.{target_type}] section in the "
+                f"config ({_configured(self.config.targets)}): fix the target_type if it is misspelt, or add "
+                f"[targets.{target_type}] (with `fields = [...]`, the payload allowlist; it may be empty)"
+            )
+        return target
 
     def _payload(self, event_type: str, fields: Mapping[str, Any], plan: RecordPlan) -> dict[str, Any]:
         payload = {}
@@ -175,6 +188,14 @@ def _target_id(event_type: str, target_type: object, target_id: object) -> str |
     if isinstance(target_id, bool) or not (isinstance(target_id, str | int) or type(target_id).__name__ == "UUID"):
         raise EventError(f"event {event_type!r}: target_id must be a str, int or UUID, not {target_id!r}")
     return str(target_id)
+
+
+def _configured(targets: Mapping[str, TargetConfig]) -> str:
+    if not targets:
+        return "it has no [targets.*] section at all"
+    names = sorted(targets)
+    more = f", … {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+    return "configured target types: " + ", ".join(names[:_NAMES_SHOWN]) + more
 
 
 def _mapping(event_type: str, name: str, value: Any) -> Mapping[str, Any]:
