@@ -18,6 +18,7 @@ import structlog
 import auditlock
 from auditlock import EventError, SpoolError
 from auditlock.config import Config
+from auditlock.handler.record import AUDIT_ARGUMENTS
 from tests.conftest import config_dict
 from tests.support.spool_files import spool_events
 
@@ -90,6 +91,28 @@ class TestStructlogProcessor:
         assert "password" not in kept
         assert kept["event_id"] == spool_events(config.spool.dir)[0]["event_id"]
 
+    def test_misspelt_audit_event_is_refused_not_logged(self, config: Config, app_log: list[bytes],
+                                                         closing: Callable[[Any], Any]) -> None:
+        """An event carrying audit arguments whose type matches no include pattern raises; its raw values go nowhere."""
+        log = configure_structlog(closing(auditlock.AuditProcessor(config)), app_log)
+        with pytest.raises(EventError, match=r"event 'orders\.updated' carries audit arguments \(after, before, "
+                                             r"target_type\) but matches no \[events\] include pattern") as refused, \
+                auditlock.actor("user:1"):
+            log.info("orders.updated", target_type="Order", before={"status": "new"}, after={"status": "paid"},
+                     customer_email="leak@example.com")
+        assert "add a pattern matching it to [events] include" in str(refused.value)
+        assert app_log == []
+        assert not config.spool.dir.exists()
+
+    @pytest.mark.parametrize("argument", sorted(AUDIT_ARGUMENTS))
+    def test_each_audit_argument_marks_an_audit_event(self, config: Config, app_log: list[bytes],
+                                                      closing: Callable[[Any], Any], argument: str) -> None:
+        """Any one of the audit arguments is enough for an unmatched event to be refused."""
+        log = configure_structlog(closing(auditlock.AuditProcessor(config)), app_log)
+        with pytest.raises(EventError, match=f"carries audit arguments \\({argument}\\)"):
+            log.info("cache.miss", **{argument: "x"})
+        assert app_log == []
+
     def test_errors_reach_the_caller(self, config: Config, app_log: list[bytes],
                                      closing: Callable[[Any], Any]) -> None:
         """An EventError raises from the logging call itself."""
@@ -139,6 +162,16 @@ class TestLoggingHandler:
         spool_dir.write_text("not a directory")
         with pytest.raises(SpoolError, match="audit event not written to spool"), auditlock.actor("user#1"):
             audit_logger.info("order.updated")
+
+    def test_misspelt_audit_event_is_refused_not_dropped(self, audit_logger: logging.Logger,
+                                                          spool_dir: Path) -> None:
+        """A record with audit arguments in extra= whose type matches no include pattern raises from the call."""
+        expected = r"event 'orders\.updated' carries audit arguments \(target_id, target_type\) but matches no " \
+                   r"\[events\] include pattern \(order\.\*\)"
+        with pytest.raises(EventError, match=expected), auditlock.actor("user:1"):
+            audit_logger.info("orders.updated", extra={"target_type": "Order", "target_id": 3,
+                                                       "customer_email": "leak@example.com"})
+        assert not spool_dir.exists()
 
     def test_non_audit_records_are_ignored(self, audit_logger: logging.Logger, spool_dir: Path) -> None:
         """Records whose message is not an audit event type are not spooled."""

@@ -240,7 +240,7 @@ class TestUndeclaredTargets:
         doc = config_dict(spool_dir)
         del doc["targets"], doc["hmac"]
         core = AuditCore(build_config(doc))
-        with pytest.raises(EventError, match="it has no \\[targets.\\*\\] section at all"), \
+        with pytest.raises(EventError, match=r"it has no \[targets\.\*\] section at all"), \
                 auditlock.actor("user:1"):
             core.build("order.created", {"target_type": "Order"})
 

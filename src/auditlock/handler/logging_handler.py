@@ -18,7 +18,8 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
 
 
 class AuditHandler(logging.Handler):
-    """Writes log records whose message matches `[events] include` to the audit spool."""
+    """Writes log records whose message matches `[events] include` to the audit spool; raises `EventError` for a
+    record that matches no pattern but carries audit arguments in `extra=` (a misspelt audit event)."""
 
     def __init__(self, config: Config | str | None = None, level: int | str = logging.NOTSET) -> None:
         super().__init__(level)
@@ -28,6 +29,7 @@ class AuditHandler(logging.Handler):
         """Write one record if it is an audit event; raise when it cannot be made durable."""
         name = record.getMessage() if record.args else record.msg
         if not self.core.is_audit_event(name):
+            self.core.refuse_unmatched(name, record.__dict__)
             return
         self.core.emit(name, _fields_of(record))
 

@@ -21,10 +21,13 @@ from auditlock.handler.context import ACTOR_TYPES, current_actor, infer_actor_ty
 from auditlock.handler.encode import encode_value, hmac_value
 from auditlock.spool.format import SCHEMA
 
-# Keys of a call that describe the event itself; every other key is a payload candidate.
-RESERVED_FIELDS = frozenset(
-    {"event", "actor_id", "actor_type", "actor_ip", "target_type", "target_id", "before", "after", "payload"}
+# The call arguments only an audit event has. An event carrying one is meant for the trail: if its type matches no
+# `[events] include` pattern (a misspelt type), both adapters refuse it rather than drop it or log it raw.
+AUDIT_ARGUMENTS = frozenset(
+    {"actor_id", "actor_type", "actor_ip", "target_type", "target_id", "before", "after", "payload"}
 )
+# Keys of a call that describe the event itself; every other key is a payload candidate.
+RESERVED_FIELDS = AUDIT_ARGUMENTS | {"event"}
 _NO_TARGET = TargetConfig()
 _MISSING = object()
 _PLAN_CACHE_MAX = 4096
