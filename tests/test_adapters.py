@@ -179,6 +179,33 @@ class TestLoggingHandler:
         assert not spool_dir.exists()
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter, to its exit (atexit hooks included)."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60)
+
+
+class TestFailedConstruction:
+    def test_config_error_is_the_only_traceback(self, tmp_path: Path) -> None:
+        """A ConfigError in AuditHandler() leaves no half-built handler for logging.shutdown to trip over at exit."""
+        path = tmp_path / "auditlock.toml"
+        path.write_text('service = "shop"\n')  # no [spool], [events], [retention]
+        result = run_python(f"import auditlock\nauditlock.AuditHandler({str(path)!r})\n")
+        assert result.returncode == 1
+        assert result.stderr.count("Traceback (most recent call last)") == 1
+        assert "auditlock.errors.ConfigError" in result.stderr
+        assert "AttributeError" not in result.stderr
+
+    def test_dict_config_failure_leaves_nothing_for_exit(self, tmp_path: Path) -> None:
+        """The same through dictConfig: logging's own error, and nothing from the atexit shutdown."""
+        handlers = {"audit": {"()": "auditlock.AuditHandler", "config": str(tmp_path / "missing.toml")}}
+        doc = {"version": 1, "handlers": handlers, "root": {"handlers": ["audit"]}}
+        result = run_python(f"import logging.config\nlogging.config.dictConfig({doc!r})\n")
+        assert result.returncode == 1
+        assert "Unable to configure handler 'audit'" in result.stderr
+        assert "Exception ignored in atexit" not in result.stderr
+        assert "AttributeError" not in result.stderr
+
+
 class TestOneCore:
     def test_both_adapters_write_the_same_record(self, config: Config, closing: Callable[[Any], Any]) -> None:
         """The processor and the handler build identical records from the same input."""

@@ -22,8 +22,11 @@ class AuditHandler(logging.Handler):
     record that matches no pattern but carries audit arguments in `extra=` (a misspelt audit event)."""
 
     def __init__(self, config: Config | str | None = None, level: int | str = logging.NOTSET) -> None:
+        # The core first: `logging.Handler.__init__` registers the handler for `logging.shutdown`, which would
+        # flush and close a half-built handler at exit (a second traceback) if loading the config then failed.
+        core = AuditCore(config if isinstance(config, Config) else load_config(config))
         super().__init__(level)
-        self.core = AuditCore(config if isinstance(config, Config) else load_config(config))
+        self.core = core
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one record if it is an audit event; raise when it cannot be made durable."""
