@@ -8,6 +8,7 @@ import decimal
 import enum
 import hashlib
 import hmac
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -63,6 +64,28 @@ class TestActor:
         """An unknown actor_type is refused, naming the allowed ones."""
         with pytest.raises(EventError, match="actor_type 'robot' is not one of user, service, job"):
             core.emit("order.created", {"actor_id": "x", "actor_type": "robot"})
+
+    @pytest.mark.parametrize(("actor_id", "refusal"), [
+        (82, "actor_id must be a string like 'user:82', not 82"),
+        ("user:" + "9" * 252, "is 257 characters, over 256"),
+        ("user:8\n2", "holds control characters"),
+        ("user:\t82", "holds control characters"),
+        ("user:\u200b82", "holds control characters"),
+    ])
+    def test_unusable_actor_ids_are_refused(self, core: AuditCore, config: Config, actor_id: object,
+                                            refusal: str) -> None:
+        """An actor id that is not a printable string of at most 256 characters is an EventError; nothing written."""
+        with pytest.raises(EventError, match=re.escape(refusal)):
+            core.emit("order.created", {"actor_id": actor_id})
+        assert not config.spool.dir.exists() or spool_lines(config.spool.dir) == []
+
+    def test_actor_ids_are_opaque(self, core: AuditCore) -> None:
+        """Any printable id up to 256 characters is written as given; only svc:/job: set the default type."""
+        ids = ["user:82", "user:alice@example.com", "anonymous", "user:" + "9" * 251, "user:Zoë Müller"]
+        with capture_audit_events() as events:
+            for actor_id in ids:
+                core.emit("order.created", {"actor_id": actor_id})
+        assert [(e["actor_id"], e["actor_type"]) for e in events] == [(actor_id, "user") for actor_id in ids]
 
     def test_actors_nest(self) -> None:
         """An inner actor block replaces the outer one until it ends."""

@@ -32,6 +32,7 @@ _NO_TARGET = TargetConfig()
 _MISSING = object()
 _PLAN_CACHE_MAX = 4096
 _NAMES_SHOWN = 20
+ACTOR_ID_MAX_CHARS = 256
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
@@ -167,18 +168,31 @@ def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str
         actor_id, actor_type, run_id = bound.id, fields.get("actor_type") or bound.type, bound.run_id
     else:
         actor_type = fields.get("actor_type") or (infer_actor_type(actor_id) if isinstance(actor_id, str) else None)
-    if not isinstance(actor_id, str) or not actor_id:
+    if actor_id is None or actor_id == "":
         anonymous = " (the bound request is anonymous)" if bound is not None and bound.id is None else ""
         raise EventError(
             f"audit event {event_type!r} has no actor{anonymous}: wrap the code in "
-            "`with auditlock.actor(\"user#82\")`, or pass actor_id= (a person, svc:<service> or job:<name>)"
+            "`with auditlock.actor(\"user:82\")`, or pass actor_id= (user:<id>, svc:<service> or job:<name>)"
         )
+    _check_actor_id(event_type, actor_id)
     if actor_type not in ACTOR_TYPES:
         raise EventError(f"event {event_type!r}: actor_type {actor_type!r} is not one of {', '.join(ACTOR_TYPES)}")
     actor_ip = fields.get("actor_ip", bound.ip if bound is not None else None)
     if actor_ip is not None and not isinstance(actor_ip, str):
         raise EventError(f"event {event_type!r}: actor_ip must be a string, not {actor_ip!r}")
     return actor_id, actor_type, actor_ip, run_id, request_id
+
+
+def _check_actor_id(event_type: str, actor_id: object) -> None:
+    # Actor ids are opaque `<kind>:<id>` strings (docs/events.md); only what would break a trail is refused.
+    if not isinstance(actor_id, str):
+        raise EventError(f"event {event_type!r}: actor_id must be a string like 'user:82', not {actor_id!r}")
+    if len(actor_id) > ACTOR_ID_MAX_CHARS:
+        raise EventError(f"event {event_type!r}: actor_id {actor_id[:40]!r}… is {len(actor_id)} characters, over "
+                         f"{ACTOR_ID_MAX_CHARS}: pass the actor's id (user:<primary key>), not a description")
+    if not actor_id.isprintable():
+        raise EventError(f"event {event_type!r}: actor_id {actor_id!r} holds control characters (newline, tab, …): "
+                         "pass a printable id like 'user:82'")
 
 
 def _target_id(event_type: str, target_type: object, target_id: object) -> str | None:
