@@ -104,6 +104,14 @@ class TestStructlogProcessor:
         assert app_log == []
         assert not config.spool.dir.exists()
 
+    def test_refusal_message_is_bounded(self, config: Config, app_log: list[bytes],
+                                        closing: Callable[[Any], Any]) -> None:
+        """A huge unmatched event name is cut in the refusal's message."""
+        log = configure_structlog(closing(auditlock.AuditProcessor(config)), app_log)
+        with pytest.raises(EventError) as refused:
+            log.info("x" * 100_000, target_type="Order")
+        assert len(str(refused.value)) < 800
+
     @pytest.mark.parametrize("argument", sorted(AUDIT_ARGUMENTS))
     def test_each_audit_argument_marks_an_audit_event(self, config: Config, app_log: list[bytes],
                                                       closing: Callable[[Any], Any], argument: str) -> None:

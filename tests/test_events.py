@@ -258,6 +258,12 @@ class TestUndeclaredTargets:
         assert record is not None
         assert (record["target_type"], record["payload"]) == ("Invoice", {})
 
+    def test_refusal_message_is_bounded(self, core: AuditCore) -> None:
+        """A huge target_type is cut in the message: the refusal does not copy what the caller passed in full."""
+        with pytest.raises(EventError) as refused, auditlock.actor("user:1"):
+            core.emit("order.updated", {"target_type": "X" * 100_000})
+        assert len(str(refused.value)) < 600
+
     def test_refusal_without_any_target_section(self, spool_dir: Path) -> None:
         """With no [targets.*] section at all the message says so instead of listing none."""
         doc = config_dict(spool_dir)

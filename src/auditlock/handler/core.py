@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 from auditlock.config.model import Config
 from auditlock.errors import EventError, SpoolError
 from auditlock.handler import event_types
-from auditlock.handler.record import AUDIT_ARGUMENTS, RecordBuilder
+from auditlock.handler.record import AUDIT_ARGUMENTS, RecordBuilder, shown
 from auditlock.spool.writer import SpoolWriter
 
 log = logging.getLogger("auditlock")
@@ -166,7 +166,7 @@ class DropCounter:
 def _unmatched_message(name: object, found: Iterable[str], include: tuple[str, ...]) -> str:
     patterns = ", ".join(include[:_PATTERNS_SHOWN]) + (", …" if len(include) > _PATTERNS_SHOWN else "")
     return (
-        f"event {name!r} carries audit arguments ({', '.join(sorted(found))}) but matches no [events] include "
+        f"event {shown(name)} carries audit arguments ({', '.join(sorted(found))}) but matches no [events] include "
         f"pattern ({patterns}), so it was refused: not written to the audit trail and not passed on to the "
         "application log. Fix the event type if it is misspelt, or add a pattern matching it to [events] include; "
         f"a plain log event must not use the names {', '.join(sorted(AUDIT_ARGUMENTS))}"

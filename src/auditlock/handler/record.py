@@ -32,6 +32,7 @@ _NO_TARGET = TargetConfig()
 _MISSING = object()
 _PLAN_CACHE_MAX = 4096
 _NAMES_SHOWN = 20
+_SHOWN_MAX_CHARS = 100
 ACTOR_ID_MAX_CHARS = 256
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
@@ -109,10 +110,11 @@ class RecordBuilder:
         # it under a type no query looks for, with an empty payload. Declaring a type takes one (empty) section.
         target = self.config.targets.get(target_type)
         if target is None:
+            section = f"[targets.{target_type[:_SHOWN_MAX_CHARS]}]"
             raise EventError(
-                f"event {event_type!r}: target_type {target_type!r} has no [targets.{target_type}] section in the "
-                f"config ({_configured(self.config.targets)}): fix the target_type if it is misspelt, or add "
-                f"[targets.{target_type}] (with `fields = [...]`, the payload allowlist; it may be empty)"
+                f"event {event_type!r}: target_type {shown(target_type)} has no {section} section in the config "
+                f"({_configured(self.config.targets)}): fix the target_type if it is misspelt, or add {section} "
+                "(with `fields = [...]`, the payload allowlist; it may be empty)"
             )
         return target
 
@@ -205,6 +207,12 @@ def _target_id(event_type: str, target_type: object, target_id: object) -> str |
     if isinstance(target_id, bool) or not (isinstance(target_id, str | int) or type(target_id).__name__ == "UUID"):
         raise EventError(f"event {event_type!r}: target_id must be a str, int or UUID, not {target_id!r}")
     return str(target_id)
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for an error message, cut to at most about 100 characters (values come from callers)."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_MAX_CHARS else f"{text[:_SHOWN_MAX_CHARS]}…"
 
 
 def _configured(targets: Mapping[str, TargetConfig]) -> str:
