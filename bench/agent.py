@@ -69,7 +69,7 @@ SEGMENT_MAX_BYTES = 16 * MIB
 BATCH_MAX_BYTES = 64 * MIB
 GZIP_LEVEL = 6
 EVENT = "order.updated"
-ACTOR = "user#82"
+ACTOR = "user:82"
 PREFIX = "audit"
 
 CONFIG_TEMPLATE = """

@@ -45,7 +45,7 @@ import auditlock
 from auditlock.config import build_config
 
 EVENT = "order.updated"
-ACTOR_ID = "user#82"
+ACTOR_ID = "user:82"
 ACTOR_IP = "203.0.113.7"
 SERVICE = "billing-api"
 ALLOWED = ("status", "total", "currency", "items", "reason")

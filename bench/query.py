@@ -46,7 +46,7 @@ from auditlock.spool.chain import EventChain
 
 PREFIX = "audit"
 MONTH = "2026-03"
-ACTOR = "user#42"
+ACTOR = "user:42"
 SCAN_SQL = "SELECT event_type, count(*) AS n FROM {source} GROUP BY 1 ORDER BY 2 DESC"
 START = dt.datetime(2025, 12, 1, tzinfo=dt.UTC)
 END = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -76,7 +76,7 @@ def write_archive(root: Path, events: int, object_events: int) -> list[Path]:
 
 def _record(n: int) -> dict[str, Any]:
     return {"schema": "auditlock/1", "event_id": None, "event_type": TYPES[n % len(TYPES)], "occurred_at": None,
-            "actor_id": f"user#{n * 7919 % 1000}", "actor_type": "user", "actor_ip": f"203.0.113.{n % 250}",
+            "actor_id": f"user:{n * 7919 % 1000}", "actor_type": "user", "actor_ip": f"203.0.113.{n % 250}",
             "target_type": "Order", "target_id": str(n % 50_000),
             "payload": {"changes": {"status": ["new", "paid"]}, "total": n % 1000},
             "service": "shop", "host": "shop-7d9f", "retention": "standard", "trace_id": None, "span_id": None}

@@ -74,7 +74,7 @@ def record(n: int, closing: bool = False) -> dict[str, Any]:
     event_type = WRITER_CLOSED if closing else TYPES[n % len(TYPES)]
     retention = "security" if event_type.startswith("auth.") else "standard"
     return {"schema": "auditlock/1", "event_id": None, "event_type": event_type, "occurred_at": None,
-            "actor_id": f"user#{n * 7919 % 1000}", "actor_type": "user", "actor_ip": f"203.0.113.{n % 250}",
+            "actor_id": f"user:{n * 7919 % 1000}", "actor_type": "user", "actor_ip": f"203.0.113.{n % 250}",
             "target_type": "Order", "target_id": str(n % 50_000),
             "payload": {"changes": {"status": ["new", "paid"]}, "total": n % 1000},
             "service": "shop", "host": "shop-7d9f", "retention": retention, "trace_id": None, "span_id": None}

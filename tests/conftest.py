@@ -28,6 +28,7 @@ def config_dict(spool_path: Path, **overrides: Any) -> dict[str, Any]:
             "Order": {"fields": ["status", "total", "customer_email"], "hmac": ["customer_email"],
                       "retention": "orders"},
             "Customer": {"fields": ["name", "email"], "hmac": ["email"], "sensitive_reads": True},
+            "User": {}, "ApiKey": {},  # the targets of the auth helpers: declared, nothing allowlisted
         },
         "hmac": {"key_env": "AUDITLOCK_TEST_HMAC"},
         "retention": {

@@ -18,6 +18,7 @@ import structlog
 import auditlock
 from auditlock import EventError, SpoolError
 from auditlock.config import Config
+from auditlock.handler.record import AUDIT_ARGUMENTS
 from tests.conftest import config_dict
 from tests.support.spool_files import spool_events
 
@@ -90,6 +91,36 @@ class TestStructlogProcessor:
         assert "password" not in kept
         assert kept["event_id"] == spool_events(config.spool.dir)[0]["event_id"]
 
+    def test_misspelt_audit_event_is_refused_not_logged(self, config: Config, app_log: list[bytes],
+                                                         closing: Callable[[Any], Any]) -> None:
+        """An event carrying audit arguments whose type matches no include pattern raises; its raw values go nowhere."""
+        log = configure_structlog(closing(auditlock.AuditProcessor(config)), app_log)
+        with pytest.raises(EventError, match=r"event 'orders\.updated' carries audit arguments \(after, before, "
+                                             r"target_type\) but matches no \[events\] include pattern") as refused, \
+                auditlock.actor("user:1"):
+            log.info("orders.updated", target_type="Order", before={"status": "new"}, after={"status": "paid"},
+                     customer_email="leak@example.com")
+        assert "add a pattern matching it to [events] include" in str(refused.value)
+        assert app_log == []
+        assert not config.spool.dir.exists()
+
+    def test_refusal_message_is_bounded(self, config: Config, app_log: list[bytes],
+                                        closing: Callable[[Any], Any]) -> None:
+        """A huge unmatched event name is cut in the refusal's message."""
+        log = configure_structlog(closing(auditlock.AuditProcessor(config)), app_log)
+        with pytest.raises(EventError) as refused:
+            log.info("x" * 100_000, target_type="Order")
+        assert len(str(refused.value)) < 800
+
+    @pytest.mark.parametrize("argument", sorted(AUDIT_ARGUMENTS))
+    def test_each_audit_argument_marks_an_audit_event(self, config: Config, app_log: list[bytes],
+                                                      closing: Callable[[Any], Any], argument: str) -> None:
+        """Any one of the audit arguments is enough for an unmatched event to be refused."""
+        log = configure_structlog(closing(auditlock.AuditProcessor(config)), app_log)
+        with pytest.raises(EventError, match=f"carries audit arguments \\({argument}\\)"):
+            log.info("cache.miss", **{argument: "x"})
+        assert app_log == []
+
     def test_errors_reach_the_caller(self, config: Config, app_log: list[bytes],
                                      closing: Callable[[Any], Any]) -> None:
         """An EventError raises from the logging call itself."""
@@ -140,10 +171,47 @@ class TestLoggingHandler:
         with pytest.raises(SpoolError, match="audit event not written to spool"), auditlock.actor("user#1"):
             audit_logger.info("order.updated")
 
+    def test_misspelt_audit_event_is_refused_not_dropped(self, audit_logger: logging.Logger,
+                                                          spool_dir: Path) -> None:
+        """A record with audit arguments in extra= whose type matches no include pattern raises from the call."""
+        expected = r"event 'orders\.updated' carries audit arguments \(target_id, target_type\) but matches no " \
+                   r"\[events\] include pattern \(order\.\*\)"
+        with pytest.raises(EventError, match=expected), auditlock.actor("user:1"):
+            audit_logger.info("orders.updated", extra={"target_type": "Order", "target_id": 3,
+                                                       "customer_email": "leak@example.com"})
+        assert not spool_dir.exists()
+
     def test_non_audit_records_are_ignored(self, audit_logger: logging.Logger, spool_dir: Path) -> None:
         """Records whose message is not an audit event type are not spooled."""
         audit_logger.info("starting up %s", "now")
         assert not spool_dir.exists()
+
+
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter, to its exit (atexit hooks included)."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60)
+
+
+class TestFailedConstruction:
+    def test_config_error_is_the_only_traceback(self, tmp_path: Path) -> None:
+        """A ConfigError in AuditHandler() leaves no half-built handler for logging.shutdown to trip over at exit."""
+        path = tmp_path / "auditlock.toml"
+        path.write_text('service = "shop"\n')  # no [spool], [events], [retention]
+        result = run_python(f"import auditlock\nauditlock.AuditHandler({str(path)!r})\n")
+        assert result.returncode == 1
+        assert result.stderr.count("Traceback (most recent call last)") == 1
+        assert "auditlock.errors.ConfigError" in result.stderr
+        assert "AttributeError" not in result.stderr
+
+    def test_dict_config_failure_leaves_nothing_for_exit(self, tmp_path: Path) -> None:
+        """The same through dictConfig: logging's own error, and nothing from the atexit shutdown."""
+        handlers = {"audit": {"()": "auditlock.AuditHandler", "config": str(tmp_path / "missing.toml")}}
+        doc = {"version": 1, "handlers": handlers, "root": {"handlers": ["audit"]}}
+        result = run_python(f"import logging.config\nlogging.config.dictConfig({doc!r})\n")
+        assert result.returncode == 1
+        assert "Unable to configure handler 'audit'" in result.stderr
+        assert "Exception ignored in atexit" not in result.stderr
+        assert "AttributeError" not in result.stderr
 
 
 class TestOneCore:

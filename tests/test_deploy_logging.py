@@ -51,7 +51,7 @@ log = logging.getLogger("audit")
 
 
 def app(environ, start_response):
-    with auditlock.actor("user#7", ip=environ.get("REMOTE_ADDR")):
+    with auditlock.actor("user:7", ip=environ.get("REMOTE_ADDR")):
         log.info("order.updated", extra={"target_type": "Order", "target_id": 42,
                                          "before": {"status": "new"}, "after": {"status": "paid"}})
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
@@ -126,11 +126,11 @@ class TestDictConfig:
     def test_audit_logger_writes_the_spool(self, spool: Path) -> None:
         """dictconfig.LOGGING routes an event on the audit logger into the spool named by $AUDITLOCK_CONFIG."""
         logging.config.dictConfig(runpy.run_path(str(EXAMPLES / "dictconfig.py"))["LOGGING"])
-        with auditlock.actor("user#1"):
+        with auditlock.actor("user:1"):
             logging.getLogger("audit").info("order.updated", extra={"target_type": "Order", "target_id": 3,
                                                                     "after": {"status": "paid"}})
         event = the_event(spool)
-        assert (event["event_type"], event["actor_id"]) == ("order.updated", "user#1")
+        assert (event["event_type"], event["actor_id"]) == ("order.updated", "user:1")
         assert (event["target_type"], event["target_id"]) == ("Order", "3")
 
 
@@ -165,7 +165,7 @@ class TestDjangoSettings:
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "200"
         event = the_event(spool)
-        assert (event["event_type"], event["actor_id"], event["actor_ip"]) == ("order.updated", "user#82", "10.1.2.3")
+        assert (event["event_type"], event["actor_id"], event["actor_ip"]) == ("order.updated", "user:82", "10.1.2.3")
         assert (event["target_type"], event["target_id"]) == ("Order", "5")
         assert event["payload"]["request_id"] == "req-1"
         assert open_segments(spool) == []
@@ -190,7 +190,7 @@ class TestGunicornConf:
         assert body == b"ok\n"
         assert exit_code == 0, log_path.read_text()
         event = the_event(spool)
-        assert (event["event_type"], event["actor_id"], event["actor_ip"]) == ("order.updated", "user#7", "127.0.0.1")
+        assert (event["event_type"], event["actor_id"], event["actor_ip"]) == ("order.updated", "user:7", "127.0.0.1")
         assert (event["target_type"], event["target_id"]) == ("Order", "42")
         assert event["payload"] == {"changes": {"status": ["new", "paid"]}}
         assert open_segments(spool) == [], log_path.read_text()

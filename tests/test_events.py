@@ -8,19 +8,21 @@ import decimal
 import enum
 import hashlib
 import hmac
+import re
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import auditlock
 from auditlock import EventError
-from auditlock.config import Config
+from auditlock.config import Config, build_config
 from auditlock.handler.core import AuditCore
 from auditlock.testing import capture_audit_events
-from tests.conftest import HMAC_KEY
+from tests.conftest import HMAC_KEY, config_dict
 from tests.support.spool_files import spool_events, spool_lines
 
 
@@ -62,6 +64,28 @@ class TestActor:
         """An unknown actor_type is refused, naming the allowed ones."""
         with pytest.raises(EventError, match="actor_type 'robot' is not one of user, service, job"):
             core.emit("order.created", {"actor_id": "x", "actor_type": "robot"})
+
+    @pytest.mark.parametrize(("actor_id", "refusal"), [
+        (82, "actor_id must be a string like 'user:82', not 82"),
+        ("user:" + "9" * 252, "is 257 characters, over 256"),
+        ("user:8\n2", "holds control characters"),
+        ("user:\t82", "holds control characters"),
+        ("user:\u200b82", "holds control characters"),
+    ])
+    def test_unusable_actor_ids_are_refused(self, core: AuditCore, config: Config, actor_id: object,
+                                            refusal: str) -> None:
+        """An actor id that is not a printable string of at most 256 characters is an EventError; nothing written."""
+        with pytest.raises(EventError, match=re.escape(refusal)):
+            core.emit("order.created", {"actor_id": actor_id})
+        assert not config.spool.dir.exists() or spool_lines(config.spool.dir) == []
+
+    def test_actor_ids_are_opaque(self, core: AuditCore) -> None:
+        """Any printable id up to 256 characters is written as given; only svc:/job: set the default type."""
+        ids = ["user:82", "user:alice@example.com", "anonymous", "user:" + "9" * 251, "user:Zoë Müller"]
+        with capture_audit_events() as events:
+            for actor_id in ids:
+                core.emit("order.created", {"actor_id": actor_id})
+        assert [(e["actor_id"], e["actor_type"]) for e in events] == [(actor_id, "user") for actor_id in ids]
 
     def test_actors_nest(self) -> None:
         """An inner actor block replaces the outer one until it ends."""
@@ -201,6 +225,53 @@ class TestPayload:
         """A target_id without target_type is refused."""
         with pytest.raises(EventError, match="without target_type"), auditlock.actor("user#1"):
             core.emit("order.created", {"target_id": 5})
+
+
+class TestUndeclaredTargets:
+    def test_misspelt_target_type_is_refused(self, core: AuditCore, config: Config) -> None:
+        """A target type with no [targets.<Type>] section is refused, naming it and the section; nothing written."""
+        with pytest.raises(EventError, match=r"target_type 'Ordr' has no \[targets\.Ordr\] section") as refused, \
+                auditlock.actor("user:1"):
+            core.emit("order.updated", {"target_type": "Ordr", "target_id": 1, "status": "paid"})
+        assert "configured target types: ApiKey, Customer, Order, User" in str(refused.value)
+        assert not config.spool.dir.exists() or spool_lines(config.spool.dir) == []
+
+    def test_standard_type_on_an_undeclared_target_is_refused(self, core: AuditCore) -> None:
+        """Standard event types are no exception: data.accessed on a misspelt target would skip sensitive_reads."""
+        with pytest.raises(EventError, match=r"add \[targets\.Custmer\]"), auditlock.actor("user:1"):
+            core.emit("data.accessed", {"target_type": "Custmer", "target_id": "9"})
+
+    def test_events_without_a_target_need_no_section(self, core: AuditCore) -> None:
+        """An event naming no target type is written as before."""
+        with auditlock.actor("user:1"):
+            record = core.emit("auth.logout", {"reason": "user"})
+        assert record is not None
+        assert record["target_type"] is None
+
+    def test_an_empty_section_declares_a_target(self, make_config: Callable[..., Config],
+                                                closing: Callable[[Any], Any]) -> None:
+        """`[targets.<Type>]` with no keys declares the type: its events are written, with an empty payload."""
+        core = AuditCore(make_config(targets={"Invoice": {}}))
+        closing(core.writer)
+        with auditlock.actor("user:1"):
+            record = core.emit("invoice.created", {"target_type": "Invoice", "target_id": 3, "total": 5})
+        assert record is not None
+        assert (record["target_type"], record["payload"]) == ("Invoice", {})
+
+    def test_refusal_message_is_bounded(self, core: AuditCore) -> None:
+        """A huge target_type is cut in the message: the refusal does not copy what the caller passed in full."""
+        with pytest.raises(EventError) as refused, auditlock.actor("user:1"):
+            core.emit("order.updated", {"target_type": "X" * 100_000})
+        assert len(str(refused.value)) < 600
+
+    def test_refusal_without_any_target_section(self, spool_dir: Path) -> None:
+        """With no [targets.*] section at all the message says so instead of listing none."""
+        doc = config_dict(spool_dir)
+        del doc["targets"], doc["hmac"]
+        core = AuditCore(build_config(doc))
+        with pytest.raises(EventError, match=r"it has no \[targets\.\*\] section at all"), \
+                auditlock.actor("user:1"):
+            core.build("order.created", {"target_type": "Order"})
 
 
 class Colour(enum.Enum):

@@ -8,6 +8,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -15,9 +16,9 @@ import structlog
 
 import auditlock
 from auditlock import EventError, event_types
-from auditlock.config import Config
+from auditlock.config import Config, build_config
 from auditlock.integrations import auth
-from tests.conftest import HMAC_KEY
+from tests.conftest import HMAC_KEY, config_dict
 from tests.support.spool_files import spool_events, spool_lines
 
 
@@ -126,6 +127,16 @@ class TestHelpers:
             logger.addHandler(closing(auditlock.AuditHandler(config)))
             auth.login_failed(logger, reason="bad_password", username="alice")
             assert spool_events(config.spool.dir)[-1]["payload"].get("username") == expected
+
+    def test_helpers_need_their_target_declared(self, spool_dir: Path, closing: Callable[[Any], Any]) -> None:
+        """Without [targets.User] in the config a helper's event is refused, naming the section to add."""
+        doc = config_dict(spool_dir)
+        del doc["targets"]["User"]
+        processor = closing(auditlock.AuditProcessor(build_config(doc)))
+        logger = structlog.wrap_logger(structlog.PrintLogger(), processors=[processor])
+        with pytest.raises(EventError, match=r"add \[targets\.User\]"), auditlock.actor("user:1"):
+            auth.logout(logger, 82)
+        assert not spool_dir.exists() or spool_lines(spool_dir) == []
 
     def test_role_change_needs_a_bound_actor(self, app_log: Any) -> None:
         """A role grant with nobody bound is refused: granted_by is the bound actor."""

@@ -226,7 +226,7 @@ class TestAsgiBinding:
     def test_actor_callable_must_return_an_id(self, audit_log: logging.Logger) -> None:
         """An actor callable returning something other than a string or None fails the request loudly."""
         app = starlette_app(audit_log, actor=lambda scope: 82)
-        with pytest.raises(TypeError, match="return an actor id like 'user#82'"):
+        with pytest.raises(TypeError, match="return an actor id like 'user:82'"):
             call(app, "POST", "/orders/1")
 
 

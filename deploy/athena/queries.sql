@@ -38,7 +38,7 @@ ORDER BY occurred_at DESC, event_id DESC;
 
 
 -- name: actor_activity
--- Everything an actor did between two dates (a person `user#82`, a service `svc:billing-api`, a job).
+-- Everything an actor did between two dates (a person `user:82`, a service `svc:billing-api`, a job).
 -- params: actor_id, first_year, last_year, first_month, last_month, since, until
 -- locally: auditlock query --actor ACTOR --since SINCE --until UNTIL
 SELECT occurred_at, event_type, target_type, target_id, actor_ip, payload, event_id

@@ -4,7 +4,7 @@
     logging.config.dictConfig(LOGGING)            # copy LOGGING into your code, or import this file
 
     log = logging.getLogger("audit")
-    with auditlock.actor(f"user#{user.id}", ip=request_ip):
+    with auditlock.actor(f"user:{user.id}", ip=request_ip):
         log.info("order.updated", extra={"target_type": "Order", "target_id": order.id,
                                          "before": {"status": "new"}, "after": {"status": "paid"}})
 

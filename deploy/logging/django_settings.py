@@ -44,7 +44,7 @@ class AuditActorMiddleware:
     def __call__(self, request: Any) -> Any:
         """Run the view inside an actor block."""
         user = getattr(request, "user", None)
-        actor_id = f"user#{user.pk}" if user is not None and user.is_authenticated else None
+        actor_id = f"user:{user.pk}" if user is not None and user.is_authenticated else None
         # Behind a proxy, take the address your proxy vouches for instead of REMOTE_ADDR.
         with auditlock.actor(actor_id, ip=request.META.get("REMOTE_ADDR"),
                              request_id=request.headers.get("X-Request-ID")):

@@ -2,7 +2,7 @@
 
     configure_logging()
     log = structlog.get_logger()
-    with auditlock.actor(f"user#{user.id}", ip=request_ip):
+    with auditlock.actor(f"user:{user.id}", ip=request_ip):
         log.info("order.updated", target_type="Order", target_id=order.id, status="paid")
     log.info("cache.miss", key="k")               # not an audit event: rendered as usual
 

@@ -34,7 +34,7 @@ _QUERY_FLAGS = (*_FILTER_FLAGS, "since", "until", "sql", "include_spool")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of query."""
     parser.add_argument("--config", help="config file (default: $AUDITLOCK_CONFIG, else ./auditlock.toml)")
-    parser.add_argument("--actor", help="actor_id, e.g. user#82 or svc:billing-api")
+    parser.add_argument("--actor", help="actor_id, e.g. user:82 or svc:billing-api")
     parser.add_argument("--target-type", help="target_type, e.g. Order")
     parser.add_argument("--target-id", help="target_id (always compared as a string)")
     parser.add_argument("--type", action="append", metavar="PATTERN",

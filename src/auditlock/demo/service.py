@@ -87,15 +87,15 @@ class Shop:
 
 def run_story(shop: Shop) -> None:
     """The day in the shop the demo records."""
-    with auditlock.actor("user#82", ip="203.0.113.7"):
+    with auditlock.actor("user:82", ip="203.0.113.7"):
         shop.audit("auth.login_succeeded", "password + MFA", method="password", mfa=True)
         shop.audit("order.created", f"status new, customer_email {ALICE} (stored hmac'd)", target_type="Order",
                    target_id=1234, status="new", total=Decimal("59.90"), currency="EUR", customer_email=ALICE)
         shop.audit("order.updated", "status new → paid", target_type="Order", target_id=1234,
                    before={"status": "new"}, after={"status": "paid"})
-    with auditlock.actor("user#17", ip="198.51.100.23"):
+    with auditlock.actor("user:17", ip="198.51.100.23"):
         shop.audit("auth.login_failed", "wrong password", method="password", reason="bad_password")
-    with auditlock.actor("user#1", ip="203.0.113.50"):
+    with auditlock.actor("user:1", ip="203.0.113.50"):
         shop.audit("access.role_granted", "role refunds, scope shop", target_type="User", target_id=82,
                    role="refunds", scope="shop")
     shop.nightly_import([(1234, "paid", "shipped"), (1235, "paid", "shipped")])
@@ -104,20 +104,20 @@ def run_story(shop: Shop) -> None:
 
 
 def _support_reads(shop: Shop) -> None:
-    with auditlock.actor("user#5", ip="10.0.4.12"):
+    with auditlock.actor("user:5", ip="10.0.4.12"):
         shop.audit("data.accessed", "justification: 'ticket #4711: refund dispute'", target_type="Customer",
                    target_id=7, justification="ticket #4711: refund dispute", fields=["email", "country"])
         try:
             shop.log.info("data.accessed", target_type="Customer", target_id=7, fields=["email"])
         except auditlock.EventError as exc:
-            shop.say(f"{'user#5':<19} {'data.accessed':<21} {'Customer:7':<13} refused, nothing written: {exc}")
+            shop.say(f"{'user:5':<19} {'data.accessed':<21} {'Customer:7':<13} refused, nothing written: {exc}")
 
 
 def _dropped_field(shop: Shop) -> None:
     call = {"target_type": "Customer", "target_id": 7,
             "before": {"email": ALICE, "country": "DE"}, "after": {"email": "alice@example.org", "country": "AT"},
             "card_number": "4111 1111 1111 1111"}
-    with auditlock.actor("user#82", ip="203.0.113.7"):
+    with auditlock.actor("user:82", ip="203.0.113.7"):
         shop.audit("customer.updated", "email and country changed; card_number is not allowlisted", **call)
     stored = shop.stored("customer.updated")
     shop.say("")

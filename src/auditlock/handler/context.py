@@ -13,7 +13,7 @@ ACTOR_TYPES = ("user", "service", "job")
 
 @dataclass(frozen=True)
 class Actor:
-    """An actor: `id` like `user#82`, `svc:billing-api` or `job:nightly-import`, its type and client address.
+    """An actor: `id` like `user:82`, `svc:billing-api` or `job:nightly-import`, its type and client address.
 
     `id` is None only for an anonymous request (ip and request id known, nobody authenticated): an event emitted
     then must name its actor itself (`actor_id=`), or it is refused.
@@ -62,7 +62,7 @@ def inner_actor(
 ) -> Actor:
     """The `Actor` that `actor(...)` binds here: the enclosing binding's ip and request id unless given."""
     if actor_id is not None and (not isinstance(actor_id, str) or not actor_id):
-        raise ValueError(f"actor id {actor_id!r}: give a non-empty string like 'user#82', or None (anonymous)")
+        raise ValueError(f"actor id {actor_id!r}: give a non-empty string like 'user:82', or None (anonymous)")
     outer = _current_actor.get()
     if outer is not None:
         ip = outer.ip if ip is None else ip

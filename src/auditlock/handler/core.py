@@ -10,18 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeGuard
 
 from auditlock.config.model import Config
-from auditlock.errors import SpoolError
+from auditlock.errors import EventError, SpoolError
 from auditlock.handler import event_types
-from auditlock.handler.record import RecordBuilder
+from auditlock.handler.record import AUDIT_ARGUMENTS, RecordBuilder, shown
 from auditlock.spool.writer import SpoolWriter
 
 log = logging.getLogger("auditlock")
 
 _MATCH_CACHE_MAX = 4096
+_PATTERNS_SHOWN = 10
 
 # Hooks of `auditlock.testing.capture_audit_events`: while any is installed, records go there, not to disk.
 capture_hooks: list[Callable[[dict[str, Any]], None]] = []
@@ -71,6 +72,15 @@ class AuditCore:
                 self._is_audit.clear()
             known = self._is_audit[name] = self.config.events.matches(name)
         return known
+
+    def refuse_unmatched(self, name: object, keys: Iterable[str]) -> None:
+        """Raise `EventError` when an event matching no include pattern carries audit arguments (`AUDIT_ARGUMENTS`).
+
+        Such an event is an audit event under a misspelt type: dropping it loses it, passing it on to the
+        application log leaks its raw, non-allowlisted values. Events without audit arguments are left alone.
+        """
+        if not AUDIT_ARGUMENTS.isdisjoint(keys):
+            raise EventError(_unmatched_message(name, AUDIT_ARGUMENTS.intersection(keys), self.config.events.include))
 
     def emit(self, event_type: str, fields: Mapping[str, Any]) -> dict[str, Any] | None:
         """Build and write one audit event; returns the record, or None when it was dropped by policy."""
@@ -151,6 +161,16 @@ class DropCounter:
         with self._lock:
             self.unreported += report["count"]
             self._first = report["first_dropped_at"]
+
+
+def _unmatched_message(name: object, found: Iterable[str], include: tuple[str, ...]) -> str:
+    patterns = ", ".join(include[:_PATTERNS_SHOWN]) + (", …" if len(include) > _PATTERNS_SHOWN else "")
+    return (
+        f"event {shown(name)} carries audit arguments ({', '.join(sorted(found))}) but matches no [events] include "
+        f"pattern ({patterns}), so it was refused: not written to the audit trail and not passed on to the "
+        "application log. Fix the event type if it is misspelt, or add a pattern matching it to [events] include; "
+        f"a plain log event must not use the names {', '.join(sorted(AUDIT_ARGUMENTS))}"
+    )
 
 
 def _uses_hmac(config: Config) -> bool:

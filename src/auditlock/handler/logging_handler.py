@@ -18,16 +18,21 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
 
 
 class AuditHandler(logging.Handler):
-    """Writes log records whose message matches `[events] include` to the audit spool."""
+    """Writes log records whose message matches `[events] include` to the audit spool; raises `EventError` for a
+    record that matches no pattern but carries audit arguments in `extra=` (a misspelt audit event)."""
 
     def __init__(self, config: Config | str | None = None, level: int | str = logging.NOTSET) -> None:
+        # The core first: `logging.Handler.__init__` registers the handler for `logging.shutdown`, which would
+        # flush and close a half-built handler at exit (a second traceback) if loading the config then failed.
+        core = AuditCore(config if isinstance(config, Config) else load_config(config))
         super().__init__(level)
-        self.core = AuditCore(config if isinstance(config, Config) else load_config(config))
+        self.core = core
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one record if it is an audit event; raise when it cannot be made durable."""
         name = record.getMessage() if record.args else record.msg
         if not self.core.is_audit_event(name):
+            self.core.refuse_unmatched(name, record.__dict__)
             return
         self.core.emit(name, _fields_of(record))
 

@@ -17,7 +17,8 @@ _APP_VIEW_FIELDS = ("event_id", "actor_id", "actor_type", "actor_ip", "target_ty
 
 
 class AuditProcessor:
-    """Writes audit events (names matching `[events] include`) to the spool; other events pass untouched.
+    """Writes audit events (names matching `[events] include`) to the spool; other events pass untouched, except
+    one carrying audit arguments (`target_type=`, `before=`, … — a misspelt audit event), which raises `EventError`.
 
     With `keep_in_app_log = false` (the default) an audit event then leaves the log stream (`DropEvent`);
     otherwise it continues as the audit record's view: allowlisted, hmac'd values only.
@@ -31,6 +32,7 @@ class AuditProcessor:
         """Process one structlog event dict."""
         name = event_dict.get("event")
         if not self.core.is_audit_event(name):
+            self.core.refuse_unmatched(name, event_dict)
             return event_dict
         record = self.core.emit(name, event_dict)
         if not self._keep:

@@ -21,13 +21,19 @@ from auditlock.handler.context import ACTOR_TYPES, current_actor, infer_actor_ty
 from auditlock.handler.encode import encode_value, hmac_value
 from auditlock.spool.format import SCHEMA
 
-# Keys of a call that describe the event itself; every other key is a payload candidate.
-RESERVED_FIELDS = frozenset(
-    {"event", "actor_id", "actor_type", "actor_ip", "target_type", "target_id", "before", "after", "payload"}
+# The call arguments only an audit event has. An event carrying one is meant for the trail: if its type matches no
+# `[events] include` pattern (a misspelt type), both adapters refuse it rather than drop it or log it raw.
+AUDIT_ARGUMENTS = frozenset(
+    {"actor_id", "actor_type", "actor_ip", "target_type", "target_id", "before", "after", "payload"}
 )
+# Keys of a call that describe the event itself; every other key is a payload candidate.
+RESERVED_FIELDS = AUDIT_ARGUMENTS | {"event"}
 _NO_TARGET = TargetConfig()
 _MISSING = object()
 _PLAN_CACHE_MAX = 4096
+_NAMES_SHOWN = 20
+_SHOWN_MAX_CHARS = 100
+ACTOR_ID_MAX_CHARS = 256
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
@@ -87,7 +93,7 @@ class RecordBuilder:
             )
         if target_type == "":
             raise EventError(f"event {event_type!r}: target_type must be a non-empty string, not {target_type!r}")
-        target = self.config.targets.get(target_type, _NO_TARGET) if target_type else _NO_TARGET
+        target = self._target(event_type, target_type) if target_type is not None else _NO_TARGET
         standard = event_types.STANDARD_FIELDS.get(event_type, frozenset())
         plan = RecordPlan(
             target=target, payload_fields=target.allowed | standard, change_fields=target.allowed,
@@ -98,6 +104,19 @@ class RecordBuilder:
             self._plans.clear()
         self._plans[(event_type, target_type)] = plan
         return plan
+
+    def _target(self, event_type: str, target_type: str) -> TargetConfig:
+        # A target type without a section is a typo far more often than a choice: writing the event would file
+        # it under a type no query looks for, with an empty payload. Declaring a type takes one (empty) section.
+        target = self.config.targets.get(target_type)
+        if target is None:
+            section = f"[targets.{target_type[:_SHOWN_MAX_CHARS]}]"
+            raise EventError(
+                f"event {event_type!r}: target_type {shown(target_type)} has no {section} section in the config "
+                f"({_configured(self.config.targets)}): fix the target_type if it is misspelt, or add {section} "
+                "(with `fields = [...]`, the payload allowlist; it may be empty)"
+            )
+        return target
 
     def _payload(self, event_type: str, fields: Mapping[str, Any], plan: RecordPlan) -> dict[str, Any]:
         payload = {}
@@ -151,18 +170,31 @@ def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str
         actor_id, actor_type, run_id = bound.id, fields.get("actor_type") or bound.type, bound.run_id
     else:
         actor_type = fields.get("actor_type") or (infer_actor_type(actor_id) if isinstance(actor_id, str) else None)
-    if not isinstance(actor_id, str) or not actor_id:
+    if actor_id is None or actor_id == "":
         anonymous = " (the bound request is anonymous)" if bound is not None and bound.id is None else ""
         raise EventError(
             f"audit event {event_type!r} has no actor{anonymous}: wrap the code in "
-            "`with auditlock.actor(\"user#82\")`, or pass actor_id= (a person, svc:<service> or job:<name>)"
+            "`with auditlock.actor(\"user:82\")`, or pass actor_id= (user:<id>, svc:<service> or job:<name>)"
         )
+    _check_actor_id(event_type, actor_id)
     if actor_type not in ACTOR_TYPES:
         raise EventError(f"event {event_type!r}: actor_type {actor_type!r} is not one of {', '.join(ACTOR_TYPES)}")
     actor_ip = fields.get("actor_ip", bound.ip if bound is not None else None)
     if actor_ip is not None and not isinstance(actor_ip, str):
         raise EventError(f"event {event_type!r}: actor_ip must be a string, not {actor_ip!r}")
     return actor_id, actor_type, actor_ip, run_id, request_id
+
+
+def _check_actor_id(event_type: str, actor_id: object) -> None:
+    # Actor ids are opaque `<kind>:<id>` strings (docs/events.md); only what would break a trail is refused.
+    if not isinstance(actor_id, str):
+        raise EventError(f"event {event_type!r}: actor_id must be a string like 'user:82', not {actor_id!r}")
+    if len(actor_id) > ACTOR_ID_MAX_CHARS:
+        raise EventError(f"event {event_type!r}: actor_id {actor_id[:40]!r}… is {len(actor_id)} characters, over "
+                         f"{ACTOR_ID_MAX_CHARS}: pass the actor's id (user:<primary key>), not a description")
+    if not actor_id.isprintable():
+        raise EventError(f"event {event_type!r}: actor_id {actor_id!r} holds control characters (newline, tab, …): "
+                         "pass a printable id like 'user:82'")
 
 
 def _target_id(event_type: str, target_type: object, target_id: object) -> str | None:
@@ -175,6 +207,20 @@ def _target_id(event_type: str, target_type: object, target_id: object) -> str |
     if isinstance(target_id, bool) or not (isinstance(target_id, str | int) or type(target_id).__name__ == "UUID"):
         raise EventError(f"event {event_type!r}: target_id must be a str, int or UUID, not {target_id!r}")
     return str(target_id)
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for an error message, cut to at most about 100 characters (values come from callers)."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_MAX_CHARS else f"{text[:_SHOWN_MAX_CHARS]}…"
+
+
+def _configured(targets: Mapping[str, TargetConfig]) -> str:
+    if not targets:
+        return "it has no [targets.*] section at all"
+    names = sorted(targets)
+    more = f", … {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+    return "configured target types: " + ", ".join(names[:_NAMES_SHOWN]) + more
 
 
 def _mapping(event_type: str, name: str, value: Any) -> Mapping[str, Any]:

@@ -1,7 +1,7 @@
 """Pure-ASGI middleware: every audit event of an HTTP or WebSocket request carries its actor, client address and
 request id — Starlette, FastAPI, or any ASGI application; no framework is imported.
 
-    app.add_middleware(AuditMiddleware, actor=lambda scope: f"user#{scope['user'].id}"
+    app.add_middleware(AuditMiddleware, actor=lambda scope: f"user:{scope['user'].id}"
                        if scope["user"].is_authenticated else None, trusted_proxies=("10.0.0.0/8",))
 
 The binding (a contextvars value, so per asyncio task) is in place for the whole application call — including
@@ -30,7 +30,7 @@ _BOUND_SCOPES = frozenset({"http", "websocket"})
 class AuditMiddleware:
     """Binds actor, client address and request id around each HTTP / WebSocket request of an ASGI app.
 
-    `actor(scope)` (sync or async) returns the actor id (`"user#82"`) or None for an anonymous request; put the
+    `actor(scope)` (sync or async) returns the actor id (`"user:82"`) or None for an anonymous request; put the
     middleware inside your authentication middleware so `scope["user"]` is set. An anonymous request binds no
     actor id (`anonymous_actor=None`): its ip and request id are bound, and an event emitted in it must name its
     actor (`actor_id=`, or `set_request_actor`, or `auditlock.actor(...)`) or it is refused — no event is

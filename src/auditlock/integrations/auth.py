@@ -40,7 +40,7 @@ def login_succeeded(logger: AuditLogger, user_id: UserId, *, method: str, mfa: b
                     actor_id: str | None = None, target_type: str = USER) -> None:
     """`auth.login_succeeded`: `user_id` authenticated by `method` (`"password"`, `"sso"`, …).
 
-    The actor is `actor_id` — the id the user acts under from now on, e.g. `"user#82"` — else the bound actor;
+    The actor is `actor_id` — the id the user acts under from now on, e.g. `"user:82"` — else the bound actor;
     a login request is usually still anonymous, so pass it.
     """
     _emit(logger, event_types.LOGIN_SUCCEEDED, target_type, user_id, actor_id=actor_id, method=method, mfa=mfa)

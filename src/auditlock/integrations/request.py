@@ -138,7 +138,7 @@ class RequestBinder:
             actor_id = self._anonymous_actor
         elif not isinstance(actor_id, str) or not actor_id:
             raise TypeError(
-                f"the actor callable returned {actor_id!r}: return an actor id like 'user#82', or None for an "
+                f"the actor callable returned {actor_id!r}: return an actor id like 'user:82', or None for an "
                 "anonymous request"
             )
         kind = infer_actor_type(actor_id) if actor_id is not None else "user"
