@@ -11,19 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import (
-    Engine,
-    ForeignKey,
-    Numeric,
-    String,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -33,73 +21,42 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 import auditlock
 from auditlock import ConfigError, EventError, SpoolError
 from auditlock.config import Config
 from auditlock.integrations.sqlalchemy import SessionTracker, default_event_prefix, track
-from tests.support.spool_files import spool_lines
-
-SECRET = "SECRET-7f3a"  # marks every value that must never reach the spool
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Customer(Base):
-    __tablename__ = "customers"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(80))
-    email: Mapped[str] = mapped_column(String(120), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(120))
-
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(20))
-    total: Mapped[Decimal] = mapped_column(Numeric(10, 2), default=Decimal("0.00"))
-    customer_email: Mapped[str | None] = mapped_column(String(120))
-    internal_note: Mapped[str | None] = mapped_column(String(120))
-    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
-    customer: Mapped[Customer | None] = relationship()
-
-
-class OrderLine(Base):
-    __tablename__ = "order_lines"
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
-    line_no: Mapped[int] = mapped_column(primary_key=True)
-    quantity: Mapped[int]
-
-
-MODELS = {Order: "Order", Customer: "Customer", OrderLine: "OrderLine"}
-INCLUDE = ["order.*", "customer.*", "order_line.*", "sales_order.*"]
+from tests.support.sqlalchemy_models import (
+    INCLUDE,
+    MODELS,
+    ORDER_TARGET,
+    SECRET,
+    Base,
+    Customer,
+    Order,
+    OrderLine,
+    add_order,
+    create_test_engine,
+    events,
+    raw_lines,
+    types,
+)
 
 
 @pytest.fixture
 def config(make_config: Callable[..., Config]) -> Config:
     """The shared test config plus Order.customer_id, an OrderLine target and the integration's event types."""
-    order = {"fields": ["status", "total", "customer_email", "customer_id"], "hmac": ["customer_email"],
-             "retention": "orders"}
-    return make_config(targets={"Order": order, "OrderLine": {"fields": ["quantity"]}}, events={"include": INCLUDE})
+    return make_config(targets={"Order": ORDER_TARGET, "OrderLine": {"fields": ["quantity"]}},
+                       events={"include": INCLUDE})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine with the schema created: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-        # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy's documented recipe takes it over.
-        event.listen(engine, "connect", lambda dbapi_conn, _record: setattr(dbapi_conn, "isolation_level", None))
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-    else:
-        engine = create_engine(request.getfixturevalue("postgres_url"))
-    Base.metadata.create_all(engine)
+    engine = create_test_engine(request, tmp_path)
     yield engine
     engine.dispose()
-
 
 
 @pytest.fixture
@@ -113,32 +70,6 @@ def tracker(factory: sessionmaker[Session], audit_log: logging.Logger) -> Iterat
     """The integration on the sessionmaker, removed after the test."""
     with track(factory, logger=audit_log, models=MODELS) as handle:
         yield handle
-
-
-def events(config: Config) -> list[dict[str, Any]]:
-    """Every event in the spool so far (none when the spool was never written)."""
-    import orjson
-
-    return [orjson.loads(line) for line in raw_lines(config)]
-
-
-def raw_lines(config: Config) -> list[bytes]:
-    """The spool's lines as bytes."""
-    return spool_lines(config.spool.dir) if config.spool.dir.exists() else []
-
-
-def types(config: Config) -> list[str]:
-    """The event types in the spool, in order."""
-    return [e["event_type"] for e in events(config)]
-
-
-def add_order(factory: sessionmaker[Session], **values: Any) -> int:
-    """Insert an order as user#7 and return its id."""
-    with auditlock.actor("user#7"), factory.begin() as session:
-        order = Order(**{"status": "new", "total": Decimal("10.50"), **values})
-        session.add(order)
-        session.flush()
-        return order.id
 
 
 @pytest.mark.usefixtures("tracker")
