@@ -35,7 +35,6 @@ thread, inside `await session.commit()` / `rollback()` / `close()`.
 
 from __future__ import annotations
 
-import logging
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -58,9 +57,7 @@ from sqlalchemy.orm import (
 from auditlock.config.model import Config
 from auditlock.errors import ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
-from auditlock.handler.context import current_actor
 from auditlock.handler.event_types import record_event_type
-from auditlock.handler.logging_handler import AuditHandler
 from auditlock.integrations.emit import AuditLogger, emit_event
 from auditlock.integrations.sqlalchemy_capture import (
     ATTEMPT_FIELDS,
@@ -74,10 +71,12 @@ from auditlock.integrations.sqlalchemy_capture import (
     rowcount_of,
     statement_model,
 )
+from auditlock.integrations.sqlalchemy_check import EventCheck
 
 __all__ = ["SessionTracker", "default_event_prefix", "sync_event_target", "track"]
 
 SUCCESS_ACTIONS = ("created", "updated", "deleted", "bulk_created", "bulk_updated", "bulk_deleted")
+WIDEST_ROWCOUNT = 2**63 - 1
 ATTEMPT_OF = {
     "created": "create_attempted", "updated": "update_attempted", "deleted": "delete_attempted",
     "bulk_created": "bulk_create_attempted", "bulk_updated": "bulk_update_attempted",
@@ -111,7 +110,8 @@ def track(
     model (default: `default_event_prefix(target_type)`). Raises `ConfigError` when a target has no
     `[targets.<Type>]` section or an event type the integration emits does not match `[events] include`.
     """
-    config = config if config is not None else _config_of(logger)
+    check = EventCheck(logger, config)
+    config = config if config is not None else check.config
     prefixes = dict(event_prefixes or {})
     named = models.items() if isinstance(models, Mapping) else ((cls, cls.__name__) for cls in models)
     tracked: dict[type[Any], TrackedModel] = {}
@@ -125,7 +125,7 @@ def track(
         raise ConfigError(problems, source="auditlock.integrations.sqlalchemy.track")
     for model in tracked.values():
         _allow_integration_fields(model.prefix)
-    return SessionTracker(sync_event_target(session_or_factory), logger, tracked)
+    return SessionTracker(sync_event_target(session_or_factory), logger, tracked, check=check)
 
 
 def sync_event_target(session_or_factory: Any) -> Any:
@@ -209,29 +209,6 @@ def _allow_integration_fields(prefix: str) -> None:
                 event_types.register_standard_fields(event_type, names)
 
 
-def _config_of(logger: AuditLogger) -> Config:
-    """The config of the AuditHandler that `logger` reaches, or of the AuditProcessor in its structlog chain."""
-    target: Any = logger.logger if isinstance(logger, logging.LoggerAdapter) else logger
-    if isinstance(target, logging.Logger):
-        current: logging.Logger | None = target
-        while current is not None:
-            for handler in current.handlers:
-                if isinstance(handler, AuditHandler):
-                    return handler.core.config
-            current = current.parent if current.propagate else None
-    else:
-        from auditlock.handler.processor import AuditProcessor  # noqa: PLC0415 - structlog users only
-        processors = getattr(target, "_processors", None)  # a bound logger's chain; a lazy proxy's is None
-        if processors is None:
-            import structlog  # noqa: PLC0415
-
-            processors = structlog.get_config()["processors"]
-        for processor in processors:
-            if isinstance(processor, AuditProcessor):
-                return processor.core.config
-    raise TypeError(f"track(): found no AuditHandler or AuditProcessor behind logger {logger!r}; pass config=")
-
-
 @dataclass
 class _SessionLog:
     """One session's pending events, per scope (root transaction or savepoint)."""
@@ -249,9 +226,11 @@ class _SessionLog:
 class SessionTracker:
     """The listeners of one `track()` call; `untrack()` removes them (pending events are then not emitted)."""
 
-    def __init__(self, target: Any, logger: AuditLogger, models: Mapping[type[Any], TrackedModel]) -> None:
+    def __init__(self, target: Any, logger: AuditLogger, models: Mapping[type[Any], TrackedModel], *,
+                 check: EventCheck | None = None) -> None:
         self._target = target
         self._logger = logger
+        self._check = check or EventCheck(logger)
         self._models = dict(models)
         self._tables = {model.mapper.local_table: model for model in self._models.values()}
         self._lookup: dict[type[Any], TrackedModel | None] = {}
@@ -289,14 +268,16 @@ class SessionTracker:
     def _before_flush(self, session: Session, _flush_context: UOWTransaction, _instances: object) -> None:
         loaded = load_unknown_before(session, self._model_of)
         events = flush_changes(session, self._model_of, loaded)
-        if events:
-            _require_actor(events[0].model, events[0].action)
+        self._refuse_unwritable(events, "not sent to the database")
         log = self._log(session)
         log.loaded, log.inflight = loaded, events
 
     def _after_flush(self, session: Session, _flush_context: UOWTransaction) -> None:
         log = self._log(session)
         events = flush_changes(session, self._model_of, log.loaded)
+        # Asked again on the final events (keys assigned, other before_flush listeners done): raising here fails
+        # the flush, so its transaction cannot commit.
+        self._refuse_unwritable(events, "the flush is rolled back")
         log.loaded, log.inflight = {}, []
         if events:
             log.stash(_scope(session), events)
@@ -306,8 +287,9 @@ class SessionTracker:
         model = statement_model(state, self._model_of, self._tables) if action is not None else None
         if action is None or model is None:
             return None
-        _require_actor(model, action)
         pending = PendingEvent(model, action, None, payload=describe_statement(state, model, action))
+        pending.payload["rowcount"] = WIDEST_ROWCOUNT  # checked at its widest; the real count replaces it
+        self._refuse_unwritable([pending], "not sent to the database")
         try:
             result = state.invoke_statement()
         except Exception as exc:
@@ -357,6 +339,18 @@ class SessionTracker:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
+    def _refuse_unwritable(self, pending_events: list[PendingEvent], consequence: str) -> None:
+        """Raise `EventError` if the write after COMMIT would refuse one of these events (see sqlalchemy_check)."""
+        for pending in pending_events:
+            event_type, fields = _event_of(pending, None, None)
+            try:
+                self._check.check(event_type, fields)
+            except EventError as exc:
+                raise EventError(
+                    f"{pending.model.target_type} {pending.action.replace('_', ' ')}: {consequence}, because its "
+                    f"audit event would be refused after the commit — {exc}"
+                ) from exc
+
     def _model_of(self, cls: type[Any]) -> TrackedModel | None:
         if cls not in self._lookup:
             self._lookup[cls] = next((self._models[base] for base in cls.__mro__ if base in self._models), None)
@@ -400,14 +394,6 @@ def _event_of(pending: PendingEvent, outcome: str | None, error: str | None) -> 
     if pending.after is not None:
         fields["after"] = pending.after
     return f"{pending.model.prefix}.{action}", fields
-
-
-def _require_actor(model: TrackedModel, action: str) -> None:
-    if current_actor() is None:
-        raise EventError(
-            f"{model.target_type} {action.replace('_', ' ')}: no actor is bound, so the change was not sent to the "
-            "database; wrap the unit of work in `with auditlock.actor(...)` or `auditlock.job(...)`"
-        )
 
 
 def _scope(session: Session) -> SessionTransaction:
