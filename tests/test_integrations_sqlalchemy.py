@@ -259,8 +259,7 @@ class TestRollback:
 class TestBulk:
     def test_bulk_update(self, factory: sessionmaker[Session], config: Config) -> None:
         """One event per statement: WHERE with parameter names, SET column names, allowlisted values, row count."""
-        for _ in range(2):
-            add_order(factory, internal_note=f"where-{SECRET}")
+        matching = [add_order(factory, internal_note=f"where-{SECRET}") for _ in range(2)]
         add_order(factory)
         with auditlock.actor("user#7"), factory.begin() as session:
             result = session.execute(update(Order).where(Order.internal_note == f"where-{SECRET}")
@@ -268,18 +267,22 @@ class TestBulk:
             assert result.rowcount == 2  # type: ignore[attr-defined]
         bulk = events(config)[-1]
         assert (bulk["event_type"], bulk["target_type"], bulk["target_id"]) == ("order.bulk_updated", "Order", None)
+        assert sorted(bulk["payload"].pop("ids"), key=int) == [str(i) for i in matching]
         assert bulk["payload"] == {"criteria": "orders.internal_note = :internal_note_1",
-                                   "columns": ["internal_note", "status"], "status": "shipped", "rowcount": 2}
+                                   "columns": ["internal_note", "status"], "status": "shipped", "rowcount": 2,
+                                   "ids_truncated": False}
         assert SECRET.encode() not in b"\n".join(raw_lines(config))
 
     def test_bulk_delete(self, factory: sessionmaker[Session], config: Config) -> None:
-        """A bulk DELETE records its criteria and how many rows it removed."""
+        """A bulk DELETE records its criteria, how many rows it removed and their primary keys."""
         ids = [add_order(factory) for _ in range(3)]
         with auditlock.actor("user#7"), factory.begin() as session:
             session.execute(delete(Order).where(Order.id.in_(ids[:2])))
         bulk = events(config)[-1]
         assert bulk["event_type"] == "order.bulk_deleted"
-        assert bulk["payload"] == {"criteria": "orders.id IN (:id_1)", "columns": [], "rowcount": 2}
+        assert sorted(bulk["payload"].pop("ids"), key=int) == [str(i) for i in ids[:2]]
+        assert bulk["payload"] == {"criteria": "orders.id IN (:id_1)", "columns": [], "rowcount": 2,
+                                   "ids_truncated": False}
 
     def test_bulk_insert(self, factory: sessionmaker[Session], config: Config) -> None:
         """A bulk INSERT of parameter sets is one bulk_created event with its columns and row count."""
@@ -299,9 +302,9 @@ class TestBulk:
             session.execute(text("UPDATE orders SET status = 'raw'"))
         by_key, core = events(config)[2:]
         assert by_key["payload"] == {"criteria": "primary key of each of 2 parameter sets", "columns": ["status"],
-                                     "rowcount": None}
+                                     "rowcount": None, "ids": None, "ids_unknown": "parameter_sets"}
         assert core["payload"] == {"criteria": "orders.id = :id_1", "columns": ["status"], "status": "c",
-                                   "rowcount": 1}
+                                   "rowcount": 1, "ids": [str(ids[0])], "ids_truncated": False}
 
     def test_rolled_back_bulk_update_is_an_attempt(self, factory: sessionmaker[Session], config: Config) -> None:
         """A bulk statement whose transaction rolls back leaves bulk_update_attempted, not bulk_updated."""
@@ -574,8 +577,9 @@ class TestAsyncSession:
         run_async(body)
         bulk, attempt = events(config)[3:]
         assert (bulk["event_type"], bulk["target_id"], bulk["actor_id"]) == ("order.bulk_updated", None, "user#9")
+        assert len(bulk["payload"].pop("ids")) == 2
         assert bulk["payload"] == {"criteria": "orders.internal_note = :internal_note_1", "columns": ["status"],
-                                   "status": "shipped", "rowcount": 2}
+                                   "status": "shipped", "rowcount": 2, "ids_truncated": False}
         assert (attempt["event_type"], attempt["payload"]["outcome"]) == ("order.bulk_delete_attempted",
                                                                           "rolled_back")
         assert SECRET.encode() not in b"\n".join(raw_lines(config))

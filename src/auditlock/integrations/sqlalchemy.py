@@ -38,7 +38,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import event
@@ -59,17 +59,23 @@ from auditlock.errors import ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.event_types import record_event_type
 from auditlock.integrations.emit import AuditLogger, emit_event
-from auditlock.integrations.sqlalchemy_capture import (
-    ATTEMPT_FIELDS,
+from auditlock.integrations.sqlalchemy_bulk import (
     BULK_FIELDS,
-    PendingEvent,
-    TrackedModel,
+    KeyPlan,
     bulk_action,
     describe_statement,
-    flush_changes,
-    load_unknown_before,
+    fit_ids,
+    plan_keys,
+    returned_ids,
     rowcount_of,
     statement_model,
+)
+from auditlock.integrations.sqlalchemy_capture import (
+    ATTEMPT_FIELDS,
+    PendingEvent,
+    TrackedModel,
+    flush_changes,
+    load_unknown_before,
 )
 from auditlock.integrations.sqlalchemy_check import EventCheck
 
@@ -288,16 +294,27 @@ class SessionTracker:
         if action is None or model is None:
             return None
         pending = PendingEvent(model, action, None, payload=describe_statement(state, model, action))
-        pending.payload["rowcount"] = WIDEST_ROWCOUNT  # checked at its widest; the real count replaces it
-        self._refuse_unwritable([pending], "not sent to the database")
+        keys = plan_keys(state, model, action)
+        # Checked with the fields still unknown at their widest: the row count, and no ids yet.
+        probe = {"rowcount": WIDEST_ROWCOUNT, **(keys.placeholder() if keys is not None else {})}
+        self._refuse_unwritable([replace(pending, payload={**pending.payload, **probe})], "not sent to the database")
         try:
-            result = state.invoke_statement()
+            result = state.invoke_statement(statement=keys.statement if keys is not None else None)
         except Exception as exc:
             self._emit(pending_events=[pending], outcome="failed", error=type(exc).__name__)
             raise
         pending.payload["rowcount"] = rowcount_of(result, state, action)
+        if keys is not None:
+            self._record_ids(pending, keys, result)
         self._log(state.session).stash(_scope(state.session), [pending])
         return result
+
+    def _record_ids(self, pending: PendingEvent, keys: KeyPlan, result: Result[Any]) -> None:
+        ids = returned_ids(result) if keys.statement is not None else None
+        if ids is None:
+            pending.payload.update(ids=None, ids_unknown=keys.unknown or "not_returned")
+        else:
+            fit_ids(pending.payload, ids, lambda: self._accepted(pending))
 
     def _after_commit(self, session: Session) -> None:
         log = session.info.get(self._info_key)
@@ -338,6 +355,13 @@ class SessionTracker:
             self._emit(inflight, outcome="failed", error=type(error).__name__ if error is not None else None)
 
     # -- helpers --------------------------------------------------------------------------------------------
+
+    def _accepted(self, pending: PendingEvent) -> bool:
+        try:
+            self._check.check(*_event_of(pending, None, None))
+        except EventError:
+            return False
+        return True
 
     def _refuse_unwritable(self, pending_events: list[PendingEvent], consequence: str) -> None:
         """Raise `EventError` if the write after COMMIT would refuse one of these events (see sqlalchemy_check)."""
