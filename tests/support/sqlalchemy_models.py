@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -56,8 +56,17 @@ class Note(Base):
     body: Mapped[str] = mapped_column(Text)
 
 
+class Ticket(Base):
+    """A table that turns RETURNING off (`implicit_returning=False`): as on a database without it."""
+
+    __tablename__ = "tickets"
+    __table_args__: ClassVar[dict[str, Any]] = {"implicit_returning": False}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+
+
 MODELS = {Order: "Order", Customer: "Customer", OrderLine: "OrderLine"}
-INCLUDE = ["order.*", "customer.*", "order_line.*", "sales_order.*", "note.*"]
+INCLUDE = ["order.*", "customer.*", "order_line.*", "sales_order.*", "note.*", "ticket.*"]
 ORDER_TARGET = {"fields": ["status", "total", "customer_email", "customer_id"], "hmac": ["customer_email"],
                 "retention": "orders"}
 

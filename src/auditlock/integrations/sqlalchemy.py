@@ -310,7 +310,7 @@ class SessionTracker:
         return result
 
     def _record_ids(self, pending: PendingEvent, keys: KeyPlan, result: Result[Any]) -> None:
-        ids = returned_ids(result) if keys.statement is not None else None
+        ids = returned_ids(result, pending.model) if keys.unknown is None else None
         if ids is None:
             pending.payload.update(ids=None, ids_unknown=keys.unknown or "not_returned")
         else:

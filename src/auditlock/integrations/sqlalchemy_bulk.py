@@ -27,6 +27,7 @@ from auditlock.integrations.sqlalchemy_capture import ModelLookup, TrackedModel,
 BULK_FIELDS = frozenset({"criteria", "columns", "rowcount", "ids", "ids_truncated", "ids_unknown"})
 BULK_IDS_MAX = 1000  # ids kept per event (fewer if the event would exceed [events] max_event_bytes)
 BULK_IDS_OPTION = "auditlock_bulk_ids"  # execution option: False runs the statement without RETURNING
+_KEYS_ADDED = "auditlock_bulk_ids_added"  # marks a statement whose RETURNING this integration added
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
 
 
@@ -55,15 +56,15 @@ def statement_model(state: ORMExecuteState, model_of: ModelLookup,
 
 @dataclass(frozen=True)
 class KeyPlan:
-    """How a bulk UPDATE / DELETE learns the primary keys of its rows: the statement to run with RETURNING of
-    the key added, or why the ids stay unknown."""
+    """How a bulk UPDATE / DELETE learns the primary keys of its rows: the statement to run instead (RETURNING
+    of the key added; None: as it is), or why the ids stay unknown (None: they are read from the result)."""
 
     statement: Any | None
     unknown: str | None = None
 
     def placeholder(self) -> dict[str, Any]:
         """The ids fields as they are before execution (an empty list where keys will be returned)."""
-        if self.statement is None:
+        if self.unknown is not None:
             return {"ids": None, "ids_unknown": self.unknown}
         return {"ids": [], "ids_truncated": False}
 
@@ -72,16 +73,26 @@ def plan_keys(state: ORMExecuteState, model: TrackedModel, action: str) -> KeyPl
     """The `KeyPlan` of an UPDATE / DELETE (None for an INSERT: its ids are not recorded)."""
     if action == "bulk_created":
         return None
+    if state.execution_options.get(_KEYS_ADDED):
+        return KeyPlan(None)  # another tracker on this session added them: read the same rows
+    unknown = _why_ids_unknown(state, model, action)
+    if unknown is not None:
+        return KeyPlan(None, unknown)
+    statement: Any = state.statement
+    return KeyPlan(statement.return_defaults(*model.mapper.primary_key).execution_options(**{_KEYS_ADDED: True}))
+
+
+def _why_ids_unknown(state: ORMExecuteState, model: TrackedModel, action: str) -> str | None:
     statement: Any = state.statement
     if not state.execution_options.get(BULK_IDS_OPTION, True):
-        return KeyPlan(None, "disabled")
+        return "disabled"
     if len(statement.exported_columns) or getattr(statement, "_return_defaults", False):
-        return KeyPlan(None, "statement_returning")  # its RETURNING rows are the caller's; never consumed here
+        return "statement_returning"  # its RETURNING rows are the caller's; never consumed here
     if state.parameters is not None and not isinstance(state.parameters, Mapping):
-        return KeyPlan(None, "parameter_sets")  # executemany: drivers return no rows for it
+        return "parameter_sets"  # executemany: drivers return no rows for it
     if not _can_return(state, model, action):
-        return KeyPlan(None, "no_returning")
-    return KeyPlan(statement.return_defaults(*model.mapper.primary_key))
+        return "no_returning"
+    return None
 
 
 def _can_return(state: ORMExecuteState, model: TrackedModel, action: str) -> bool:
@@ -105,11 +116,15 @@ def _names_other_tables(state: ORMExecuteState) -> bool:
                for criterion in statement._where_criteria for item in criterion._from_objects)
 
 
-def returned_ids(result: Result[Any]) -> list[str] | None:
+def returned_ids(result: Result[Any], model: TrackedModel) -> list[str] | None:
     """The target ids of the rows a statement run with `KeyPlan.statement` returned; None if it returned none."""
     if not isinstance(result, CursorResult):
         return None  # another listener answered in place of the database
-    return [key_string(row) for row in result.returned_defaults_rows or ()]
+    key = model.mapper.primary_key  # read by column: RETURNING's column order is SQLAlchemy's choice
+    try:
+        return [key_string([row._mapping[column] for column in key]) for row in result.returned_defaults_rows or ()]
+    except KeyError:
+        return None  # rows returned for another purpose, without this model's key
 
 
 def fit_ids(payload: dict[str, Any], ids: list[str], accepted: Callable[[], bool]) -> None:
