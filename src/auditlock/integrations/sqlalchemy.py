@@ -11,8 +11,9 @@ go on the synchronous Session behind it, where SQLAlchemy runs the ORM work and 
 
 Per object and flush: `<prefix>.created` / `.updated` / `.deleted`, with `payload.changes` of the allowlisted
 columns. Per bulk INSERT / UPDATE / DELETE run through `session.execute`: `<prefix>.bulk_created` /
-`.bulk_updated` / `.bulk_deleted` with the WHERE clause (parameter names, never values), the written column names
-and the row count. The prefix is the target type in snake case (`OrderLine` -> `order_line`), overridable per
+`.bulk_updated` / `.bulk_deleted` with the WHERE clause (parameter names, never values), the written column names,
+the row count and — for UPDATE / DELETE where the database has RETURNING — the affected rows' primary keys
+(`sqlalchemy_bulk`). The prefix is the target type in snake case (`OrderLine` -> `order_line`), overridable per
 model. A transaction or savepoint that rolls back, or a flush or statement that fails, leaves
 `<prefix>.<verb>_attempted` events instead (`payload.outcome` "rolled_back" or "failed", `payload.error` the
 exception's class name). The contract — what is and is not captured, failures after commit — is
@@ -21,11 +22,17 @@ docs/integrations-sqlalchemy.md.
 How a session is followed. Events are stashed per *scope*: the root transaction or a savepoint. `before_flush`
 snapshots the flush's changes (so a failing flush still leaves attempts) and reads old values the session does not
 hold; `after_flush` re-collects them with the primary keys now known and stashes them; `do_orm_execute` runs a bulk
-statement and stashes its description with the row count. A committed savepoint hands its events to its parent
+statement and stashes its description with the row count and ids. A committed savepoint hands its events to its parent
 scope; the root's are emitted in `after_transaction_end` right after `after_commit` — after the database
 commit, and after SQLAlchemy has finished its own bookkeeping, so a `SpoolError` raised there leaves a usable
-session. Events are emitted in the context (actor, job run id, trace) of the flush or statement that caused them,
-and a tracked change with no actor bound raises `EventError` before anything is sent to the database.
+session. Events are emitted in the context (actor, job run id, trace) of the flush or statement that caused them.
+
+A change that commits always has its event. Whatever would make the write after COMMIT refuse an event by design
+(no attributable actor — an anonymous request —, anything else the writing core's `build()` refuses, an event
+over `max_event_bytes`, a route that would drop it) is asked in `before_flush` and before a bulk statement runs
+(`sqlalchemy_check.EventCheck`), raising `EventError` before anything is sent to the database; `after_flush` asks
+again on the final events, failing the flush so its transaction cannot commit. Only the spool write itself can
+still fail after COMMIT (docs/integrations-sqlalchemy.md).
 
 asyncio. An `AsyncSession` proxies a sync `Session` (`AsyncSession.sync_session`) and runs each of its methods in
 a greenlet on the event loop's thread; the greenlet shares the awaiting task's contextvars, so the actor bound in
@@ -51,7 +58,6 @@ from sqlalchemy.orm import (
     Session,
     SessionTransaction,
     UOWTransaction,
-    sessionmaker,
 )
 
 from auditlock.config.model import Config
@@ -59,6 +65,7 @@ from auditlock.errors import ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.event_types import record_event_type
 from auditlock.integrations.emit import AuditLogger, emit_event
+from auditlock.integrations.sqlalchemy_async import sync_event_target
 from auditlock.integrations.sqlalchemy_bulk import (
     BULK_FIELDS,
     KeyPlan,
@@ -132,51 +139,6 @@ def track(
     for model in tracked.values():
         _allow_integration_fields(model.prefix)
     return SessionTracker(sync_event_target(session_or_factory), logger, tracked, check=check)
-
-
-def sync_event_target(session_or_factory: Any) -> Any:
-    """The sync `Session`, `sessionmaker` or `Session` class whose events cover `session_or_factory`.
-
-    SQLAlchemy's asyncio objects take no ORM events themselves; their sync counterparts do:
-
-    - an `AsyncSession` -> its `sync_session`;
-    - an `async_scoped_session` -> what its `session_factory` (an `async_sessionmaker`) gives;
-    - an `async_sessionmaker` -> the `sessionmaker` its sessions' `sync_session_class` is, when the application
-      configured one (`async_sessionmaker(engine, sync_session_class=sessionmaker())`); otherwise a private
-      `sessionmaker(class_=<the sync class>)` is installed with `configure(sync_session_class=...)` — listening on
-      the shared `Session` class instead would track every session of the process. Sessions the maker made
-      earlier keep their old class and are not tracked; the installed sessionmaker stays after `untrack()`
-      (it behaves as the class it wraps);
-    - an `AsyncSession` class -> its `sync_session_class` (`Session` for `AsyncSession` itself: every session).
-
-    Anything else is returned unchanged (sync targets, and whatever `event.listen` decides about the rest).
-    """
-    try:
-        from sqlalchemy.ext.asyncio import (  # noqa: PLC0415 - the asyncio extension is optional to its users
-            AsyncSession,
-            async_scoped_session,
-            async_sessionmaker,
-        )
-    except ImportError:  # pragma: no cover - part of SQLAlchemy 2.x; kept for trimmed installs
-        return session_or_factory
-    target = session_or_factory
-    if isinstance(target, async_scoped_session):
-        target = target.session_factory
-    if isinstance(target, AsyncSession):
-        return target.sync_session
-    if isinstance(target, type) and issubclass(target, AsyncSession):
-        return target.sync_session_class
-    if isinstance(target, async_sessionmaker):
-        sync_factory: Any = target.kw.get("sync_session_class") or target.class_.sync_session_class
-        if isinstance(sync_factory, sessionmaker):
-            return sync_factory
-        if not (isinstance(sync_factory, type) and issubclass(sync_factory, Session)):
-            raise TypeError(f"track(): the sync_session_class of {target!r} is {sync_factory!r}, neither a Session "
-                            "subclass nor a sessionmaker; pass a sessionmaker to track its sessions")
-        private = sessionmaker(class_=sync_factory)
-        target.configure(sync_session_class=private)
-        return private
-    return target
 
 
 def _tracked_model(cls: type[Any], target_type: str, prefix: str | None, config: Config,
