@@ -183,6 +183,21 @@ class TestIdsUnknown:
 
 
 class TestResultSeenByTheApplication:
+    @pytest.mark.parametrize("strategy", ["auto", "evaluate", "fetch", False])
+    @pytest.mark.usefixtures("tracker")
+    def test_session_synchronisation_still_works(self, factory: sessionmaker[Session], config: Config,
+                                                  strategy: str | bool) -> None:
+        """Every synchronize_session strategy still updates the objects the session holds, and ids are recorded."""
+        ids = add_orders(factory, 2)
+        with auditlock.actor("user#7"), factory.begin() as session:
+            held = session.get_one(Order, ids[0])
+            session.execute(update(Order).where(Order.id == ids[0]).values(status="paid")
+                            .execution_options(synchronize_session=strategy))
+            assert held.status == ("new" if strategy is False else "paid")
+            session.execute(delete(Order).where(Order.id == ids[1]).execution_options(synchronize_session=strategy))
+        updated, deleted = events(config)[-2:]
+        assert (updated["payload"]["ids"], deleted["payload"]["ids"]) == ([str(ids[0])], [str(ids[1])])
+
     def test_rowcount_is_what_it_is_untracked(self, factory: sessionmaker[Session], audit_log: logging.Logger,
                                               config: Config) -> None:
         """result.rowcount of a bulk UPDATE and DELETE is the same with and without the integration."""
