@@ -63,6 +63,7 @@ from sqlalchemy.orm import (
 from auditlock.config.model import Config
 from auditlock.errors import ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
+from auditlock.handler.context import current_actor
 from auditlock.handler.event_types import record_event_type
 from auditlock.integrations.emit import AuditLogger, emit_event
 from auditlock.integrations.sqlalchemy_async import sync_event_target
@@ -89,7 +90,7 @@ from auditlock.integrations.sqlalchemy_check import EventCheck
 __all__ = ["SessionTracker", "default_event_prefix", "sync_event_target", "track"]
 
 SUCCESS_ACTIONS = ("created", "updated", "deleted", "bulk_created", "bulk_updated", "bulk_deleted")
-WIDEST_ROWCOUNT = 2**63 - 1
+WIDEST_ROWCOUNT = 2**63 - 1  # a bulk event's row count as checked before the statement runs
 ATTEMPT_OF = {
     "created": "create_attempted", "updated": "update_attempted", "deleted": "delete_attempted",
     "bulk_created": "bulk_create_attempted", "bulk_updated": "bulk_update_attempted",
@@ -334,7 +335,7 @@ class SessionTracker:
             except EventError as exc:
                 raise EventError(
                     f"{pending.model.target_type} {pending.action.replace('_', ' ')}: {consequence}, because its "
-                    f"audit event would be refused after the commit — {exc}"
+                    f"audit event would be refused after the commit — {exc}{_anonymous_hint()}"
                 ) from exc
 
     def _model_of(self, cls: type[Any]) -> TrackedModel | None:
@@ -380,6 +381,14 @@ def _event_of(pending: PendingEvent, outcome: str | None, error: str | None) -> 
     if pending.after is not None:
         fields["after"] = pending.after
     return f"{pending.model.prefix}.{action}", fields
+
+
+def _anonymous_hint() -> str:
+    bound = current_actor()
+    if bound is None or bound.id is not None:
+        return ""
+    return ("; in a web request, bind the authenticated user first (set_request_actor() where the request is "
+            "authenticated), or give AuditMiddleware anonymous_actor= to file such changes under that id")
 
 
 def _scope(session: Session) -> SessionTransaction:
