@@ -11,19 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import (
-    Engine,
-    ForeignKey,
-    Numeric,
-    String,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -33,73 +21,42 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 import auditlock
 from auditlock import ConfigError, EventError, SpoolError
 from auditlock.config import Config
 from auditlock.integrations.sqlalchemy import SessionTracker, default_event_prefix, track
-from tests.support.spool_files import spool_lines
-
-SECRET = "SECRET-7f3a"  # marks every value that must never reach the spool
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Customer(Base):
-    __tablename__ = "customers"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(80))
-    email: Mapped[str] = mapped_column(String(120), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(120))
-
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(20))
-    total: Mapped[Decimal] = mapped_column(Numeric(10, 2), default=Decimal("0.00"))
-    customer_email: Mapped[str | None] = mapped_column(String(120))
-    internal_note: Mapped[str | None] = mapped_column(String(120))
-    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
-    customer: Mapped[Customer | None] = relationship()
-
-
-class OrderLine(Base):
-    __tablename__ = "order_lines"
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
-    line_no: Mapped[int] = mapped_column(primary_key=True)
-    quantity: Mapped[int]
-
-
-MODELS = {Order: "Order", Customer: "Customer", OrderLine: "OrderLine"}
-INCLUDE = ["order.*", "customer.*", "order_line.*", "sales_order.*"]
+from tests.support.sqlalchemy_models import (
+    INCLUDE,
+    MODELS,
+    ORDER_TARGET,
+    SECRET,
+    Base,
+    Customer,
+    Order,
+    OrderLine,
+    add_order,
+    create_test_engine,
+    events,
+    raw_lines,
+    types,
+)
 
 
 @pytest.fixture
 def config(make_config: Callable[..., Config]) -> Config:
     """The shared test config plus Order.customer_id, an OrderLine target and the integration's event types."""
-    order = {"fields": ["status", "total", "customer_email", "customer_id"], "hmac": ["customer_email"],
-             "retention": "orders"}
-    return make_config(targets={"Order": order, "OrderLine": {"fields": ["quantity"]}}, events={"include": INCLUDE})
+    return make_config(targets={"Order": ORDER_TARGET, "OrderLine": {"fields": ["quantity"]}},
+                       events={"include": INCLUDE})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine with the schema created: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-        # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy's documented recipe takes it over.
-        event.listen(engine, "connect", lambda dbapi_conn, _record: setattr(dbapi_conn, "isolation_level", None))
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-    else:
-        engine = create_engine(request.getfixturevalue("postgres_url"))
-    Base.metadata.create_all(engine)
+    engine = create_test_engine(request, tmp_path)
     yield engine
     engine.dispose()
-
 
 
 @pytest.fixture
@@ -113,32 +70,6 @@ def tracker(factory: sessionmaker[Session], audit_log: logging.Logger) -> Iterat
     """The integration on the sessionmaker, removed after the test."""
     with track(factory, logger=audit_log, models=MODELS) as handle:
         yield handle
-
-
-def events(config: Config) -> list[dict[str, Any]]:
-    """Every event in the spool so far (none when the spool was never written)."""
-    import orjson
-
-    return [orjson.loads(line) for line in raw_lines(config)]
-
-
-def raw_lines(config: Config) -> list[bytes]:
-    """The spool's lines as bytes."""
-    return spool_lines(config.spool.dir) if config.spool.dir.exists() else []
-
-
-def types(config: Config) -> list[str]:
-    """The event types in the spool, in order."""
-    return [e["event_type"] for e in events(config)]
-
-
-def add_order(factory: sessionmaker[Session], **values: Any) -> int:
-    """Insert an order as user#7 and return its id."""
-    with auditlock.actor("user#7"), factory.begin() as session:
-        order = Order(**{"status": "new", "total": Decimal("10.50"), **values})
-        session.add(order)
-        session.flush()
-        return order.id
 
 
 @pytest.mark.usefixtures("tracker")
@@ -328,8 +259,7 @@ class TestRollback:
 class TestBulk:
     def test_bulk_update(self, factory: sessionmaker[Session], config: Config) -> None:
         """One event per statement: WHERE with parameter names, SET column names, allowlisted values, row count."""
-        for _ in range(2):
-            add_order(factory, internal_note=f"where-{SECRET}")
+        matching = [add_order(factory, internal_note=f"where-{SECRET}") for _ in range(2)]
         add_order(factory)
         with auditlock.actor("user#7"), factory.begin() as session:
             result = session.execute(update(Order).where(Order.internal_note == f"where-{SECRET}")
@@ -337,18 +267,22 @@ class TestBulk:
             assert result.rowcount == 2  # type: ignore[attr-defined]
         bulk = events(config)[-1]
         assert (bulk["event_type"], bulk["target_type"], bulk["target_id"]) == ("order.bulk_updated", "Order", None)
+        assert sorted(bulk["payload"].pop("ids"), key=int) == [str(i) for i in matching]
         assert bulk["payload"] == {"criteria": "orders.internal_note = :internal_note_1",
-                                   "columns": ["internal_note", "status"], "status": "shipped", "rowcount": 2}
+                                   "columns": ["internal_note", "status"], "status": "shipped", "rowcount": 2,
+                                   "ids_truncated": False}
         assert SECRET.encode() not in b"\n".join(raw_lines(config))
 
     def test_bulk_delete(self, factory: sessionmaker[Session], config: Config) -> None:
-        """A bulk DELETE records its criteria and how many rows it removed."""
+        """A bulk DELETE records its criteria, how many rows it removed and their primary keys."""
         ids = [add_order(factory) for _ in range(3)]
         with auditlock.actor("user#7"), factory.begin() as session:
             session.execute(delete(Order).where(Order.id.in_(ids[:2])))
         bulk = events(config)[-1]
         assert bulk["event_type"] == "order.bulk_deleted"
-        assert bulk["payload"] == {"criteria": "orders.id IN (:id_1)", "columns": [], "rowcount": 2}
+        assert sorted(bulk["payload"].pop("ids"), key=int) == [str(i) for i in ids[:2]]
+        assert bulk["payload"] == {"criteria": "orders.id IN (:id_1)", "columns": [], "rowcount": 2,
+                                   "ids_truncated": False}
 
     def test_bulk_insert(self, factory: sessionmaker[Session], config: Config) -> None:
         """A bulk INSERT of parameter sets is one bulk_created event with its columns and row count."""
@@ -368,9 +302,9 @@ class TestBulk:
             session.execute(text("UPDATE orders SET status = 'raw'"))
         by_key, core = events(config)[2:]
         assert by_key["payload"] == {"criteria": "primary key of each of 2 parameter sets", "columns": ["status"],
-                                     "rowcount": None}
+                                     "rowcount": None, "ids": None, "ids_unknown": "parameter_sets"}
         assert core["payload"] == {"criteria": "orders.id = :id_1", "columns": ["status"], "status": "c",
-                                   "rowcount": 1}
+                                   "rowcount": 1, "ids": [str(ids[0])], "ids_truncated": False}
 
     def test_rolled_back_bulk_update_is_an_attempt(self, factory: sessionmaker[Session], config: Config) -> None:
         """A bulk statement whose transaction rolls back leaves bulk_update_attempted, not bulk_updated."""
@@ -643,8 +577,9 @@ class TestAsyncSession:
         run_async(body)
         bulk, attempt = events(config)[3:]
         assert (bulk["event_type"], bulk["target_id"], bulk["actor_id"]) == ("order.bulk_updated", None, "user#9")
+        assert len(bulk["payload"].pop("ids")) == 2
         assert bulk["payload"] == {"criteria": "orders.internal_note = :internal_note_1", "columns": ["status"],
-                                   "status": "shipped", "rowcount": 2}
+                                   "status": "shipped", "rowcount": 2, "ids_truncated": False}
         assert (attempt["event_type"], attempt["payload"]["outcome"]) == ("order.bulk_delete_attempted",
                                                                           "rolled_back")
         assert SECRET.encode() not in b"\n".join(raw_lines(config))

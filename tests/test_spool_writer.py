@@ -14,7 +14,9 @@ import orjson
 import pytest
 
 from auditlock.config import Config
+from auditlock.errors import EventError
 from auditlock.handler.core import AuditCore
+from auditlock.spool.chain import EventChain, check_stampable
 from auditlock.spool.format import EVENT_KEYS, ZERO_HASH, parse_segment_name
 from auditlock.spool.reader import scan_segment
 from auditlock.spool.writer import SpoolWriter
@@ -84,6 +86,23 @@ class TestChain:
             assert name is not None
             first = orjson.loads(path.read_bytes().splitlines()[0])
             assert (name.writer, name.first_seq) == (writer.writer_id, first["seq"])
+
+
+class TestStampableCheck:
+    def test_a_record_that_passes_is_never_refused_for_size(self) -> None:
+        """check_stampable at the limit lets stamp() through even at the largest seq; a byte less, it refuses."""
+        record: dict[str, Any] = {"event_id": None, "event_type": "order.updated", "occurred_at": None,
+                                  "actor_id": "user#1", "payload": {"status": "x" * 500}}
+        widest = {**record, "event_id": "0" * 36, "occurred_at": "0" * 27, "writer": "0" * 32, "seq": 2**63 - 1,
+                  "prev": ZERO_HASH}
+        limit = len(orjson.dumps(widest, option=orjson.OPT_APPEND_NEWLINE))
+        check_stampable(record, limit)
+        chain = EventChain("f" * 32, max_event_bytes=limit)
+        chain.seq = 2**63 - 1
+        line, _month = chain.stamp(dict(record))
+        assert len(line) <= limit
+        with pytest.raises(EventError, match=r"over \[events\] max_event_bytes"):
+            check_stampable(record, limit - 1)
 
 
 class TestSealing:

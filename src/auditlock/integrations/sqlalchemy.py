@@ -11,8 +11,9 @@ go on the synchronous Session behind it, where SQLAlchemy runs the ORM work and 
 
 Per object and flush: `<prefix>.created` / `.updated` / `.deleted`, with `payload.changes` of the allowlisted
 columns. Per bulk INSERT / UPDATE / DELETE run through `session.execute`: `<prefix>.bulk_created` /
-`.bulk_updated` / `.bulk_deleted` with the WHERE clause (parameter names, never values), the written column names
-and the row count. The prefix is the target type in snake case (`OrderLine` -> `order_line`), overridable per
+`.bulk_updated` / `.bulk_deleted` with the WHERE clause (parameter names, never values), the written column names,
+the row count and — for UPDATE / DELETE where the database has RETURNING — the affected rows' primary keys
+(`sqlalchemy_bulk`). The prefix is the target type in snake case (`OrderLine` -> `order_line`), overridable per
 model. A transaction or savepoint that rolls back, or a flush or statement that fails, leaves
 `<prefix>.<verb>_attempted` events instead (`payload.outcome` "rolled_back" or "failed", `payload.error` the
 exception's class name). The contract — what is and is not captured, failures after commit — is
@@ -21,11 +22,17 @@ docs/integrations-sqlalchemy.md.
 How a session is followed. Events are stashed per *scope*: the root transaction or a savepoint. `before_flush`
 snapshots the flush's changes (so a failing flush still leaves attempts) and reads old values the session does not
 hold; `after_flush` re-collects them with the primary keys now known and stashes them; `do_orm_execute` runs a bulk
-statement and stashes its description with the row count. A committed savepoint hands its events to its parent
+statement and stashes its description with the row count and ids. A committed savepoint hands its events to its parent
 scope; the root's are emitted in `after_transaction_end` right after `after_commit` — after the database
 commit, and after SQLAlchemy has finished its own bookkeeping, so a `SpoolError` raised there leaves a usable
-session. Events are emitted in the context (actor, job run id, trace) of the flush or statement that caused them,
-and a tracked change with no actor bound raises `EventError` before anything is sent to the database.
+session. Events are emitted in the context (actor, job run id, trace) of the flush or statement that caused them.
+
+A change that commits always has its event. Whatever would make the write after COMMIT refuse an event by design
+(no attributable actor — an anonymous request —, anything else the writing core's `build()` refuses, an event
+over `max_event_bytes`, a route that would drop it) is asked in `before_flush` and before a bulk statement runs
+(`sqlalchemy_check.EventCheck`), raising `EventError` before anything is sent to the database; `after_flush` asks
+again on the final events, failing the flush so its transaction cannot commit. Only the spool write itself can
+still fail after COMMIT (docs/integrations-sqlalchemy.md).
 
 asyncio. An `AsyncSession` proxies a sync `Session` (`AsyncSession.sync_session`) and runs each of its methods in
 a greenlet on the event loop's thread; the greenlet shares the awaiting task's contextvars, so the actor bound in
@@ -35,11 +42,10 @@ thread, inside `await session.commit()` / `rollback()` / `close()`.
 
 from __future__ import annotations
 
-import logging
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import event
@@ -52,7 +58,6 @@ from sqlalchemy.orm import (
     Session,
     SessionTransaction,
     UOWTransaction,
-    sessionmaker,
 )
 
 from auditlock.config.model import Config
@@ -60,24 +65,32 @@ from auditlock.errors import ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.context import current_actor
 from auditlock.handler.event_types import record_event_type
-from auditlock.handler.logging_handler import AuditHandler
 from auditlock.integrations.emit import AuditLogger, emit_event
-from auditlock.integrations.sqlalchemy_capture import (
-    ATTEMPT_FIELDS,
+from auditlock.integrations.sqlalchemy_async import sync_event_target
+from auditlock.integrations.sqlalchemy_bulk import (
     BULK_FIELDS,
-    PendingEvent,
-    TrackedModel,
+    KeyPlan,
     bulk_action,
     describe_statement,
-    flush_changes,
-    load_unknown_before,
+    fit_ids,
+    plan_keys,
+    returned_ids,
     rowcount_of,
     statement_model,
 )
+from auditlock.integrations.sqlalchemy_capture import (
+    ATTEMPT_FIELDS,
+    PendingEvent,
+    TrackedModel,
+    flush_changes,
+    load_unknown_before,
+)
+from auditlock.integrations.sqlalchemy_check import EventCheck
 
 __all__ = ["SessionTracker", "default_event_prefix", "sync_event_target", "track"]
 
 SUCCESS_ACTIONS = ("created", "updated", "deleted", "bulk_created", "bulk_updated", "bulk_deleted")
+WIDEST_ROWCOUNT = 2**63 - 1  # a bulk event's row count as checked before the statement runs
 ATTEMPT_OF = {
     "created": "create_attempted", "updated": "update_attempted", "deleted": "delete_attempted",
     "bulk_created": "bulk_create_attempted", "bulk_updated": "bulk_update_attempted",
@@ -111,7 +124,8 @@ def track(
     model (default: `default_event_prefix(target_type)`). Raises `ConfigError` when a target has no
     `[targets.<Type>]` section or an event type the integration emits does not match `[events] include`.
     """
-    config = config if config is not None else _config_of(logger)
+    check = EventCheck(logger, config)
+    config = config if config is not None else check.config
     prefixes = dict(event_prefixes or {})
     named = models.items() if isinstance(models, Mapping) else ((cls, cls.__name__) for cls in models)
     tracked: dict[type[Any], TrackedModel] = {}
@@ -125,52 +139,7 @@ def track(
         raise ConfigError(problems, source="auditlock.integrations.sqlalchemy.track")
     for model in tracked.values():
         _allow_integration_fields(model.prefix)
-    return SessionTracker(sync_event_target(session_or_factory), logger, tracked)
-
-
-def sync_event_target(session_or_factory: Any) -> Any:
-    """The sync `Session`, `sessionmaker` or `Session` class whose events cover `session_or_factory`.
-
-    SQLAlchemy's asyncio objects take no ORM events themselves; their sync counterparts do:
-
-    - an `AsyncSession` -> its `sync_session`;
-    - an `async_scoped_session` -> what its `session_factory` (an `async_sessionmaker`) gives;
-    - an `async_sessionmaker` -> the `sessionmaker` its sessions' `sync_session_class` is, when the application
-      configured one (`async_sessionmaker(engine, sync_session_class=sessionmaker())`); otherwise a private
-      `sessionmaker(class_=<the sync class>)` is installed with `configure(sync_session_class=...)` — listening on
-      the shared `Session` class instead would track every session of the process. Sessions the maker made
-      earlier keep their old class and are not tracked; the installed sessionmaker stays after `untrack()`
-      (it behaves as the class it wraps);
-    - an `AsyncSession` class -> its `sync_session_class` (`Session` for `AsyncSession` itself: every session).
-
-    Anything else is returned unchanged (sync targets, and whatever `event.listen` decides about the rest).
-    """
-    try:
-        from sqlalchemy.ext.asyncio import (  # noqa: PLC0415 - the asyncio extension is optional to its users
-            AsyncSession,
-            async_scoped_session,
-            async_sessionmaker,
-        )
-    except ImportError:  # pragma: no cover - part of SQLAlchemy 2.x; kept for trimmed installs
-        return session_or_factory
-    target = session_or_factory
-    if isinstance(target, async_scoped_session):
-        target = target.session_factory
-    if isinstance(target, AsyncSession):
-        return target.sync_session
-    if isinstance(target, type) and issubclass(target, AsyncSession):
-        return target.sync_session_class
-    if isinstance(target, async_sessionmaker):
-        sync_factory: Any = target.kw.get("sync_session_class") or target.class_.sync_session_class
-        if isinstance(sync_factory, sessionmaker):
-            return sync_factory
-        if not (isinstance(sync_factory, type) and issubclass(sync_factory, Session)):
-            raise TypeError(f"track(): the sync_session_class of {target!r} is {sync_factory!r}, neither a Session "
-                            "subclass nor a sessionmaker; pass a sessionmaker to track its sessions")
-        private = sessionmaker(class_=sync_factory)
-        target.configure(sync_session_class=private)
-        return private
-    return target
+    return SessionTracker(sync_event_target(session_or_factory), logger, tracked, check=check)
 
 
 def _tracked_model(cls: type[Any], target_type: str, prefix: str | None, config: Config,
@@ -209,29 +178,6 @@ def _allow_integration_fields(prefix: str) -> None:
                 event_types.register_standard_fields(event_type, names)
 
 
-def _config_of(logger: AuditLogger) -> Config:
-    """The config of the AuditHandler that `logger` reaches, or of the AuditProcessor in its structlog chain."""
-    target: Any = logger.logger if isinstance(logger, logging.LoggerAdapter) else logger
-    if isinstance(target, logging.Logger):
-        current: logging.Logger | None = target
-        while current is not None:
-            for handler in current.handlers:
-                if isinstance(handler, AuditHandler):
-                    return handler.core.config
-            current = current.parent if current.propagate else None
-    else:
-        from auditlock.handler.processor import AuditProcessor  # noqa: PLC0415 - structlog users only
-        processors = getattr(target, "_processors", None)  # a bound logger's chain; a lazy proxy's is None
-        if processors is None:
-            import structlog  # noqa: PLC0415
-
-            processors = structlog.get_config()["processors"]
-        for processor in processors:
-            if isinstance(processor, AuditProcessor):
-                return processor.core.config
-    raise TypeError(f"track(): found no AuditHandler or AuditProcessor behind logger {logger!r}; pass config=")
-
-
 @dataclass
 class _SessionLog:
     """One session's pending events, per scope (root transaction or savepoint)."""
@@ -249,9 +195,11 @@ class _SessionLog:
 class SessionTracker:
     """The listeners of one `track()` call; `untrack()` removes them (pending events are then not emitted)."""
 
-    def __init__(self, target: Any, logger: AuditLogger, models: Mapping[type[Any], TrackedModel]) -> None:
+    def __init__(self, target: Any, logger: AuditLogger, models: Mapping[type[Any], TrackedModel], *,
+                 check: EventCheck | None = None) -> None:
         self._target = target
         self._logger = logger
+        self._check = check or EventCheck(logger)
         self._models = dict(models)
         self._tables = {model.mapper.local_table: model for model in self._models.values()}
         self._lookup: dict[type[Any], TrackedModel | None] = {}
@@ -289,14 +237,16 @@ class SessionTracker:
     def _before_flush(self, session: Session, _flush_context: UOWTransaction, _instances: object) -> None:
         loaded = load_unknown_before(session, self._model_of)
         events = flush_changes(session, self._model_of, loaded)
-        if events:
-            _require_actor(events[0].model, events[0].action)
+        self._refuse_unwritable(events, "not sent to the database")
         log = self._log(session)
         log.loaded, log.inflight = loaded, events
 
     def _after_flush(self, session: Session, _flush_context: UOWTransaction) -> None:
         log = self._log(session)
         events = flush_changes(session, self._model_of, log.loaded)
+        # Asked again on the final events (keys assigned, other before_flush listeners done): raising here fails
+        # the flush, so its transaction cannot commit.
+        self._refuse_unwritable(events, "the flush is rolled back")
         log.loaded, log.inflight = {}, []
         if events:
             log.stash(_scope(session), events)
@@ -306,16 +256,28 @@ class SessionTracker:
         model = statement_model(state, self._model_of, self._tables) if action is not None else None
         if action is None or model is None:
             return None
-        _require_actor(model, action)
         pending = PendingEvent(model, action, None, payload=describe_statement(state, model, action))
+        keys = plan_keys(state, model, action)
+        # Checked with the fields still unknown at their widest: the row count, and no ids yet.
+        probe = {"rowcount": WIDEST_ROWCOUNT, **(keys.placeholder() if keys is not None else {})}
+        self._refuse_unwritable([replace(pending, payload={**pending.payload, **probe})], "not sent to the database")
         try:
-            result = state.invoke_statement()
+            result = state.invoke_statement(statement=keys.statement if keys is not None else None)
         except Exception as exc:
             self._emit(pending_events=[pending], outcome="failed", error=type(exc).__name__)
             raise
         pending.payload["rowcount"] = rowcount_of(result, state, action)
+        if keys is not None:
+            self._record_ids(pending, keys, result)
         self._log(state.session).stash(_scope(state.session), [pending])
         return result
+
+    def _record_ids(self, pending: PendingEvent, keys: KeyPlan, result: Result[Any]) -> None:
+        ids = returned_ids(result, pending.model) if keys.unknown is None else None
+        if ids is None:
+            pending.payload.update(ids=None, ids_unknown=keys.unknown or "not_returned")
+        else:
+            fit_ids(pending.payload, ids, lambda: self._accepted(pending))
 
     def _after_commit(self, session: Session) -> None:
         log = session.info.get(self._info_key)
@@ -356,6 +318,25 @@ class SessionTracker:
             self._emit(inflight, outcome="failed", error=type(error).__name__ if error is not None else None)
 
     # -- helpers --------------------------------------------------------------------------------------------
+
+    def _accepted(self, pending: PendingEvent) -> bool:
+        try:
+            self._check.check(*_event_of(pending, None, None))
+        except EventError:
+            return False
+        return True
+
+    def _refuse_unwritable(self, pending_events: list[PendingEvent], consequence: str) -> None:
+        """Raise `EventError` if the write after COMMIT would refuse one of these events (see sqlalchemy_check)."""
+        for pending in pending_events:
+            event_type, fields = _event_of(pending, None, None)
+            try:
+                self._check.check(event_type, fields)
+            except EventError as exc:
+                raise EventError(
+                    f"{pending.model.target_type} {pending.action.replace('_', ' ')}: {consequence}, because its "
+                    f"audit event would be refused after the commit — {exc}{_anonymous_hint()}"
+                ) from exc
 
     def _model_of(self, cls: type[Any]) -> TrackedModel | None:
         if cls not in self._lookup:
@@ -402,12 +383,12 @@ def _event_of(pending: PendingEvent, outcome: str | None, error: str | None) -> 
     return f"{pending.model.prefix}.{action}", fields
 
 
-def _require_actor(model: TrackedModel, action: str) -> None:
-    if current_actor() is None:
-        raise EventError(
-            f"{model.target_type} {action.replace('_', ' ')}: no actor is bound, so the change was not sent to the "
-            "database; wrap the unit of work in `with auditlock.actor(...)` or `auditlock.job(...)`"
-        )
+def _anonymous_hint() -> str:
+    bound = current_actor()
+    if bound is None or bound.id is not None:
+        return ""
+    return ("; in a web request, bind the authenticated user first (set_request_actor() where the request is "
+            "authenticated), or give AuditMiddleware anonymous_actor= to file such changes under that id")
 
 
 def _scope(session: Session) -> SessionTransaction:

@@ -1,33 +1,26 @@
-"""What the SQLAlchemy integration reads from a session: ORM changes at flush, and bulk DML statements.
+"""What the SQLAlchemy integration reads from a session's unit of work: ORM changes at flush.
 
 Values are read only for allowlisted column attributes, and encoded (`encode_value`) the moment they are read:
 the pending event holds a JSON-native snapshot, later mutations of the object cannot change it, and a value
 JSON cannot hold (NaN) raises `EventError` before the database is written. Nothing here emits: see
-`auditlock.integrations.sqlalchemy`.
+`auditlock.integrations.sqlalchemy`; bulk statements are `sqlalchemy_bulk`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
-from sqlalchemy.engine import CursorResult, Result
-from sqlalchemy.exc import CompileError
-from sqlalchemy.orm import InstanceState, Mapper, ORMExecuteState, Session
-from sqlalchemy.orm.exc import UnmappedColumnError
-from sqlalchemy.sql.elements import BindParameter, ClauseElement
+from sqlalchemy.orm import InstanceState, Mapper, Session
 
 from auditlock.handler.encode import encode_value
 
 # Payload fields the integration itself writes (registered as standard fields of its event types).
 ATTEMPT_FIELDS = frozenset({"outcome", "error"})
-BULK_FIELDS = frozenset({"criteria", "columns", "rowcount"})
-_POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
 _NOT_LOADED = object()
 
 ModelLookup = Callable[[type[Any]], "TrackedModel | None"]
@@ -153,117 +146,16 @@ def target_id(model: TrackedModel, state: InstanceState[Any]) -> str | None:
             value = identity[index] if identity is not None else None
         if value is None:
             return None  # not yet assigned (a failed INSERT of an autoincrement key)
-        parts.append(str(value))
+        parts.append(value)
+    return key_string(parts)
+
+
+def key_string(parts: Sequence[Any]) -> str:
+    """A primary key's values as a target id: one part as it is, composite parts joined with ':' (escaped)."""
     if len(parts) == 1:
-        return parts[0]
-    return ":".join(part.replace("%", "%25").replace(":", "%3A") for part in parts)
+        return str(parts[0])
+    return ":".join(str(part).replace("%", "%25").replace(":", "%3A") for part in parts)
 
 
 def _encoded(model: TrackedModel, key: str, value: Any) -> Any:
     return encode_value(value, f"{model.target_type}.{key}")
-
-
-# -- bulk statements through the session ----------------------------------------------------------------------
-
-
-def bulk_action(state: ORMExecuteState) -> str | None:
-    """`bulk_created` / `bulk_updated` / `bulk_deleted` for an INSERT / UPDATE / DELETE statement, else None."""
-    if state.is_update:
-        return "bulk_updated"
-    if state.is_delete:
-        return "bulk_deleted"
-    if state.is_insert:
-        return "bulk_created"
-    return None
-
-
-def statement_model(state: ORMExecuteState, model_of: ModelLookup,
-                    tables: Mapping[Any, TrackedModel]) -> TrackedModel | None:
-    """The tracked model a DML statement writes: its ORM entity, or the mapped table of a Core statement."""
-    mapper = state.bind_mapper
-    if mapper is not None:
-        return model_of(mapper.class_)
-    return tables.get(getattr(state.statement, "table", None))
-
-
-def describe_statement(state: ORMExecuteState, model: TrackedModel, action: str) -> dict[str, Any]:
-    """criteria (WHERE as SQL with parameter names), the written column names, and allowlisted literal values."""
-    statement = state.statement
-    payload: dict[str, Any] = {}
-    parameter_sets = _parameter_sets(state.parameters)
-    if action != "bulk_created":
-        payload["criteria"] = _criteria(state, parameter_sets)
-    values = _statement_values(statement)
-    names = {_attribute_key(model.mapper, key) for key in values}
-    if not values:  # ORM bulk INSERT / UPDATE by primary key: the parameter sets name the columns
-        for params in parameter_sets:
-            names.update(_attribute_key(model.mapper, key) for key in params)
-        if action == "bulk_updated":
-            names.difference_update(_primary_key_names(model.mapper))
-    payload["columns"] = sorted(names)
-    for key, value in values.items():
-        name = _attribute_key(model.mapper, key)
-        if name in model.fields and _is_literal(value):
-            payload.setdefault(name, _encoded(model, name, value.value))
-    return payload
-
-
-def _is_literal(value: Any) -> bool:
-    """A value written into the statement, not one bound at execution (`bindparam("x")`) or computed by SQL."""
-    return isinstance(value, BindParameter) and value.callable is None and not value.required
-
-
-def rowcount_of(result: Result[Any], state: ORMExecuteState, action: str) -> int | None:
-    """Rows the statement affected; None when the driver cannot tell (executemany UPDATE/DELETE by key)."""
-    if isinstance(result, CursorResult) and result.rowcount >= 0:
-        return result.rowcount
-    if action == "bulk_created":
-        return len(_parameter_sets(state.parameters)) or None
-    return None
-
-
-def _criteria(state: ORMExecuteState, parameter_sets: list[Mapping[str, Any]]) -> str | None:
-    where: ClauseElement | None = getattr(state.statement, "whereclause", None)
-    if where is None:
-        return f"primary key of each of {len(parameter_sets)} parameter sets" if parameter_sets else None
-    try:
-        text = str(where)  # the default dialect renders binds as :name, whatever the database
-    except CompileError:
-        text = str(where.compile(dialect=state.session.get_bind().dialect))
-    return _POSTCOMPILE.sub(r":\1", text)
-
-
-def _statement_values(statement: Any) -> dict[Any, Any]:
-    # No public accessor exists for the SET / VALUES clause; `_values` and `_ordered_values` are what the ORM
-    # itself reads (stable across 1.4-2.1). Multi-row VALUES lists contribute their column names only.
-    values = dict(getattr(statement, "_values", None) or {})
-    values.update(getattr(statement, "_ordered_values", None) or ())
-    multi = getattr(statement, "_multi_values", None) or ()
-    for rows in multi:
-        for row in rows:
-            if isinstance(row, Mapping):
-                values.update(dict.fromkeys(row))
-    return values
-
-
-def _parameter_sets(parameters: Any) -> list[Mapping[str, Any]]:
-    if isinstance(parameters, Mapping):
-        return [parameters]
-    if isinstance(parameters, Iterable) and not isinstance(parameters, str | bytes):
-        return [p for p in parameters if isinstance(p, Mapping)]
-    return []
-
-
-def _attribute_key(mapper: Mapper[Any], key: Any) -> str:
-    """The mapped attribute name of a SET/VALUES key (an attribute, a Column, or a column key string)."""
-    column = key if not isinstance(key, str) else mapper.local_table.c.get(key)
-    if column is None:
-        return str(key)
-    try:
-        return mapper.get_property_by_column(column).key
-    except UnmappedColumnError:
-        return str(getattr(column, "key", column))
-
-
-def _primary_key_names(mapper: Mapper[Any]) -> set[str]:
-    return {mapper.get_property_by_column(column).key for column in mapper.primary_key}

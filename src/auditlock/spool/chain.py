@@ -93,17 +93,36 @@ class EventChain:
         record["seq"] = self.seq
         record["prev"] = self.prev
         line = _serialise(record)
-        if len(line) > self.max_event_bytes:
-            raise EventError(
-                f"event {record.get('event_type')!r} is {len(line)} bytes, over [events] max_event_bytes = "
-                f"{self.max_event_bytes}; leave large values out of the payload"
-            )
+        _refuse_oversized(record, len(line), self.max_event_bytes)
         return line, month
 
     def advance(self, line: bytes) -> None:
         """Record that `line` (as returned by `stamp`) is now in the spool."""
         self.seq += 1
         self.prev = line_hash(memoryview(line)[:-1])
+
+
+# The widest values `stamp` can give the chain's fields (seq as the largest signed 64-bit number).
+_WIDEST_STAMP = {"event_id": uuid7_str(0, 0), "occurred_at": "9999-12-31T23:59:59.999999Z", "writer": "0" * 32,
+                 "seq": 2**63 - 1, "prev": ZERO_HASH}
+
+
+def check_stampable(record: dict[str, Any], max_event_bytes: int) -> None:
+    """Raise the `EventError` that `stamp` would raise for this built record, whatever seq and time it gets.
+
+    For callers that must know before an irreversible step (a database COMMIT) that the write cannot be refused
+    by design; the chain's fields are taken at their widest, so a record that passes is never refused for size.
+    """
+    candidate = {**record, **_WIDEST_STAMP}
+    _refuse_oversized(record, len(_serialise(candidate)), max_event_bytes)
+
+
+def _refuse_oversized(record: dict[str, Any], size: int, max_event_bytes: int) -> None:
+    if size > max_event_bytes:
+        raise EventError(
+            f"event {record.get('event_type')!r} is {size} bytes, over [events] max_event_bytes = "
+            f"{max_event_bytes}; leave large values out of the payload"
+        )
 
 
 def _serialise(record: dict[str, Any]) -> bytes:
