@@ -23,7 +23,20 @@ AuditLogger = logging.Logger | logging.LoggerAdapter[Any] | StructlogLike
 
 def emit_event(logger: AuditLogger, event_type: str, **fields: Any) -> None:
     """Emit `event_type` with `fields` (target_type, target_id, before, after, payload fields, …) on `logger`."""
-    if isinstance(logger, logging.Logger | logging.LoggerAdapter):
+    if isinstance(logger, logging.LoggerAdapter):
+        _emit_through_adapter(logger, event_type, fields)
+    elif isinstance(logger, logging.Logger):
         logger.info(event_type, extra=fields)
     else:
         logger.info(event_type, **fields)
+
+
+def _emit_through_adapter(adapter: logging.LoggerAdapter[Any], event_type: str, fields: dict[str, Any]) -> None:
+    """Log through the adapter's own `process()`, then put the event's fields back over the adapter's extra.
+
+    Before Python 3.13 `LoggerAdapter.process` replaces `extra` with the adapter's own, which would drop every field
+    of the event (target, changes, …); the event's fields win over the adapter's context on a name clash.
+    """
+    msg, kwargs = adapter.process(event_type, {"extra": dict(fields)})
+    kwargs["extra"] = {**(kwargs.get("extra") or {}), **fields}
+    adapter.logger.info(msg, **kwargs)
