@@ -4,9 +4,11 @@ request id — Starlette, FastAPI, or any ASGI application; no framework is impo
     app.add_middleware(AuditMiddleware, actor=lambda scope: f"user#{scope['user'].id}"
                        if scope["user"].is_authenticated else None, trusted_proxies=("10.0.0.0/8",))
 
-The binding (a contextvars value, so per asyncio task) is in place for the whole application call — including
-a streamed response body, which ASGI servers produce inside that call — and is undone when the call returns or
-raises. Lifespan scopes pass through untouched. Address and request-id rules: `integrations.request`.
+The binding is a per-request scope (`handler.context.RequestScope`, one object in a contextvar), in place for
+the whole application call — including a streamed response body and background tasks, which run inside that
+call — and closed when the call returns or raises. Every context copied from the request's (the thread pool of
+sync dependencies and endpoints, asyncio tasks) shares that scope, so `set_request_actor` anywhere in the
+request is seen everywhere in it. Address and request-id rules: `integrations.request`.
 """
 
 from __future__ import annotations
