@@ -145,6 +145,17 @@ class TestLoggingHandler:
         audit_logger.info("starting up %s", "now")
         assert not spool_dir.exists()
 
+    def test_bad_config_leaves_no_broken_handler_behind(self, tmp_path: Path) -> None:
+        """A handler whose config fails raises ConfigError, and the process still exits without errors."""
+        code = ("import auditlock\n"
+                "try:\n"
+                f"    auditlock.AuditHandler({str(tmp_path / 'missing.toml')!r})\n"
+                "except auditlock.ConfigError as exc:\n"
+                "    kept = exc  # as a test runner or error reporter keeps it, with the handler in its traceback\n"
+                "    print('refused')\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "refused\n", "")
+
 
 class TestOneCore:
     def test_both_adapters_write_the_same_record(self, config: Config, closing: Callable[[Any], Any]) -> None:

@@ -21,8 +21,10 @@ class AuditHandler(logging.Handler):
     """Writes log records whose message matches `[events] include` to the audit spool."""
 
     def __init__(self, config: Config | str | None = None, level: int | str = logging.NOTSET) -> None:
-        super().__init__(level)
+        # The core first: `logging.Handler.__init__` registers the handler for `logging.shutdown`, which would
+        # flush a handler left without a core by a bad config at exit.
         self.core = AuditCore(config if isinstance(config, Config) else load_config(config))
+        super().__init__(level)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one record if it is an audit event; raise when it cannot be made durable."""
