@@ -197,6 +197,36 @@ class TestPlainProcessStoppedBySigterm:
         assert [e["event_type"] for e in spool_events(spool)] == ["order.updated", "auditlock.writer_closed"]
 
 
+INTERRUPTED_INSIDE_THE_WRITER = """
+import logging, sys
+import auditlock
+from auditlock.spool import shutdown
+shutdown.SIGNAL_CLOSE_TIMEOUT_S = 0.5
+log = logging.getLogger("audit")
+log.addHandler(handler := auditlock.AuditHandler())
+log.setLevel(logging.INFO)
+log.info("order.updated", extra={"actor_id": "user#1", "target_type": "Order", "target_id": "1"})
+handler.core.writer._lock.acquire()  # as if SIGTERM arrived while the main thread was appending
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+class TestSigtermHookNeverDeadlocks:
+    def test_main_thread_holding_the_writer_lock(self, server_env: dict[str, str], spool: Path,
+                                                 processes: list[Any]) -> None:
+        """SIGTERM while the main thread holds the writer's lock: the hook gives up waiting and the process dies
+        by SIGTERM, its segment left open and whole for the agent to recover."""
+        processes.append(app := start([sys.executable, "-c", INTERRUPTED_INSIDE_THE_WRITER], server_env))
+        assert app.stdout is not None
+        assert app.stdout.readline() == b"ready\n"
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=60) == -signal.SIGTERM
+        [segment] = spool.glob(f"*{OPEN_SUFFIX}")
+        assert [e["event_type"] for e in spool_events(spool)] == ["order.updated"]
+        assert segment.read_bytes().endswith(b"\n")
+
+
 class TestLifespanShutdown:
     def test_shutdown_closes_every_writer(self, audit_log: logging.Logger, config: Config) -> None:
         """Lifespan shutdown seen by the middleware writes the clean end, after the app's own shutdown events."""

@@ -181,7 +181,7 @@ def set_request_actor(actor_id: str, *, type: str | None = None) -> Actor:
             "or use `with auditlock.actor(...)`; a thread you start in a request sees the request only if it "
             "runs in a copy of its context (`contextvars.copy_context().run`)"
         )
-    if actor_id is None or not isinstance(actor_id, str) or not actor_id:
+    if not isinstance(actor_id, str) or not actor_id:
         raise ValueError(f"actor id {actor_id!r}: give a non-empty string like 'user#82'")
     request = scope.actor
     kind = type or infer_actor_type(actor_id)
