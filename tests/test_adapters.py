@@ -193,6 +193,16 @@ def run_python(script: str) -> subprocess.CompletedProcess[str]:
 
 
 class TestFailedConstruction:
+    def test_kept_config_error_leaves_a_clean_exit(self, tmp_path: Path) -> None:
+        """A ConfigError caught and kept (with the handler in its traceback) still lets the process exit cleanly."""
+        result = run_python("import auditlock\n"
+                            "try:\n"
+                            f"    auditlock.AuditHandler({str(tmp_path / 'missing.toml')!r})\n"
+                            "except auditlock.ConfigError as exc:\n"
+                            "    kept = exc  # as a test runner or error reporter keeps it\n"
+                            "    print('refused')\n")
+        assert (result.returncode, result.stdout, result.stderr) == (0, "refused\n", "")
+
     def test_config_error_is_the_only_traceback(self, tmp_path: Path) -> None:
         """A ConfigError in AuditHandler() leaves no half-built handler for logging.shutdown to trip over at exit."""
         path = tmp_path / "auditlock.toml"

@@ -118,11 +118,11 @@ class TestAnonymousRequest:
             self, factory: sessionmaker[Session], config: Config) -> None:
         """set_request_actor() in the request makes the change attributable: it commits and is recorded."""
         with TestClient(shop_app(factory)) as client:
-            response = client.post("/orders", params={"as": "user#7"})
+            response = client.post("/orders", params={"as": "user:7"})
         assert response.status_code == 200
         assert order_count(factory) == 1
         [created] = events(config)
-        assert (created["event_type"], created["actor_id"]) == ("order.created", "user#7")
+        assert (created["event_type"], created["actor_id"]) == ("order.created", "user:7")
         assert created["payload"]["request_id"] == response.headers["x-request-id"]
 
     def test_anonymous_actor_option_files_the_change_under_it(
@@ -149,7 +149,7 @@ class TestRefusedBeforeTheDatabase:
 
     def test_actor_the_record_builder_refuses(self, factory: sessionmaker[Session], config: Config) -> None:
         """An actor type the record builder refuses is refused at the flush, not after the commit."""
-        with auditlock.actor("user#7", type="robot"), factory() as session:
+        with auditlock.actor("user:7", type="robot"), factory() as session:
             session.add(Order(status="new"))
             with pytest.raises(EventError, match="actor_type 'robot'"):
                 session.commit()
@@ -158,7 +158,7 @@ class TestRefusedBeforeTheDatabase:
 
     def test_event_over_max_event_bytes(self, factory: sessionmaker[Session], config: Config) -> None:
         """A change whose event would exceed [events] max_event_bytes is refused at the flush; nothing commits."""
-        with auditlock.actor("user#7"), factory() as session:
+        with auditlock.actor("user:7"), factory() as session:
             session.add(Note(body="x" * MAX_EVENT_BYTES))
             with pytest.raises(EventError, match="max_event_bytes"):
                 session.commit()
@@ -176,7 +176,7 @@ class TestRefusedBeforeTheDatabase:
                     obj.body = "y" * MAX_EVENT_BYTES
 
         event.listen(factory, "before_flush", grow)
-        with auditlock.actor("user#7"), factory() as session:
+        with auditlock.actor("user:7"), factory() as session:
             session.add(Note(body="short"))
             with pytest.raises(EventError, match="max_event_bytes"):
                 session.commit()
@@ -190,7 +190,7 @@ class TestRefusedBeforeTheDatabase:
                                                  config: Config) -> None:
         """An audit logger whose level would silently drop the events refuses the change instead."""
         audit_log.setLevel(logging.WARNING)
-        with auditlock.actor("user#7"), factory() as session:
+        with auditlock.actor("user:7"), factory() as session:
             session.add(Order(status="new"))
             with pytest.raises(EventError, match="level"):
                 session.commit()

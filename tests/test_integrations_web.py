@@ -206,7 +206,8 @@ class TestAsgiBinding:
         with TestClient(starlette_app(audit_log, actor=user_of_scope)) as client, \
                 client.websocket_connect("/ws", headers={"x-test-user": "user#6"}) as websocket:
             websocket.send_text("61")
-        [event] = events(config)
+        event, closed = events(config)  # leaving the TestClient is a lifespan shutdown: the writer closes
+        assert closed["event_type"] == "auditlock.writer_closed"
         assert (event["actor_id"], event["target_id"], event["actor_ip"]) == ("user#6", "61", None)
 
     def test_lifespan_passes_through(self, audit_log: logging.Logger) -> None:

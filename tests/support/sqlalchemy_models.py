@@ -86,8 +86,10 @@ def create_test_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine
 
 
 def events(config: Config) -> list[dict[str, Any]]:
-    """Every event in the spool so far (none when the spool was never written)."""
-    return [orjson.loads(line) for line in raw_lines(config)]
+    """The application's events in the spool so far, without the writer's own `auditlock.*` records (a lifespan
+    shutdown closes the writers: `auditlock.writer_closed`); none when the spool was never written."""
+    parsed = [orjson.loads(line) for line in raw_lines(config)]
+    return [event for event in parsed if not event["event_type"].startswith("auditlock.")]
 
 
 def raw_lines(config: Config) -> list[bytes]:

@@ -26,7 +26,30 @@ class Actor:
     request_id: str | None = None  # set inside a request: written as payload.request_id
 
 
+class RequestScope:
+    """The actor of one web request: one mutable holder, bound once by the request middleware.
+
+    Every context copied from the request's — Starlette's thread pool (sync dependencies and endpoints,
+    `run_in_threadpool`), asyncio tasks, threads started with `contextvars.copy_context().run` — shares this one
+    object, so the actor set anywhere in the request (`set_request_actor`) is seen everywhere in it. A value set
+    in a contextvar there would stay in the copy. `close()` at the end of the request: a copied context that
+    outlives it then sees no request actor rather than a stale one.
+    """
+
+    __slots__ = ("actor", "is_open")
+
+    def __init__(self, bound: Actor | None) -> None:
+        self.actor = bound
+        self.is_open = True
+
+    def close(self) -> None:
+        """End the request: nothing is bound through this scope any more."""
+        self.is_open = False
+        self.actor = None
+
+
 _current_actor: ContextVar[Actor | None] = ContextVar("auditlock_actor", default=None)
+_current_request: ContextVar[RequestScope | None] = ContextVar("auditlock_request", default=None)
 
 
 def infer_actor_type(actor_id: str) -> str:
@@ -63,7 +86,7 @@ def inner_actor(
     """The `Actor` that `actor(...)` binds here: the enclosing binding's ip and request id unless given."""
     if actor_id is not None and (not isinstance(actor_id, str) or not actor_id):
         raise ValueError(f"actor id {actor_id!r}: give a non-empty string like 'user:82', or None (anonymous)")
-    outer = _current_actor.get()
+    outer = current_actor()
     if outer is not None:
         ip = outer.ip if ip is None else ip
         request_id = outer.request_id if request_id is None else request_id
@@ -72,8 +95,30 @@ def inner_actor(
 
 
 def current_actor() -> Actor | None:
-    """The actor bound for the current context, if any."""
-    return _current_actor.get()
+    """The actor bound for the current context, if any: a `with` block's, else the current request's."""
+    bound = _current_actor.get()
+    if bound is not None:
+        return bound
+    scope = _current_request.get()
+    return scope.actor if scope is not None else None
+
+
+def current_request() -> RequestScope | None:
+    """The scope of the request being served in this context, if it is still open."""
+    scope = _current_request.get()
+    return scope if scope is not None and scope.is_open else None
+
+
+@contextmanager
+def entered_request(scope: RequestScope) -> Iterator[RequestScope]:
+    """Make `scope` the current request for the block; `with` bindings from outside the request do not apply."""
+    request_token = _current_request.set(scope)
+    actor_token = _current_actor.set(None)
+    try:
+        yield scope
+    finally:
+        _current_actor.reset(actor_token)
+        _current_request.reset(request_token)
 
 
 def bind(bound: Actor | None) -> Token[Actor | None]:

@@ -17,6 +17,7 @@ from auditlock.config.model import Config
 from auditlock.errors import EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.record import AUDIT_ARGUMENTS, RecordBuilder, shown
+from auditlock.spool.shutdown import install_sigterm_hook
 from auditlock.spool.writer import SpoolWriter
 
 log = logging.getLogger("auditlock")
@@ -39,6 +40,7 @@ class AuditCore:
         self._builder = RecordBuilder(config, self._hmac_key)
         self._is_audit: dict[str, bool] = {}
         self._drops = DropCounter()
+        install_sigterm_hook()  # a plain SIGTERM still writes every writer's clean end (see spool.shutdown)
 
     @property
     def writer(self) -> SpoolWriter:

@@ -4,9 +4,13 @@ request id — Starlette, FastAPI, or any ASGI application; no framework is impo
     app.add_middleware(AuditMiddleware, actor=lambda scope: f"user:{scope['user'].id}"
                        if scope["user"].is_authenticated else None, trusted_proxies=("10.0.0.0/8",))
 
-The binding (a contextvars value, so per asyncio task) is in place for the whole application call — including
-a streamed response body, which ASGI servers produce inside that call — and is undone when the call returns or
-raises. Lifespan scopes pass through untouched. Address and request-id rules: `integrations.request`.
+The binding is a per-request scope (`handler.context.RequestScope`, one object in a contextvar), in place for
+the whole application call — including a streamed response body and background tasks, which run inside that
+call — and closed when the call returns or raises. Every context copied from the request's (the thread pool of
+sync dependencies and endpoints, asyncio tasks) shares that scope, so `set_request_actor` anywhere in the
+request is seen everywhere in it. On lifespan shutdown the middleware closes every audit writer of the process
+(`spool.shutdown`): a server stopped by SIGTERM still leaves a clean end. Address and request-id rules:
+`integrations.request`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from auditlock.integrations.request import DEFAULT_TRUSTED_PROXIES, IPNetwork, RequestBinder, request_binding
+from auditlock.spool.shutdown import close_all_writers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,6 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ActorOfScope = Callable[[Scope], "str | Awaitable[str | None] | None"]
 
 _BOUND_SCOPES = frozenset({"http", "websocket"})
+_SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 
 
 class AuditMiddleware:
@@ -57,7 +63,10 @@ class AuditMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run one ASGI call with the request's binding in place (lifespan and others pass through)."""
+        """Run one ASGI call with the request's binding in place; close the writers on lifespan shutdown."""
+        if scope["type"] == "lifespan":
+            await _closing_on_shutdown(self.app, scope, receive, send)
+            return
         if scope["type"] not in _BOUND_SCOPES:
             await self.app(scope, receive, send)
             return
@@ -91,6 +100,32 @@ class AuditMiddleware:
         if inspect.isawaitable(actor_id):
             actor_id = await actor_id
         return actor_id
+
+
+async def _closing_on_shutdown(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Pass a lifespan call through; on shutdown close every audit writer of the process, after the
+    application's own shutdown code (which may still emit events) and before the server hears it is complete.
+
+    uvicorn re-raises SIGTERM after its shutdown, so `atexit` never runs: this is where its writers end cleanly.
+    """
+    shutting_down = False
+
+    async def receive_noting_shutdown() -> Message:
+        nonlocal shutting_down
+        message = await receive()
+        shutting_down = shutting_down or message["type"] == "lifespan.shutdown"
+        return message
+
+    async def send_closing_writers(message: Message) -> None:
+        if message["type"] in _SHUTDOWN_DONE:
+            close_all_writers()
+        await send(message)
+
+    try:
+        await app(scope, receive_noting_shutdown, send_closing_writers)
+    finally:
+        if shutting_down:
+            close_all_writers()  # the application ended without reporting; its events still end cleanly
 
 
 class _Headers:

@@ -21,9 +21,8 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
-from auditlock.handler.context import Actor, bind, infer_actor_type, inner_actor, unbind
+from auditlock.handler.context import Actor, RequestScope, current_request, entered_request, infer_actor_type
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,7 +32,6 @@ UNIX_SOCKET = "unix"  # in trusted_proxies: trust a peer without an address (a U
 MAX_HOPS = 64  # X-Forwarded-For entries looked at, from the right
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/@-]{1,128}")
-_in_request: ContextVar[bool] = ContextVar("auditlock_in_request", default=False)
 
 
 class ProxyTrust:
@@ -154,33 +152,41 @@ class RequestBinder:
 
 
 @contextmanager
-def request_binding(bound: Actor | None) -> Iterator[None]:
-    """Bind a request's actor for the block, and mark it as a request (for `set_request_actor`)."""
-    in_request = _in_request.set(True)
-    token = bind(bound)
+def request_binding(bound: Actor | None) -> Iterator[RequestScope]:
+    """Open a request's scope with `bound` as its actor for the block (`set_request_actor` changes it); the
+    scope is closed when the block ends."""
+    scope = RequestScope(bound)
     try:
-        yield
+        with entered_request(scope):
+            yield scope
     finally:
-        unbind(token)
-        _in_request.reset(in_request)
+        scope.close()
 
 
 def set_request_actor(actor_id: str, *, type: str | None = None) -> Actor:
-    """Bind the actor for the rest of the current request, keeping its ip and request id.
+    """Set the actor for the rest of the current request, keeping its ip and request id.
 
     For frameworks that authenticate in a hook rather than around the view — Flask's `before_request`, a Django
-    middleware after `AuthenticationMiddleware`, a FastAPI dependency — where a `with auditlock.actor(...)`
-    block cannot span the request (and a streamed body). Only inside `AuditMiddleware` (ASGI or WSGI), which
-    undoes it when the request ends; elsewhere it raises `RuntimeError`, since the binding would outlive the
-    request on a pooled thread.
+    middleware after `AuthenticationMiddleware`, a FastAPI dependency (sync or async) — where a
+    `with auditlock.actor(...)` block cannot span the request (and a streamed body). It changes the request's
+    scope, not the calling context, so it works from any thread or task of the request: Starlette's thread pool,
+    `run_in_threadpool`, asyncio tasks, threads started with `contextvars.copy_context().run`. A
+    `with auditlock.actor(...)` block inside the request still wins within its block. Only inside
+    `AuditMiddleware` (ASGI or WSGI), whose request ends the binding; elsewhere it raises `RuntimeError`.
     """
-    if not _in_request.get():
+    scope = current_request()
+    if scope is None:
         raise RuntimeError(
             "set_request_actor() outside a request bound by auditlock's AuditMiddleware: add the middleware, "
-            "or use `with auditlock.actor(...)`"
+            "or use `with auditlock.actor(...)`; a thread you start in a request sees the request only if it "
+            "runs in a copy of its context (`contextvars.copy_context().run`)"
         )
-    bound = inner_actor(actor_id, type=type)
-    bind(bound)  # undone by the middleware's reset at the end of the request
+    if not isinstance(actor_id, str) or not actor_id:
+        raise ValueError(f"actor id {actor_id!r}: give a non-empty string like 'user:82'")
+    request = scope.actor
+    kind = type or infer_actor_type(actor_id)
+    bound = Actor(actor_id, kind, request.ip if request else None, None, request.request_id if request else None)
+    scope.actor = bound
     return bound
 
 

@@ -6,11 +6,11 @@ Django's WSGI application, or any WSGI app; no framework is imported.
 
 The binding is in place while the application is called and while the server consumes the response iterable
 (a streamed body is produced then), and undone after the iterable's `close()` — which the middleware calls on
-the application's iterable, inside the binding, so teardown code still sees the actor. Each step binds and
-unbinds again, so the binding never leaks to whatever a pooled worker thread runs next, even when a server
-iterates the response in another context. The actor the application bound for the rest of the request
-(`set_request_actor`) carries over from the call into the body. Address and request-id rules:
-`integrations.request`.
+the application's iterable, inside the binding, so teardown code still sees the actor. Each step enters the
+request's scope and leaves it again, so the binding never leaks to whatever a pooled worker thread runs next,
+even when a server iterates the response in another context. The actor the application set for the rest of the
+request (`set_request_actor`) is held by that scope, so it carries over from the call into the body. Address
+and request-id rules: `integrations.request`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from auditlock.handler.context import Actor, current_actor
-from auditlock.integrations.request import DEFAULT_TRUSTED_PROXIES, IPNetwork, RequestBinder, request_binding
+from auditlock.handler.context import RequestScope, entered_request
+from auditlock.integrations.request import DEFAULT_TRUSTED_PROXIES, IPNetwork, RequestBinder
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -59,10 +59,15 @@ class AuditMiddleware:
         """Call the app with the request's binding in place; the body is consumed under it too."""
         actor_id = self._actor(environ) if self._actor is not None else None
         bound = self._binder.request_actor(actor_id, environ.get("REMOTE_ADDR"), _header_reader(environ))
-        with request_binding(bound):
-            body = self.app(environ, self._echoing(start_response, bound.request_id))
-            # The application may have bound its user for the rest of the request (set_request_actor).
-            return BoundBody(body, current_actor())
+        scope = RequestScope(bound)
+        try:
+            with entered_request(scope):
+                body = self.app(environ, self._echoing(start_response, bound.request_id))
+        except BaseException:
+            scope.close()
+            raise
+        # The actor the application set for the rest of the request (set_request_actor) is in the scope.
+        return BoundBody(body, scope)
 
 
     def _echoing(self, start_response: StartResponse, request_id: str | None) -> StartResponse:
@@ -82,28 +87,29 @@ class AuditMiddleware:
 class BoundBody:
     """A WSGI response iterable that produces each chunk, and closes, with a request's binding in place."""
 
-    def __init__(self, body: Iterable[bytes], bound: Actor | None) -> None:
+    def __init__(self, body: Iterable[bytes], scope: RequestScope) -> None:
         self._body = body
         self._chunks: Iterator[bytes] | None = None
-        self._bound = bound
+        self._scope = scope
 
     def __iter__(self) -> BoundBody:
         return self
 
     def __next__(self) -> bytes:
-        with request_binding(self._bound):
+        with entered_request(self._scope):
             if self._chunks is None:
                 self._chunks = iter(self._body)
-            chunk = next(self._chunks)
-            self._bound = current_actor()
-        return chunk
+            return next(self._chunks)
 
     def close(self) -> None:
-        """Close the application's iterable (PEP 3333), under the binding; afterwards nothing is bound."""
+        """Close the application's iterable (PEP 3333), under the binding; then the request's scope ends."""
         close = getattr(self._body, "close", None)
-        if close is not None:
-            with request_binding(self._bound):
-                close()
+        try:
+            if close is not None:
+                with entered_request(self._scope):
+                    close()
+        finally:
+            self._scope.close()
 
 
 def _header_reader(environ: Environ) -> Callable[[str], str | None]:

@@ -1,7 +1,10 @@
 """The in-process spool writer: makes audit events durable in segment files (see `spool.format`).
 
 Thread-safe (one lock around stamp + write), fork-safe (a child gets a new writer id and never touches the
-parent's segment), fail-closed (every failure to make an event durable raises `SpoolError`).
+parent's segment), fail-closed (every failure to make an event durable raises `SpoolError`). `close()` writes the
+clean-end record; it runs from an `atexit` hook registered when a segment opens, and — for a process that stops
+without running `atexit` (uvicorn re-raising SIGTERM, a plain SIGTERM) — from `spool.shutdown`, which closes every
+live writer of the process.
 """
 
 from __future__ import annotations
@@ -338,6 +341,11 @@ def _spool_error(exc: OSError, directory: Path) -> SpoolError:
 
 
 _live_writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()
+
+
+def live_writers() -> list[SpoolWriter]:
+    """Every writer of this process that is still referenced (`spool.shutdown` closes them all)."""
+    return list(_live_writers)
 
 
 def _before_fork() -> None:
