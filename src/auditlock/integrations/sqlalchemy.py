@@ -149,20 +149,20 @@ def _tracked_model(cls: type[Any], target_type: str, prefix: str | None, config:
     except NoInspectionAvailable:
         problems.append(f"models: {cls!r} is not a mapped class")
         return None
+    prefix = prefix or default_event_prefix(target_type)
+    emitted = [t for action in SUCCESS_ACTIONS for t in (f"{prefix}.{action}", f"{prefix}.{ATTEMPT_OF[action]}")]
+    if not all(event_types.EVENT_TYPE_PATTERN.match(event_type) for event_type in emitted):
+        problems.append(f"event prefix {prefix!r} of {cls.__name__} must be lowercase like 'order'")
+        return None
+    unmatched = [event_type for event_type in emitted if not config.events.matches(event_type)]
+    if unmatched:
+        problems.append(f"[events] include does not match {len(unmatched)} event types of {cls.__name__} "
+                        f"({', '.join(unmatched[:3])}{', …' if len(unmatched) > 3 else ''}): add '{prefix}.*'")
     target = config.targets.get(target_type)
     if target is None:
         problems.append(f"[targets.{target_type}] is missing: add it with the `fields` allowlist of {cls.__name__} "
                         "(an empty list records ids only)")
         return None
-    prefix = prefix or default_event_prefix(target_type)
-    for action in SUCCESS_ACTIONS:
-        for event_type in (f"{prefix}.{action}", f"{prefix}.{ATTEMPT_OF[action]}"):
-            if not event_types.EVENT_TYPE_PATTERN.match(event_type):
-                problems.append(f"event prefix {prefix!r} of {cls.__name__} must be lowercase like 'order'")
-                return None
-            if not config.events.matches(event_type):
-                problems.append(f"[events] include does not match {event_type!r} (emitted for {cls.__name__}): "
-                                f"add '{prefix}.*'")
     columns = frozenset(prop.key for prop in mapper.column_attrs)
     return TrackedModel(target_type, prefix, target.allowed & columns, mapper)
 
