@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from auditlock.bucket import checks, protection
+from auditlock.bucket import checks, ownership, protection
 from auditlock.bucket.lifecycle import (
     bucket_configuration,
     class_rule_id,
@@ -332,3 +332,43 @@ class TestChecks:
                 checks.check_lifecycle("b", "audit", classes, [rule])
         else:
             checks.check_lifecycle("b", "audit", classes, [rule])
+
+
+class TestOwnership:
+    def test_prefix_id_is_short_stable_alphanumeric_and_distinct(self) -> None:
+        """`a/b` and `ab` differ; a 1000-character prefix gives a short id; a long class name a legal rule ID."""
+        assert prefix_id("auditlock") == "auditlock2beb854a"
+        assert prefix_id("a/b") != prefix_id("ab")
+        assert prefix_id("/a/b/") == prefix_id("a/b")
+        long = prefix_id("x" * 1000)
+        assert long.isalnum()
+        assert len(long) == 32
+        assert prefix_id("").startswith("bucket")
+        assert len(class_rule_id("c" * 300, "x" * 1000)) == 255
+        assert class_rule_id("c" * 300, "p") != class_rule_id("c" * 301, "p")
+
+    @pytest.mark.parametrize(("legacy", "replaced"), [
+        ({}, True),
+        ({"Condition": {"ArnNotLike": {"aws:PrincipalArn": ["arn:aws:iam::1:role/admin"]}}}, True),
+        ({"Action": "s3:DeleteObject"}, True),
+        ({"Action": ["s3:DeleteObject", "s3:PutObject"]}, False),
+        ({"Resource": "arn:aws:s3:::b/other/*"}, False),
+        ({"Effect": "Allow"}, False),
+    ])
+    def test_legacy_delete_statement_replaced_only_by_a_stronger_one(self, legacy: dict[str, Any],
+                                                                     replaced: bool) -> None:
+        """The legacy deny-delete statement over exactly our objects gives way to ours; any other is kept."""
+        statement = {**protection.delete_statement("b", "audit"), "Sid": protection.SID_DELETE, **legacy}
+        ours = protection.policy_statements("b", "audit", tls_only=True)
+        merged = ownership.merged_policy("b", "audit", {"Statement": [statement]}, ours)
+        assert (statement not in merged["Statement"]) is replaced
+        assert merged["Statement"] == (ours if replaced else [statement, *ours])
+
+    def test_legacy_rule_of_another_prefix_is_kept(self) -> None:
+        """A legacy class rule filtering on another prefix is kept beside ours, never replaced."""
+        config = config_with(c={"days": 5})
+        theirs = {**lifecycle_configuration(replace(config, sink=replace(config.sink, prefix="other")))["Rules"][0],
+                  "ID": "auditlock-retention-c"}
+        wanted = lifecycle_configuration(config)["Rules"]
+        merged = ownership.merged_rules([theirs], wanted, "audit")
+        assert (merged.rules, merged.replaced, merged.kept) == ([*wanted, theirs], [], ["auditlock-retention-c"])
