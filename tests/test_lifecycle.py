@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from auditlock.bucket import checks, protection
-from auditlock.bucket.lifecycle import bucket_configuration, cloudformation_rules, lifecycle_configuration
+from auditlock.bucket import checks, ownership, protection
+from auditlock.bucket.lifecycle import (
+    bucket_configuration,
+    class_rule_id,
+    cloudformation_rules,
+    lifecycle_configuration,
+    normal_rule,
+    prefix_id,
+)
 from auditlock.cli import main
 from auditlock.config import Config, build_config, load_config
 from auditlock.errors import ProvisionError
@@ -122,14 +129,17 @@ class TestLifecycle:
         Object Lock defaults to the default class."""
         document = bucket_configuration(example)
         rules = document["lifecycle"]["Rules"]
-        assert [r["ID"] for r in rules] == ["auditlock-retention-orders", "auditlock-retention-security",
-                                            "auditlock-retention-standard", "auditlock-housekeeping"]
+        assert document["prefix_id"] == "auditlock2beb854a"
+        assert [r["ID"] for r in rules] == ["auditlock-auditlock2beb854a-retention-orders",
+                                            "auditlock-auditlock2beb854a-retention-security",
+                                            "auditlock-auditlock2beb854a-retention-standard",
+                                            "auditlock-auditlock2beb854a-housekeeping"]
         assert rules[0] == {
-            "ID": "auditlock-retention-orders", "Status": "Enabled",
+            "ID": "auditlock-auditlock2beb854a-retention-orders", "Status": "Enabled",
             "Filter": {"And": {"Prefix": "auditlock/", "Tags": [{"Key": "auditlock-retention", "Value": "orders"}]}},
             "Transitions": [{"Days": 90, "StorageClass": "GLACIER_IR"}], "Expiration": {"Days": 3650}}
         assert rules[-1] == {
-            "ID": "auditlock-housekeeping", "Status": "Enabled", "Filter": {"Prefix": "auditlock/"},
+            "ID": "auditlock-auditlock2beb854a-housekeeping", "Status": "Enabled", "Filter": {"Prefix": "auditlock/"},
             "Expiration": {"ExpiredObjectDeleteMarker": True}, "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}
         assert document["object_lock"] == {"ObjectLockEnabled": "Enabled",
@@ -152,12 +162,14 @@ class TestLifecycle:
         assert housekeeping["Filter"] == {"Prefix": ""}
 
     def test_cli_prints_the_configuration(self, example: Config, capsys: pytest.CaptureFixture[str]) -> None:
-        """`auditlock lifecycle` prints {"lifecycle", "object_lock"}; --format cloudformation the template's rules."""
+        """`auditlock lifecycle` prints {"prefix_id", "lifecycle", "object_lock"}; --format cloudformation the
+        template's PrefixId and rules."""
         assert main(["lifecycle", "--config", str(EXAMPLE)]) == 0
         assert json.loads(capsys.readouterr().out) == bucket_configuration(example)
         assert main(["lifecycle", "--config", str(EXAMPLE), "--format", "cloudformation"]) == 0
-        rules = json.loads(capsys.readouterr().out)["Rules"]
-        assert [boto3_rule(r) for r in rules] == lifecycle_configuration(example)["Rules"]
+        document = json.loads(capsys.readouterr().out)
+        assert document["PrefixId"] == prefix_id(example.sink.prefix)
+        assert [boto3_rule(r) for r in document["Rules"]] == lifecycle_configuration(example)["Rules"]
 
     def test_cli_bad_config(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """An invalid config is reported and exits 1."""
@@ -173,6 +185,12 @@ class TestTemplate:
         cfn = resolve(resource(template, "ArchiveBucket")["LifecycleConfiguration"]["Rules"], template, "b")
         assert [boto3_rule(r) for r in cfn] == lifecycle_configuration(example)["Rules"]
         assert cfn == cloudformation_rules(lifecycle_configuration(example))
+
+    def test_prefix_id_default_is_the_default_prefixs(self, template: dict[str, Any]) -> None:
+        """The PrefixId parameter's default is `prefix_id` of the Prefix parameter's default."""
+        parameters = template["Parameters"]
+        assert parameters["PrefixId"]["Default"] == prefix_id(parameters["Prefix"]["Default"])
+        assert re.fullmatch(parameters["PrefixId"]["AllowedPattern"], prefix_id("a/b" * 100))
 
     def test_object_lock_equals_auditlock_lifecycle(self, template: dict[str, Any], example: Config) -> None:
         """Object Lock enabled with the default class's retention; versioning on; all public access blocked."""
@@ -191,7 +209,7 @@ class TestTemplate:
         assert tls["Sid"] == protection.SID_TLS
         assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         for branch in statements[1]["Fn::If"][1:]:
-            assert branch["Sid"] == protection.SID_DELETE
+            assert resolve(branch["Sid"], template, "b") == protection.delete_sid("auditlock")
             assert branch["Action"] == list(protection.DELETE_ACTIONS)
             assert resolve(branch["Resource"], template, "b") == protection.delete_statement("b", "auditlock")[
                 "Resource"]
@@ -287,7 +305,7 @@ class TestChecks:
         """RADOS Gateway reads an And filter back as {Prefix, Tag}; compared in the shape we write."""
         wanted = lifecycle_configuration(config_with(c={"days": 3}))["Rules"][0]
         read_back = {**wanted, "Filter": {"Prefix": "audit/", "Tag": wanted["Filter"]["And"]["Tags"][0]}}
-        assert checks.normal_rule(read_back) == wanted
+        assert normal_rule(read_back) == wanted
 
     @pytest.mark.parametrize(("rule", "refused"), [
         ({"ID": "x", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 1}}, False),
@@ -300,7 +318,11 @@ class TestChecks:
         ({"ID": "x", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 10}}, False),
         ({"ID": "x", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Date": "2030-01-01"}}, True),
         ({"ID": "auditlock-retention-c", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 11}},
-         True),
+         False),
+        ({"ID": "auditlock-retention-c", "Status": "Enabled", "Filter": {"And": {"Prefix": "audit/", "Tags": [
+            {"Key": "auditlock-retention", "Value": "c"}]}}, "Expiration": {"Days": 11}}, True),
+        ({"ID": class_rule_id("c", "audit"), "Status": "Enabled", "Filter": {"Prefix": "audit/"},
+          "Expiration": {"Days": 11}}, True),
     ])
     def test_rules_that_would_expire_early(self, rule: dict[str, Any], refused: bool) -> None:
         """A rule that can match objects of a class under the prefix must not expire them before its days."""
@@ -310,3 +332,43 @@ class TestChecks:
                 checks.check_lifecycle("b", "audit", classes, [rule])
         else:
             checks.check_lifecycle("b", "audit", classes, [rule])
+
+
+class TestOwnership:
+    def test_prefix_id_is_short_stable_alphanumeric_and_distinct(self) -> None:
+        """`a/b` and `ab` differ; a 1000-character prefix gives a short id; a long class name a legal rule ID."""
+        assert prefix_id("auditlock") == "auditlock2beb854a"
+        assert prefix_id("a/b") != prefix_id("ab")
+        assert prefix_id("/a/b/") == prefix_id("a/b")
+        long = prefix_id("x" * 1000)
+        assert long.isalnum()
+        assert len(long) == 32
+        assert prefix_id("").startswith("bucket")
+        assert len(class_rule_id("c" * 300, "x" * 1000)) == 255
+        assert class_rule_id("c" * 300, "p") != class_rule_id("c" * 301, "p")
+
+    @pytest.mark.parametrize(("legacy", "replaced"), [
+        ({}, True),
+        ({"Condition": {"ArnNotLike": {"aws:PrincipalArn": ["arn:aws:iam::1:role/admin"]}}}, True),
+        ({"Action": "s3:DeleteObject"}, True),
+        ({"Action": ["s3:DeleteObject", "s3:PutObject"]}, False),
+        ({"Resource": "arn:aws:s3:::b/other/*"}, False),
+        ({"Effect": "Allow"}, False),
+    ])
+    def test_legacy_delete_statement_replaced_only_by_a_stronger_one(self, legacy: dict[str, Any],
+                                                                     replaced: bool) -> None:
+        """The legacy deny-delete statement over exactly our objects gives way to ours; any other is kept."""
+        statement = {**protection.delete_statement("b", "audit"), "Sid": protection.SID_DELETE, **legacy}
+        ours = protection.policy_statements("b", "audit", tls_only=True)
+        merged = ownership.merged_policy("b", "audit", {"Statement": [statement]}, ours)
+        assert (statement not in merged["Statement"]) is replaced
+        assert merged["Statement"] == (ours if replaced else [statement, *ours])
+
+    def test_legacy_rule_of_another_prefix_is_kept(self) -> None:
+        """A legacy class rule filtering on another prefix is kept beside ours, never replaced."""
+        config = config_with(c={"days": 5})
+        theirs = {**lifecycle_configuration(replace(config, sink=replace(config.sink, prefix="other")))["Rules"][0],
+                  "ID": "auditlock-retention-c"}
+        wanted = lifecycle_configuration(config)["Rules"]
+        merged = ownership.merged_rules([theirs], wanted, "audit")
+        assert (merged.rules, merged.replaced, merged.kept) == ([*wanted, theirs], [], ["auditlock-retention-c"])

@@ -14,8 +14,8 @@ from botocore.exceptions import ClientError
 
 from auditlock.agent.service import Agent
 from auditlock.archive import layout
-from auditlock.bucket import checks, protection
-from auditlock.bucket.lifecycle import lifecycle_configuration
+from auditlock.bucket import protection
+from auditlock.bucket.lifecycle import class_rule_id, lifecycle_configuration, normal_rule, rule_filter
 from auditlock.bucket.provision import Provisioner, Report, provision
 from auditlock.cli import main
 from auditlock.config import Config, build_config
@@ -49,12 +49,12 @@ def env(endpoint: S3Endpoint, name: str, tmp_path: Path) -> ArchiveEnv:
 
 
 def make_config(tmp_path: Path, endpoint: S3Endpoint | None, *, standard: tuple[int, str] = (1, "GOVERNANCE"),
-                security_days: int = 2, hot_days: int | None = None) -> Config:
-    """A config shipping to `endpoint` (None: AWS) under prefix `audit`, with the given class lengths."""
+                security_days: int = 2, hot_days: int | None = None, prefix: str = "audit") -> Config:
+    """A config shipping to `endpoint` (None: AWS) under `prefix`, with the given class lengths."""
     standard_class: dict[str, Any] = {"days": standard[0], "mode": standard[1]}
     if hot_days is not None:
         standard_class["hot_days"] = hot_days
-    sink: dict[str, Any] = {"bucket": "unused", "prefix": "audit"}
+    sink: dict[str, Any] = {"bucket": "unused", "prefix": prefix}
     if endpoint is not None:
         sink |= {"endpoint_url": endpoint.url, "region": endpoint.region}
     return build_config({
@@ -111,9 +111,9 @@ class TestFreshBucket:
                                  "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}} or (
             endpoint.kind == "moto" and state["lock"]["Rule"]["DefaultRetention"] == {"Mode": "GOVERNANCE", "Days": 1,
                                                                                        "Years": 0})
-        rules = sorted((checks.normal_rule(r) for r in state["lifecycle"]), key=lambda r: r["ID"])
+        rules = sorted((normal_rule(r) for r in state["lifecycle"]), key=lambda r: r["ID"])
         assert rules == sorted(lifecycle_configuration(config)["Rules"], key=lambda r: r["ID"])
-        assert statement_ids(state) == [protection.SID_DELETE]
+        assert statement_ids(state) == [protection.delete_sid("audit")]
         assert any(TLS_NOTE in n for n in report.notes)  # both servers listen on plain HTTP
         assert state["public_access"] == {"BlockPublicAcls": False, "IgnorePublicAcls": True,
                                           "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
@@ -144,8 +144,8 @@ class TestFreshBucket:
             until = layout.retain_until(head["Metadata"][layout.META_LAST], retention.days)
             assert head["ObjectLockRetainUntilDate"] == until.replace(microsecond=0), key  # HTTP dates: seconds
             applying = [r for r in rules if "Days" in r.get("Expiration", {})
-                        and key.startswith(checks.rule_filter(r)[0])
-                        and all(tags.get(t["Key"]) == t["Value"] for t in checks.rule_filter(r)[1])]
+                        and key.startswith(rule_filter(r)[0])
+                        and all(tags.get(t["Key"]) == t["Value"] for t in rule_filter(r)[1])]
             assert [r["Expiration"]["Days"] for r in applying] == [retention.days], key
             seen[key.split("/")[1]].add(name)
         assert seen == {"events": {"standard", "security"}, "digests": seen["digests"]}
@@ -167,7 +167,8 @@ class TestFreshBucket:
         assert main(["provision", "--config", str(env.config_path), "--dry-run"]) == 0
         out = capsys.readouterr().out
         assert "would change: bucket: new bucket" in out
-        assert "would change: lifecycle: rules auditlock-retention-security, auditlock-retention-standard" in out
+        assert (f"would change: lifecycle: rules {class_rule_id('security', 'audit')}, "
+                f"{class_rule_id('standard', 'audit')}") in out
         with pytest.raises(ClientError):
             env.endpoint.client().head_bucket(Bucket=env.bucket)
 
@@ -178,7 +179,7 @@ class TestFreshBucket:
         report = provision(make_config(tmp_path, endpoint, standard=(3, "COMPLIANCE"), security_days=5), name)
         assert report.changes == [
             "object lock default retention: GOVERNANCE 1 days -> COMPLIANCE 3 days",
-            "lifecycle: rules auditlock-retention-security, auditlock-retention-standard",
+            f"lifecycle: rules {class_rule_id('security', 'audit')}, {class_rule_id('standard', 'audit')}",
         ]
         default = client.get_object_lock_configuration(Bucket=name)["ObjectLockConfiguration"]["Rule"]
         assert (default["DefaultRetention"]["Mode"], default["DefaultRetention"]["Days"]) == ("COMPLIANCE", 3)
@@ -263,7 +264,7 @@ class TestKeepsWhatIsThere:
         assert any("(kept: other-logs)" in c for c in report.changes)
         state = snapshot(endpoint, name)
         assert "other-logs" in [r["ID"] for r in state["lifecycle"]]
-        assert statement_ids(state) == ["OtherDenyWebsite", protection.SID_DELETE]
+        assert statement_ids(state) == ["OtherDenyWebsite", protection.delete_sid("audit")]
         assert provision(make_config(tmp_path, endpoint), name).changes == []
 
 
@@ -276,5 +277,140 @@ class TestAwsMode:
         assert report.notes == []
         state = snapshot(moto_s3, name)
         assert all(state["public_access"].values())
-        assert statement_ids(state) == [protection.SID_TLS, protection.SID_DELETE]
+        assert statement_ids(state) == [protection.SID_TLS, protection.delete_sid("audit")]
         assert Provisioner(make_config(tmp_path, None), name, client).run().changes == []
+
+
+def prefixed_env(root: Path, endpoint: S3Endpoint, bucket: str, prefix: str) -> ArchiveEnv:
+    """An ArchiveEnv under `root` whose config ships to `prefix` of `bucket`."""
+    root.mkdir()
+    env = ArchiveEnv.create(root, endpoint, bucket)
+    text = env.config_path.read_text()
+    env.config_path.write_text(text.replace('prefix = "audit"', f'prefix = "{prefix}"'))
+    return env
+
+
+def rules_of(state: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """The bucket's lifecycle rules filtering on `prefix`/, in the shape we write, by ID."""
+    return sorted((normal_rule(r) for r in state["lifecycle"] if rule_filter(r)[0] == f"{prefix}/"),
+                  key=lambda r: r["ID"])
+
+
+def delete_statements(state: dict[str, Any]) -> dict[str, Any]:
+    """{Sid: Resource} of the policy's deny-delete statements."""
+    return {s["Sid"]: s["Resource"] for s in state["policy"]["Statement"]
+            if s["Sid"].startswith(protection.SID_DELETE)}
+
+
+def legacy_rules(prefix: str, standard_days: int) -> list[dict[str, Any]]:
+    """The rules an older auditlock wrote for `prefix` (IDs not per prefix)."""
+    def tagged(name: str, days: int) -> dict[str, Any]:
+        return {"ID": f"auditlock-retention-{name}", "Status": "Enabled", "Expiration": {"Days": days},
+                "Filter": {"And": {"Prefix": f"{prefix}/", "Tags": [{"Key": layout.TAG_RETENTION, "Value": name}]}}}
+    housekeeping = {"ID": "auditlock-housekeeping", "Status": "Enabled", "Filter": {"Prefix": f"{prefix}/"},
+                    "Expiration": {"ExpiredObjectDeleteMarker": True},
+                    "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}
+    return [tagged("standard", standard_days), tagged("security", 2), housekeeping]
+
+
+def legacy_delete_statement(bucket: str, prefix: str) -> dict[str, Any]:
+    """The deny-delete statement an older auditlock wrote for `prefix` (Sid not per prefix)."""
+    return {**protection.delete_statement(bucket, prefix), "Sid": protection.SID_DELETE}
+
+
+class TestSharedBucket:
+    def test_two_prefixes_keep_their_own_rules_and_statements(self, endpoint: S3Endpoint, name: str,
+                                                              tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+        """Two services provisioned one after the other into one bucket each keep their rules and deny-delete
+        statement; provisioning either again prints "no changes"."""
+        first = prefixed_env(tmp_path / "a", endpoint, name, "svc-a")
+        second = prefixed_env(tmp_path / "b", endpoint, name, "svc-b")
+        assert main(["provision", "--config", str(first.config_path)]) == 0
+        after_first = snapshot(endpoint, name)
+        assert main(["provision", "--config", str(second.config_path)]) == 0
+        state = snapshot(endpoint, name)
+        assert rules_of(state, "svc-a") == rules_of(after_first, "svc-a")
+        for prefix, env in (("svc-a", first), ("svc-b", second)):
+            wanted = lifecycle_configuration(env.config)["Rules"]
+            assert rules_of(state, prefix) == sorted(wanted, key=lambda r: r["ID"])
+        assert delete_statements(state) == {protection.delete_sid(p): f"arn:aws:s3:::{name}/{p}/*"
+                                            for p in ("svc-a", "svc-b")}
+        capsys.readouterr()
+        for env in (first, second):
+            assert main(["provision", "--config", str(env.config_path)]) == 0
+            assert capsys.readouterr().out.splitlines()[:2] == [f"bucket {name}:", "  no changes"]
+        assert snapshot(endpoint, name) == state
+
+    def test_legacy_rules_belong_to_the_prefix_they_filter_on(self, endpoint: S3Endpoint, name: str,
+                                                              tmp_path: Path) -> None:
+        """Rules and the statement an older auditlock wrote for one prefix are kept when another prefix is
+        provisioned, and replaced by per-prefix ones (as long) when their own prefix is provisioned again."""
+        client = endpoint.client()
+        make_lock_bucket(client, name)
+        legacy = legacy_rules("audit", standard_days=1)
+        client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": legacy})
+        client.put_bucket_policy(Bucket=name, Policy=json.dumps(
+            {"Version": "2012-10-17", "Statement": [legacy_delete_statement(name, "audit")]}))
+        provision(make_config(tmp_path, endpoint, prefix="other"), name)
+        state = snapshot(endpoint, name)
+        assert rules_of(state, "audit") == sorted(legacy, key=lambda r: r["ID"])
+        assert delete_statements(state) == {protection.SID_DELETE: f"arn:aws:s3:::{name}/audit/*",
+                                            protection.delete_sid("other"): f"arn:aws:s3:::{name}/other/*"}
+        report = provision(make_config(tmp_path, endpoint), name)
+        assert any("replacing legacy: auditlock-housekeeping, auditlock-retention-security, "
+                   "auditlock-retention-standard" in c for c in report.changes)
+        state = snapshot(endpoint, name)
+        wanted = lifecycle_configuration(make_config(tmp_path, endpoint))["Rules"]
+        assert rules_of(state, "audit") == sorted(wanted, key=lambda r: r["ID"])
+        assert set(delete_statements(state)) == {protection.delete_sid("audit"), protection.delete_sid("other")}
+        assert provision(make_config(tmp_path, endpoint), name).changes == []
+
+    def test_legacy_rule_is_not_replaced_by_a_shorter_one(self, endpoint: S3Endpoint, name: str,
+                                                          tmp_path: Path) -> None:
+        """A legacy class rule of our prefix that expires later than the config's class is refused, like ours."""
+        client = endpoint.client()
+        make_lock_bucket(client, name)
+        client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={
+            "Rules": legacy_rules("audit", standard_days=5)})
+        before = snapshot(endpoint, name)
+        with pytest.raises(ProvisionError, match=r"class 'standard': expiry after 5 days in the bucket, 1 days"):
+            provision(make_config(tmp_path, endpoint), name)
+        assert snapshot(endpoint, name) == before
+
+    def test_rule_with_our_id_on_another_prefix_is_refused(self, endpoint: S3Endpoint, name: str,
+                                                           tmp_path: Path) -> None:
+        """A rule carrying an ID we would write but filtering on another prefix is not replaced: refused."""
+        client = endpoint.client()
+        make_lock_bucket(client, name)
+        taken = {"ID": class_rule_id("standard", "audit"), "Status": "Enabled", "Filter": {"Prefix": "other/"},
+                 "Expiration": {"Days": 30}}
+        client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [taken]})
+        before = snapshot(endpoint, name)
+        with pytest.raises(ProvisionError, match=r"would remove or weaken another prefix's rules: rule "
+                                                 rf"'{taken['ID']}' filters on prefix 'other/'"):
+            provision(make_config(tmp_path, endpoint), name)
+        assert snapshot(endpoint, name) == before
+
+    def test_statement_with_our_sid_over_other_objects_is_refused(self, endpoint: S3Endpoint, name: str,
+                                                                  tmp_path: Path) -> None:
+        """A deny-delete statement with our Sid over another prefix's objects is not replaced: refused."""
+        client = endpoint.client()
+        make_lock_bucket(client, name)
+        taken = {**protection.delete_statement(name, "other"), "Sid": protection.delete_sid("audit")}
+        client.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [taken]}))
+        before = snapshot(endpoint, name)
+        with pytest.raises(ProvisionError, match="would remove another prefix's deletion protection"):
+            provision(make_config(tmp_path, endpoint), name)
+        assert snapshot(endpoint, name) == before
+
+    def test_enclosing_prefix_may_not_expire_anothers_objects_early(self, endpoint: S3Endpoint, name: str,
+                                                                    tmp_path: Path) -> None:
+        """A prefix enclosing another's may not add class rules that expire the other's objects sooner."""
+        provision(make_config(tmp_path, endpoint, prefix="audit/inner", security_days=5), name)
+        before = snapshot(endpoint, name)
+        with pytest.raises(ProvisionError, match=r"would expire objects of class 'security' under 'audit/inner/' "
+                                                 r"after 2 days, before the 5 days"):
+            provision(make_config(tmp_path, endpoint, security_days=2), name)
+        assert snapshot(endpoint, name) == before

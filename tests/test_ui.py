@@ -234,6 +234,52 @@ class TestAuthentication:
                                                                               "203.0.113.5")
 
 
+class TestBearerFailures:
+    @staticmethod
+    def config(ui: UiEnv, monkeypatch: pytest.MonkeyPatch) -> Any:
+        """Token auth behind a trusted proxy (127.0.0.0/8, the test client's address)."""
+        monkeypatch.setenv("UI_TOKEN", TOKEN)
+        return ui.config(auth="token", token_env="UI_TOKEN", token_actor="svc:compliance-export",
+                         trusted_proxies=("127.0.0.0/8",))
+
+    def test_wrong_bearer_token_is_recorded_like_a_failed_login(self, ui: UiEnv,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """A wrong bearer token on any page is 401 and an auth.login_failed event (reason, the client address
+        through the trusted proxy), never holding the token itself."""
+        wrong = "wrong-token-" + "x" * 40
+        headers = {"Authorization": f"Bearer {wrong}", "X-Forwarded-For": "198.51.100.7"}
+        with ui.client(self.config(ui, monkeypatch), login=False) as client:
+            responses = [client.get(path, headers=headers) for path in ("/?since=7d", "/export.csv", "/login")]
+            empty = client.get("/", headers={**headers, "Authorization": "Bearer"})
+        assert [r.status_code for r in [*responses, empty]] == [401] * 4
+        assert all(r.headers["www-authenticate"].startswith("Bearer") for r in responses)
+        failed = ui.recorded("auth.login_failed")
+        assert [(e["actor_id"], e["actor_ip"], e["payload"]) for e in failed] == [
+            ("anonymous", "198.51.100.7", {"method": "token", "reason": "bad_bearer_token"})] * 4
+        assert wrong not in orjson.dumps(ui.recorded()).decode()
+        assert ui.recorded(SEARCHED, EXPORTED) == []
+
+    def test_repeated_wrong_bearer_tokens_are_throttled(self, ui: UiEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        """After five wrong bearer tokens even the right one is refused unchecked (429), and recorded."""
+        with ui.client(self.config(ui, monkeypatch), login=False) as client:
+            failures = [client.get("/", headers={"Authorization": f"Bearer guess-{n}"}) for n in range(5)]
+            refused = client.get("/?actor=user%231", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert [r.status_code for r in failures] == [401] * 5
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "900"
+        reasons = [e["payload"]["reason"] for e in ui.recorded("auth.login_failed")]
+        assert reasons == ["bad_bearer_token"] * 5 + ["throttled"]
+        assert ui.recorded(SEARCHED) == []
+
+    def test_right_bearer_token_records_no_failure(self, ui: UiEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The right token is let in and leaves no auth.login_failed; a request without one is not a failure."""
+        with ui.client(self.config(ui, monkeypatch), login=False) as client:
+            good = client.get("/?actor=user%231", headers={"Authorization": f"Bearer {TOKEN}"})
+            anonymous = client.get("/")
+        assert (good.status_code, anonymous.status_code) == (200, 401)
+        assert ui.recorded("auth.login_failed") == []
+
+
 class TestSearch:
     @pytest.mark.parametrize(("query", "match"), [
         ({"actor": "user#1"}, {"actor_id": "user#1"}),

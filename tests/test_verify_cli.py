@@ -50,11 +50,12 @@ class TestUsageErrors:
 
 
 class TestReport:
-    def test_empty_copy_is_clean(self, tmp_path: Path) -> None:
-        """An empty directory copy has nothing wrong in it: exit 0."""
+    def test_empty_copy_is_nothing_to_verify(self, tmp_path: Path) -> None:
+        """An empty directory copy (the wrong directory?) is not passed as clean: exit 3, nothing to verify."""
         status, report = verify("--source", str(tmp_path))
-        assert status == 0
-        assert report["clean"] is True
+        assert status == 3
+        assert (report["clean"], report["nothing_to_verify"], report["findings"]) == (False, True, [])
+        assert any(note.startswith("nothing to verify: no digest and no events object") for note in report["notes"])
 
     def test_text_groups_findings_by_kind(self) -> None:
         """The text report prints each kind once with its count, findings under it, then the verdict."""
@@ -86,4 +87,4 @@ class TestReport:
                 f"t = main(['verify', '--source', {str(tmp_path)!r}]); "
                 "sys.exit(10 + s + t if 'boto3' in sys.modules else s + t)")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 3, result.stderr  # an empty spool is clean; an empty copy has nothing to verify

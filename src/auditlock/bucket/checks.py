@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from auditlock.archive.layout import TAG_RETENTION, TAG_SCHEMA
-from auditlock.bucket.lifecycle import class_rule_id, key_prefix
+from auditlock.bucket.lifecycle import key_prefix, rule_filter
+from auditlock.bucket.ownership import is_class_rule_of
 from auditlock.config.model import RetentionClass
 from auditlock.errors import ProvisionError
 
@@ -96,39 +97,6 @@ def _describe(retention: Mapping[str, Any], *, mode: bool = False) -> str:
 # ------------------------------------------------------------------------------------------------ lifecycle
 
 
-def normal_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
-    """A rule as read back from any server, in the shape we write: RADOS Gateway answers an `And` filter as
-    {"Prefix", "Tag"}, moto adds zero Years and some servers keep a legacy top-level Prefix."""
-    out = {k: v for k, v in rule.items() if k not in ("Prefix", "Filter")}
-    prefix, tags = rule_filter(rule)
-    if tags and prefix:
-        out["Filter"] = {"And": {"Prefix": prefix, "Tags": tags}}
-    elif len(tags) > 1:
-        out["Filter"] = {"And": {"Tags": tags}}
-    elif tags:
-        out["Filter"] = {"Tag": tags[0]}
-    else:
-        out["Filter"] = {"Prefix": prefix}
-    return out
-
-
-def rule_filter(rule: Mapping[str, Any]) -> tuple[str, list[dict[str, str]]]:
-    """(prefix, tags) a rule applies to, whichever shape its filter has."""
-    where = rule.get("Filter") or {}
-    inner = where.get("And", where)
-    tags = list(inner.get("Tags") or []) + ([inner["Tag"]] if "Tag" in inner else [])
-    prefix = inner.get("Prefix", rule.get("Prefix", "")) or ""
-    return prefix, sorted(tags, key=lambda t: (t["Key"], t["Value"]))
-
-
-def merged_rules(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rules to put: ours as wanted; any other rule kept, including a class rule for a class no longer in
-    the config (objects tagged with it may still exist and should still expire)."""
-    ids = {r["ID"] for r in wanted}
-    kept = [normal_rule(r) for r in current if r.get("ID") not in ids]
-    return [*wanted, *kept]
-
-
 def check_lifecycle(bucket: str, prefix: str, classes: Mapping[str, RetentionClass],
                     current: list[dict[str, Any]]) -> None:
     """Refuse when a rule in the bucket would expire objects of a class before the class's days, or when the
@@ -152,7 +120,7 @@ def _early_expiry(rule: Mapping[str, Any], name: str, retention: RetentionClass,
         return None
     rule_id = rule.get("ID", "<no ID>")
     expiration = rule.get("Expiration") or {}
-    if rule_id == class_rule_id(name):
+    if is_class_rule_of(rule, name, prefix):
         if expiration.get("Days", 0) > retention.days:
             return (f"class {name!r}: expiry after {expiration['Days']} days in the bucket, {retention.days} days "
                     "in the config; objects already written are locked for the longer period and must not expire "

@@ -22,6 +22,8 @@ Choices
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from auditlock.archive.layout import TAG_RETENTION
@@ -31,8 +33,11 @@ COLD_STORAGE_CLASS = "GLACIER_IR"
 NONCURRENT_DAYS = 1
 ABORT_MULTIPART_DAYS = 7
 RULE_PREFIX = "auditlock-"
-CLASS_RULE_PREFIX = "auditlock-retention-"
-HOUSEKEEPING_RULE_ID = "auditlock-housekeeping"
+LEGACY_CLASS_RULE_PREFIX = "auditlock-retention-"  # IDs an older auditlock wrote, not per prefix
+LEGACY_HOUSEKEEPING_RULE_ID = "auditlock-housekeeping"
+MAX_RULE_ID = 255  # S3's limit on a lifecycle rule ID
+PREFIX_ID_READABLE = 24  # characters of the prefix kept in its id, before the hash
+PREFIX_ID_HASH = 8  # hex characters of SHA-256(`<prefix>/`): what makes the id unique
 
 
 def key_prefix(prefix: str) -> str:
@@ -41,9 +46,59 @@ def key_prefix(prefix: str) -> str:
     return f"{stripped}/" if stripped else ""
 
 
-def class_rule_id(name: str) -> str:
-    """The lifecycle rule ID of a retention class."""
-    return f"{CLASS_RULE_PREFIX}{name}"
+def prefix_id(prefix: str) -> str:
+    """The prefix's short, stable, alphanumeric id in rule IDs and policy Sids: its letters and digits (at most
+    24, `bucket` for the whole bucket) and 8 hex digits of SHA-256 of `<prefix>/` — so `a/b` and `ab` differ."""
+    where = key_prefix(prefix)
+    readable = "".join(c for c in where if c.isascii() and c.isalnum())[:PREFIX_ID_READABLE] or "bucket"
+    return readable + hashlib.sha256(where.encode()).hexdigest()[:PREFIX_ID_HASH]
+
+
+def class_rule_id(name: str, prefix: str) -> str:
+    """The lifecycle rule ID of a retention class under a prefix: `auditlock-<prefix id>-retention-<class>`."""
+    return _bounded(f"{RULE_PREFIX}{prefix_id(prefix)}-retention-{name}")
+
+
+def housekeeping_rule_id(prefix: str) -> str:
+    """The lifecycle rule ID of a prefix's housekeeping rule: `auditlock-<prefix id>-housekeeping`."""
+    return f"{RULE_PREFIX}{prefix_id(prefix)}-housekeeping"
+
+
+def legacy_class_rule_id(name: str) -> str:
+    """The rule ID a class had before IDs were per prefix (what an older `auditlock provision` wrote)."""
+    return f"{LEGACY_CLASS_RULE_PREFIX}{name}"
+
+
+def _bounded(rule_id: str) -> str:
+    """`rule_id` itself when S3 takes it, else cut with a hash of the whole (a very long class name)."""
+    if len(rule_id) <= MAX_RULE_ID:
+        return rule_id
+    return f"{rule_id[:MAX_RULE_ID - 9]}~{hashlib.sha256(rule_id.encode()).hexdigest()[:8]}"
+
+
+def normal_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A rule as read back from any server, in the shape we write: RADOS Gateway answers an `And` filter as
+    {"Prefix", "Tag"}, moto adds zero Years and some servers keep a legacy top-level Prefix."""
+    out = {k: v for k, v in rule.items() if k not in ("Prefix", "Filter")}
+    prefix, tags = rule_filter(rule)
+    if tags and prefix:
+        out["Filter"] = {"And": {"Prefix": prefix, "Tags": tags}}
+    elif len(tags) > 1:
+        out["Filter"] = {"And": {"Tags": tags}}
+    elif tags:
+        out["Filter"] = {"Tag": tags[0]}
+    else:
+        out["Filter"] = {"Prefix": prefix}
+    return out
+
+
+def rule_filter(rule: Mapping[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    """(prefix, tags) a rule applies to, whichever shape its filter has."""
+    where = rule.get("Filter") or {}
+    inner = where.get("And", where)
+    tags = list(inner.get("Tags") or []) + ([inner["Tag"]] if "Tag" in inner else [])
+    prefix = inner.get("Prefix", rule.get("Prefix", "")) or ""
+    return prefix, sorted(tags, key=lambda t: (t["Key"], t["Value"]))
 
 
 def transition_days(retention: RetentionClass) -> int | None:
@@ -59,7 +114,7 @@ def class_rule(name: str, retention: RetentionClass, prefix: str) -> dict[str, A
     tag = {"Key": TAG_RETENTION, "Value": name}
     where = key_prefix(prefix)
     rule: dict[str, Any] = {
-        "ID": class_rule_id(name),
+        "ID": class_rule_id(name, prefix),
         "Status": "Enabled",
         "Filter": {"And": {"Prefix": where, "Tags": [tag]}} if where else {"Tag": tag},
     }
@@ -73,7 +128,7 @@ def class_rule(name: str, retention: RetentionClass, prefix: str) -> dict[str, A
 def housekeeping_rule(prefix: str) -> dict[str, Any]:
     """Noncurrent versions, expired delete markers, incomplete multipart uploads (none of which take tag filters)."""
     return {
-        "ID": HOUSEKEEPING_RULE_ID,
+        "ID": housekeeping_rule_id(prefix),
         "Status": "Enabled",
         "Filter": {"Prefix": key_prefix(prefix)},
         "Expiration": {"ExpiredObjectDeleteMarker": True},
@@ -98,8 +153,9 @@ def object_lock_configuration(config: Config) -> dict[str, Any]:
 
 
 def bucket_configuration(config: Config) -> dict[str, Any]:
-    """What `auditlock lifecycle` prints: {"lifecycle": ..., "object_lock": ...}."""
-    return {"lifecycle": lifecycle_configuration(config), "object_lock": object_lock_configuration(config)}
+    """What `auditlock lifecycle` prints: {"prefix_id": ..., "lifecycle": ..., "object_lock": ...}."""
+    return {"prefix_id": prefix_id(config.sink.prefix), "lifecycle": lifecycle_configuration(config),
+            "object_lock": object_lock_configuration(config)}
 
 
 def cloudformation_rules(lifecycle: dict[str, Any]) -> list[dict[str, Any]]:

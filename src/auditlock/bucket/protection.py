@@ -5,9 +5,10 @@ take. The CloudFormation template spells the same statements with an admin excep
 
 - `AuditlockDenyInsecureTransport`: every request over plain HTTP is denied (`aws:SecureTransport` false).
   Left out for a plain-HTTP `endpoint_url` (a local S3-compatible server), where it would deny everything.
-- `AuditlockDenyObjectDeletion`: nobody deletes an object or version under `<prefix>/`, nor bypasses GOVERNANCE
-  retention there — not even the bucket owner. Expiry is the lifecycle's job, which bucket policies do not
-  restrict. Deleting early (GOVERNANCE) takes two deliberate, logged steps: remove this statement, then delete.
+- `AuditlockDenyObjectDeletion<prefix id>` (one per prefix, `lifecycle.prefix_id`): nobody deletes an object
+  or version under `<prefix>/`, nor bypasses GOVERNANCE retention there — not even the bucket owner. Expiry
+  is the lifecycle's job, which bucket policies do not restrict. Deleting early (GOVERNANCE) takes two
+  deliberate, logged steps: remove this statement, then delete.
 - Public access block: all four flags; only `BlockPublicAcls` is left to the operator on S3-compatible
   endpoints, because RADOS Gateway (15, 16) then refuses every PutObject, even the owner's. auditlock sends no
   ACLs, so the flag guards against other writers only.
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditlock.bucket.lifecycle import key_prefix
+from auditlock.bucket.lifecycle import key_prefix, prefix_id
 
 SID_PREFIX = "Auditlock"
-SID_TLS = "AuditlockDenyInsecureTransport"
-SID_DELETE = "AuditlockDenyObjectDeletion"
+SID_TLS = "AuditlockDenyInsecureTransport"  # bucket-wide, the same statement for every prefix
+SID_DELETE = "AuditlockDenyObjectDeletion"  # + the prefix id; alone, the Sid an older auditlock wrote
 DELETE_ACTIONS = ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention")
 PUBLIC_ACCESS_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 POLICY_VERSION = "2012-10-17"
@@ -34,26 +35,25 @@ def tls_statement(bucket: str) -> dict[str, Any]:
             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
 
 
+def delete_sid(prefix: str) -> str:
+    """The Sid of the prefix's deny-delete statement (alphanumeric, as S3 requires)."""
+    return f"{SID_DELETE}{prefix_id(prefix)}"
+
+
+def delete_resource(bucket: str, prefix: str) -> str:
+    """The objects the prefix's deny-delete statement covers."""
+    return f"arn:aws:s3:::{bucket}/{key_prefix(prefix)}*"
+
+
 def delete_statement(bucket: str, prefix: str) -> dict[str, Any]:
     """Deny deleting (and bypassing GOVERNANCE retention on) anything under the prefix, to everyone."""
-    return {"Sid": SID_DELETE, "Effect": "Deny", "Principal": "*", "Action": list(DELETE_ACTIONS),
-            "Resource": f"arn:aws:s3:::{bucket}/{key_prefix(prefix)}*"}
+    return {"Sid": delete_sid(prefix), "Effect": "Deny", "Principal": "*", "Action": list(DELETE_ACTIONS),
+            "Resource": delete_resource(bucket, prefix)}
 
 
 def policy_statements(bucket: str, prefix: str, *, tls_only: bool) -> list[dict[str, Any]]:
     """auditlock's statements, TLS-only first when wanted."""
     return [*([tls_statement(bucket)] if tls_only else []), delete_statement(bucket, prefix)]
-
-
-def merged_policy(current: dict[str, Any] | None, ours: list[dict[str, Any]]) -> dict[str, Any]:
-    """`current` with auditlock's statements put in: foreign ones kept in place, ours replaced by Sid, and an
-    auditlock statement we no longer render kept too (provisioning never removes a protection)."""
-    statements = list((current or {}).get("Statement", []))
-    if isinstance((current or {}).get("Statement"), dict):
-        statements = [current["Statement"]]  # type: ignore[index]
-    wanted = {s["Sid"]: s for s in ours}
-    merged = [wanted.pop(s.get("Sid"), s) for s in statements]
-    return {"Version": (current or {}).get("Version", POLICY_VERSION), "Statement": [*merged, *wanted.values()]}
 
 
 def public_access_block(current: dict[str, bool] | None, *, block_public_acls: bool) -> dict[str, bool]:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from auditlock.archive.client import make_s3_client
-from auditlock.bucket import checks, protection
-from auditlock.bucket.lifecycle import lifecycle_configuration, object_lock_configuration
+from auditlock.bucket import checks, ownership, protection
+from auditlock.bucket.lifecycle import lifecycle_configuration, normal_rule, object_lock_configuration
 from auditlock.config.model import Config
 from auditlock.errors import ProvisionError
 
@@ -152,6 +152,9 @@ class Provisioner:
             raise ProvisionError(f"bucket {self.bucket!r}: versioning is {state.versioning or 'off'}, but an Object "
                                  "Lock bucket must keep it Enabled; enable it again (it cannot be suspended)")
         checks.check_lifecycle(self.bucket, self.prefix, self.config.retention.classes, state.rules)
+        wanted_rules = lifecycle_configuration(self.config)["Rules"]
+        ownership.check_rules(self.bucket, self.prefix, state.rules, wanted_rules)
+        ownership.check_policy(self.bucket, self.prefix, state.policy)
 
     def plan(self, state: BucketState, report: Report) -> list[Step]:
         """The steps that bring `state` to the config, in application order."""
@@ -179,15 +182,18 @@ class Provisioner:
 
     def _lifecycle_step(self, state: BucketState) -> Step | None:
         wanted = lifecycle_configuration(self.config)["Rules"]
-        merged = checks.merged_rules(state.rules, wanted)
-        now = {r.get("ID"): checks.normal_rule(r) for r in state.rules}
+        merged = ownership.merged_rules(state.rules, wanted, self.prefix)
+        now = {r.get("ID"): normal_rule(r) for r in state.rules}
         changed = [r["ID"] for r in wanted if _canonical(now.get(r["ID"])) != _canonical(r)]
-        if not changed:
+        if not changed and not merged.replaced:
             return None
-        kept = [r["ID"] for r in merged[len(wanted):]]
-        detail = "rules " + ", ".join(changed) + (f" (kept: {', '.join(kept)})" if kept else "")
+        detail = "rules " + ", ".join(changed)
+        if merged.replaced:
+            detail += f" (replacing legacy: {', '.join(merged.replaced)})"
+        if merged.kept:
+            detail += f" (kept: {', '.join(merged.kept)})"
         return Step("lifecycle", detail, lambda: self.client.put_bucket_lifecycle_configuration(
-            Bucket=self.bucket, LifecycleConfiguration={"Rules": merged}))  # type: ignore[typeddict-item]
+            Bucket=self.bucket, LifecycleConfiguration={"Rules": merged.rules}))  # type: ignore[typeddict-item]
 
     def _public_access_step(self, state: BucketState, report: Report) -> Step | None:
         wanted = protection.public_access_block(state.public_access, block_public_acls=self.aws)
@@ -217,7 +223,7 @@ class Provisioner:
                                 f"{self.config.sink.endpoint_url} is plain HTTP, and the statement would deny "
                                 "every request made through it")
         ours = protection.policy_statements(self.bucket, self.prefix, tls_only=not self.plain_http)
-        wanted = protection.merged_policy(state.policy, ours)
+        wanted = ownership.merged_policy(self.bucket, self.prefix, state.policy, ours)
         if state.policy is not None and _canonical(state.policy) == _canonical(wanted):
             return None
         sids = ", ".join(s["Sid"] for s in ours)

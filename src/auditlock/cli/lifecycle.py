@@ -15,9 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of lifecycle."""
     parser.add_argument("--config", help="config file (default: $AUDITLOCK_CONFIG, else ./auditlock.toml)")
     parser.add_argument("--format", choices=("boto3", "cloudformation"), default="boto3",
-                        help="boto3: {\"lifecycle\", \"object_lock\"} as put_bucket_lifecycle_configuration and "
-                             "put_object_lock_configuration take them (default); cloudformation: the "
-                             "AWS::S3::Bucket LifecycleConfiguration.Rules, to paste into the template")
+                        help="boto3: {\"prefix_id\", \"lifecycle\", \"object_lock\"}, the last two as "
+                             "put_bucket_lifecycle_configuration and put_object_lock_configuration take them "
+                             "(default); cloudformation: {\"PrefixId\", \"Rules\"}, the template's PrefixId "
+                             "parameter and its AWS::S3::Bucket LifecycleConfiguration.Rules")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     document = bucket_configuration(config)
     if args.format == "cloudformation":
-        document = {"Rules": cloudformation_rules(document["lifecycle"])}
+        document = {"PrefixId": document["prefix_id"], "Rules": cloudformation_rules(document["lifecycle"])}
     print(json.dumps(document, indent=2))
     return 0

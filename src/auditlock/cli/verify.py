@@ -1,7 +1,9 @@
 """`auditlock verify`: the integrity report over the archive (S3 or a downloaded copy) or the local spool.
 
 Exit status: 0 when clean, 1 with findings, 2 on a usage error or when verification could not run (config,
-credentials, an unreadable key or directory) — never 0 or 1 for a run that did not happen.
+credentials, an unreadable key or directory) — never 0 or 1 for a run that did not happen — and 3 when the
+archive holds nothing to verify (no digest, no events object in the selected months: a wrong bucket, prefix or
+range, or a deployment that has not shipped yet).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from auditlock.errors import AuditlockError
 
 _DURATION = re.compile(r"^(\d{1,9})([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+NOTHING_TO_VERIFY = 3  # exit status: the archive run found nothing at all to check
 
 
 class _UsageError(Exception):
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from auditlock.verify.findings import write_json, write_text  # noqa: PLC0415
 
     (write_json if args.format == "json" else write_text)(report, sys.stdout)
+    if report.nothing_to_verify:
+        return NOTHING_TO_VERIFY
     return 0 if report.clean else 1
 
 

@@ -86,6 +86,11 @@ class FetchReport:
     reused: int = 0
     stale: list[Path] = field(default_factory=list)
 
+    @property
+    def objects(self) -> int:
+        """How many archive objects the range holds (downloaded or found cached)."""
+        return self.downloaded + self.reused
+
 
 class ArchiveCache:
     """Downloads the archive objects of a time range into the local cache and returns their paths."""

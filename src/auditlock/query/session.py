@@ -4,6 +4,10 @@ The order matters: the spool is read before S3 is listed, so an event is either 
 already in the archive when the listing began (see `spool`). Spool events are copied into a private temporary
 directory (0700) that is removed when the run ends.
 
+With spool events and no `[sink] bucket` (a spool read before the bucket exists) the archive is not read, and a
+note says so. Without spool events, a range with no archive objects gets a note on `err` (never on `out`, which
+is data) saying how many events the local spool holds that `--include-spool` would add.
+
 The cache is held (`eviction.lease`) from the listing until the DuckDB view is closed; then, if this run or
 another downloaded since the last trim, or this run saw stale entries, the cache is trimmed to
 `[query] cache_max_bytes` (or the request's bound).
@@ -27,7 +31,7 @@ from auditlock.query.cache import ArchiveCache, FetchReport, make_client
 from auditlock.query.engine import AuditDatabase
 from auditlock.query.eviction import TrimReport, lease, trim, trim_pending
 from auditlock.query.filters import EventFilter
-from auditlock.query.spool import copy_spool_events
+from auditlock.query.spool import copy_spool_events, count_spool_events
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -57,6 +61,7 @@ class QueryReport:
     spool_events: int = 0
     rows: int = 0
     trim: TrimReport | None = None
+    archive_read: bool = True
 
 
 def execute(request: QueryRequest, config: Config, out: IO[str], err: IO[str], *,
@@ -66,6 +71,8 @@ def execute(request: QueryRequest, config: Config, out: IO[str], err: IO[str], *
                        include_spool=request.include_spool, client=client,
                        cache_max_bytes=request.cache_max_bytes) as (database, report):
         report.rows = _write(database, request, out)
+    if not request.include_spool and report.fetch.objects == 0:
+        _hint_spool(config, err)
     return report
 
 
@@ -86,11 +93,16 @@ def open_database(config: Config, time_range: TimeRange, cache_dir: Path, err: I
             spool_file, spool_events = None, 0
             if include_spool:
                 spool_file, spool_events = _copy_spool(config.spool.dir, Path(tmp), err)
-            cache = ArchiveCache(client or make_client(config.sink), config.sink, cache_dir, progress=err)
-            files, fetch = cache.fetch(time_range)
+            archive_read = not (include_spool and not config.sink.bucket)
+            if archive_read:
+                cache = ArchiveCache(client or make_client(config.sink), config.sink, cache_dir, progress=err)
+                files, fetch = cache.fetch(time_range)
+            else:
+                _note(err, "[sink] bucket is not set: the archive was not read; these are the spool's events only")
+                files, fetch = [], FetchReport()
             stale = fetch.stale
             database = AuditDatabase(files, spool_file=spool_file, time_range=time_range)
-            report = QueryReport(fetch, spool_events)
+            report = QueryReport(fetch, spool_events, archive_read=archive_read)
             try:
                 yield database, report
             finally:
@@ -131,6 +143,24 @@ def _copy_spool(spool_dir: Path, tmp: Path, err: IO[str] | None) -> tuple[Path |
     if read.skipped:
         _note(err, f"skipped {read.skipped} incomplete or unreadable spool lines")
     return path, read.events
+
+
+def _hint_spool(config: Config, err: IO[str]) -> None:
+    """A note that the archive has nothing for the range, and what the local spool holds unshipped."""
+    where = f"s3://{config.sink.bucket}/{config.sink.prefix}"
+    spool_dir = config.spool.dir
+    try:
+        pending = count_spool_events(spool_dir).events if spool_dir.is_dir() else None
+    except OSError:
+        pending = None
+    if pending is None:
+        _note(err, f"the archive ({where}) has no objects for this period; events not shipped yet are in the "
+                   f"agent's spool ({spool_dir}, not readable here): run with --include-spool where it is")
+    elif pending:
+        _note(err, f"the archive ({where}) has no objects for this period; the spool {spool_dir} holds "
+                   f"{pending} events not shipped yet: add --include-spool to see them")
+    else:
+        _note(err, f"the archive ({where}) has no objects for this period, and the spool {spool_dir} is empty")
 
 
 def _note(err: IO[str] | None, text: str) -> None:

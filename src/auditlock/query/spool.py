@@ -27,7 +27,7 @@ class SpoolRead:
     skipped: int = 0
 
 
-def copy_spool_events(spool_dir: Path, out: IO[bytes]) -> SpoolRead:
+def copy_spool_events(spool_dir: Path, out: IO[bytes] | _Discard) -> SpoolRead:
     """Write every complete event line of every segment in `spool_dir` to `out`, as JSONL."""
     result = SpoolRead()
     for path in sorted(spool_dir.glob(f"*{SEALED_SUFFIX}")):
@@ -40,6 +40,18 @@ def copy_spool_events(spool_dir: Path, out: IO[bytes]) -> SpoolRead:
             else:
                 result.skipped += 1
     return result
+
+
+def count_spool_events(spool_dir: Path) -> SpoolRead:
+    """How many complete events the spool holds now (read as `copy_spool_events` reads them, nothing kept)."""
+    return copy_spool_events(spool_dir, _Discard())
+
+
+class _Discard:
+    """A binary sink that keeps nothing."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
 
 
 def _segment_lines(path: Path) -> Iterator[bytes]:

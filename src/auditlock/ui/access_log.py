@@ -2,7 +2,8 @@
 
 Events (target type `AuditLog`): `audit_log.searched` (payload: the filters, the resolved range, the page, the
 number of matching events), `audit_log.exported` (also the format), `audit_log.viewed` (target id: the event
-id, payload `found`), and `auth.login_succeeded` / `auth.login_failed` / `auth.logout` for form logins.
+id, payload `found`), and `auth.login_succeeded` / `auth.login_failed` / `auth.logout` for form logins (and
+`auth.login_failed` for a wrong bearer token).
 
 They are written through auditlock's own core (`AuditCore`) into the configured spool, and the agent ships them
 with everything else. Their payload fields are allowed with `event_types.register_standard_fields` (the public

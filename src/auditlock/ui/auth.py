@@ -4,6 +4,8 @@
   The viewer is `user:<name>`. An unknown name is checked against a dummy hash, so both failures take as long.
 - `token`: one bearer token (`token_env` / `token_file`), sent as `Authorization: Bearer <token>` by scripts or
   typed into the login form by a person; compared with `hmac.compare_digest`. The viewer is `[ui] token_actor`.
+  A request that presents a bearer token is judged by it alone (no session fallback): a wrong one is a failed
+  login, recorded and throttled like the form's (see `views.Views.unauthorized`).
 - `header`: an authenticating reverse proxy names the user in `trusted_header`; believed only when the request
   comes from one of `trusted_proxies`. The viewer is `user:<value>`. No login form, no session.
 
@@ -74,6 +76,11 @@ class Authenticator:
         """The viewer the request itself proves (bearer token, proxy header), if any."""
         return None
 
+    def presents_credential(self, connection: HTTPConnection) -> bool:
+        """Whether the request itself carries a credential of this method (right or wrong): then a refusal is a
+        failed login attempt."""
+        return False
+
     def login(self, form: Mapping[str, str]) -> LoginAttempt:
         """Check a submitted login form."""
         return LoginAttempt(None, "anonymous", "no_login_form")
@@ -125,10 +132,14 @@ class TokenAuth(Authenticator):
 
     def from_request(self, connection: HTTPConnection) -> Viewer | None:
         """The viewer when the request carries the right bearer token."""
-        scheme, _, value = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and self._matches(value.strip()):
+        presented = _bearer(connection)
+        if presented is not None and self._matches(presented):
             return Viewer(self.actor_id, self.method)
         return None
+
+    def presents_credential(self, connection: HTTPConnection) -> bool:
+        """An `Authorization: Bearer …` header, whatever its value."""
+        return _bearer(connection) is not None
 
     def login(self, form: Mapping[str, str]) -> LoginAttempt:
         """Compare the typed token."""
@@ -160,6 +171,12 @@ class HeaderAuth(Authenticator):
         if peer not in self.proxies or not _HEADER_VALUE.match(value):
             return None
         return Viewer(f"user:{value}", self.method)
+
+
+def _bearer(connection: HTTPConnection) -> str | None:
+    """The value of an `Authorization: Bearer <value>` header ("" when empty), None without one."""
+    scheme, _, value = connection.headers.get("authorization", "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
 
 
 def authenticator(ui: UiConfig) -> Authenticator:

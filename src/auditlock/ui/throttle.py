@@ -4,7 +4,8 @@ passwords at argon2's pace.
 A moving window (the `limits` library, in this process's memory): after `PER_ACCOUNT` failures for one user name
 or `PER_ADDRESS` failures from one client address within the window, further attempts are refused with 429 without
 checking the password, until old failures leave the window. Refused attempts are recorded like failed ones
-(`auth.login_failed`, reason `throttled`). Each replica of the view counts for itself.
+(`auth.login_failed`, reason `throttled`). Each replica of the view counts for itself. Bearer-token requests
+count under the account `token`, with the login form's token failures (`views.Views.credential_failed`).
 """
 
 from __future__ import annotations

@@ -143,6 +143,8 @@ class Views:
         """The login form (or, when already signed in, the search page)."""
         if self.viewer_of(request) is not None:
             return RedirectResponse(self.base(request) + "/", status_code=303)
+        if self.auth.presents_credential(request):
+            return self.unauthorized(request)
         return self.login_form(request, status=200)
 
     async def login(self, request: Request) -> Response:
@@ -187,6 +189,8 @@ class Views:
     async def logout(self, request: Request) -> Response:
         """End the session (recorded as `auth.logout`)."""
         viewer = self.viewer_of(request)
+        if viewer is None and self.auth.presents_credential(request):
+            return await run_in_threadpool(self.unauthorized, request)
         if viewer is not None and request.session.get(SESSION_VIEWER):
             try:
                 await run_in_threadpool(self.access.viewer, events.LOGOUT, viewer, self.client_ip(request),
@@ -199,7 +203,16 @@ class Views:
     # --- helpers --------------------------------------------------------------------------------------
 
     def viewer_of(self, request: Request) -> Viewer | None:
-        """The authenticated viewer: by the request itself (token, proxy header), else by the session."""
+        """The authenticated viewer: by the request itself (token, proxy header), else by the session. A request
+        presenting a credential (a bearer token) is judged by it alone, and not checked at all while its account
+        or address is throttled (`unauthorized` then records the refusal)."""
+        if self.auth.presents_credential(request):
+            if not self.throttle.allows(self.auth.method, self.client_ip(request)):
+                return None
+            viewer = self.auth.from_request(request)
+            if viewer is not None:
+                self.throttle.succeeded(self.auth.method)
+            return viewer
         viewer = self.auth.from_request(request)
         if viewer is not None or not self.auth.form_fields:
             return viewer
@@ -214,6 +227,9 @@ class Views:
 
     def unauthorized(self, request: Request) -> Response:
         """401: the login form (password, token), or a page saying the proxy did not authenticate (header)."""
+        refusal = self.credential_failed(request)
+        if refusal is not None:
+            return refusal
         headers = {"WWW-Authenticate": 'Bearer realm="auditlock"'} if self.auth.method == "token" else None
         if not self.auth.form_fields:
             return self.render(request, "error.html", None, title="Not authenticated", status=401, headers=headers,
@@ -223,6 +239,27 @@ class Views:
         if request.url.query:
             target += "?" + request.url.query
         return self.login_form(request, status=401, next_url=target, headers=headers)
+
+    def credential_failed(self, request: Request) -> Response | None:
+        """A refused request that presented a credential (a bearer token) is a failed login: recorded as
+        `auth.login_failed` (reason `bad_bearer_token`, never the token) and counted by the login throttle; while
+        throttled, refused unchecked with 429 (reason `throttled`). None when the caller answers (401)."""
+        if not self.auth.presents_credential(request):
+            return None
+        ip = self.client_ip(request)
+        throttled = not self.throttle.allows(self.auth.method, ip)
+        if not throttled:
+            self.throttle.failed(self.auth.method, ip)
+        try:
+            self.access.record(events.LOGIN_FAILED, "anonymous", ip, method=self.auth.method,
+                               reason="throttled" if throttled else "bad_bearer_token")
+        except AccessNotRecorded as exc:
+            return self.refused(request, None, exc)
+        if throttled:
+            return self.render(request, "error.html", None, title="Too many failed sign-ins", status=429,
+                               message="Too many failed sign-ins. Try again in 15 minutes.",
+                               headers={"Retry-After": "900", "WWW-Authenticate": 'Bearer realm="auditlock"'})
+        return None
 
     def login_form(self, request: Request, *, status: int, error: str | None = None, next_url: str = "",
                    headers: dict[str, str] | None = None) -> Response:

@@ -68,7 +68,20 @@ def verify_archive(source: ArchiveSource, options: ArchiveOptions) -> Report:
     event_versions = _list_versions(source, EVENTS_DIR, _months(options.time_range, widen=0), report)
     _verify_objects(source, options, found, streams, report, versions=event_versions)
     streams.finish(_tail_policy(options))
+    _mark_nothing_to_verify(report, options)
     return report
+
+
+def _mark_nothing_to_verify(report: Report, options: ArchiveOptions) -> None:
+    """No digest, no events object and no finding: the source is empty or the wrong one (see `findings`)."""
+    if report.findings or report.counts.get("digests") or report.counts.get("objects"):
+        return
+    report.nothing_to_verify = True
+    period = "in the selected months" if options.time_range != ALL_TIME else "at all"
+    report.notes.append(
+        f"nothing to verify: no digest and no events object under {report.source} {period}. Check [sink] bucket "
+        "and prefix (or --source, --since/--until); on a fresh deployment the archive stays empty until the "
+        "agent ships its first batch")
 
 
 def _list_versions(source: ArchiveSource, kind: str, months: list[tuple[int, int]] | None,

@@ -5,12 +5,16 @@ Design
   that scripts, alerts and docs/verify.md refer to; `subject` names the thing (an archive key relative to the
   prefix such as `events/year=2026/month=11/….jsonl.gz`, `writer <id>`, a segment file, an event id); `detail`
   says what is wrong in words an operator can act on.
-- A report is clean exactly when it holds no finding. Open writers (still writing within `--open-grace`),
+- A report is clean exactly when it holds no finding *and* something was checked. An archive run that found
+  no digest and no events object at all (a wrong bucket or prefix, a range before the first batch, a fresh
+  deployment) is `nothing_to_verify`: not clean, not a finding either — it says nothing about integrity, and
+  `auditlock verify` exits 3 for it. Open writers (still writing within `--open-grace`),
   skipped checks and notes are information, never findings: they do not change the exit status.
 - Order is deterministic: findings print grouped by kind in the order of `KINDS`, then by subject, so two runs
   over the same archive give the same report (diffable, testable).
-- JSON (`--format json`) is one object: {"clean", "source", "counts", "by_kind", "findings": [{"kind",
-  "subject", "detail"}], "open_writers": [{"writer", "last_seq", "last_occurred_at"}], "skipped", "notes"}.
+- JSON (`--format json`) is one object: {"clean", "nothing_to_verify", "source", "counts", "by_kind",
+  "findings": [{"kind", "subject", "detail"}], "open_writers": [{"writer", "last_seq", "last_occurred_at"}],
+  "skipped", "notes"}.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    nothing_to_verify: bool = False
 
     def add(self, kind: str, subject: str, detail: str) -> None:
         """Record a finding."""
@@ -94,8 +99,15 @@ class Report:
 
     @property
     def clean(self) -> bool:
-        """No findings."""
-        return not self.findings
+        """No findings, and something was checked."""
+        return not self.findings and not self.nothing_to_verify
+
+    @property
+    def verdict(self) -> str:
+        """The report's last line: clean, N findings, or nothing to verify."""
+        if self.findings:
+            return f"{len(self.findings)} findings"
+        return "nothing to verify" if self.nothing_to_verify else "clean"
 
     def kinds(self) -> set[str]:
         """The kinds of finding present."""
@@ -115,6 +127,7 @@ def as_json(report: Report) -> dict[str, Any]:
     groups = report.by_kind()
     return {
         "clean": report.clean,
+        "nothing_to_verify": report.nothing_to_verify,
         "source": report.source,
         "counts": report.counts,
         "by_kind": {kind: len(found) for kind, found in groups.items()},
@@ -145,5 +158,4 @@ def write_text(report: Report, out: IO[str]) -> None:
         if lines:
             out.write(f"\n{title}\n")
             out.writelines(f"  {line}\n" for line in lines)
-    verdict = "clean" if report.clean else f"{len(report.findings)} findings"
-    out.write(f"\nresult: {verdict}\n")
+    out.write(f"\nresult: {report.verdict}\n")
