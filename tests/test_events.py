@@ -351,3 +351,50 @@ class TestCapture:
         assert events[0]["payload"] == {"customer_email": hashed("a@b.c")}
         assert events[0]["seq"] == 0
         assert not config.spool.dir.exists()
+
+
+class TestChangesAllowlist:
+    """Invariant: `changes` holds allowlisted fields only, whichever side of before/after a field appears on."""
+
+    def _emit_change(self, core: AuditCore, before: dict[str, Any], after: dict[str, Any]) -> None:
+        with auditlock.actor("user#1"):
+            core.emit("order.updated", {"target_type": "Order", "target_id": 7, "before": before, "after": after})
+
+    def _spool_bytes(self, config: Config) -> bytes:
+        return b"".join(path.read_bytes() for path in config.spool.dir.iterdir() if path.is_file())
+
+    def test_field_only_in_before_and_not_allowlisted_never_reaches_the_spool(
+        self, core: AuditCore, config: Config
+    ) -> None:
+        """Invariant: a non-allowlisted field present only in `before` leaves no byte (name or value) in the spool."""
+        self._emit_change(core, {"status": "new", "ssn_before_only": "MARKER-before-only-7f3a"}, {"status": "paid"})
+        data = self._spool_bytes(config)
+        assert b"MARKER-before-only-7f3a" not in data
+        assert b"ssn_before_only" not in data
+        [event] = spool_events(config.spool.dir)
+        assert event["payload"] == {"changes": {"status": ["new", "paid"]}}
+
+    def test_field_only_in_after_and_not_allowlisted_never_reaches_the_spool(
+        self, core: AuditCore, config: Config
+    ) -> None:
+        """Invariant: a non-allowlisted field present only in `after` leaves no byte (name or value) in the spool."""
+        self._emit_change(core, {"status": "new"}, {"status": "paid", "ssn_after_only": "MARKER-after-only-5c1e"})
+        data = self._spool_bytes(config)
+        assert b"MARKER-after-only-5c1e" not in data
+        assert b"ssn_after_only" not in data
+        [event] = spool_events(config.spool.dir)
+        assert event["payload"] == {"changes": {"status": ["new", "paid"]}}
+
+    def test_allowlisted_field_only_in_before_is_recorded_as_removed(self, core: AuditCore, config: Config) -> None:
+        """Invariant: an allowlisted field present only in `before` is kept as [old value, null]."""
+        self._emit_change(core, {"status": "new", "total": 10}, {"status": "new"})
+        [event] = spool_events(config.spool.dir)
+        assert event["payload"] == {"changes": {"total": [10, None]}}
+
+    def test_hmac_field_only_in_before_is_written_as_its_keyed_hash(self, core: AuditCore, config: Config) -> None:
+        """Invariant: an hmac field present only in `before` is written hashed, its clear value never in the spool."""
+        self._emit_change(core, {"customer_email": "gone@example.com"}, {})
+        data = self._spool_bytes(config)
+        assert b"gone@example.com" not in data
+        [event] = spool_events(config.spool.dir)
+        assert event["payload"] == {"changes": {"customer_email": [hashed("gone@example.com"), None]}}

@@ -7,19 +7,21 @@ import hashlib
 import itertools
 import os
 import stat
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from auditlock.config import Config
-from auditlock.errors import EventError
+from auditlock.errors import EventError, SpoolError
 from auditlock.handler.core import AuditCore
 from auditlock.spool.chain import EventChain, check_stampable
-from auditlock.spool.format import EVENT_KEYS, ZERO_HASH, parse_segment_name
+from auditlock.spool.format import EVENT_KEYS, OPEN_SUFFIX, SEALED_SUFFIX, ZERO_HASH, parse_segment_name
 from auditlock.spool.reader import scan_segment
-from auditlock.spool.writer import SpoolWriter
+from auditlock.spool.writer import SpoolWriter, spool_size
 from tests.support.spool_files import segment_paths, spool_events, spool_lines
 from tests.support.waiting import wait_for
 
@@ -207,3 +209,114 @@ class TestFiles:
         emit_orders(AuditCore(config, writer=writer), 1)
         fd = writer._segment.fd  # type: ignore[union-attr]
         assert not os.get_inheritable(fd)
+
+
+FLUSHER_THREAD = "auditlock-spool-flusher"
+HOLD_TIMEOUT_S = 10.0
+
+
+class HeldScan:
+    """The writer's spool measurement (`measure=`), whose next flusher scan, once armed, is held until resumed.
+
+    `hold="after_scan"`: the scan completes, then waits — its result goes stale while the test writes.
+    `hold="after_listing"`: the segment names are listed, then it waits before stat'ing them (as `os.scandir`
+    reads a batch of names before each is stat'ed) — a segment renamed meanwhile is not found.
+    Later flusher scans wait for `release`, so no later tick corrects what the held one stored. Scans in other
+    threads (the writer's own rescan under its lock) run straight through.
+    """
+
+    def __init__(self, hold: str) -> None:
+        self.hold = hold
+        self.armed, self.held, self.resume = threading.Event(), threading.Event(), threading.Event()
+        self.next_scan_started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, directory: Path) -> int:
+        if threading.current_thread().name != FLUSHER_THREAD or not self.armed.is_set():
+            return spool_size(directory)
+        if self.held.is_set():  # the held scan has been settled: keep every later one out of the way
+            self.next_scan_started.set()
+            self.release.wait(HOLD_TIMEOUT_S)
+            return spool_size(directory)
+        if self.hold == "after_scan":
+            size = spool_size(directory)
+            self._wait_for_resume()
+            return size
+        names = [path for path in directory.iterdir() if path.name.endswith((OPEN_SUFFIX, SEALED_SUFFIX))]
+        self._wait_for_resume()
+        return sum(path.stat().st_size for path in names if path.exists())
+
+    def _wait_for_resume(self) -> None:
+        self.held.set()
+        self.resume.wait(HOLD_TIMEOUT_S)
+
+
+def write_during_held_scan(core: AuditCore, scan: HeldScan, count: int) -> None:
+    """Arm the scan, write `count` events while the flusher holds it, then let the flusher settle its result."""
+    scan.armed.set()
+    assert scan.held.wait(HOLD_TIMEOUT_S), "the flusher did not scan the spool"
+    emit_orders(core, count)
+    scan.resume.set()
+    assert scan.next_scan_started.wait(HOLD_TIMEOUT_S), "the flusher did not settle its scan"
+
+
+def fill_until_refused(core: AuditCore, limit: int = 2000) -> SpoolError:
+    """Emit events until the spool refuses one; that SpoolError."""
+    for _ in range(limit):
+        try:
+            emit_orders(core, 1)
+        except SpoolError as exc:
+            return exc
+    raise AssertionError(f"no SpoolError within {limit} events")
+
+
+class TestCapacityAccounting:
+    """Invariant: the writer's count of the spool's bytes is never below what the spool holds, so it never
+    writes past `[spool] max_bytes` — whatever it writes while the flusher measures the spool."""
+
+    MAX_BYTES = 65536
+
+    def _over_max_bytes_after(self, make_config: Callable[..., Config], hold: str, *, segment_max_bytes: int,
+                              before: int, during: int, durability: str = "sync") -> int:
+        """Write `before` events, `during` more while the flusher's scan is held, then fill the spool until an event
+        is refused; the bytes by which the spool then is over max_bytes (0 or less: within it)."""
+        config = make_config(spool={"max_bytes": self.MAX_BYTES, "segment_max_bytes": segment_max_bytes,
+                                    "flush_interval_ms": 1, "durability": durability})
+        scan = HeldScan(hold)
+        writer = SpoolWriter(config.spool, measure=scan)
+        core = AuditCore(config, writer=writer)
+        try:
+            emit_orders(core, before)
+            sealed = writer.stats["segments_sealed"]
+            write_during_held_scan(core, scan, during)
+            assert (writer.stats["segments_sealed"] > sealed) == (segment_max_bytes < self.MAX_BYTES)
+            error = fill_until_refused(core)
+            assert "max_bytes" in str(error)
+            return spool_size(config.spool.dir) - self.MAX_BYTES
+        finally:
+            scan.release.set()
+            scan.resume.set()
+            writer.close()
+
+    def test_events_written_while_the_flusher_measures_are_counted(
+        self, make_config: Callable[..., Config]
+    ) -> None:
+        """Invariant: lines written after the flusher's scan read the directory still count against max_bytes."""
+        over = self._over_max_bytes_after(make_config, "after_scan", segment_max_bytes=65536, before=1, during=30)
+        assert over <= 0, f"the spool went {over} bytes over max_bytes"
+
+    def test_a_segment_sealed_while_the_flusher_measures_is_counted(
+        self, make_config: Callable[..., Config]
+    ) -> None:
+        """Invariant: a segment sealed (renamed) while the flusher's scan runs still counts against max_bytes."""
+        over = self._over_max_bytes_after(make_config, "after_listing", segment_max_bytes=4096, before=8, during=4)
+        assert over <= 0, f"the spool went {over} bytes over max_bytes"
+
+    def test_an_overcount_from_the_flusher_never_refuses_an_event_that_fits(
+        self, make_config: Callable[..., Config]
+    ) -> None:
+        """Invariant: an event is refused only when the spool, measured exactly, has no room for its line."""
+        over = self._over_max_bytes_after(make_config, "after_listing", segment_max_bytes=65536, before=1, during=30,
+                                          durability="process")  # fast writes: the refusal comes within 50 ms
+        line_size = max(len(line) + 1 for line in spool_lines(make_config().spool.dir))
+        assert over <= 0, f"the spool went {over} bytes over max_bytes"
+        assert over + line_size > 0, f"refused with {-over} bytes of max_bytes still free"

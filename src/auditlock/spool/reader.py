@@ -17,7 +17,7 @@ from auditlock.spool.format import SCHEMA, WRITER_CLOSED, SegmentName, line_hash
 
 @dataclass
 class SegmentScan:
-    """What a segment holds: the good lines' extent and chain, a torn tail, or damage elsewhere."""
+    """What a segment holds: the good lines' extent and chain, a torn tail, or damage (`damage` names the line)."""
 
     path: Path
     name: SegmentName
@@ -43,36 +43,51 @@ def iter_lines(path: Path) -> Iterator[bytes]:
 
 
 def scan_segment(path: Path) -> SegmentScan:
-    """Check every line of a segment; only a bad *last* line counts as torn, any other bad line as damage."""
+    """Check every line of a segment; a last line cut short by a crash is torn, any other bad line is damage.
+
+    Only what a crash can leave counts as torn: an incomplete or unparseable *last* line. A chain problem (writer,
+    seq, prev) on a well-formed line is damage even on the last line — no crash writes a whole line with the
+    wrong prev, so cutting it off as torn would delete a genuine event and hide the change to the line before it.
+    """
     name = parse_segment_name(path.name)
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
     scan = SegmentScan(path, name)
-    pending_problem: str | None = None
+    pending_tear: str | None = None
     for line in iter_lines(path):
-        if pending_problem is not None:  # a bad line with more after it: damage, not a torn tail
-            scan.damage = pending_problem
+        if pending_tear is not None:  # a bad line with more after it: damage, not a torn tail
+            scan.damage = pending_tear
             return scan
-        pending_problem = _check_line(scan, line)
-        if pending_problem is None:
+        problem = _check_line(scan, line)
+        if problem is None:
             scan.lines += 1
             scan.good_bytes += len(line)
-    scan.torn_tail = pending_problem is not None
+        elif problem.could_be_torn:
+            pending_tear = problem.reason
+        else:
+            scan.damage = problem.reason
+            return scan
+    scan.torn_tail = pending_tear is not None
     return scan
 
 
-def _check_line(scan: SegmentScan, line: bytes) -> str | None:
+@dataclass(frozen=True)
+class _LineProblem:
+    reason: str
+    could_be_torn: bool  # what a write cut short by a crash leaves; only the last line may be torn
+
+
+def _check_line(scan: SegmentScan, line: bytes) -> _LineProblem | None:
     """Check one line against the chain so far; on success advance the scan's chain state."""
     where = f"line {scan.lines + 1} (byte {scan.good_bytes})"
     if not line.endswith(b"\n"):
-        return f"{where}: incomplete line (no newline)"
+        return _LineProblem(f"{where}: incomplete line (no newline)", could_be_torn=True)
     event = parse_event(line)
     if event is None:
-        return f"{where}: not an {SCHEMA} JSON object"
-    expected_seq = scan.next_seq
-    problem = _chain_problem(scan, event, expected_seq)
+        return _LineProblem(f"{where}: not an {SCHEMA} JSON object", could_be_torn=True)
+    problem = _chain_problem(scan, event, scan.next_seq)
     if problem:
-        return f"{where}: {problem}"
+        return _LineProblem(f"{where}: {problem}", could_be_torn=False)
     scan.first_prev = scan.first_prev or event["prev"]
     scan.last_seq = event["seq"]
     scan.last_hash = line_hash(memoryview(line)[:-1])

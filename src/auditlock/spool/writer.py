@@ -35,11 +35,15 @@ class SpoolWriter:
     """Appends stamped events to this process's own segments in one spool directory."""
 
     def __init__(
-        self, config: SpoolConfig, *, max_event_bytes: int = 65536, clock: Callable[[], int] = time_ns
+        self, config: SpoolConfig, *, max_event_bytes: int = 65536, clock: Callable[[], int] = time_ns,
+        measure: Callable[[Path], int] | None = None,
     ) -> None:
-        """`clock` returns nanoseconds since the epoch (tests pass one to cross a month boundary)."""
+        """`clock` returns nanoseconds since the epoch (tests pass one to cross a month boundary); `measure` returns
+        the bytes a spool directory holds, `spool_size` by default (tests pass one that holds the flusher's scan
+        to write while it runs)."""
         self.config = config
         self._clock = clock
+        self._measure = measure or spool_size
         # Builds the writer's last event (`auditlock.writer_closed`, given the count of events before it), so a
         # clean end is on record and a missing tail is not mistaken for one. Set by the handler core.
         self.closing_record: Callable[[int], dict[str, Any]] | None = None
@@ -57,8 +61,15 @@ class SpoolWriter:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._atexit_registered = False
+        # Capacity: `_spool_bytes` never counts less than the spool holds (other processes' writes aside). It is
+        # set by a measurement and grows by every line written. A refusal rests only on an exact count
+        # (`_count_is_exact`) measured at `_scanned_at_ns`. `_written_total` and `_renames` (this writer's bytes
+        # appended and segments renamed, ever) let a measurement taken outside the lock be settled under it.
         self._spool_bytes = 0
+        self._count_is_exact = False
         self._scanned_at_ns = 0
+        self._written_total = 0
+        self._renames = 0
         self._unclosed = False  # events written since the last closing record
         self._sync_each = self.config.durability == "sync"
         self._group = self.config.durability == "group"
@@ -99,6 +110,7 @@ class SpoolWriter:
             self._abandon()
             raise
         self._spool_bytes += size
+        self._written_total += size
         if self._sync_each:
             self._sync_or_take_back(segment, size)
         elif self._group:
@@ -135,7 +147,7 @@ class SpoolWriter:
             self._rescan()
         if self._spool_bytes + size <= self.config.max_bytes:
             return
-        if monotonic_ns() - self._scanned_at_ns > _RESCAN_MIN_INTERVAL_NS:
+        if not self._count_is_exact or monotonic_ns() - self._scanned_at_ns > _RESCAN_MIN_INTERVAL_NS:
             self._rescan()
             if self._spool_bytes + size <= self.config.max_bytes:
                 return
@@ -143,8 +155,30 @@ class SpoolWriter:
                                     f"{self.config.max_bytes}")
 
     def _rescan(self) -> None:
-        self._spool_bytes = spool_size(self.directory)
-        self._scanned_at_ns = monotonic_ns()
+        """Measure the spool under the lock: exact, nothing of ours can change while it runs."""
+        self._spool_bytes = self._measure(self.directory)
+        self._count_is_exact, self._scanned_at_ns = True, monotonic_ns()
+
+    def _measure_in_background(self) -> None:
+        """The flusher's measurement, taken outside the lock and settled under it, so it can never be stale.
+
+        What this writer appends while the directory is scanned may or may not be seen by the scan: it is added
+        to the result (at worst counted twice, an overcount the next measurement removes), and such a measurement
+        is not exact (a refusal measures again first). A segment this writer renames (seals) during the scan may
+        be missed by it altogether (its old name listed, gone when stat'ed): then the result is dropped and the
+        running count kept.
+        """
+        with self._lock:
+            written, renames = self._written_total, self._renames
+        spool_bytes = self._measure(self.directory)
+        with self._lock:
+            if self._renames != renames:
+                return
+            written_since = self._written_total - written
+            self._spool_bytes = spool_bytes + written_since
+            self._count_is_exact = written_since == 0
+            if self._count_is_exact:
+                self._scanned_at_ns = monotonic_ns()
 
     # --- durability, sealing -------------------------------------------------------------------------
 
@@ -182,6 +216,7 @@ class SpoolWriter:
         self._dirty = False
         if segment is None:
             return
+        self._renames += 1
         try:
             segment.seal()
             self.stats["segments_sealed"] += 1
@@ -273,9 +308,7 @@ class SpoolWriter:
                 self._dirty = False
             if sync_fd >= 0:
                 self._background_sync(segment, sync_fd)
-        spool_bytes = spool_size(self.directory)
-        with self._lock:
-            self._spool_bytes, self._scanned_at_ns = spool_bytes, monotonic_ns()
+        self._measure_in_background()
 
     def _background_sync(self, segment: OpenSegment | None, fd: int) -> None:
         try:
