@@ -16,6 +16,7 @@ when the peer is a trusted proxy — the right-most address in `X-Forwarded-For`
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -85,9 +86,10 @@ class Authenticator:
         """Check a submitted login form."""
         return LoginAttempt(None, "anonymous", "no_login_form")
 
-    def still_valid(self, actor_id: str) -> bool:
-        """Whether a session's viewer may still act (a user removed from the config may not)."""
-        return False
+    def credential_stamp(self, actor_id: str) -> str | None:
+        """A short digest of the credential `actor_id` signs in with now (None: the actor cannot sign in). A
+        session carries the stamp of its login and ends when the stamp changes (user removed, password changed)."""
+        return None
 
 
 class PasswordAuth(Authenticator):
@@ -115,9 +117,11 @@ class PasswordAuth(Authenticator):
             return LoginAttempt(None, "anonymous", "unknown_user")
         return LoginAttempt(Viewer(f"user:{name}", self.method), f"user:{name}")
 
-    def still_valid(self, actor_id: str) -> bool:
-        """The user is still in `[ui.users]`."""
-        return actor_id.removeprefix("user:") in self.users
+    def credential_stamp(self, actor_id: str) -> str | None:
+        """The stamp of the user's current hash in `[ui.users]`, None when the user is not (or no longer) there."""
+        name = actor_id.removeprefix("user:")
+        hashed = self.users.get(name) if actor_id.startswith("user:") else None
+        return None if hashed is None else _stamp(hashed)
 
 
 class TokenAuth(Authenticator):
@@ -147,9 +151,9 @@ class TokenAuth(Authenticator):
             return LoginAttempt(Viewer(self.actor_id, self.method), self.actor_id)
         return LoginAttempt(None, "anonymous", "bad_token")
 
-    def still_valid(self, actor_id: str) -> bool:
-        """A token session stays valid (until it expires or the process restarts with a new session key)."""
-        return actor_id == self.actor_id
+    def credential_stamp(self, actor_id: str) -> str | None:
+        """The stamp of the current token (a new token ends the sessions started with the old one)."""
+        return _stamp(self._token.decode()) if actor_id == self.actor_id else None
 
     def _matches(self, given: str) -> bool:
         return hmac.compare_digest(given.encode(), self._token)
@@ -171,6 +175,11 @@ class HeaderAuth(Authenticator):
         if peer not in self.proxies or not _HEADER_VALUE.match(value):
             return None
         return Viewer(f"user:{value}", self.method)
+
+
+def _stamp(secret: str) -> str:
+    """A digest of a credential that says when it changed and nothing else (the cookie is signed, not hidden)."""
+    return hashlib.sha256(b"auditlock-ui-session\0" + secret.encode()).hexdigest()[:16]
 
 
 def _bearer(connection: HTTPConnection) -> str | None:

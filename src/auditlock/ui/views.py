@@ -28,9 +28,9 @@ from auditlock.ui.access_log import AccessLog, AccessNotRecorded
 from auditlock.ui.auth import Authenticator, TrustedProxies, Viewer
 from auditlock.ui.reader import EXPORT_FORMATS, ArchiveReader
 from auditlock.ui.search import FIELDS, LABELS, QUICK_RANGES, FormError, SearchForm
+from auditlock.ui.sessions import Sessions
 from auditlock.ui.throttle import LoginThrottle
 
-SESSION_VIEWER = "viewer"
 _EXPORT_CHUNK = 64 * 1024
 _SPOOL_MEMORY = 4 * 1024 * 1024
 
@@ -47,6 +47,7 @@ class Views:
         self.templates = templates
         self.proxies = TrustedProxies(config.ui.trusted_proxies)
         self.throttle = LoginThrottle()
+        self.sessions = Sessions(auth)
         self.page_size = config.ui.page_size
 
     # --- data pages -----------------------------------------------------------------------------------
@@ -172,8 +173,7 @@ class Views:
                                     method=self.auth.method)
         except AccessNotRecorded as exc:
             return self.refused(request, None, exc)
-        request.session.clear()
-        request.session[SESSION_VIEWER] = attempt.viewer.actor_id
+        self.sessions.start(request.session, attempt.viewer)
         return RedirectResponse(self.base(request) + _safe_next(values.get("next", "")), status_code=303)
 
     async def login_throttled(self, request: Request, ip: str | None, next_url: str) -> Response:
@@ -191,13 +191,13 @@ class Views:
         viewer = self.viewer_of(request)
         if viewer is None and self.auth.presents_credential(request):
             return await run_in_threadpool(self.unauthorized, request)
-        if viewer is not None and request.session.get(SESSION_VIEWER):
+        if viewer is not None and self.sessions.viewer(request.session) is not None:
             try:
                 await run_in_threadpool(self.access.viewer, events.LOGOUT, viewer, self.client_ip(request),
                                         reason="user")
             except AccessNotRecorded as exc:
                 return self.refused(request, viewer, exc)
-        request.session.clear()
+        self.sessions.end(request.session)
         return RedirectResponse(self.base(request) + "/login", status_code=303)
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -216,10 +216,7 @@ class Views:
         viewer = self.auth.from_request(request)
         if viewer is not None or not self.auth.form_fields:
             return viewer
-        actor_id = request.session.get(SESSION_VIEWER)
-        if isinstance(actor_id, str) and self.auth.still_valid(actor_id):
-            return Viewer(actor_id, self.auth.method)
-        return None
+        return self.sessions.viewer(request.session)
 
     def client_ip(self, request: Request) -> str | None:
         """The client's address, through trusted proxies."""

@@ -1,0 +1,74 @@
+"""`auditlock ui` sessions and the view's own access records, with Starlette's test client over the archive the
+real agent shipped to a moto S3 server: sessions follow `[ui.users]`, access records are fsync'd before the
+response."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from starlette.testclient import TestClient
+
+from auditlock.ui.app import SESSION_COOKIE
+from auditlock.ui.auth import hash_password
+from tests.support.query_env import QueryEnv
+from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, password_hash
+
+OTHER_PASSWORD = "another horse, another staple"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One download cache for the module (archive objects never change)."""
+    return tmp_path_factory.mktemp("ui-cache")
+
+
+@pytest.fixture
+def ui(story: QueryEnv, cache: Path, tmp_path: Path) -> UiEnv:
+    """The view's environment, with a spool of its own for this test."""
+    return UiEnv(story, cache, tmp_path / "ui-spool")
+
+
+def session_of(ui: UiEnv, users: dict[str, str], user: str, password: str = PASSWORD) -> str:
+    """The session cookie a view with `users` gives `user` at login."""
+    with ui.client(ui.config(users=MappingProxyType(users)), login=False) as client:
+        response = client.post("/login", data={"user": user, "password": password})
+        assert response.status_code == 303, response.text
+        return client.cookies[SESSION_COOKIE]
+
+
+def status_with(ui: UiEnv, users: dict[str, str], cookie: str, path: str = "/") -> int:
+    """The status a view with `users` (same session key) answers a request carrying `cookie`."""
+    with TestClient(ui.app(ui.config(users=MappingProxyType(users))), client=CLIENT,
+                    follow_redirects=False) as client:
+        client.cookies.set(SESSION_COOKIE, cookie)
+        return client.get(path).status_code
+
+
+class TestSessionsFollowTheUsers:
+    def test_removed_user_loses_the_session(self, ui: UiEnv) -> None:
+        """A session of a user since removed from [ui.users] is refused (401) by the view with the new config."""
+        cookie = session_of(ui, {"alice": password_hash(), "bob": password_hash()}, "bob")
+        assert status_with(ui, {"alice": password_hash(), "bob": password_hash()}, cookie) == 200
+        assert status_with(ui, {"alice": password_hash()}, cookie) == 401
+
+    def test_password_change_ends_earlier_sessions(self, ui: UiEnv) -> None:
+        """A session issued before the user's password hash changed is refused; a login with the new one works."""
+        cookie = session_of(ui, {"alice": password_hash()}, "alice")
+        changed = {"alice": hash_password(OTHER_PASSWORD)}
+        assert status_with(ui, changed, cookie) == 401
+        assert status_with(ui, changed, session_of(ui, changed, "alice", OTHER_PASSWORD)) == 200
+
+    def test_new_token_ends_token_sessions(self, ui: UiEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With auth = "token", a session started with the form's token ends when the view runs with a new token."""
+        monkeypatch.setenv("UI_TOKEN", TOKEN)
+        config = ui.config(auth="token", token_env="UI_TOKEN")
+        with ui.client(config, login=False) as client:
+            assert client.post("/login", data={"token": TOKEN}).status_code == 303
+            cookie = client.cookies[SESSION_COOKIE]
+        for token, status in ((TOKEN, 200), ("a-new-token-" + "9" * 32, 401)):
+            monkeypatch.setenv("UI_TOKEN", token)
+            with TestClient(ui.app(config), client=CLIENT, follow_redirects=False) as client:
+                client.cookies.set(SESSION_COOKIE, cookie)
+                assert client.get("/").status_code == status
