@@ -3,8 +3,9 @@
 `build_app` refuses (`ConfigError`) when `[ui] auth` is not configured, so there is no way to build an
 unauthenticated view. The session cookie is signed (itsdangerous, via Starlette's `SessionMiddleware`) with a
 key made at start (restarting the view signs everyone out), or with `[ui] session_key_file` so replicas and restarts
-share sessions. It carries only the viewer's actor id, is `HttpOnly`, `SameSite=Lax`, `Secure` when the view
-serves TLS itself or `[ui] secure_cookies` says a proxy does, and expires after `[ui] session_max_age_s`.
+share sessions. It carries what `sessions` puts in it (actor id, session id, issued-at, credential stamp), is
+`HttpOnly`, `SameSite=Lax`, `Secure` when the view serves TLS itself or `[ui] secure_cookies` says a proxy does,
+and expires after `[ui] session_max_age_s`.
 """
 
 from __future__ import annotations
