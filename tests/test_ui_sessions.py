@@ -4,6 +4,7 @@ response."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -13,6 +14,7 @@ from starlette.testclient import TestClient
 from auditlock.ui.app import SESSION_COOKIE
 from auditlock.ui.auth import hash_password
 from tests.support.query_env import QueryEnv
+from tests.support.syscalls import Syscall, traced
 from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, password_hash
 
 OTHER_PASSWORD = "another horse, another staple"
@@ -72,3 +74,39 @@ class TestSessionsFollowTheUsers:
             with TestClient(ui.app(config), client=CLIENT, follow_redirects=False) as client:
                 client.cookies.set(SESSION_COOKIE, cookie)
                 assert client.get("/").status_code == status
+
+
+class TestAccessRecordsAreDurable:
+    @pytest.mark.parametrize("durability", ["group", "process"])
+    def test_record_is_fsynced_by_its_writer_before_the_response(self, ui: UiEnv, tmp_path: Path,
+                                                                   durability: str) -> None:
+        """Whatever `[spool] durability` the application uses, the thread that writes a search's access record
+        fdatasyncs that segment before the page is returned (under "group" only the background flusher would,
+        whenever its interval ends; under "process" nobody would)."""
+        config = ui.config()
+        config = replace(config, spool=replace(config.spool, durability=durability))
+        marker = tmp_path / "response-arrived"
+        with ui.client(config) as client, traced(tmp_path / "strace.log", SYSCALLS) as calls:
+            response = client.get("/", params={"actor": "user#1"})
+            marker.exists()  # a stat strace logs after the response arrived
+        assert response.status_code == 200
+        spool_calls = [c for c in calls if c.name != "write" or ".open.jsonl>" in c.rest]
+        assert durable_before(calls, "audit_log.searched", str(marker)), "\n".join(
+            f"{c.tid} {c.name}{c.rest[:120]}" for c in spool_calls if c.name in ("write", "fdatasync", "fsync"))
+
+
+SYSCALLS = ("write", "fdatasync", "fsync", "newfstatat", "statx", "stat")
+
+
+def durable_before(calls: list[Syscall], event_type: str, marker: str) -> bool:
+    """Whether the thread that wrote the line holding `event_type` to a spool segment then fsync'd (or
+    fdatasync'd) that segment, before `marker` was stat'ed."""
+    end = next(n for n, call in enumerate(calls) if call.name in ("newfstatat", "statx", "stat")
+               and marker in call.rest)
+    writes = [(n, call) for n, call in enumerate(calls[:end]) if call.name == "write"
+              and event_type in call.rest and ".open.jsonl>" in call.rest]
+    assert writes, f"no write of {event_type} to a spool segment was traced"
+    n, write = writes[0]
+    segment = write.rest.split(">", 1)[0]
+    return any(call.tid == write.tid and call.name in ("fdatasync", "fsync") and call.rest.startswith(segment)
+               for call in calls[n + 1:end])
