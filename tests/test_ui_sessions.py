@@ -110,3 +110,24 @@ def durable_before(calls: list[Syscall], event_type: str, marker: str) -> bool:
     segment = write.rest.split(">", 1)[0]
     return any(call.tid == write.tid and call.name in ("fdatasync", "fsync") and call.rest.startswith(segment)
                for call in calls[n + 1:end])
+
+
+class TestLoginThrottleAccounts:
+    def test_white_space_around_the_name_counts_as_the_same_account(self, ui: UiEnv) -> None:
+        """Failures for " alice", "alice " and "\\talice" count as alice's (the login reads them as alice), so the
+        sixth attempt is refused unchecked even with the right password."""
+        with ui.client(login=False) as client:
+            names = [" alice", "alice ", "\talice", "alice\n", " alice "]
+            failures = [client.post("/login", data={"user": name, "password": "guess"}) for name in names]
+            refused = client.post("/login", data={"user": "alice", "password": PASSWORD})
+        assert [r.status_code for r in failures] == [401] * 5
+        assert refused.status_code == 429
+
+    def test_token_form_ignores_a_user_field(self, ui: UiEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With auth = "token" the account is the token, whatever `user=` field a form adds."""
+        monkeypatch.setenv("UI_TOKEN", TOKEN)
+        with ui.client(ui.config(auth="token", token_env="UI_TOKEN"), login=False) as client:
+            failures = [client.post("/login", data={"token": "wrong", "user": f"u{n}"}) for n in range(5)]
+            refused = client.post("/login", data={"token": TOKEN, "user": "u9"})
+        assert [r.status_code for r in failures] == [401] * 5
+        assert refused.status_code == 429

@@ -31,6 +31,7 @@ from auditlock.config.model import UiConfig
 from auditlock.errors import ConfigError
 from auditlock.integrations.request import ProxyTrust
 
+MAX_USER_NAME = 200
 _HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}$")
 
 
@@ -82,6 +83,10 @@ class Authenticator:
         failed login attempt."""
         return False
 
+    def account(self, form: Mapping[str, str]) -> str:
+        """The account a login form tries, as the check reads it: the one key the login throttle counts under."""
+        return self.method
+
     def login(self, form: Mapping[str, str]) -> LoginAttempt:
         """Check a submitted login form."""
         return LoginAttempt(None, "anonymous", "no_login_form")
@@ -103,9 +108,14 @@ class PasswordAuth(Authenticator):
         self.hasher = PasswordHasher()
         self._dummy = self.hasher.hash(secrets.token_hex(16))
 
+    def account(self, form: Mapping[str, str]) -> str:
+        """The user name without surrounding white space (and at most `MAX_USER_NAME` characters): the name that
+        is looked up, so `" alice"` and `"alice "` are alice's attempts, counted as hers."""
+        return form.get("user", "").strip()[:MAX_USER_NAME]
+
     def login(self, form: Mapping[str, str]) -> LoginAttempt:
         """Verify user and password (an unknown user costs the same time as a wrong password)."""
-        name, password = form.get("user", "").strip(), form.get("password", "")
+        name, password = self.account(form), form.get("password", "")
         hashed = self.users.get(name)
         try:
             self.hasher.verify(hashed or self._dummy, password)

@@ -155,7 +155,7 @@ class Views:
         form = await request.form()
         values = {name: value for name, value in form.items() if isinstance(value, str)}
         ip = self.client_ip(request)
-        account = values.get("user") or self.auth.method  # the token form names no account
+        account = self.auth.account(values)  # as the check reads it (a token form names no account)
         if not self.throttle.allows(account, ip):
             return await self.login_throttled(request, ip, values.get("next", ""))
         attempt = await run_in_threadpool(self.auth.login, values)
