@@ -11,8 +11,10 @@ from types import MappingProxyType
 import pytest
 from starlette.testclient import TestClient
 
+from auditlock.errors import ConfigError
 from auditlock.ui.app import SESSION_COOKIE
 from auditlock.ui.auth import hash_password
+from auditlock.ui.revocations import RevokedSessions
 from tests.support.query_env import QueryEnv
 from tests.support.syscalls import Syscall, traced
 from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, password_hash
@@ -131,3 +133,62 @@ class TestLoginThrottleAccounts:
             refused = client.post("/login", data={"token": TOKEN, "user": "u9"})
         assert [r.status_code for r in failures] == [401] * 5
         assert refused.status_code == 429
+
+
+class TestLogoutRevokes:
+    def test_logged_out_cookie_is_refused(self, ui: UiEnv) -> None:
+        """A session cookie kept from before the logout gets 401 afterwards (the logout ended it server-side)."""
+        with ui.client() as client:
+            kept = client.cookies[SESSION_COOKIE]
+            assert client.post("/logout").status_code == 303
+            client.cookies.set(SESSION_COOKIE, kept)
+            assert client.get("/").status_code == 401
+
+    def test_logout_at_one_replica_ends_the_session_at_another(self, ui: UiEnv, tmp_path: Path) -> None:
+        """Replicas sharing `revoked_sessions_dir` (and the session key) refuse a session logged out at any of
+        them; the directory holds one file, named by the session id."""
+        config = ui.config(revoked_sessions_dir=tmp_path / "revoked")
+        with ui.client(config) as first, ui.client(config, login=False) as second:
+            second.cookies.set(SESSION_COOKIE, first.cookies[SESSION_COOKIE])
+            assert second.get("/").status_code == 200
+            assert first.post("/logout").status_code == 303
+            assert second.get("/").status_code == 401
+        assert [len(p.name) for p in (tmp_path / "revoked").iterdir()] == [32]
+
+    def test_unwritable_directory_is_refused_at_start(self, ui: UiEnv, tmp_path: Path) -> None:
+        """A `revoked_sessions_dir` that cannot be made (a file is in the way) is a ConfigError naming the key."""
+        (tmp_path / "taken").write_text("")
+        with pytest.raises(ConfigError, match=r"\[ui\] revoked_sessions_dir: cannot write to"):
+            ui.app(ui.config(revoked_sessions_dir=tmp_path / "taken" / "revoked"))
+
+
+class TestRevokedSessions:
+    def test_ended_sessions_are_forgotten_once_expired(self) -> None:
+        """A revoked id is remembered while its session could live, and dropped at a later logout after that."""
+        now = [1_000_000.0]
+        revoked = RevokedSessions(3600, clock=lambda: now[0])
+        revoked.revoke("a" * 32, 1_000_000)
+        assert revoked.is_revoked("a" * 32, 1_000_000)
+        now[0] += 3601
+        revoked.revoke("b" * 32, int(now[0]))
+        assert (len(revoked), revoked.is_revoked("a" * 32, 1_000_000)) == (1, False)
+
+    def test_full_memory_refuses_every_earlier_session(self) -> None:
+        """Past its capacity the store refuses every session issued so far rather than forget a logout."""
+        now = [1_000_000.0]
+        revoked = RevokedSessions(3600, clock=lambda: now[0], capacity=2)
+        for n, sid in enumerate(("a", "b", "c")):
+            now[0] += 1
+            revoked.revoke(sid * 32, 1_000_000 + n)
+        assert all(revoked.is_revoked(sid * 32, 1_000_000 + n) for n, sid in enumerate("abc"))
+        assert revoked.is_revoked("d" * 32, 1_000_001)
+        assert not revoked.is_revoked("e" * 32, int(now[0]) + 1)
+
+    def test_expired_files_are_removed(self, tmp_path: Path) -> None:
+        """A file whose session expired is removed at the next logout; a live one stays."""
+        now = [1_000_000.0]
+        revoked = RevokedSessions(3600, tmp_path, clock=lambda: now[0])
+        revoked.revoke("a" * 32, 1_000_000)
+        now[0] += 3601
+        revoked.revoke("b" * 32, int(now[0]))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["b" * 32]

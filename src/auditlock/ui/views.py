@@ -27,6 +27,7 @@ from auditlock.ui import present
 from auditlock.ui.access_log import AccessLog, AccessNotRecorded
 from auditlock.ui.auth import Authenticator, TrustedProxies, Viewer
 from auditlock.ui.reader import EXPORT_FORMATS, ArchiveReader
+from auditlock.ui.revocations import RevokedSessions, SessionStateError
 from auditlock.ui.search import FIELDS, LABELS, QUICK_RANGES, FormError, SearchForm
 from auditlock.ui.sessions import Sessions
 from auditlock.ui.throttle import LoginThrottle
@@ -47,7 +48,7 @@ class Views:
         self.templates = templates
         self.proxies = TrustedProxies(config.ui.trusted_proxies)
         self.throttle = LoginThrottle()
-        self.sessions = Sessions(auth)
+        self.sessions = Sessions(auth, RevokedSessions(config.ui.session_max_age_s, config.ui.revoked_sessions_dir))
         self.page_size = config.ui.page_size
 
     # --- data pages -----------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ class Views:
                                next_url=next_url, headers={"Retry-After": "900"})
 
     async def logout(self, request: Request) -> Response:
-        """End the session (recorded as `auth.logout`)."""
+        """End the session (recorded as `auth.logout`, then revoked: its cookie is refused from now on)."""
         viewer = self.viewer_of(request)
         if viewer is None and self.auth.presents_credential(request):
             return await run_in_threadpool(self.unauthorized, request)
@@ -197,7 +198,11 @@ class Views:
                                         reason="user")
             except AccessNotRecorded as exc:
                 return self.refused(request, viewer, exc)
-        self.sessions.end(request.session)
+        try:
+            await run_in_threadpool(self.sessions.end, request.session)
+        except SessionStateError as exc:
+            return self.render(request, "error.html", None, title="Signed out here only", message=str(exc),
+                               status=503)
         return RedirectResponse(self.base(request) + "/login", status_code=303)
 
     # --- helpers --------------------------------------------------------------------------------------
