@@ -20,6 +20,7 @@ from tests.support.syscalls import Syscall, traced
 from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, password_hash
 
 OTHER_PASSWORD = "another horse, another staple"
+ACCESS_EVENTS = ("audit_log.searched", "audit_log.exported", "audit_log.viewed")
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,46 @@ class TestRevokedSessions:
         now[0] += 3601
         revoked.revoke("b" * 32, int(now[0]))
         assert sorted(p.name for p in tmp_path.iterdir()) == ["b" * 32]
+
+
+RECORDED_PAGES = ["/?actor=user%231", "/export.csv?since=2020-01", "/events/{event_id}"]
+
+
+def page(path: str, story: QueryEnv) -> str:
+    """`path` with an event id of the archive filled in."""
+    return path.format(event_id=story.written[0]["event_id"])
+
+
+class TestOnlyOwnNavigationsAreRecorded:
+    @pytest.mark.parametrize("path", RECORDED_PAGES)
+    @pytest.mark.parametrize(("site", "mode"), [("cross-site", "navigate"), ("same-site", "navigate"),
+                                                ("same-origin", "no-cors"), ("cross-site", "no-cors")])
+    def test_other_sites_and_subresources_are_refused_unrecorded(self, ui: UiEnv, story: QueryEnv, path: str,
+                                                                  site: str, mode: str) -> None:
+        """A page that records in the viewer's name, asked for by another site or as a subresource, answers 403
+        with a link of the view's own, shows no audit data and records nothing."""
+        path = page(path, story)
+        with ui.client() as client:
+            response = client.get(path, headers={"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode})
+        assert response.status_code == 403
+        assert f'<a href="{path}">' in response.text
+        assert "occurred_at" not in response.text
+        assert ui.recorded(*ACCESS_EVENTS) == []
+
+    @pytest.mark.parametrize("headers", [{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"},
+                                         {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"}, {}])
+    def test_own_typed_and_header_less_requests_are_served(self, ui: UiEnv, story: QueryEnv,
+                                                           headers: dict[str, str]) -> None:
+        """The view's own links, a typed URL or bookmark (`none`) and clients without Fetch Metadata are served
+        and recorded."""
+        with ui.client() as client:
+            responses = [client.get(page(path, story), headers=headers) for path in RECORDED_PAGES]
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert len(ui.recorded(*ACCESS_EVENTS)) == 3
+
+    def test_empty_search_form_from_another_site_is_served(self, ui: UiEnv) -> None:
+        """A link from another site to the bare search form (which records nothing) still works."""
+        with ui.client() as client:
+            response = client.get("/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+        assert response.status_code == 200
+        assert 'name="actor"' in response.text

@@ -31,6 +31,7 @@ from auditlock.query.cache import default_cache_dir
 from auditlock.spool.writer import SpoolWriter
 from auditlock.ui.access_log import AccessLog
 from auditlock.ui.auth import authenticator
+from auditlock.ui.navigation import NotOwnNavigation
 from auditlock.ui.reader import ArchiveReader
 from auditlock.ui.views import Views
 
@@ -82,7 +83,8 @@ def build_app(config: Config, *, cache_dir: Path | None = None, client: S3Client
         yield
         await run_in_threadpool(access.close)
 
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={NotOwnNavigation: views.not_own_navigation})
 
 
 class SecurityHeaders:

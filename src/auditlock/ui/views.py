@@ -26,6 +26,7 @@ from auditlock.ui import access_log as events
 from auditlock.ui import present
 from auditlock.ui.access_log import AccessLog, AccessNotRecorded
 from auditlock.ui.auth import Authenticator, TrustedProxies, Viewer
+from auditlock.ui.navigation import require_own_navigation
 from auditlock.ui.reader import EXPORT_FORMATS, ArchiveReader
 from auditlock.ui.revocations import RevokedSessions, SessionStateError
 from auditlock.ui.search import FIELDS, LABELS, QUICK_RANGES, FormError, SearchForm
@@ -66,6 +67,7 @@ class Views:
         except FormError as exc:
             return self.render(request, "search.html", viewer, form=_lenient_form(request), error=str(exc),
                                status=400)
+        require_own_navigation(request)
         try:
             result = self.reader.search(event_filter, self.page_size, include_spool=form.include_spool,
                                         older=form.older, newer=form.newer)
@@ -84,6 +86,7 @@ class Views:
         viewer = self.viewer_of(request)
         if viewer is None:
             return self.unauthorized(request)
+        require_own_navigation(request)
         event_id = request.path_params["event_id"]
         if not EVENT_ID.match(event_id):
             return self.render(request, "error.html", viewer, title="No such event",
@@ -116,6 +119,7 @@ class Views:
         fmt = request.path_params["fmt"]
         if fmt not in EXPORT_FORMATS:
             return self.render(request, "error.html", viewer, title="Not found", message="", status=404)
+        require_own_navigation(request)
         try:
             form = SearchForm.from_query(request.query_params)
             event_filter = form.event_filter(dt.datetime.now(dt.UTC))
@@ -268,6 +272,15 @@ class Views:
         """The login page."""
         return self.render(request, "login.html", None, status=status, error=error, headers=headers,
                            next_url=_safe_next(next_url), login_fields=self.auth.form_fields)
+
+    def not_own_navigation(self, request: Request, exc: Exception) -> Response:
+        """403, recording nothing: another site (or a subresource) asked for a page recorded in the viewer's
+        name (`NotOwnNavigation`). The page links to the same URL, for a viewer who did mean to follow it."""
+        own_url = request.url.path + ("?" + request.url.query if request.url.query else "")
+        return self.render(request, "error.html", None, title="Opened from another site", status=403,
+                           message="This page records a search in your name, and the request came from another "
+                                   "site, so it was not run. Follow the link below to run it yourself.",
+                           continue_url=own_url)
 
     def refused(self, request: Request, viewer: Viewer | None, exc: AccessNotRecorded) -> Response:
         """503: the access could not be recorded, so nothing is shown."""
