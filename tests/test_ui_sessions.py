@@ -4,6 +4,9 @@ response."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -12,12 +15,16 @@ import pytest
 from starlette.testclient import TestClient
 
 from auditlock.errors import ConfigError
+from auditlock.handler.core import AuditCore
+from auditlock.ui.access_log import LOGIN_FAILED_SUMMARY, AccessLog, AccessNotRecorded
 from auditlock.ui.app import SESSION_COOKIE
 from auditlock.ui.auth import hash_password
+from auditlock.ui.refusals import BUDGET, MAX_ADDRESSES, WINDOW_S, RefusedLogins
 from auditlock.ui.revocations import RevokedSessions
 from tests.support.query_env import QueryEnv
 from tests.support.syscalls import Syscall, traced
 from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, password_hash
+from tests.support.waiting import wait_for
 
 OTHER_PASSWORD = "another horse, another staple"
 ACCESS_EVENTS = ("audit_log.searched", "audit_log.exported", "audit_log.viewed")
@@ -236,3 +243,100 @@ class TestOnlyOwnNavigationsAreRecorded:
             response = client.get("/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
         assert response.status_code == 200
         assert 'name="actor"' in response.text
+
+
+class TestLoginFloodIsBounded:
+    def test_flood_of_refusals_leaves_the_application_room(self, ui: UiEnv) -> None:
+        """A flood of throttled logins writes at most the budget of events per minute plus summaries counting the
+        rest — every refusal is counted — so the application sharing the spool can still write."""
+        flood = 600
+        config = ui.config()
+        config = replace(config, spool=replace(config.spool, max_bytes=200_000))
+        started = time.time()
+        with ui.client(config, login=False) as client:
+            for n in range(5):
+                client.post("/login", data={"user": "alice", "password": f"guess-{n}"})
+            statuses = Counter(client.post("/login", data={"user": "alice", "password": "guess"}).status_code
+                               for _ in range(flood))
+        windows = int(time.time() // WINDOW_S - started // WINDOW_S) + 1
+        assert statuses == {429: flood}
+        one_by_one = [e for e in ui.recorded("auth.login_failed") if e["payload"]["reason"] == "throttled"]
+        summaries = ui.recorded(LOGIN_FAILED_SUMMARY)
+        assert len(one_by_one) <= BUDGET * windows
+        assert len(one_by_one) + sum(s["payload"]["count"] for s in summaries) == flood
+        assert all(set(s["payload"]["reasons"]) == {"throttled"} for s in summaries)
+        assert {s["payload"]["addresses"] for s in summaries} == {1}
+        application = AuditCore(config)
+        try:
+            assert application.emit("order.created", {"actor_id": "user#1", "target_type": "Order",
+                                                      "target_id": "1"}) is not None
+        finally:
+            application.writer.close()
+
+
+class TestRefusedLogins:
+    @pytest.fixture
+    def access(self, ui: UiEnv) -> Iterator[AccessLog]:
+        """The view's access log over a real spool."""
+        access = AccessLog(ui.config())
+        yield access
+        access.close()
+
+    def test_budget_then_summaries_count_every_refusal(self, ui: UiEnv, access: AccessLog) -> None:
+        """Past the window's budget refusals are counted: a summary at the first overflow, one when the window is
+        over, each with its count, times and distinct addresses; failures for real accounts stay one by one."""
+        now = [1_800_000_000.0]
+        refusals = RefusedLogins(access, "password", window_s=60, budget=2, clock=lambda: now[0])
+        for n in range(6):
+            now[0] += 1
+            refusals.record("anonymous", f"198.51.100.{n % 3}", "unknown_user" if n % 2 else "throttled")
+        refusals.record("user:alice", "198.51.100.9", "bad_password")
+        now[0] += 60
+        refusals.record("anonymous", "198.51.100.1", "throttled")  # a new window: the last one's summary first
+        failed = ui.recorded("auth.login_failed", LOGIN_FAILED_SUMMARY)
+        assert [(e["event_type"], e["payload"].get("reason")) for e in failed] == [
+            ("auth.login_failed", "throttled"), ("auth.login_failed", "unknown_user"),
+            (LOGIN_FAILED_SUMMARY, None), ("auth.login_failed", "bad_password"), (LOGIN_FAILED_SUMMARY, None),
+            ("auth.login_failed", "throttled")]
+        first, second = (e["payload"] for e in failed if e["event_type"] == LOGIN_FAILED_SUMMARY)
+        assert (first["count"], first["reasons"], first["addresses"]) == (1, {"throttled": 1}, 1)
+        assert (second["count"], second["reasons"], second["addresses"]) == (3, {"throttled": 1, "unknown_user": 2},
+                                                                             3)
+        assert (second["first_at"], second["last_at"]) == ("2027-01-15T08:00:04.000Z", "2027-01-15T08:00:06.000Z")
+
+    def test_addresses_are_bounded(self, ui: UiEnv, access: AccessLog) -> None:
+        """A summary counts at most MAX_ADDRESSES distinct addresses and says when there were more."""
+        refusals = RefusedLogins(access, "password", budget=0, clock=lambda: 1_800_000_000.0)
+        for n in range(MAX_ADDRESSES + 10):
+            refusals.record("anonymous", f"10.0.{n // 256}.{n % 256}", "throttled")
+        refusals.close()
+        *_, last = (e["payload"] for e in ui.recorded(LOGIN_FAILED_SUMMARY))
+        assert (last["count"], last["addresses"], last["addresses_capped"]) == (MAX_ADDRESSES + 9, MAX_ADDRESSES,
+                                                                                True)
+
+    def test_unwritable_summary_keeps_its_counts(self, ui: UiEnv) -> None:
+        """When the summary cannot be written the refusal is refused (AccessNotRecorded) and the counts wait for
+        the next summary; none is lost."""
+        ui.spool.mkdir(mode=0o700)
+        filler = ui.spool / f"{'0' * 32}.{0:016x}.jsonl"
+        filler.write_bytes(b"x" * 70_000)
+        config = ui.config()
+        access = AccessLog(replace(config, spool=replace(config.spool, max_bytes=65536)))
+        refusals = RefusedLogins(access, "password", budget=0, clock=lambda: 1_800_000_000.0)
+        with pytest.raises(AccessNotRecorded):
+            refusals.record("anonymous", "198.51.100.1", "throttled")
+        filler.unlink()
+        attempts = [1]
+
+        def recorded_once_there_is_room() -> bool:
+            attempts.append(1)
+            try:
+                refusals.record("anonymous", "198.51.100.2", "throttled")
+            except AccessNotRecorded:  # the writer has not yet re-measured the spool
+                return False
+            return True
+
+        wait_for(recorded_once_there_is_room, what="a refusal recorded after the spool was freed")
+        refusals.close()
+        access.close()
+        assert sum(e["payload"]["count"] for e in ui.recorded(LOGIN_FAILED_SUMMARY)) == len(attempts) >= 2

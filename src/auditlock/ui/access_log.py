@@ -3,7 +3,8 @@
 Events (target type `AuditLog`): `audit_log.searched` (payload: the filters, the resolved range, the page, the
 number of matching events), `audit_log.exported` (also the format), `audit_log.viewed` (target id: the event
 id, payload `found`), and `auth.login_succeeded` / `auth.login_failed` / `auth.logout` for form logins (and
-`auth.login_failed` for a wrong bearer token).
+`auth.login_failed` for a wrong bearer token), and `auth.login_failed_summary` for refused logins counted rather than
+recorded one by one during a flood (`ui.refusals`).
 
 They are written through auditlock's own core (`AuditCore`) into the configured spool, and the agent ships them
 with everything else. Their payload fields are allowed with `event_types.register_standard_fields` (the public
@@ -38,10 +39,13 @@ VIEWED = "audit_log.viewed"
 LOGIN_SUCCEEDED = "auth.login_succeeded"
 LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
+LOGIN_FAILED_SUMMARY = "auth.login_failed_summary"  # refused logins past the budget (`ui.refusals`)
 PAYLOAD_FIELDS = {
     SEARCHED: frozenset({"filters", "range", "page", "results"}),
     EXPORTED: frozenset({"filters", "range", "results", "format"}),
     VIEWED: frozenset({"found"}),
+    LOGIN_FAILED_SUMMARY: frozenset({"count", "first_at", "last_at", "addresses", "addresses_capped", "reasons",
+                                     "method", "window_s"}),
 }
 
 

@@ -81,7 +81,10 @@ def build_app(config: Config, *, cache_dir: Path | None = None, client: S3Client
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await run_in_threadpool(access.close)
+        try:
+            await run_in_threadpool(views.refusals.close)
+        finally:
+            await run_in_threadpool(access.close)
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={NotOwnNavigation: views.not_own_navigation})

@@ -28,6 +28,7 @@ from auditlock.ui.access_log import AccessLog, AccessNotRecorded
 from auditlock.ui.auth import Authenticator, TrustedProxies, Viewer
 from auditlock.ui.navigation import require_own_navigation
 from auditlock.ui.reader import EXPORT_FORMATS, ArchiveReader
+from auditlock.ui.refusals import RefusedLogins
 from auditlock.ui.revocations import RevokedSessions, SessionStateError
 from auditlock.ui.search import FIELDS, LABELS, QUICK_RANGES, FormError, SearchForm
 from auditlock.ui.sessions import Sessions
@@ -49,6 +50,7 @@ class Views:
         self.templates = templates
         self.proxies = TrustedProxies(config.ui.trusted_proxies)
         self.throttle = LoginThrottle()
+        self.refusals = RefusedLogins(access, auth.method)
         self.sessions = Sessions(auth, RevokedSessions(config.ui.session_max_age_s, config.ui.revoked_sessions_dir))
         self.page_size = config.ui.page_size
 
@@ -170,8 +172,7 @@ class Views:
             self.throttle.succeeded(account)
         try:
             if attempt.viewer is None:
-                await run_in_threadpool(self.access.record, events.LOGIN_FAILED, attempt.actor_id, ip,
-                                        method=self.auth.method, reason=attempt.reason)
+                await run_in_threadpool(self.refusals.record, attempt.actor_id, ip, attempt.reason or "unknown")
                 return self.login_form(request, status=401, error="Wrong credentials.",
                                        next_url=values.get("next", ""))
             await run_in_threadpool(self.access.record, events.LOGIN_SUCCEEDED, attempt.actor_id, ip,
@@ -184,8 +185,7 @@ class Views:
     async def login_throttled(self, request: Request, ip: str | None, next_url: str) -> Response:
         """Too many failed logins for this account or address: refused unchecked (429), and recorded."""
         try:
-            await run_in_threadpool(self.access.record, events.LOGIN_FAILED, "anonymous", ip,
-                                    method=self.auth.method, reason="throttled")
+            await run_in_threadpool(self.refusals.record, "anonymous", ip, "throttled")
         except AccessNotRecorded as exc:
             return self.refused(request, None, exc)
         return self.login_form(request, status=429, error="Too many failed sign-ins. Try again in 15 minutes.",
@@ -257,8 +257,7 @@ class Views:
         if not throttled:
             self.throttle.failed(self.auth.method, ip)
         try:
-            self.access.record(events.LOGIN_FAILED, "anonymous", ip, method=self.auth.method,
-                               reason="throttled" if throttled else "bad_bearer_token")
+            self.refusals.record("anonymous", ip, "throttled" if throttled else "bad_bearer_token")
         except AccessNotRecorded as exc:
             return self.refused(request, None, exc)
         if throttled:
