@@ -16,8 +16,9 @@ from starlette.testclient import TestClient
 
 from auditlock.errors import ConfigError
 from auditlock.handler.core import AuditCore
+from auditlock.spool.writer import SpoolWriter
 from auditlock.ui.access_log import LOGIN_FAILED_SUMMARY, AccessLog, AccessNotRecorded
-from auditlock.ui.app import SESSION_COOKIE
+from auditlock.ui.app import SESSION_COOKIE, build_app
 from auditlock.ui.auth import hash_password
 from auditlock.ui.refusals import BUDGET, MAX_ADDRESSES, WINDOW_S, RefusedLogins
 from auditlock.ui.revocations import RevokedSessions
@@ -87,6 +88,13 @@ class TestSessionsFollowTheUsers:
 
 
 class TestAccessRecordsAreDurable:
+    def test_a_shared_writer_must_write_sync(self, ui: UiEnv) -> None:
+        """A spool writer handed to the view that does not fsync each event is refused (ConfigError)."""
+        config = ui.config()
+        writer = SpoolWriter(replace(config.spool, durability="group"))
+        with pytest.raises(ConfigError, match='writes with durability = "group"; give it a writer with'):
+            build_app(config, cache_dir=ui.cache, writer=writer)
+
     @pytest.mark.parametrize("durability", ["group", "process"])
     def test_record_is_fsynced_by_its_writer_before_the_response(self, ui: UiEnv, tmp_path: Path,
                                                                    durability: str) -> None:

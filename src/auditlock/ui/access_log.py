@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from auditlock.config.model import Config, HmacConfig, TargetConfig
-from auditlock.errors import AuditlockError, EventError, SpoolError
+from auditlock.errors import AuditlockError, ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
@@ -68,6 +68,11 @@ class AccessLog:
     """Records what viewers do, or raises `AccessNotRecorded`."""
 
     def __init__(self, config: Config, *, writer: SpoolWriter | None = None) -> None:
+        """`writer`: one to share (it must write with durability "sync"); by default the core makes its own."""
+        if writer is not None and writer.config.durability != "sync":
+            raise ConfigError(f'the view\'s access records must be fsync\'d before data is shown, but the writer '
+                              f'given writes with durability = "{writer.config.durability}"; give it a writer with '
+                              f'durability = "sync", or none (the view then makes its own)')
         for event_type, fields in PAYLOAD_FIELDS.items():
             event_types.register_standard_fields(event_type, fields)
         self.core = AuditCore(access_config(config), writer=writer)
