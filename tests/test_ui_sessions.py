@@ -1,6 +1,7 @@
-"""`auditlock ui` sessions and the view's own access records, with Starlette's test client over the archive the
-real agent shipped to a moto S3 server: sessions follow `[ui.users]`, access records are fsync'd before the
-response."""
+"""`auditlock ui` hardening, with Starlette's test client over the archive the real agent shipped to a moto S3
+server: sessions follow `[ui.users]` and end at logout (across replicas), access records are fsync'd before the
+response, the login throttle counts the account the check reads, only the viewer's own navigations are recorded
+in their name, and a login flood is summarized rather than filling the spool."""
 
 from __future__ import annotations
 
@@ -60,11 +61,12 @@ def status_with(ui: UiEnv, users: dict[str, str], cookie: str, path: str = "/") 
 
 
 class TestSessionsFollowTheUsers:
-    def test_removed_user_loses_the_session(self, ui: UiEnv) -> None:
+    @pytest.mark.parametrize("path", ["/", "/export.csv?since=2020-01"])
+    def test_removed_user_loses_the_session(self, ui: UiEnv, path: str) -> None:
         """A session of a user since removed from [ui.users] is refused (401) by the view with the new config."""
         cookie = session_of(ui, {"alice": password_hash(), "bob": password_hash()}, "bob")
-        assert status_with(ui, {"alice": password_hash(), "bob": password_hash()}, cookie) == 200
-        assert status_with(ui, {"alice": password_hash()}, cookie) == 401
+        assert status_with(ui, {"alice": password_hash(), "bob": password_hash()}, cookie, path) == 200
+        assert status_with(ui, {"alice": password_hash()}, cookie, path) == 401
 
     def test_password_change_ends_earlier_sessions(self, ui: UiEnv) -> None:
         """A session issued before the user's password hash changed is refused; a login with the new one works."""
