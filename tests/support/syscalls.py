@@ -52,6 +52,7 @@ def traced(log: Path, calls: tuple[str, ...]) -> Iterator[list[Syscall]]:
         tracer = subprocess.Popen([str(strace), "-f", "-y", "-s", "65536", "-e", f"trace={','.join(calls)}",
                                    "-o", str(log), "-p", str(os.getpid())], stderr=stderr)
     try:
+        # strace reports "Process N attached with K threads" once it has attached all of them
         wait_for(lambda: "attached" in errors.read_text() or tracer.poll() is not None, timeout=30,
                  what="strace attached")
         if tracer.poll() is not None:
