@@ -118,3 +118,36 @@ class TestBrowser:
         assert recorded == [("audit_log.searched", "user:alice"), ("audit_log.searched", "user:alice"),
                             ("audit_log.viewed", "user:alice"), ("audit_log.searched", "user:alice"),
                             ("audit_log.exported", "user:alice")]
+
+
+class TestCrossSiteLinks:
+    def test_link_from_another_site_is_not_recorded_until_followed_here(self, chromium: Any,
+                                                                       served: tuple[str, UiEnv]) -> None:
+        """A signed-in viewer clicking a search link on another site (its SameSite=Lax cookie is sent) gets 403
+        and nothing is recorded; following the view's own link on that page runs and records the search."""
+        from playwright.sync_api import expect
+
+        base, ui = served
+        other_site = "http://localhost:9/page"  # another site than 127.0.0.1 (Chromium fetches nothing there)
+        context = chromium.new_context()
+        page = context.new_page()
+        try:
+            page.goto(base + "/login")
+            page.fill("#user", "alice")
+            page.fill("#password", PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator(".viewer")).to_contain_text("user:alice")
+            page.route(other_site, lambda route: route.fulfill(
+                content_type="text/html", body=f'<a id="go" href="{base}/?actor=user%231">see this</a>'))
+            page.goto(other_site)
+            with page.expect_navigation() as navigation:
+                page.click("#go")
+            refused = navigation.value
+            assert refused is not None
+            assert refused.status == 403
+            assert ui.recorded("audit_log.searched") == []
+            page.get_by_role("link", name="Open /?actor=user%231").click()
+            expect(page.locator("#total")).to_be_visible()
+        finally:
+            context.close()
+        assert [e["payload"]["filters"] for e in ui.recorded("audit_log.searched")] == [{"actor": "user#1"}]

@@ -174,6 +174,7 @@ class UiConfig:
     trusted_proxies: tuple[str, ...] = ()
     session_max_age_s: int = 8 * 3600
     session_key_file: Path | None = None  # signs session cookies; None: a new key at every start
+    revoked_sessions_dir: Path | None = None  # logouts shared by replicas; None: each replica remembers its own
     page_size: int = 50
     cache_dir: Path | None = None
     tls_cert_file: Path | None = None

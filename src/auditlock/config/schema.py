@@ -92,6 +92,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "trusted_proxies": LIST,
         "session_max_age_s": positive_int(60),
         "session_key_file": PATH,
+        "revoked_sessions_dir": PATH,
         "page_size": Key("int", minimum=5, maximum=1000),
         "cache_dir": PATH,
         "tls_cert_file": PATH,

@@ -3,7 +3,8 @@
 Events (target type `AuditLog`): `audit_log.searched` (payload: the filters, the resolved range, the page, the
 number of matching events), `audit_log.exported` (also the format), `audit_log.viewed` (target id: the event
 id, payload `found`), and `auth.login_succeeded` / `auth.login_failed` / `auth.logout` for form logins (and
-`auth.login_failed` for a wrong bearer token).
+`auth.login_failed` for a wrong bearer token), and `auth.login_failed_summary` for refused logins counted rather than
+recorded one by one during a flood (`ui.refusals`).
 
 They are written through auditlock's own core (`AuditCore`) into the configured spool, and the agent ships them
 with everything else. Their payload fields are allowed with `event_types.register_standard_fields` (the public
@@ -25,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from auditlock.config.model import Config, HmacConfig, TargetConfig
-from auditlock.errors import AuditlockError, EventError, SpoolError
+from auditlock.errors import AuditlockError, ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
@@ -38,10 +39,13 @@ VIEWED = "audit_log.viewed"
 LOGIN_SUCCEEDED = "auth.login_succeeded"
 LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
+LOGIN_FAILED_SUMMARY = "auth.login_failed_summary"  # refused logins past the budget (`ui.refusals`)
 PAYLOAD_FIELDS = {
     SEARCHED: frozenset({"filters", "range", "page", "results"}),
     EXPORTED: frozenset({"filters", "range", "results", "format"}),
     VIEWED: frozenset({"found"}),
+    LOGIN_FAILED_SUMMARY: frozenset({"count", "first_at", "last_at", "addresses", "addresses_capped", "reasons",
+                                     "method", "window_s"}),
 }
 
 
@@ -64,6 +68,11 @@ class AccessLog:
     """Records what viewers do, or raises `AccessNotRecorded`."""
 
     def __init__(self, config: Config, *, writer: SpoolWriter | None = None) -> None:
+        """`writer`: one to share (it must write with durability "sync"); by default the core makes its own."""
+        if writer is not None and writer.config.durability != "sync":
+            raise ConfigError(f'the view\'s access records must be fsync\'d before data is shown, but the writer '
+                              f'given writes with durability = "{writer.config.durability}"; give it a writer with '
+                              f'durability = "sync", or none (the view then makes its own)')
         for event_type, fields in PAYLOAD_FIELDS.items():
             event_types.register_standard_fields(event_type, fields)
         self.core = AuditCore(access_config(config), writer=writer)

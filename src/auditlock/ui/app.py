@@ -3,8 +3,9 @@
 `build_app` refuses (`ConfigError`) when `[ui] auth` is not configured, so there is no way to build an
 unauthenticated view. The session cookie is signed (itsdangerous, via Starlette's `SessionMiddleware`) with a
 key made at start (restarting the view signs everyone out), or with `[ui] session_key_file` so replicas and restarts
-share sessions. It carries only the viewer's actor id, is `HttpOnly`, `SameSite=Lax`, `Secure` when the view
-serves TLS itself or `[ui] secure_cookies` says a proxy does, and expires after `[ui] session_max_age_s`.
+share sessions. It carries what `sessions` puts in it (actor id, session id, issued-at, credential stamp), is
+`HttpOnly`, `SameSite=Lax`, `Secure` when the view serves TLS itself or `[ui] secure_cookies` says a proxy does,
+and expires after `[ui] session_max_age_s`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from auditlock.query.cache import default_cache_dir
 from auditlock.spool.writer import SpoolWriter
 from auditlock.ui.access_log import AccessLog
 from auditlock.ui.auth import authenticator
+from auditlock.ui.navigation import NotOwnNavigation
 from auditlock.ui.reader import ArchiveReader
 from auditlock.ui.views import Views
 
@@ -79,9 +81,13 @@ def build_app(config: Config, *, cache_dir: Path | None = None, client: S3Client
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await run_in_threadpool(access.close)
+        try:
+            await run_in_threadpool(views.refusals.close)
+        finally:
+            await run_in_threadpool(access.close)
 
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={NotOwnNavigation: views.not_own_navigation})
 
 
 class SecurityHeaders:

@@ -16,6 +16,7 @@ when the peer is a trusted proxy — the right-most address in `X-Forwarded-For`
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -30,6 +31,7 @@ from auditlock.config.model import UiConfig
 from auditlock.errors import ConfigError
 from auditlock.integrations.request import ProxyTrust
 
+MAX_USER_NAME = 200
 _HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}$")
 
 
@@ -81,13 +83,18 @@ class Authenticator:
         failed login attempt."""
         return False
 
+    def account(self, form: Mapping[str, str]) -> str:
+        """The account a login form tries, as the check reads it: the one key the login throttle counts under."""
+        return self.method
+
     def login(self, form: Mapping[str, str]) -> LoginAttempt:
         """Check a submitted login form."""
         return LoginAttempt(None, "anonymous", "no_login_form")
 
-    def still_valid(self, actor_id: str) -> bool:
-        """Whether a session's viewer may still act (a user removed from the config may not)."""
-        return False
+    def credential_stamp(self, actor_id: str) -> str | None:
+        """A short digest of the credential `actor_id` signs in with now (None: the actor cannot sign in). A
+        session carries the stamp of its login and ends when the stamp changes (user removed, password changed)."""
+        return None
 
 
 class PasswordAuth(Authenticator):
@@ -101,9 +108,14 @@ class PasswordAuth(Authenticator):
         self.hasher = PasswordHasher()
         self._dummy = self.hasher.hash(secrets.token_hex(16))
 
+    def account(self, form: Mapping[str, str]) -> str:
+        """The user name without surrounding white space (and at most `MAX_USER_NAME` characters): the name that
+        is looked up, so `" alice"` and `"alice "` are alice's attempts, counted as hers."""
+        return form.get("user", "").strip()[:MAX_USER_NAME]
+
     def login(self, form: Mapping[str, str]) -> LoginAttempt:
         """Verify user and password (an unknown user costs the same time as a wrong password)."""
-        name, password = form.get("user", "").strip(), form.get("password", "")
+        name, password = self.account(form), form.get("password", "")
         hashed = self.users.get(name)
         try:
             self.hasher.verify(hashed or self._dummy, password)
@@ -115,9 +127,11 @@ class PasswordAuth(Authenticator):
             return LoginAttempt(None, "anonymous", "unknown_user")
         return LoginAttempt(Viewer(f"user:{name}", self.method), f"user:{name}")
 
-    def still_valid(self, actor_id: str) -> bool:
-        """The user is still in `[ui.users]`."""
-        return actor_id.removeprefix("user:") in self.users
+    def credential_stamp(self, actor_id: str) -> str | None:
+        """The stamp of the user's current hash in `[ui.users]`, None when the user is not (or no longer) there."""
+        name = actor_id.removeprefix("user:")
+        hashed = self.users.get(name) if actor_id.startswith("user:") else None
+        return None if hashed is None else _stamp(hashed)
 
 
 class TokenAuth(Authenticator):
@@ -147,9 +161,9 @@ class TokenAuth(Authenticator):
             return LoginAttempt(Viewer(self.actor_id, self.method), self.actor_id)
         return LoginAttempt(None, "anonymous", "bad_token")
 
-    def still_valid(self, actor_id: str) -> bool:
-        """A token session stays valid (until it expires or the process restarts with a new session key)."""
-        return actor_id == self.actor_id
+    def credential_stamp(self, actor_id: str) -> str | None:
+        """The stamp of the current token (a new token ends the sessions started with the old one)."""
+        return _stamp(self._token.decode()) if actor_id == self.actor_id else None
 
     def _matches(self, given: str) -> bool:
         return hmac.compare_digest(given.encode(), self._token)
@@ -171,6 +185,11 @@ class HeaderAuth(Authenticator):
         if peer not in self.proxies or not _HEADER_VALUE.match(value):
             return None
         return Viewer(f"user:{value}", self.method)
+
+
+def _stamp(secret: str) -> str:
+    """A digest of a credential that says when it changed and nothing else (the cookie is signed, not hidden)."""
+    return hashlib.sha256(b"auditlock-ui-session\0" + secret.encode()).hexdigest()[:16]
 
 
 def _bearer(connection: HTTPConnection) -> str | None:

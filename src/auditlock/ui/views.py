@@ -26,11 +26,14 @@ from auditlock.ui import access_log as events
 from auditlock.ui import present
 from auditlock.ui.access_log import AccessLog, AccessNotRecorded
 from auditlock.ui.auth import Authenticator, TrustedProxies, Viewer
+from auditlock.ui.navigation import require_own_navigation
 from auditlock.ui.reader import EXPORT_FORMATS, ArchiveReader
+from auditlock.ui.refusals import RefusedLogins
+from auditlock.ui.revocations import RevokedSessions, SessionStateError
 from auditlock.ui.search import FIELDS, LABELS, QUICK_RANGES, FormError, SearchForm
+from auditlock.ui.sessions import Sessions
 from auditlock.ui.throttle import LoginThrottle
 
-SESSION_VIEWER = "viewer"
 _EXPORT_CHUNK = 64 * 1024
 _SPOOL_MEMORY = 4 * 1024 * 1024
 
@@ -47,6 +50,8 @@ class Views:
         self.templates = templates
         self.proxies = TrustedProxies(config.ui.trusted_proxies)
         self.throttle = LoginThrottle()
+        self.refusals = RefusedLogins(access, auth.method)
+        self.sessions = Sessions(auth, RevokedSessions(config.ui.session_max_age_s, config.ui.revoked_sessions_dir))
         self.page_size = config.ui.page_size
 
     # --- data pages -----------------------------------------------------------------------------------
@@ -64,6 +69,7 @@ class Views:
         except FormError as exc:
             return self.render(request, "search.html", viewer, form=_lenient_form(request), error=str(exc),
                                status=400)
+        require_own_navigation(request)
         try:
             result = self.reader.search(event_filter, self.page_size, include_spool=form.include_spool,
                                         older=form.older, newer=form.newer)
@@ -82,6 +88,7 @@ class Views:
         viewer = self.viewer_of(request)
         if viewer is None:
             return self.unauthorized(request)
+        require_own_navigation(request)
         event_id = request.path_params["event_id"]
         if not EVENT_ID.match(event_id):
             return self.render(request, "error.html", viewer, title="No such event",
@@ -114,6 +121,7 @@ class Views:
         fmt = request.path_params["fmt"]
         if fmt not in EXPORT_FORMATS:
             return self.render(request, "error.html", viewer, title="Not found", message="", status=404)
+        require_own_navigation(request)
         try:
             form = SearchForm.from_query(request.query_params)
             event_filter = form.event_filter(dt.datetime.now(dt.UTC))
@@ -154,7 +162,7 @@ class Views:
         form = await request.form()
         values = {name: value for name, value in form.items() if isinstance(value, str)}
         ip = self.client_ip(request)
-        account = values.get("user") or self.auth.method  # the token form names no account
+        account = self.auth.account(values)  # as the check reads it (a token form names no account)
         if not self.throttle.allows(account, ip):
             return await self.login_throttled(request, ip, values.get("next", ""))
         attempt = await run_in_threadpool(self.auth.login, values)
@@ -164,40 +172,41 @@ class Views:
             self.throttle.succeeded(account)
         try:
             if attempt.viewer is None:
-                await run_in_threadpool(self.access.record, events.LOGIN_FAILED, attempt.actor_id, ip,
-                                        method=self.auth.method, reason=attempt.reason)
+                await run_in_threadpool(self.refusals.record, attempt.actor_id, ip, attempt.reason or "unknown")
                 return self.login_form(request, status=401, error="Wrong credentials.",
                                        next_url=values.get("next", ""))
             await run_in_threadpool(self.access.record, events.LOGIN_SUCCEEDED, attempt.actor_id, ip,
                                     method=self.auth.method)
         except AccessNotRecorded as exc:
             return self.refused(request, None, exc)
-        request.session.clear()
-        request.session[SESSION_VIEWER] = attempt.viewer.actor_id
+        self.sessions.start(request.session, attempt.viewer)
         return RedirectResponse(self.base(request) + _safe_next(values.get("next", "")), status_code=303)
 
     async def login_throttled(self, request: Request, ip: str | None, next_url: str) -> Response:
         """Too many failed logins for this account or address: refused unchecked (429), and recorded."""
         try:
-            await run_in_threadpool(self.access.record, events.LOGIN_FAILED, "anonymous", ip,
-                                    method=self.auth.method, reason="throttled")
+            await run_in_threadpool(self.refusals.record, "anonymous", ip, "throttled")
         except AccessNotRecorded as exc:
             return self.refused(request, None, exc)
         return self.login_form(request, status=429, error="Too many failed sign-ins. Try again in 15 minutes.",
                                next_url=next_url, headers={"Retry-After": "900"})
 
     async def logout(self, request: Request) -> Response:
-        """End the session (recorded as `auth.logout`)."""
+        """End the session (recorded as `auth.logout`, then revoked: its cookie is refused from now on)."""
         viewer = self.viewer_of(request)
         if viewer is None and self.auth.presents_credential(request):
             return await run_in_threadpool(self.unauthorized, request)
-        if viewer is not None and request.session.get(SESSION_VIEWER):
+        if viewer is not None and self.sessions.viewer(request.session) is not None:
             try:
                 await run_in_threadpool(self.access.viewer, events.LOGOUT, viewer, self.client_ip(request),
                                         reason="user")
             except AccessNotRecorded as exc:
                 return self.refused(request, viewer, exc)
-        request.session.clear()
+        try:
+            await run_in_threadpool(self.sessions.end, request.session)
+        except SessionStateError as exc:
+            return self.render(request, "error.html", None, title="Signed out here only", message=str(exc),
+                               status=503)
         return RedirectResponse(self.base(request) + "/login", status_code=303)
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -216,10 +225,7 @@ class Views:
         viewer = self.auth.from_request(request)
         if viewer is not None or not self.auth.form_fields:
             return viewer
-        actor_id = request.session.get(SESSION_VIEWER)
-        if isinstance(actor_id, str) and self.auth.still_valid(actor_id):
-            return Viewer(actor_id, self.auth.method)
-        return None
+        return self.sessions.viewer(request.session)
 
     def client_ip(self, request: Request) -> str | None:
         """The client's address, through trusted proxies."""
@@ -251,8 +257,7 @@ class Views:
         if not throttled:
             self.throttle.failed(self.auth.method, ip)
         try:
-            self.access.record(events.LOGIN_FAILED, "anonymous", ip, method=self.auth.method,
-                               reason="throttled" if throttled else "bad_bearer_token")
+            self.refusals.record("anonymous", ip, "throttled" if throttled else "bad_bearer_token")
         except AccessNotRecorded as exc:
             return self.refused(request, None, exc)
         if throttled:
@@ -266,6 +271,15 @@ class Views:
         """The login page."""
         return self.render(request, "login.html", None, status=status, error=error, headers=headers,
                            next_url=_safe_next(next_url), login_fields=self.auth.form_fields)
+
+    def not_own_navigation(self, request: Request, exc: Exception) -> Response:
+        """403, recording nothing: another site (or a subresource) asked for a page recorded in the viewer's
+        name (`NotOwnNavigation`). The page links to the same URL, for a viewer who did mean to follow it."""
+        own_url = request.url.path + ("?" + request.url.query if request.url.query else "")
+        return self.render(request, "error.html", None, title="Opened from another site", status=403,
+                           message="This page records a search in your name, and the request came from another "
+                                   "site, so it was not run. Follow the link below to run it yourself.",
+                           continue_url=own_url)
 
     def refused(self, request: Request, viewer: Viewer | None, exc: AccessNotRecorded) -> Response:
         """503: the access could not be recorded, so nothing is shown."""
