@@ -34,6 +34,7 @@ log = logging.getLogger("auditlock.agent")
 
 AGENT_LOCK_FILE = ".agent.lock"
 STATE_DIR = ".agent"
+GAUGE_INTERVAL_MAX_S = 5.0  # the gauges move at least this often, whatever the shipping loop is doing
 
 
 class AgentAlreadyRunningError(AuditlockError):
@@ -88,6 +89,7 @@ class Agent:
                                abort=self.abort, heartbeat=self.http.beat if self.http is not None else None)
         self._last_pressure_warning = float("-inf")
         self._first_event_at: dict[str, str] = {}
+        self._gauges_lock = threading.Lock()
 
     def run_once(self) -> DrainResult:
         """Drain the spool (finish the ledger's batch, recover dead writers, ship everything sealed) and return."""
@@ -102,6 +104,7 @@ class Agent:
             log.info("auditlock agent: listening", extra={"host": self.config.agent.http_host, "port": self.http.port})
         watcher = threading.Thread(target=self._watch, name="auditlock-agent-watch", daemon=True)
         watcher.start()  # watch before the first scan, so nothing that arrives in between is missed
+        threading.Thread(target=self._tick_gauges, name="auditlock-agent-gauges", daemon=True).start()
         try:
             self.shipper.resume()
             self._loop()
@@ -192,7 +195,21 @@ class Agent:
         oldest = layout.parse_occurred_at(min(firsts.values()))
         return max((dt.datetime.now(dt.UTC) - oldest).total_seconds(), 0.0)
 
+    def _tick_gauges(self) -> None:
+        """Refresh the spool gauges on their own clock: a pass retrying through an S3 outage never returns, and
+        the alerts on backlog, oldest event age and spool usage must fire during exactly that outage."""
+        interval = min(self.config.agent.rescan_interval_s, GAUGE_INTERVAL_MAX_S)
+        while not self.stop.wait(interval):
+            try:
+                self._update_gauges()
+            except OSError as exc:  # a vanished or unreadable spool must not end the ticker
+                log.error("auditlock agent: could not refresh the spool gauges: %s", exc)
+
     def _update_gauges(self) -> None:
+        with self._gauges_lock:
+            self._refresh_gauges()
+
+    def _refresh_gauges(self) -> None:
         backlog = self.shipper.backlog()
         self.metrics.backlog_bytes.set(backlog.bytes)
         self.metrics.backlog_segments.set(len(backlog.segments))

@@ -1,0 +1,75 @@
+"""An agent that stays observable and restartable: gauges that move during an S3 outage, a SIGTERM during
+start-up, what `--once` leaves in running writers' open segments, and the application's drops exported.
+
+Real agent subprocesses against the session's moto server (through a `FaultProxy` where S3 must fail); every
+wait is on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.archive_env import ArchiveEnv
+from tests.support.faultproxy import FaultProxy
+from tests.support.s3servers import S3Endpoint
+from tests.support.waiting import wait_for
+from tests.test_agent_service import DEFAULT_GRACE_S, SHIP_TIMEOUT, AgentProcess, StartAgent, make_env, segments
+
+
+@pytest.fixture
+def s3(moto_s3: S3Endpoint) -> S3Endpoint:
+    """These tests run against the session's moto server."""
+    return moto_s3
+
+
+@pytest.fixture
+def start_agent() -> Iterator[StartAgent]:
+    """Start agents; every one still running at teardown is SIGKILLed and reaped."""
+    started: list[AgentProcess] = []
+
+    def start(env: ArchiveEnv, *args: str, **extra_env: str) -> AgentProcess:
+        agent = AgentProcess(env, *args, **extra_env)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.close()
+
+
+@pytest.fixture
+def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of moto (for the tests that take S3 away)."""
+    with FaultProxy(moto_s3.url) as fp:
+        yield fp
+    assert fp.errors == []
+
+
+class TestGaugesDuringAnOutage:
+    """The backlog, oldest-event-age and spool-usage gauges move while a delivery is retried, not only after."""
+
+    def test_gauges_move_while_the_agent_retries(self, tmp_path: Path, bucket: tuple[S3Endpoint, str],
+                                                 proxy: FaultProxy, start_agent: StartAgent) -> None:
+        """S3 answers 503 to everything; events keep arriving; /metrics shows the backlog and its age growing."""
+        env = make_env(tmp_path, bucket, endpoint_url=proxy.url, batch_max_age_s=0.2)
+        proxy.plan(lambda method, path, n: ("status", 503, "SlowDown"))
+        env.write_events(10)
+        agent = start_agent(env, AUDITLOCK_AGENT_GRACE_PERIOD_S="1")
+        agent.wait_logged(r"upload of .* failed")  # the first pass is now stuck retrying its batch
+
+        def gauges() -> tuple[float, float, float]:
+            metrics = agent.metrics()
+            return (metrics["auditlock_spool_backlog_segments"], metrics["auditlock_oldest_unshipped_event_age_seconds"],
+                    metrics["auditlock_spool_usage_ratio"])
+
+        wait_for(lambda: min(gauges()) > 0, SHIP_TIMEOUT, "backlog, age and usage gauges above 0 during the outage")
+        first = gauges()
+        env.write_events(60, actor="user#2")  # more segments than before, while the first batch is still retried
+        wait_for(lambda: all(now > then for now, then in zip(gauges(), first, strict=True)), SHIP_TIMEOUT,
+                 "every gauge grown while the outage lasts")
+        assert agent.proc.poll() is None
+        assert segments(env.spool), "nothing was delivered, so nothing may be deleted"
+        assert agent.terminate(1) == 0, agent.stderr_tail()
