@@ -16,7 +16,7 @@ from tests.support.archive_env import ArchiveEnv
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import S3Endpoint
 from tests.support.waiting import wait_for
-from tests.test_agent_service import DEFAULT_GRACE_S, SHIP_TIMEOUT, AgentProcess, StartAgent, make_env, segments
+from tests.test_agent_service import SHIP_TIMEOUT, AgentProcess, StartAgent, make_env, segments
 
 
 @pytest.fixture
@@ -62,8 +62,8 @@ class TestGaugesDuringAnOutage:
 
         def gauges() -> tuple[float, float, float]:
             metrics = agent.metrics()
-            return (metrics["auditlock_spool_backlog_segments"], metrics["auditlock_oldest_unshipped_event_age_seconds"],
-                    metrics["auditlock_spool_usage_ratio"])
+            return (metrics["auditlock_spool_backlog_segments"],
+                    metrics["auditlock_oldest_unshipped_event_age_seconds"], metrics["auditlock_spool_usage_ratio"])
 
         wait_for(lambda: min(gauges()) > 0, SHIP_TIMEOUT, "backlog, age and usage gauges above 0 during the outage")
         first = gauges()
