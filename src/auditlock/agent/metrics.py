@@ -28,6 +28,8 @@ class AgentMetrics:
         self.errors = Counter("auditlock_errors", "Failed operations by kind", ["kind"], registry=r)
         self.conflicts = Counter("auditlock_object_conflicts", "Keys found holding different content", registry=r)
         self.quarantined = Counter("auditlock_segments_quarantined", "Damaged segments moved aside", registry=r)
+        self.ledger_damaged = Counter("auditlock_ledger_damaged", "Damaged agent ledgers set aside and recovered "
+                                      "from the spool and the archive", registry=r)
         self.recovered = Counter("auditlock_segments_recovered", "Dead writers' segments sealed", registry=r)
         self.backlog_bytes = Gauge("auditlock_spool_backlog_bytes", "Bytes of segments not yet shipped", registry=r)
         self.backlog_segments = Gauge("auditlock_spool_backlog_segments", "Segments not yet shipped", registry=r)

@@ -152,6 +152,7 @@ class Agent:
             self.shipper.uploader.client = make_s3_client(self.config.sink, read_timeout=time_left / 2, attempts=1)
         shipped = 0
         try:
+            self.shipper.resume(deadline)  # a batch (or a ledger recovery) a stop interrupted: finish it first
             shipped = self._pass(force=True, deadline=deadline)
         except DeadlineExceededError as exc:
             log.warning("auditlock agent: grace period over before the spool drained: %s", exc)
