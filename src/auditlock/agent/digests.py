@@ -70,7 +70,7 @@ class DigestChain:
         return state
 
     def note_state_recovery(self, record: dict[str, str]) -> None:
-        """Record a ledger recovery durably; the next digest carries it (`state_recovery`) as evidence."""
+        """Record a recovery from a damaged state file; the next digest carries it (`state_recovery`)."""
         self.state_recovery = record
         self._save(self._state())
 

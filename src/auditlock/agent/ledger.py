@@ -15,7 +15,7 @@ Invariants
 - The ledger is removed once every segment of the batch is deleted. At most one batch is in flight.
 - Reading is hostile: a ledger that is not exactly this shape (truncated, garbage, another schema, a segment
   name that is not a sealed segment's, over `MAX_LEDGER_BYTES`) raises `LedgerDamagedError`; nothing it holds
-  is used. The agent then recovers from the spool and the archive (see `agent.state_recovery`) and keeps the
+  is used. The agent then recovers from the spool and the archive (see `agent.ledger_recovery`) and keeps the
   damaged file as `ledger.damaged-<UTC stamp>.json` beside it.
 """
 

@@ -19,7 +19,7 @@ from auditlock.agent.backoff import Backoff, ErrorReporter, describe, error_kind
 from auditlock.agent.batch import ArchiveObject, BuiltBatch, SealedSegment, build_objects, list_sealed, plan_batch
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import CONFIRMED, DIGESTING, UPLOADING, Intent, Ledger, LedgerDamagedError
-from auditlock.agent.state_recovery import LedgerRecovery
+from auditlock.agent.ledger_recovery import LedgerRecovery
 from auditlock.agent.metrics import AgentMetrics
 from auditlock.agent.recovery import quarantine, recover_dead_writers
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
