@@ -16,7 +16,16 @@ from tests.support.archive_env import ArchiveEnv
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import S3Endpoint
 from tests.support.waiting import wait_for
-from tests.test_agent_service import SHIP_TIMEOUT, AgentProcess, StartAgent, make_env, segments
+from tests.test_agent_service import (
+    DEFAULT_GRACE_S,
+    SHIP_TIMEOUT,
+    AgentProcess,
+    StartAgent,
+    archived_ids,
+    make_env,
+    segments,
+    spool_ids,
+)
 
 
 @pytest.fixture
@@ -73,3 +82,38 @@ class TestGaugesDuringAnOutage:
         assert agent.proc.poll() is None
         assert segments(env.spool), "nothing was delivered, so nothing may be deleted"
         assert agent.terminate(1) == 0, agent.stderr_tail()
+
+
+class TestSignalDuringStartUp:
+    """A SIGTERM while the agent is still importing and starting leads to a drain (or a clean --once exit)."""
+
+    def test_sigterm_before_the_heavy_imports_drains_the_spool(self, tmp_path: Path, bucket: tuple[S3Endpoint, str],
+                                                                 start_agent: StartAgent) -> None:
+        """SIGTERM at the start-up pause point: the agent still starts, ships every sealed event and exits 0."""
+        env = make_env(tmp_path, bucket, batch_max_age_s=3600)  # nothing is due: only a drain ships it
+        env.write_events(20)
+        waiting = spool_ids(env)
+        ready = tmp_path / "paused"
+        agent = start_agent(env, AUDITLOCK_PAUSEPOINT=f"startup:{ready}")
+        wait_for(ready.exists, SHIP_TIMEOUT, "the agent paused in its start-up")
+
+        assert agent.terminate(DEFAULT_GRACE_S) == 0, agent.stderr_tail()
+        assert agent.logged("SIGTERM received during start-up"), agent.stderr_tail()
+        assert sorted(archived_ids(env)) == sorted(waiting), "each event exactly once"
+        assert segments(env.spool) == []
+        assert agent.wait_logged("^auditlock agent: stopped$")["events_shipped"] == len(waiting)
+
+    def test_sigterm_during_start_up_of_once_exits_cleanly(self, tmp_path: Path, bucket: tuple[S3Endpoint, str],
+                                                          start_agent: StartAgent) -> None:
+        """`--once` signalled during start-up exits 0 before shipping anything, and says so."""
+        env = make_env(tmp_path, bucket)
+        env.write_events(5)
+        waiting = segments(env.spool)
+        ready = tmp_path / "paused"
+        agent = start_agent(env, "--once", AUDITLOCK_PAUSEPOINT=f"startup:{ready}")
+        wait_for(ready.exists, SHIP_TIMEOUT, "the agent paused in its start-up")
+
+        assert agent.terminate(DEFAULT_GRACE_S) == 0, agent.stderr_tail()
+        assert agent.logged("SIGTERM received during start-up; --once exits without shipping"), agent.stderr_tail()
+        assert segments(env.spool) == waiting
+        assert env.archive_keys() == []

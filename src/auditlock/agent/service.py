@@ -17,6 +17,7 @@ from types import FrameType
 
 import watchfiles
 
+from auditlock.agent import signals
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
@@ -93,12 +94,22 @@ class Agent:
 
     def run_once(self) -> DrainResult:
         """Drain the spool (finish the ledger's batch, recover dead writers, ship everything sealed) and return."""
+        early = signals.take_early()
+        if early:
+            log.info("auditlock agent: %s received during start-up; --once exits without shipping",
+                     signal.Signals(early[0]).name)
+            backlog = self.shipper.backlog()
+            return DrainResult(0, len(backlog.segments), backlog.bytes)
+        signals.restore_defaults()
         self.shipper.resume()
         return self.drain(deadline=None)
 
     def run(self) -> DrainResult:
         """Run until SIGTERM/SIGINT, then drain within the grace period."""
         self._install_signal_handlers()
+        for signum in signals.take_early():
+            log.info("auditlock agent: %s received during start-up", signal.Signals(signum).name)
+            self._request_stop(signum, None)
         if self.http is not None:
             self.http.start()
             log.info("auditlock agent: listening", extra={"host": self.config.agent.http_host, "port": self.http.port})
@@ -173,15 +184,15 @@ class Agent:
                       self.config.agent.rescan_interval_s)
 
     def _install_signal_handlers(self) -> None:
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            if self.stop.is_set():
-                self.abort.set()  # a second signal: stop retrying now
-            log.info("auditlock agent: %s received, draining the spool", signal.Signals(signum).name)
-            self.stop.set()
-            self.wake.set()
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
 
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+    def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            self.abort.set()  # a second signal: stop retrying now
+        log.info("auditlock agent: %s received, draining the spool", signal.Signals(signum).name)
+        self.stop.set()
+        self.wake.set()
 
     def _oldest_event_age(self) -> float:
         """Seconds since the oldest `occurred_at` still in the spool (first lines, cached per segment)."""

@@ -19,7 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent; exit 1 with a clear message on configuration or lock errors."""
+    from auditlock.agent import failpoints, signals  # noqa: PLC0415 - standard library only
+
+    signals.install_early()  # first: a SIGTERM during the slow imports below must still lead to a drain
     configure_json_logging(args.log_level)
+    failpoints.pause("startup", signals.wait_early)
     try:
         from auditlock.agent.service import Agent  # noqa: PLC0415 - boto3/watchfiles only for this command
     except ImportError as exc:
