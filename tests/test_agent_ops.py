@@ -7,18 +7,26 @@ wait is on a condition with a deadline.
 
 from __future__ import annotations
 
+import datetime as dt
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from tests.support.archive_env import ArchiveEnv
+from auditlock.archive import layout
+from auditlock.spool.format import OPEN_SUFFIX
+from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import S3Endpoint
+from tests.support.spool_child import LineReader
 from tests.support.waiting import wait_for
 from tests.test_agent_service import (
     DEFAULT_GRACE_S,
     SHIP_TIMEOUT,
+    WRITER_SCRIPT,
     AgentProcess,
     StartAgent,
     archived_ids,
@@ -117,3 +125,58 @@ class TestSignalDuringStartUp:
         assert agent.logged("SIGTERM received during start-up; --once exits without shipping"), agent.stderr_tail()
         assert segments(env.spool) == waiting
         assert env.archive_keys() == []
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Writer subprocesses of a test; SIGKILLed and reaped at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def start_writer(env: ArchiveEnv, count: int, processes: list[subprocess.Popen[bytes]]) -> LineReader:
+    """A running application process that wrote `count` events and keeps its segment open."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(env.config_path), str(count)],
+                              env=env.env(), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    processes.append(writer)
+    reader = LineReader(writer)
+    reader.until_count(count, timeout=SHIP_TIMEOUT)
+    return reader
+
+
+class TestOnceReportsOpenSegments:
+    """`--once` says what running writers still hold in open segments, and when those will be sealed."""
+
+    def test_open_segment_of_a_live_writer_is_reported(self, tmp_path: Path, bucket: tuple[S3Endpoint, str],
+                                                       processes: list[subprocess.Popen[bytes]]) -> None:
+        """Sealed events ship; the live writer's open segment is counted (segments, events, bytes, sealed by)."""
+        env = make_env(tmp_path, bucket, segment_max_bytes=65536)
+        env.write_events(5)
+        count = 12
+        start_writer(env, count, processes)
+        [open_segment] = env.spool.glob(f"*{OPEN_SUFFIX}")
+        config = env.config.spool
+        first = layout.parse_occurred_at(orjson.loads(open_segment.read_bytes().splitlines()[0])["occurred_at"])
+        sealed_by = first + dt.timedelta(seconds=config.segment_max_age_s + config.flush_interval_ms / 1000)
+
+        result = env.run_agent_once()
+
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines = [orjson.loads(raw) for raw in result.stderr.splitlines() if raw.startswith("{")]
+        [stopped] = [line for line in lines if line["event"] == "auditlock agent: stopped"]
+        assert stopped["segments_left"] == 0
+        assert (stopped["open_segments"], stopped["open_events"], stopped["open_bytes"]) == (
+            1, count, open_segment.stat().st_size)
+        assert stopped["open_sealed_by"] == sealed_by.strftime("%Y-%m-%dT%H:%M:%SZ")
+        [said] = [line for line in lines if "open segments of running writers" in str(line["event"])]
+        assert f"{count} events" in said["event"]
+        assert f"by {stopped['open_sealed_by']} at the latest" in said["event"]
+        assert open_segment.exists(), "a live writer's segment is not touched"

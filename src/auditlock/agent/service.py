@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +21,7 @@ from auditlock.agent import signals
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
+from auditlock.agent.open_segments import OpenSegmentsWaiting, open_segments_waiting
 from auditlock.agent.shipper import DeadlineExceededError, Shipper, StopRequestedError
 from auditlock.agent.uploader import Uploader
 from auditlock.archive import layout
@@ -49,6 +50,7 @@ class DrainResult:
     events_shipped: int
     segments_left: int
     bytes_left: int
+    open_segments: OpenSegmentsWaiting = field(default_factory=OpenSegmentsWaiting)
 
 
 @contextlib.contextmanager
@@ -168,11 +170,17 @@ class Agent:
         except DeadlineExceededError as exc:
             log.warning("auditlock agent: grace period over before the spool drained: %s", exc)
         backlog = self.shipper.backlog()
-        result = DrainResult(shipped, len(backlog.segments), backlog.bytes)
+        result = DrainResult(shipped, len(backlog.segments), backlog.bytes, self._open_segments())
         if result.segments_left:
             log.warning("auditlock agent: stopping with %d segments (%d bytes) still in the spool; they ship on the "
                         "next start", result.segments_left, result.bytes_left)
+        if result.open_segments.segments:
+            log.info(result.open_segments.describe(self.config.spool.segment_max_age_s))
         return result
+
+    def _open_segments(self) -> OpenSegmentsWaiting:
+        spool = self.config.spool
+        return open_segments_waiting(self.spool, spool.segment_max_age_s, spool.flush_interval_ms / 1000)
 
     def _watch(self) -> None:
         try:

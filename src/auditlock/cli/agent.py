@@ -44,8 +44,11 @@ def _run(agent_class: type, args: argparse.Namespace) -> int:
     with agent_lock(config.spool.dir):
         agent = agent_class(config, serve_http=not args.once)
         result = agent.run_once() if args.once else agent.run()
+    waiting = result.open_segments  # live writers' events: not shippable yet (see agent.open_segments)
     log.info("auditlock agent: stopped", extra={"events_shipped": result.events_shipped,
-                                                "segments_left": result.segments_left})
+                                                "segments_left": result.segments_left,
+                                                "open_segments": waiting.segments, "open_events": waiting.events,
+                                                "open_bytes": waiting.bytes, "open_sealed_by": waiting.sealed_by})
     return 0
 
 
