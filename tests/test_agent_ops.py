@@ -12,12 +12,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from auditlock.archive import layout
-from auditlock.spool.format import OPEN_SUFFIX
+from auditlock.spool.format import DROPS_DIR, OPEN_SUFFIX
 from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import S3Endpoint
@@ -180,3 +181,68 @@ class TestOnceReportsOpenSegments:
         assert f"{count} events" in said["event"]
         assert f"by {stopped['open_sealed_by']} at the latest" in said["event"]
         assert open_segment.exists(), "a live writer's segment is not touched"
+
+
+# An application process with `on_error = "drop"`: emits events until the spool is over max_bytes (the later ones
+# are dropped), prints how many it dropped, and exits normally.
+DROPPING_APP = """
+import sys
+
+import auditlock
+from auditlock.config import load_config
+from auditlock.handler.core import AuditCore
+
+core = AuditCore(load_config(sys.argv[1]))
+with auditlock.actor("user#9"):
+    for n in range(int(sys.argv[2])):
+        core.emit("order.updated", {"target_type": "Order", "target_id": n, "status": "paid"})
+print(core.dropped)
+"""
+
+
+class TestApplicationDropsExported:
+    """Events dropped under `on_error = "drop"` reach the agent's /metrics and the archive's digests."""
+
+    def test_drops_are_counted_by_reason_and_recorded_in_a_digest(
+        self, tmp_path: Path, bucket: tuple[S3Endpoint, str], start_agent: StartAgent
+    ) -> None:
+        """A real app overflows max_bytes; the agent exports its drop count and ships it in the next digest."""
+        env = make_env(tmp_path, bucket, batch_max_age_s=0.2)
+        app_config = tmp_path / "app.toml"
+        app_config.write_text(env.config_path.read_text().replace(
+            "[spool]\n", '[spool]\non_error = "drop"\nmax_bytes = 65536\n', 1))
+        app = subprocess.run([sys.executable, "-c", DROPPING_APP, str(app_config), "400"], env=env.env(), cwd=REPO,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert app.returncode == 0, app.stderr[-3000:]
+        dropped = int(app.stdout)
+        assert dropped > 0, "the test meant the spool to overflow"
+        written = spool_ids(env)
+
+        agent = start_agent(env)
+        wait_shipped_ids(env, written, agent)
+        metrics = agent.metrics()
+        assert metrics['auditlock_app_events_dropped_total{reason="spool_full"}'] == dropped
+        assert metrics['auditlock_app_events_dropped_total{reason="disk_full"}'] == 0
+        recorded = [digest["app_drops"] for digest in env_digests(env) if "app_drops" in digest]
+        assert len(recorded) == 1, recorded
+        [(writer, drops)] = recorded[0].items()
+        assert drops["dropped"] == {"spool_full": dropped}
+        assert drops["first_dropped_at"] <= drops["last_dropped_at"]
+        assert (env.spool / DROPS_DIR / f"{writer}.json").is_file(), "the digest names the writer's drop file"
+        assert agent.terminate(DEFAULT_GRACE_S) == 0, agent.stderr_tail()
+
+
+def wait_shipped_ids(env: ArchiveEnv, expected: list[str], agent: AgentProcess) -> None:
+    """Until the archive holds exactly the expected events and the spool has no segment left."""
+    try:
+        wait_for(lambda: sorted(archived_ids(env)) == sorted(expected) and segments(env.spool) == [], SHIP_TIMEOUT,
+                 f"{len(expected)} events archived")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; agent stderr:\n{agent.stderr_tail()}") from None
+
+
+def env_digests(env: ArchiveEnv) -> list[dict[str, Any]]:
+    """Every digest in the bucket, parsed."""
+    client = env.endpoint.client()
+    listed = client.list_objects_v2(Bucket=env.bucket, Prefix="audit/digests/").get("Contents", [])
+    return [orjson.loads(client.get_object(Bucket=env.bucket, Key=o["Key"])["Body"].read()) for o in listed]

@@ -28,6 +28,7 @@ from auditlock.archive import digest as digest_format
 from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
 from auditlock.spool.chain import uuid7_hex
+from auditlock.spool.drops import read_drop_files
 from auditlock.spool.format import fsync_dir
 
 log = logging.getLogger("auditlock.agent")
@@ -51,6 +52,8 @@ class DigestChain:
         self.agent_id: str = state["agent_id"]
         self.last: tuple[str, str] | None = (state["last_key"], state["last_sha256"]) if state.get("last_key") else None
         self.state_recovery: dict[str, str] | None = state.get("state_recovery")
+        self._drops_spool: Path | None = None
+        self._recorded_drops: dict[str, dict[str, Any]] = {}
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -68,6 +71,19 @@ class DigestChain:
         state = {"agent_id": uuid7_hex(time.time_ns())}
         self._save(state)
         return state
+
+    def record_app_drops(self, spool: Path) -> None:
+        """Put the applications' drop counts of `spool` (see `spool.drops`) into the digests as evidence: each
+        digest carries the drop files that changed since the previous digest of this process (all after a start)."""
+        self._drops_spool = spool
+
+    def _new_app_drops(self) -> dict[str, Any]:
+        if self._drops_spool is None:
+            return {}
+        current = read_drop_files(self._drops_spool)
+        changed = {w: d for w, d in current.items() if self._recorded_drops.get(w) != d}
+        self._recorded_drops = current  # recorded once this digest is delivered; a re-sent digest is the same bytes
+        return {w: {k: v for k, v in d.items() if k != "writer"} for w, d in sorted(changed.items())}
 
     def note_state_recovery(self, record: dict[str, str]) -> None:
         """Record a recovery from a damaged state file; the next digest carries it (`state_recovery`)."""
@@ -104,6 +120,9 @@ class DigestChain:
         }
         if self.state_recovery is not None:
             digest["state_recovery"] = self.state_recovery
+        drops = self._new_app_drops()
+        if drops:
+            digest["app_drops"] = drops
         if self.signing_key_pem is not None:
             digest = digest_format.sign(digest, self.signing_key_pem)
         return self.as_object(digest_format.digest_key(self.prefix, created_at, self.agent_id),

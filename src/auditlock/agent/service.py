@@ -81,12 +81,14 @@ class Agent:
         self.config = config
         self.spool = Path(config.spool.dir)
         self.metrics = AgentMetrics()
+        self.metrics.watch_app_drops(self.spool)
         self.stop = threading.Event()
         self.abort = threading.Event()
         self.wake = threading.Event()
         state_dir = config.agent.state_dir or self.spool / STATE_DIR
         uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink))
         digests = DigestChain(state_dir, config.retention.classes, config.sink.prefix, _signing_key(config))
+        digests.record_app_drops(self.spool)
         self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
         self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, stop=self.stop,
                                abort=self.abort, heartbeat=self.http.beat if self.http is not None else None)
