@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from auditlock.agent.batch import build_objects, list_sealed, plan_batch
+from auditlock.agent.digests import CHAIN_FILE
 from auditlock.agent.ledger import DAMAGED_PREFIX, LEDGER_FILE
 from auditlock.agent.service import STATE_DIR
 from auditlock.spool.format import parse_segment_name
@@ -130,6 +131,14 @@ class TestDamagedLedger:
         status, report = verify("--config", str(env.config_path))
         assert (status, report["findings"]) == (0, []), report
 
+        env.write_events(5)  # the next batch's digest carries the recovery as evidence
+        assert env.run_agent_once().returncode == 0
+        status, report = verify("--config", str(env.config_path))
+        assert (status, report["findings"]) == (0, []), report
+        noted = [note for note in report["notes"] if "recovered from a damaged state file" in note]
+        assert len(noted) == 1, report["notes"]
+        assert kept[0].name in noted[0]
+
     def test_a_second_restart_finds_nothing_to_recover(self, env: ArchiveEnv) -> None:
         """The damaged file is set aside once; the next start is an ordinary start."""
         kill_at(env, "after_put:1")
@@ -139,3 +148,26 @@ class TestDamagedLedger:
         assert again.returncode == 0, again.stderr[-3000:]
         assert "LEDGER DAMAGED" not in again.stderr
         assert len(list((env.spool / STATE_DIR).glob(f"{DAMAGED_PREFIX}*.json"))) == 1
+
+
+class TestDamagedChainState:
+    """A damaged digest-chain state file does not crash-loop the agent: set aside, a new chain, said loudly."""
+
+    def test_a_new_chain_starts_and_its_first_digest_says_why(self, env: ArchiveEnv) -> None:
+        """Garbage in digest-chain.json: the agent ships under a new agent id; verify is clean and notes it."""
+        assert env.run_agent_once().returncode == 0
+        state = env.spool / STATE_DIR / CHAIN_FILE
+        old_id = orjson.loads(state.read_bytes())["agent_id"]
+        state.write_bytes(b'{"agent_id": 7')
+        env.write_events(5)
+
+        result = env.run_agent_once()
+
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "DIGEST CHAIN STATE DAMAGED" in result.stderr
+        assert [p.read_bytes() for p in (env.spool / STATE_DIR).glob("digest-chain.damaged-*.json")] == [
+            b'{"agent_id": 7']
+        assert orjson.loads(state.read_bytes())["agent_id"] != old_id
+        status, report = verify("--config", str(env.config_path))
+        assert (status, report["findings"]) == (0, []), report
+        assert [note for note in report["notes"] if "recovered from a damaged state file (digest-chain" in note]
