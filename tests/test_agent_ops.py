@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from auditlock.archive import layout
 from auditlock.spool.format import DROPS_DIR, OPEN_SUFFIX
 from tests.support.archive_env import REPO, ArchiveEnv
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import Action, FaultProxy
 from tests.support.s3servers import S3Endpoint
 from tests.support.spool_child import LineReader
 from tests.support.waiting import wait_for
@@ -246,3 +247,38 @@ def env_digests(env: ArchiveEnv) -> list[dict[str, Any]]:
     client = env.endpoint.client()
     listed = client.list_objects_v2(Bucket=env.bucket, Prefix="audit/digests/").get("Contents", [])
     return [orjson.loads(client.get_object(Bucket=env.bucket, Key=o["Key"])["Body"].read()) for o in listed]
+
+
+class TestStopDuringARetriedBatch:
+    """A SIGTERM while a half-delivered batch is retried: the drain retries that batch as planned, never a bigger one
+    (which would put the landed object's events into a second object)."""
+
+    def test_drain_retries_the_ledger_batch_instead_of_planning_a_new_one(
+        self, tmp_path: Path, bucket: tuple[S3Endpoint, str], proxy: FaultProxy, start_agent: StartAgent
+    ) -> None:
+        """One object landed, the other keeps failing; segments sealed meanwhile: at exit no event is archived twice."""
+        env = make_env(tmp_path, bucket, endpoint_url=proxy.url, batch_max_age_s=0.2)
+        refused: list[str] = []
+
+        def standard_object_refused(method: str, path: str, n: int) -> Action:
+            if method == "PUT" and "-standard-" in path and (not refused or refused[0] == path):
+                refused.append(path)
+                return ("status", 503, "SlowDown")
+            return "pass"
+
+        proxy.plan(standard_object_refused)
+        env.write_events(10)
+        env.write_events(10, event_type="auth.login_failed", actor="svc:gate")  # the batch: two objects
+        agent = start_agent(env, AUDITLOCK_AGENT_GRACE_PERIOD_S="2")
+        agent.wait_logged(r"upload of .*-standard-.* failed")  # the security object landed; standard is retried
+        # Sealed while the batch is stuck, in the class of the object that landed: planned into one bigger batch,
+        # they would change that object's content and key, and its events would be archived twice.
+        env.write_events(10, event_type="auth.login_failed", actor="svc:gate")
+        written = spool_ids(env)
+
+        assert agent.terminate(2) == 0, agent.stderr_tail()
+
+        archived = Counter(archived_ids(env))
+        assert archived, "the security object landed"
+        assert max(archived.values()) == 1, "an event was archived twice"
+        assert set(archived) | set(spool_ids(env)) == set(written), "an event is neither archived nor spooled"
