@@ -116,11 +116,12 @@ class LedgerRecovery:
         candidates = _covered_segments(list_sealed(self.shipper.spool), digest.get("writers"))
         if not candidates:
             return []
-        missing = {h for segment in candidates for h in _line_hashes(segment.path)}
+        lines = {segment.path.name: _line_hashes(segment.path) for segment in candidates}
+        missing = set().union(*lines.values())
         for entry in digest.get("objects") or []:
             if missing and isinstance(entry, dict) and isinstance(entry.get("key"), str):
                 missing -= self._object_line_hashes(entry["key"])
-        delivered = [s for s in candidates if not _line_hashes(s.path) & missing]
+        delivered = [s for s in candidates if lines[s.path.name] and not lines[s.path.name] & missing]
         for segment in delivered:
             segment.path.unlink(missing_ok=True)
             log.warning("auditlock agent: %s was delivered in %s before the ledger was lost: deleted",
