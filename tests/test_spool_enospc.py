@@ -19,8 +19,10 @@ import structlog
 
 import auditlock
 from auditlock.config import build_config
+from auditlock.spool.drops import read_drop_totals
 from auditlock.spool.format import OPEN_SUFFIX
 from tests.support.spool_child import SpoolContents, read_spool, scan_spool
+from tests.support.waiting import wait_for
 
 SERVICE = "enospc-test"
 CI_ENV = "CI"
@@ -231,6 +233,18 @@ class TestDiskFullWithDrop:
         ours = [event["event_id"] for event in contents.events if event["event_type"] == "order.updated"]
         assert ours == writer.returned
         assert contents.seqs(writer.core.writer.writer_id) == list(range(len(contents.events)))
+
+
+    def test_drop_counts_reach_their_file_once_space_is_back(self, audit: tuple[Audit, Path]) -> None:
+        """The drop file cannot be written on the full disk; the flusher writes the totals once space is back."""
+        writer, fs = audit
+        writer.events(3)
+        filler = _fill(fs)
+        dropped = [writer.event() for _ in range(30)].count(None)
+        assert dropped >= 20
+        assert read_drop_totals(writer.spool).get("disk_full", 0) < dropped, "the full disk took the drop file"
+        filler.unlink()  # no further event: the flusher's next tick retries the file
+        wait_for(lambda: read_drop_totals(writer.spool) == {"disk_full": dropped}, 10, "drop file written")
 
 
 def _remove_sealed_segments(spool: Path) -> int:

@@ -1,7 +1,9 @@
 """The agent's digest chain: one digest per delivered batch, chained, optionally signed (see archive.digest).
 
-State: `<state dir>/digest-chain.json` = {"agent_id": "<32 hex>", "last_key": ..., "last_sha256": ...},
-written atomically. The agent id is created once and kept, so the chain continues across restarts.
+State: `<state dir>/digest-chain.json` = {"agent_id": "<32 hex>", "last_key": ..., "last_sha256": ...,
+"state_recovery": {...} (only until the next digest records it)}, written atomically. The agent id is created
+once and kept, so the chain continues across restarts. A state file that is not this shape is set aside as
+`digest-chain.damaged-<stamp>.json` and a new chain (a new agent id) starts, loudly: the old chain simply ends.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -19,11 +23,15 @@ from typing import Any
 import orjson
 
 from auditlock.agent.batch import ArchiveObject, WriterRange
+from auditlock.agent.ledger import set_aside
 from auditlock.archive import digest as digest_format
 from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
 from auditlock.spool.chain import uuid7_hex
+from auditlock.spool.drops import read_drop_files
 from auditlock.spool.format import fsync_dir
+
+log = logging.getLogger("auditlock.agent")
 
 CHAIN_FILE = "digest-chain.json"
 DIGEST_CONTENT_TYPE = "application/json"
@@ -43,13 +51,51 @@ class DigestChain:
         state = self._load()
         self.agent_id: str = state["agent_id"]
         self.last: tuple[str, str] | None = (state["last_key"], state["last_sha256"]) if state.get("last_key") else None
+        self.state_recovery: dict[str, str] | None = state.get("state_recovery")
+        self._drops_spool: Path | None = None
+        self._recorded_drops: dict[str, dict[str, Any]] = {}
 
     def _load(self) -> dict[str, Any]:
         try:
-            state: dict[str, Any] = orjson.loads(self.path.read_bytes())
+            return _parse_state(orjson.loads(self.path.read_bytes()))
         except FileNotFoundError:
-            state = {"agent_id": uuid7_hex(time.time_ns())}
+            pass
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            aside = set_aside(self.path, "digest-chain.damaged-")
+            log.error("auditlock agent: DIGEST CHAIN STATE DAMAGED: %s (%r); kept as %s; starting a new chain under "
+                      "a new agent id (the old chain ends at its last digest)", self.path, exc, aside)
+            state: dict[str, Any] = {"agent_id": uuid7_hex(time.time_ns()), "state_recovery": {
+                "damaged_file": aside.name, "recovered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
             self._save(state)
+            return state
+        state = {"agent_id": uuid7_hex(time.time_ns())}
+        self._save(state)
+        return state
+
+    def record_app_drops(self, spool: Path) -> None:
+        """Put the applications' drop counts of `spool` (see `spool.drops`) into the digests as evidence: each
+        digest carries the drop files that changed since the previous digest of this process (all after a start)."""
+        self._drops_spool = spool
+
+    def _new_app_drops(self) -> dict[str, Any]:
+        if self._drops_spool is None:
+            return {}
+        current = read_drop_files(self._drops_spool)
+        changed = {w: d for w, d in current.items() if self._recorded_drops.get(w) != d}
+        self._recorded_drops = current  # recorded once this digest is delivered; a re-sent digest is the same bytes
+        return {w: {k: v for k, v in d.items() if k != "writer"} for w, d in sorted(changed.items())}
+
+    def note_state_recovery(self, record: dict[str, str]) -> None:
+        """Record a recovery from a damaged state file; the next digest carries it (`state_recovery`)."""
+        self.state_recovery = record
+        self._save(self._state())
+
+    def _state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"agent_id": self.agent_id}
+        if self.last is not None:
+            state.update(last_key=self.last[0], last_sha256=self.last[1])
+        if self.state_recovery is not None:
+            state["state_recovery"] = self.state_recovery
         return state
 
     def _save(self, state: dict[str, Any]) -> None:
@@ -72,6 +118,11 @@ class DigestChain:
             "objects": [_object_entry(o) for o in objects],
             "writers": {w: r.as_json() for w, r in sorted(writers.items())},
         }
+        if self.state_recovery is not None:
+            digest["state_recovery"] = self.state_recovery
+        drops = self._new_app_drops()
+        if drops:
+            digest["app_drops"] = drops
         if self.signing_key_pem is not None:
             digest = digest_format.sign(digest, self.signing_key_pem)
         return self.as_object(digest_format.digest_key(self.prefix, created_at, self.agent_id),
@@ -92,12 +143,26 @@ class DigestChain:
                              content_type=DIGEST_CONTENT_TYPE)
 
     def advance(self, key: str, sha256: str) -> None:
-        """Record a delivered digest as the chain's head."""
-        self._save({"agent_id": self.agent_id, "last_key": key, "last_sha256": sha256})
+        """Record a delivered digest as the chain's head (a recorded ledger recovery is then on record)."""
         self.last = (key, sha256)
+        self.state_recovery = None
+        self._save(self._state())
 
 
 def _object_entry(obj: ArchiveObject) -> dict[str, Any]:
     return {"key": obj.key, "sha256": obj.sha256, "content_sha256": obj.content_sha256, "bytes": len(obj.body),
             "events": obj.events, "first_occurred_at": obj.first_occurred_at,
             "last_occurred_at": obj.last_occurred_at, "retention": obj.retention}
+
+
+def _parse_state(state: Any) -> dict[str, Any]:
+    """The chain state, checked; ValueError/KeyError/TypeError when it is not the documented shape."""
+    if not isinstance(state, dict) or not re.fullmatch(r"[0-9a-f]{32}", state["agent_id"]):
+        raise ValueError("no 32-hex agent_id")
+    if state.get("last_key") is not None and not (isinstance(state["last_key"], str)
+                                                  and re.fullmatch(r"[0-9a-f]{64}", state["last_sha256"])):
+        raise ValueError("last_key/last_sha256 malformed")
+    recovery = state.get("state_recovery")
+    if recovery is not None and not (isinstance(recovery, dict) and all(isinstance(v, str) for v in recovery.values())):
+        raise ValueError("state_recovery malformed")
+    return state

@@ -13,24 +13,45 @@ Invariants
   same digest rather than a second one for the same batch.
 - "confirmed" is durable before the first segment of its batch is deleted; only then may segments go.
 - The ledger is removed once every segment of the batch is deleted. At most one batch is in flight.
+- Reading is hostile: a ledger that is not exactly this shape (truncated, garbage, another schema, a segment
+  name that is not a sealed segment's, over `MAX_LEDGER_BYTES`) raises `LedgerDamagedError`; nothing it holds
+  is used. The agent then recovers from the spool and the archive (see `agent.ledger_recovery`) and keeps the
+  damaged file as `ledger.damaged-<UTC stamp>.json` beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from auditlock.spool.format import fsync_dir
+from auditlock.errors import AuditlockError
+from auditlock.spool.format import fsync_dir, parse_segment_name
 
 LEDGER_FILE = "ledger.json"
 UPLOADING = "uploading"
 DIGESTING = "digesting"
 CONFIRMED = "confirmed"
+STATES = (UPLOADING, DIGESTING, CONFIRMED)
+DAMAGED_PREFIX = "ledger.damaged-"
+MAX_LEDGER_BYTES = 64 * 1024 * 1024  # a batch's names and its digest body; far above any real ledger
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LedgerDamagedError(AuditlockError):
+    """The ledger file exists but is not a valid ledger; nothing in it may be trusted."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"agent ledger {path} is damaged ({reason}); it is set aside and the batch it named is "
+                         "recovered from the spool and the archive")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -53,13 +74,19 @@ class Ledger:
     def read(self) -> Intent | None:
         """The batch in flight, or None."""
         try:
-            data: dict[str, Any] = orjson.loads(self.path.read_bytes())
+            raw = _read_bounded(self.path)
         except FileNotFoundError:
             return None
-        objects = tuple((o["key"], o["content_sha256"]) for o in data["objects"])
-        digest = data.get("digest")
-        body = (digest["key"], digest["body"].encode()) if digest else None
-        return Intent(data["state"], tuple(data["segments"]), objects, body)
+        try:
+            return _parse_intent(orjson.loads(raw))
+        except orjson.JSONDecodeError as exc:
+            raise LedgerDamagedError(self.path, f"not JSON: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LedgerDamagedError(self.path, f"not a version 1 ledger: {exc!r}") from exc
+
+    def set_aside(self) -> Path:
+        """Rename a damaged ledger to `ledger.damaged-<UTC stamp>.json` (kept for inspection); returns it."""
+        return set_aside(self.path, DAMAGED_PREFIX)
 
     def write(self, intent: Intent) -> None:
         """Make an intent durable (atomically replaces the previous one)."""
@@ -84,3 +111,62 @@ class Ledger:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
             fsync_dir(self.state_dir)
+
+
+def set_aside(path: Path, prefix: str) -> Path:
+    """Rename a damaged state file to `<prefix><UTC stamp>.json` in its directory (never over another one)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.parent / f"{prefix}{stamp}.json"
+    suffix = 1
+    while target.exists():
+        target = path.parent / f"{prefix}{stamp}-{suffix}.json"
+        suffix += 1
+    os.rename(path, target)
+    fsync_dir(path.parent)
+    return target
+
+
+def _read_bounded(path: Path) -> bytes:
+    with path.open("rb") as f:
+        raw = f.read(MAX_LEDGER_BYTES + 1)
+    if len(raw) > MAX_LEDGER_BYTES:
+        raise LedgerDamagedError(path, f"larger than {MAX_LEDGER_BYTES} bytes")
+    return raw
+
+
+def _parse_intent(data: Any) -> Intent:
+    """The intent of a parsed ledger document; KeyError/TypeError/ValueError on anything else."""
+    if not isinstance(data, dict) or data.get("version") != 1:
+        raise ValueError("version is not 1")
+    state = data["state"]
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}")
+    segments = tuple(_segment_name(name) for name in data["segments"])
+    if not segments:
+        raise ValueError("no segments")
+    objects = tuple((_text(o["key"]), _sha256(o["content_sha256"])) for o in data["objects"])
+    digest = data.get("digest")
+    body = (_text(digest["key"]), _text(digest["body"]).encode()) if digest is not None else None
+    if state == DIGESTING and body is None:
+        raise ValueError("state digesting without a digest")
+    return Intent(state, segments, objects, body)
+
+
+def _segment_name(value: Any) -> str:
+    # The ledger names files the agent deletes: only a sealed segment's plain file name is acceptable.
+    name = parse_segment_name(_text(value))
+    if name is None or name.is_open:
+        raise ValueError(f"{value!r} is not a sealed segment name")
+    return str(value)
+
+
+def _sha256(value: Any) -> str:
+    if not _SHA256_HEX.match(_text(value)):
+        raise ValueError(f"{value!r} is not a hex SHA-256")
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a non-empty string, found {value!r}")
+    return value

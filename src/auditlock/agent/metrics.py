@@ -5,10 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from auditlock.spool.drops import REASONS, read_drop_totals
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -28,6 +33,8 @@ class AgentMetrics:
         self.errors = Counter("auditlock_errors", "Failed operations by kind", ["kind"], registry=r)
         self.conflicts = Counter("auditlock_object_conflicts", "Keys found holding different content", registry=r)
         self.quarantined = Counter("auditlock_segments_quarantined", "Damaged segments moved aside", registry=r)
+        self.ledger_damaged = Counter("auditlock_ledger_damaged", "Damaged agent ledgers set aside and recovered "
+                                      "from the spool and the archive", registry=r)
         self.recovered = Counter("auditlock_segments_recovered", "Dead writers' segments sealed", registry=r)
         self.backlog_bytes = Gauge("auditlock_spool_backlog_bytes", "Bytes of segments not yet shipped", registry=r)
         self.backlog_segments = Gauge("auditlock_spool_backlog_segments", "Segments not yet shipped", registry=r)
@@ -37,9 +44,30 @@ class AgentMetrics:
         self.last_success = Gauge("auditlock_last_upload_success_timestamp_seconds", "Unix time of the last "
                                   "successful upload", registry=r)
 
+    def watch_app_drops(self, spool: Path) -> None:
+        """Export the applications' drop counts of `spool` (read from its drop files at every scrape)."""
+        self.registry.register(AppDropsCollector(spool))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class AppDropsCollector(Collector):
+    """`auditlock_app_events_dropped_total{reason}`: events applications dropped (`on_error = "drop"`), summed over
+    the spool's drop files (see `spool.drops`); every reason is exported, 0 included, so alerts need no absent()."""
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        """One sample per reason."""
+        totals = read_drop_totals(self.spool)
+        family = CounterMetricFamily("auditlock_app_events_dropped", "Audit events applications dropped because "
+                                     "the spool could not take them ([spool] on_error = drop)", labels=["reason"])
+        for reason in REASONS:
+            family.add_metric([reason], totals.get(reason, 0))
+        yield family
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -11,15 +11,17 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import watchfiles
 
+from auditlock.agent import signals
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
+from auditlock.agent.open_segments import OpenSegmentsWaiting, open_segments_waiting
 from auditlock.agent.shipper import DeadlineExceededError, Shipper, StopRequestedError
 from auditlock.agent.uploader import Uploader
 from auditlock.archive import layout
@@ -34,6 +36,7 @@ log = logging.getLogger("auditlock.agent")
 
 AGENT_LOCK_FILE = ".agent.lock"
 STATE_DIR = ".agent"
+GAUGE_INTERVAL_MAX_S = 5.0  # the gauges move at least this often, whatever the shipping loop is doing
 
 
 class AgentAlreadyRunningError(AuditlockError):
@@ -47,6 +50,7 @@ class DrainResult:
     events_shipped: int
     segments_left: int
     bytes_left: int
+    open_segments: OpenSegmentsWaiting = field(default_factory=OpenSegmentsWaiting)
 
 
 @contextlib.contextmanager
@@ -77,31 +81,45 @@ class Agent:
         self.config = config
         self.spool = Path(config.spool.dir)
         self.metrics = AgentMetrics()
+        self.metrics.watch_app_drops(self.spool)
         self.stop = threading.Event()
         self.abort = threading.Event()
         self.wake = threading.Event()
         state_dir = config.agent.state_dir or self.spool / STATE_DIR
         uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink))
         digests = DigestChain(state_dir, config.retention.classes, config.sink.prefix, _signing_key(config))
+        digests.record_app_drops(self.spool)
         self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
         self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, stop=self.stop,
                                abort=self.abort, heartbeat=self.http.beat if self.http is not None else None)
         self._last_pressure_warning = float("-inf")
         self._first_event_at: dict[str, str] = {}
+        self._gauges_lock = threading.Lock()
 
     def run_once(self) -> DrainResult:
         """Drain the spool (finish the ledger's batch, recover dead writers, ship everything sealed) and return."""
+        early = signals.take_early()
+        if early:
+            log.info("auditlock agent: %s received during start-up; --once exits without shipping",
+                     signal.Signals(early[0]).name)
+            backlog = self.shipper.backlog()
+            return DrainResult(0, len(backlog.segments), backlog.bytes)
+        signals.restore_defaults()
         self.shipper.resume()
         return self.drain(deadline=None)
 
     def run(self) -> DrainResult:
         """Run until SIGTERM/SIGINT, then drain within the grace period."""
         self._install_signal_handlers()
+        for signum in signals.take_early():
+            log.info("auditlock agent: %s received during start-up", signal.Signals(signum).name)
+            self._request_stop(signum, None)
         if self.http is not None:
             self.http.start()
             log.info("auditlock agent: listening", extra={"host": self.config.agent.http_host, "port": self.http.port})
         watcher = threading.Thread(target=self._watch, name="auditlock-agent-watch", daemon=True)
         watcher.start()  # watch before the first scan, so nothing that arrives in between is missed
+        threading.Thread(target=self._tick_gauges, name="auditlock-agent-gauges", daemon=True).start()
         try:
             self.shipper.resume()
             self._loop()
@@ -149,15 +167,22 @@ class Agent:
             self.shipper.uploader.client = make_s3_client(self.config.sink, read_timeout=time_left / 2, attempts=1)
         shipped = 0
         try:
+            self.shipper.resume(deadline)  # a batch (or a ledger recovery) a stop interrupted: finish it first
             shipped = self._pass(force=True, deadline=deadline)
         except DeadlineExceededError as exc:
             log.warning("auditlock agent: grace period over before the spool drained: %s", exc)
         backlog = self.shipper.backlog()
-        result = DrainResult(shipped, len(backlog.segments), backlog.bytes)
+        result = DrainResult(shipped, len(backlog.segments), backlog.bytes, self._open_segments())
         if result.segments_left:
             log.warning("auditlock agent: stopping with %d segments (%d bytes) still in the spool; they ship on the "
                         "next start", result.segments_left, result.bytes_left)
+        if result.open_segments.segments:
+            log.info(result.open_segments.describe(self.config.spool.segment_max_age_s))
         return result
+
+    def _open_segments(self) -> OpenSegmentsWaiting:
+        spool = self.config.spool
+        return open_segments_waiting(self.spool, spool.segment_max_age_s, spool.flush_interval_ms / 1000)
 
     def _watch(self) -> None:
         try:
@@ -169,15 +194,15 @@ class Agent:
                       self.config.agent.rescan_interval_s)
 
     def _install_signal_handlers(self) -> None:
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            if self.stop.is_set():
-                self.abort.set()  # a second signal: stop retrying now
-            log.info("auditlock agent: %s received, draining the spool", signal.Signals(signum).name)
-            self.stop.set()
-            self.wake.set()
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
 
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+    def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            self.abort.set()  # a second signal: stop retrying now
+        log.info("auditlock agent: %s received, draining the spool", signal.Signals(signum).name)
+        self.stop.set()
+        self.wake.set()
 
     def _oldest_event_age(self) -> float:
         """Seconds since the oldest `occurred_at` still in the spool (first lines, cached per segment)."""
@@ -192,7 +217,21 @@ class Agent:
         oldest = layout.parse_occurred_at(min(firsts.values()))
         return max((dt.datetime.now(dt.UTC) - oldest).total_seconds(), 0.0)
 
+    def _tick_gauges(self) -> None:
+        """Refresh the spool gauges on their own clock: a pass retrying through an S3 outage never returns, and
+        the alerts on backlog, oldest event age and spool usage must fire during exactly that outage."""
+        interval = min(self.config.agent.rescan_interval_s, GAUGE_INTERVAL_MAX_S)
+        while not self.stop.wait(interval):
+            try:
+                self._update_gauges()
+            except OSError as exc:  # a vanished or unreadable spool must not end the ticker
+                log.error("auditlock agent: could not refresh the spool gauges: %s", exc)
+
     def _update_gauges(self) -> None:
+        with self._gauges_lock:
+            self._refresh_gauges()
+
+    def _refresh_gauges(self) -> None:
         backlog = self.shipper.backlog()
         self.metrics.backlog_bytes.set(backlog.bytes)
         self.metrics.backlog_segments.set(len(backlog.segments))

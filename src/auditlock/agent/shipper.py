@@ -18,7 +18,8 @@ from auditlock.agent import failpoints
 from auditlock.agent.backoff import Backoff, ErrorReporter, describe, error_kind
 from auditlock.agent.batch import ArchiveObject, BuiltBatch, SealedSegment, build_objects, list_sealed, plan_batch
 from auditlock.agent.digests import DigestChain
-from auditlock.agent.ledger import CONFIRMED, DIGESTING, UPLOADING, Intent, Ledger
+from auditlock.agent.ledger import CONFIRMED, DIGESTING, UPLOADING, Intent, Ledger, LedgerDamagedError
+from auditlock.agent.ledger_recovery import LedgerRecovery
 from auditlock.agent.metrics import AgentMetrics
 from auditlock.agent.recovery import quarantine, recover_dead_writers
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
@@ -185,8 +186,12 @@ class Shipper:
     # --- resuming after a restart --------------------------------------------------------------------
 
     def resume(self, deadline: float | None = None) -> None:
-        """Finish the batch the ledger names, exactly as it was planned."""
-        intent = self.ledger.read()
+        """Finish the batch the ledger names, exactly as it was planned (or recover from a damaged ledger)."""
+        try:
+            intent = self.ledger.read()
+        except LedgerDamagedError as exc:
+            LedgerRecovery(self, exc, deadline).run()
+            return
         if intent is None:
             return
         if intent.state == CONFIRMED:

@@ -13,12 +13,17 @@ Format (`auditlock-digest/1`, one JSON object, keys sorted):
      "objects": [{"key", "sha256", "content_sha256", "bytes", "events", "first_occurred_at",
                   "last_occurred_at", "retention"}, ...],
      "writers": {"<writer>": {"first_seq": n, "last_seq": n, "last_hash": "<hex>", "closed": bool}, ...},
+     "state_recovery": {"damaged_file": "<name>", "recovered_at": "<RFC 3339>"},   # optional, see below
+     "app_drops": {"<writer>": {"dropped": {"<reason>": n}, "first_dropped_at", "last_dropped_at"}},  # optional
      "signature": {"algorithm": "ed25519", "public_key_sha256": "<hex>", "value": "<base64>"}}   # optional
 
 Invariants
 - One agent writes one chain: each digest names its predecessor's key and SHA-256 (`previous` is null only for
   an agent's first digest). An agent's id and chain head live in its state directory.
 - Each batch of delivered objects gets exactly one digest, written before the batch's segments are deleted.
+- `state_recovery` appears in the first digest after the agent recovered from a damaged ledger or chain state
+  (docs/agent.md); `app_drops` carries applications' drop files (`spool.drops`) that changed since the previous
+  digest of the agent process. Both are evidence for an auditor; verify shows them as notes.
 - The signature covers the canonical bytes (sorted keys, compact) of the digest without `signature`;
   verifying needs only the public key. Unsigned digests are still chained.
 """

@@ -19,7 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent; exit 1 with a clear message on configuration or lock errors."""
+    from auditlock.agent import failpoints, signals  # noqa: PLC0415 - standard library only
+
+    signals.install_early()  # first: a SIGTERM during the slow imports below must still lead to a drain
     configure_json_logging(args.log_level)
+    failpoints.pause("startup", signals.wait_early)
     try:
         from auditlock.agent.service import Agent  # noqa: PLC0415 - boto3/watchfiles only for this command
     except ImportError as exc:
@@ -40,8 +44,11 @@ def _run(agent_class: type, args: argparse.Namespace) -> int:
     with agent_lock(config.spool.dir):
         agent = agent_class(config, serve_http=not args.once)
         result = agent.run_once() if args.once else agent.run()
+    waiting = result.open_segments  # live writers' events: not shippable yet (see agent.open_segments)
     log.info("auditlock agent: stopped", extra={"events_shipped": result.events_shipped,
-                                                "segments_left": result.segments_left})
+                                                "segments_left": result.segments_left,
+                                                "open_segments": waiting.segments, "open_events": waiting.events,
+                                                "open_bytes": waiting.bytes, "open_sealed_by": waiting.sealed_by})
     return 0
 
 

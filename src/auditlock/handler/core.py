@@ -105,6 +105,7 @@ class AuditCore:
             if self.config.spool.on_error != "drop":
                 raise
             self._drops.add(exc)
+            self.writer.record_drop(exc)  # where the agent reads it (auditlock_app_events_dropped_total)
             return None
         if self._drops.unreported:
             self._report_drops()

@@ -8,6 +8,7 @@ Layout (DESIGN.md, "The spool"):
         <writer>.<first_seq:016x>.open.jsonl.new    being created (empty, renamed once locked)
         .agent.lock, .agent/                        the agent's single-instance lock and its state (ledger)
         quarantine/<segment name> + .reason.txt     damaged segments the agent refused to ship
+        drops/<writer>.json                         drop counts of a writer under on_error = "drop"
 
 Invariants
 - A segment belongs to exactly one writer (one process start, or one fork of it). No two processes ever
@@ -27,6 +28,15 @@ Invariants
 - An `.open` segment whose flock can be taken has no live writer; the agent recovers it (truncates a torn
   last line, seals it). Only the agent deletes segments, and only after S3 confirmed every object made from
   them. Damaged segments are moved to `quarantine/`, never deleted.
+
+Drop counts (`spool.drops`)
+- A writer whose caller drops events (`[spool] on_error = "drop"`) keeps `drops/<writer>.json`:
+  {"writer": "<32 hex>", "dropped": {"<reason>": n}, "first_dropped_at": ..., "last_dropped_at": ...}, its totals
+  since it started, rewritten whole (tmp, fsync, rename, fsync dir) at most once a second while drops continue and
+  at every flusher tick or close while some are unwritten. Reasons: spool_full, disk_full, io_error, permission,
+  other. The writer never deletes it; the agent only reads it (`auditlock_app_events_dropped_total{reason}`).
+  Limit: the file may fail to write like the events did; the counts then wait in memory for the next attempt,
+  and a process that dies first takes its unwritten counts with it.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ OPEN_SUFFIX = ".open.jsonl"
 NEW_SUFFIX = ".new"  # a segment being created: renamed to .open.jsonl once its writer holds the lock
 SEALED_SUFFIX = ".jsonl"
 QUARANTINE_DIR = "quarantine"
+DROPS_DIR = "drops"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 

@@ -23,6 +23,7 @@ from typing import Any
 from auditlock.config.model import SpoolConfig
 from auditlock.errors import EventError, SpoolError
 from auditlock.spool.chain import EventChain, uuid7_hex
+from auditlock.spool.drops import DropFile, drop_reason
 from auditlock.spool.format import OPEN_SUFFIX, SEALED_SUFFIX, ensure_spool_dir
 from auditlock.spool.segment import OpenSegment, TornSegmentError
 
@@ -77,6 +78,7 @@ class SpoolWriter:
         # never inherits that descriptor. Order: _sync_lock before _lock.
         self._sync_lock = threading.Lock()
         self.stats = {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
+        self._drops = DropFile(self.directory, self.chain.writer_id)  # named after the first id; no I/O yet
 
     @property
     def writer_id(self) -> str:
@@ -239,6 +241,13 @@ class SpoolWriter:
             log.error("auditlock: writer %s abandoned %s; continuing as writer %s", old, segment.path.name,
                       self.chain.writer_id)
 
+    def record_drop(self, exc: BaseException) -> None:
+        """Count an event the caller dropped after `exc` (`on_error = "drop"`) in the spool (see `spool.drops`)."""
+        self._drops.add(drop_reason(exc))
+        with self._lock:  # unwritten counts are retried by the flusher and at exit, even if no segment ever opened
+            self._register_atexit()
+            self._start_flusher()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Make everything appended so far durable; False if the lock or the fsync did not succeed in time."""
         if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
@@ -269,6 +278,7 @@ class SpoolWriter:
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join(timeout=5)
         self._stop = threading.Event()
+        self._drops.flush()
 
     def _append_closing_record(self) -> None:
         if self.closing_record is None or not self._unclosed:
@@ -309,6 +319,7 @@ class SpoolWriter:
             if sync_fd >= 0:
                 self._background_sync(segment, sync_fd)
         self._measure_in_background()
+        self._drops.flush()  # counts a full disk kept from their file: try again
 
     def _background_sync(self, segment: OpenSegment | None, fd: int) -> None:
         try:

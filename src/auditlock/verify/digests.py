@@ -133,6 +133,26 @@ def check_chains(found: DigestSet, months: list[tuple[int, int]] | None, report:
         if len(keys) > 1:
             report.add(BROKEN_DIGEST_CHAIN, f"agent {agent}",
                        f"{len(keys)} digests start a chain (previous is null): {', '.join(keys)}")
+    note_agent_records(found, report)
+
+
+def note_agent_records(found: DigestSet, report: Report) -> None:
+    """What agents recorded in their digests for an auditor: recoveries from damaged state, applications' drops.
+    Notes, not findings: the archive's own checks say whether anything is missing or doubled."""
+    for key, loaded in sorted(found.digests.items()):
+        recovery = loaded.body.get("state_recovery")
+        if isinstance(recovery, dict):
+            report.notes.append(
+                f"{key}: the agent recovered from a damaged state file ({recovery.get('damaged_file')!s:.80}) at "
+                f"{recovery.get('recovered_at')!s:.40}: if the batch then in flight was rebuilt differently, its "
+                "landed objects show as unlisted with duplicate events (nothing lost); after a damaged chain state a "
+                "new chain (a new agent id) starts")
+        drops = loaded.body.get("app_drops")
+        if isinstance(drops, dict) and drops:
+            total = sum(n for d in drops.values() if isinstance(d, dict) and isinstance(d.get("dropped"), dict)
+                        for n in d["dropped"].values() if isinstance(n, int))
+            report.notes.append(f"{key}: applications reported {total} audit events dropped so far "
+                                f"(on_error = drop) by {len(drops)} writers; see its app_drops")
 
 
 def _check_previous(found: DigestSet, key: str, previous_key: str, recorded_sha256: str, *,
