@@ -10,7 +10,7 @@ from auditlock.config import load_config
 from auditlock.errors import AuditlockError
 from auditlock.query import ddl
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*\Z")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from auditlock.query.errors import UsageError
 from auditlock.query.eviction import parse_size, trim
 from auditlock.query.filters import FIELD_NAME, EventFilter, HmacMatch
 
-_TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+$")
+_TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+\Z")
 _FILTER_FLAGS = ("actor", "target_type", "target_id", "type", "ip", "text", "hmac_field", "limit")
 _QUERY_FLAGS = (*_FILTER_FLAGS, "since", "until", "sql", "include_spool")
 

@@ -19,7 +19,7 @@ from auditlock.archive import timerange
 from auditlock.archive.timerange import TimeFormatError, TimeRange
 from auditlock.errors import AuditlockError
 
-_DURATION = re.compile(r"^(\d{1,9})([smhdw]?)$")
+_DURATION = re.compile(r"^(\d{1,9})([smhdw]?)\Z")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 NOTHING_TO_VERIFY = 3  # exit status: the archive run found nothing at all to check
 

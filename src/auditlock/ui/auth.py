@@ -30,7 +30,7 @@ from auditlock.config.model import UiConfig
 from auditlock.errors import ConfigError
 from auditlock.integrations.request import ProxyTrust
 
-_HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}$")
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}\Z")
 
 
 @dataclass(frozen=True)
