@@ -130,6 +130,22 @@ class TestDeepPayloads:
             core.emit("order.updated", {"actor_id": "user:1", "target_type": "Order",
                                         "total": nested(MAX_DEPTH + 1)})
 
+    def test_two_self_referencing_values_in_before_and_after_are_an_event_error(self, core: AuditCore) -> None:
+        """before= and after= each holding a different self-referencing list: EventError, not RecursionError."""
+        old: list[Any] = []
+        old.append(old)
+        new: list[Any] = []
+        new.append(new)
+        with pytest.raises(EventError, match=r"payload field payload\.changes\.status(\[0\])+ is nested more"):
+            core.emit("order.updated", {"actor_id": "user:1", "target_type": "Order",
+                                        "before": {"status": old}, "after": {"status": new}})
+
+    def test_two_very_deep_values_in_before_and_after_are_an_event_error(self, core: AuditCore) -> None:
+        """before= and after= each nested 100000 deep: EventError naming the bound, not RecursionError."""
+        with pytest.raises(EventError, match=f"nested more than {MAX_DEPTH} levels"):
+            core.emit("order.updated", {"actor_id": "user:1", "target_type": "Order",
+                                        "before": {"status": nested(100_000)}, "after": {"status": nested(100_000)}})
+
 
 class TestTrailingNewline:
     def test_an_event_type_with_a_trailing_newline_is_refused(self, core: AuditCore) -> None:
@@ -191,4 +207,5 @@ class TestTrailingNewline:
         key = f"audit/events/year=2026/month=01/20260102T030405Z-standard-{'0' * 32}.jsonl.gz\n"
         assert relative_key(key) == key.removeprefix("audit/")
         assert class_of(key, []) is None
+
 
