@@ -41,7 +41,7 @@ CONFIRMED = "confirmed"
 STATES = (UPLOADING, DIGESTING, CONFIRMED)
 DAMAGED_PREFIX = "ledger.damaged-"
 MAX_LEDGER_BYTES = 64 * 1024 * 1024  # a batch's names and its digest body; far above any real ledger
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class LedgerDamagedError(AuditlockError):

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 FORMS = "now, 24h/7d-style relative times (s, m, h, d, w), YYYY-MM, YYYY-MM-DD or RFC 3339 (2026-11-26T20:14:50Z)"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_RELATIVE = re.compile(r"^(\d{1,9})([smhdw])$")
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_RELATIVE = re.compile(r"^(\d{1,9})([smhdw])\Z")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})\Z")
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\Z")
 _DATETIME = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<frac>\d{1,9}))?"
-    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})?$"
+    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})?\Z"
 )
 
 

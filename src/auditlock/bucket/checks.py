@@ -20,7 +20,7 @@ from auditlock.bucket.ownership import is_class_rule_of
 from auditlock.config.model import RetentionClass
 from auditlock.errors import ProvisionError
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 MAX_LEAP_DAYS_PER_YEAR = 1  # a retention year may hold a 29 February

@@ -9,8 +9,9 @@ import sys
 from auditlock.config import load_config
 from auditlock.errors import AuditlockError
 from auditlock.query import ddl
+from auditlock.textsafe import error_text
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*\Z")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sink = load_config(args.config).sink
     except AuditlockError as exc:
-        print(f"auditlock athena-ddl: {exc}", file=sys.stderr)
+        print(f"auditlock athena-ddl: {error_text(exc)}", file=sys.stderr)
         return 1
     if not sink.bucket:
         print("auditlock athena-ddl: [sink] bucket is not set; set it in auditlock.toml or AUDITLOCK_SINK_BUCKET",

@@ -6,6 +6,7 @@ import argparse
 
 from auditlock.config import load_config
 from auditlock.errors import ConfigError
+from auditlock.textsafe import error_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.path)
     except ConfigError as exc:
-        print(f"auditlock: {exc}")
+        print(f"auditlock: {error_text(exc)}")
         return 1
     print(f"OK: {config.source} (service {config.service!r}, {len(config.targets)} targets, "
           f"{len(config.retention.classes)} retention classes)")
@@ -26,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
         try:
             config.hmac.load_key()
         except ConfigError as exc:
-            print(f"warning: {exc} (needed by the application and `auditlock hash`, not by the agent)")
+            print(f"warning: {error_text(exc)} (needed by the application and `auditlock hash`, not by the agent)")
     return 0

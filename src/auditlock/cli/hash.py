@@ -8,6 +8,7 @@ import sys
 from auditlock.config import load_config
 from auditlock.errors import AuditlockError
 from auditlock.handler.encode import hmac_value
+from auditlock.textsafe import error_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         key = load_config(args.config).hmac.load_key()
     except AuditlockError as exc:
-        print(f"auditlock hash: {exc}", file=sys.stderr)
+        print(f"auditlock hash: {error_text(exc)}", file=sys.stderr)
         return 1
     print(hmac_value(key, args.value))
     return 0

@@ -9,6 +9,7 @@ import sys
 from auditlock.bucket.lifecycle import bucket_configuration, cloudformation_rules
 from auditlock.config import load_config
 from auditlock.errors import AuditlockError
+from auditlock.textsafe import error_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except AuditlockError as exc:
-        print(f"auditlock lifecycle: {exc}", file=sys.stderr)
+        print(f"auditlock lifecycle: {error_text(exc)}", file=sys.stderr)
         return 1
     document = bucket_configuration(config)
     if args.format == "cloudformation":

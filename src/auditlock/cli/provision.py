@@ -7,6 +7,7 @@ import sys
 
 from auditlock.config import load_config
 from auditlock.errors import AuditlockError
+from auditlock.textsafe import error_text, terminal_safe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         report = provision(config, bucket, region=args.region, dry_run=args.dry_run)
     except AuditlockError as exc:
-        print(f"auditlock provision: {exc}", file=sys.stderr)
+        print(f"auditlock provision: {error_text(exc)}", file=sys.stderr)
         return 1
     print(f"bucket {bucket}:")
     for line in report.lines(args.dry_run):
-        print(f"  {line}")
+        print(f"  {terminal_safe(line)}")
     return 0

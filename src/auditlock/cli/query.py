@@ -25,8 +25,9 @@ from auditlock.handler.encode import hmac_value
 from auditlock.query.errors import UsageError
 from auditlock.query.eviction import parse_size, trim
 from auditlock.query.filters import FIELD_NAME, EventFilter, HmacMatch
+from auditlock.textsafe import error_text
 
-_TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+$")
+_TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+\Z")
 _FILTER_FLAGS = ("actor", "target_type", "target_id", "type", "ip", "text", "hmac_field", "limit")
 _QUERY_FLAGS = (*_FILTER_FLAGS, "since", "until", "sql", "include_spool")
 
@@ -81,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
                                cache_max_bytes=args.cache_max_bytes)
         execute(request, config, sys.stdout, sys.stderr)
     except UsageError as exc:
-        print(f"auditlock query: error: {exc}", file=sys.stderr)
+        print(f"auditlock query: error: {error_text(exc)}", file=sys.stderr)
         return 2
     except AuditlockError as exc:
-        print(f"auditlock query: {exc}", file=sys.stderr)
+        print(f"auditlock query: {error_text(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `auditlock query ... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -103,10 +104,10 @@ def _prune(args: argparse.Namespace) -> int:
         max_bytes = config.query.cache_max_bytes if args.cache_max_bytes is None else args.cache_max_bytes
         report = trim(cache_dir, max_bytes, wait=True) if cache_dir.is_dir() else None
     except UsageError as exc:
-        print(f"auditlock query: error: {exc}", file=sys.stderr)
+        print(f"auditlock query: error: {error_text(exc)}", file=sys.stderr)
         return 2
     except AuditlockError as exc:
-        print(f"auditlock query: {exc}", file=sys.stderr)
+        print(f"auditlock query: {error_text(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"auditlock query: cannot prune the cache {exc.filename or ''}: {exc.strerror}", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from auditlock.config import load_config
 from auditlock.errors import AuditlockError
+from auditlock.textsafe import error_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         serve(config, host=args.host or config.ui.host, port=config.ui.port if args.port is None else args.port,
               cache_dir=args.cache_dir)
     except AuditlockError as exc:
-        print(f"auditlock ui: {exc}", file=sys.stderr)
+        print(f"auditlock ui: {error_text(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -18,8 +18,9 @@ from typing import Any
 from auditlock.archive import timerange
 from auditlock.archive.timerange import TimeFormatError, TimeRange
 from auditlock.errors import AuditlockError
+from auditlock.textsafe import error_text
 
-_DURATION = re.compile(r"^(\d{1,9})([smhdw]?)$")
+_DURATION = re.compile(r"^(\d{1,9})([smhdw]?)\Z")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 NOTHING_TO_VERIFY = 3  # exit status: the archive run found nothing at all to check
 
@@ -49,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = _verify(args)
     except _UsageError as exc:
-        print(f"auditlock verify: error: {exc}", file=sys.stderr)
+        print(f"auditlock verify: error: {error_text(exc)}", file=sys.stderr)
         return 2
     except AuditlockError as exc:
-        print(f"auditlock verify: cannot verify: {exc}", file=sys.stderr)
+        print(f"auditlock verify: cannot verify: {error_text(exc)}", file=sys.stderr)
         return 2
     from auditlock.verify.findings import write_json, write_text  # noqa: PLC0415
 

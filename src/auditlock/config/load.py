@@ -35,7 +35,7 @@ from auditlock.errors import ConfigError
 ENV_PREFIX = "AUDITLOCK_"
 ENV_CONFIG = "AUDITLOCK_CONFIG"
 DEFAULT_FILE = "auditlock.toml"
-_UI_USER = re.compile(r"^[A-Za-z0-9_.@-]+$")
+_UI_USER = re.compile(r"^[A-Za-z0-9_.@-]+\Z")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -301,6 +301,9 @@ class _Reader:
         classes = {}
         for name, sub in table.items():
             where = f"retention.classes.{name}"
+            if problem := schema.retention_class_name_problem(name):
+                self.problems.append(f"[retention.classes]: {problem}; rename the class")
+                continue
             if not isinstance(sub, dict):
                 self.problems.append(f"[{where}] must be a table with days/mode/hot_days")
                 continue
@@ -339,7 +342,9 @@ class _Reader:
         refs += [(f"targets.{n}.retention", t.retention) for n, t in targets.items() if t.retention]
         refs += [(f'retention.events."{p}"', c) for p, c in retention.events]
         for where, name in refs:
-            if name not in defined:
+            if problem := schema.retention_class_name_problem(name):
+                self.problems.append(f"{where}: {problem}")
+            elif name not in defined:
                 self.problems.append(
                     f"{where} = \"{name}\" names no class in [retention.classes]" + did_you_mean(name, defined)
                 )

@@ -5,6 +5,7 @@ One table drives validation of the file, of environment overrides, and the "did 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -114,6 +115,20 @@ RETENTION_CLASS_KEYS: dict[str, Key] = {
     "mode": Key("str", choices=("COMPLIANCE", "GOVERNANCE")),
     "hot_days": positive_int(0),
 }
+
+# A retention class name becomes part of object keys, the `auditlock-retention` tag value and lifecycle rule IDs
+# (archive/layout.py, bucket/): only characters every one of them holds as they are, no path separator, no glob.
+RETENTION_CLASS_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+RETENTION_CLASS_NAME_RULE = "1 to 63 lowercase letters, digits, '_' and '-', starting with a letter or digit"
+
+
+def retention_class_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a retention class name, or None if it can."""
+    if RETENTION_CLASS_NAME.fullmatch(name):
+        return None
+    return (f"{name!r} is not a valid retention class name ({RETENTION_CLASS_NAME_RULE}, e.g. \"standard\" or "
+            "\"pci-dss\"): it becomes part of object keys, tags and lifecycle rule IDs")
+
 
 # Sections that are tables of named sub-tables, not of scalar keys.
 NESTED_SECTIONS = ("targets", "retention")

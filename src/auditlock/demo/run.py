@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 from auditlock.config import Config
 from auditlock.demo import server, show
 from auditlock.demo.workspace import PREFIX, Workspace
+from auditlock.textsafe import terminal_safe
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -72,7 +73,8 @@ class Narrator:
             self.say(line)
 
     def _write(self, line: str) -> None:
-        self.out.write(line.rstrip() + "\n")
+        # Keys, tags and the query/verify outputs shown come from the bucket: escaped like every terminal output.
+        self.out.write(terminal_safe(line.rstrip()) + "\n")
         self.out.flush()
 
 
@@ -95,7 +97,7 @@ def run_demo(keep: Path | None, out: IO[str] = sys.stdout) -> int:
         return 130
     out.write(f"finished in {time.monotonic() - narrator.started:.1f} s; nothing is left running\n")
     for problem in outcome.problems:
-        out.write(f"problem: {problem}\n")
+        out.write(f"problem: {terminal_safe(problem)}\n")
     out.write(outcome.summary() + "\n")
     return 0 if outcome.ok else 1
 

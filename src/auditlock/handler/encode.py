@@ -9,6 +9,9 @@ Encoding (documented in docs/events.md):
   set / frozenset -> a list sorted by the JSON text of its encoded items; tuple -> list;
   dict with str keys, list -> element-wise.
 - NaN and infinities, non-str dict keys and every other type are an `EventError` naming the field.
+- Containers nested more than MAX_DEPTH levels deep (and so every container that holds itself) are an
+  `EventError` naming the field and the bound: readers of the trail (json parsers, DuckDB, Athena) cannot be
+  relied on to read arbitrarily deep values, and Python's own recursion limit would otherwise end the encoding.
 """
 
 from __future__ import annotations
@@ -32,10 +35,14 @@ from auditlock.errors import EventError
 HMAC_PREFIX = "hmac-sha256:"
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _PLAIN = (str, bool, type(None))
+MAX_DEPTH = 32  # levels of lists/dicts/sets inside one payload field's value (docs/events.md)
 
 
-def encode_value(value: Any, path: str) -> Any:
-    """A JSON-native, deterministic form of `value`; `path` names the field in errors."""
+def encode_value(value: Any, path: str, depth: int = 0) -> Any:
+    """A JSON-native, deterministic form of `value`; `path` names the field in errors.
+
+    `depth` is how many containers already enclose `value` within its field (0 for the field's value itself).
+    """
     kind = type(value)
     if kind in _PLAIN:
         return value
@@ -45,61 +52,74 @@ def encode_value(value: Any, path: str) -> Any:
         if not math.isfinite(value):
             raise EventError(f"payload field {path} is {value!r}; JSON has no NaN or infinity")
         return value
-    return _encode_other(value, path)
+    return _encode_other(value, path, depth)
 
 
-def _encode_other(value: Any, path: str) -> Any:
+def _encode_other(value: Any, path: str, depth: int) -> Any:
     for kind, encoder in _ENCODERS:
         if isinstance(value, kind):
-            return encoder(value, path)
+            return encoder(value, path, depth)
     raise EventError(
         f"payload field {path} has type {type(value).__name__}, which has no JSON form; pass a str, number, "
         "bool, None, list, dict, datetime, date, Decimal, UUID, Enum, bytes or set"
     )
 
 
-def _encode_datetime(value: dt.datetime, _path: str) -> str:
+def _encode_datetime(value: dt.datetime, _path: str, _depth: int) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         return value.isoformat()
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _encode_dict(value: dict[Any, Any], path: str) -> dict[str, Any]:
+def _enter_container(path: str, depth: int) -> int:
+    """The depth of a container's items; an `EventError` if that is past MAX_DEPTH (a cycle always is)."""
+    if depth >= MAX_DEPTH:
+        raise EventError(
+            f"payload field {path} is nested more than {MAX_DEPTH} levels deep (or holds itself); pass a flatter "
+            f"value: lists and dicts may nest at most {MAX_DEPTH} levels inside one payload field"
+        )
+    return depth + 1
+
+
+def _encode_dict(value: dict[Any, Any], path: str, depth: int) -> dict[str, Any]:
+    inner = _enter_container(path, depth)
     out = {}
     for key, item in value.items():
         if not isinstance(key, str):
             raise EventError(f"payload field {path} has a non-string key {key!r}; JSON keys are strings")
-        out[key] = encode_value(item, f"{path}.{key}")
+        out[key] = encode_value(item, f"{path}.{key}", inner)
     return out
 
 
-def _encode_list(value: list[Any] | tuple[Any, ...], path: str) -> list[Any]:
-    return [encode_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+def _encode_list(value: list[Any] | tuple[Any, ...], path: str, depth: int) -> list[Any]:
+    inner = _enter_container(path, depth)
+    return [encode_value(item, f"{path}[{i}]", inner) for i, item in enumerate(value)]
 
 
-def _encode_set(value: set[Any] | frozenset[Any], path: str) -> list[Any]:
-    items = [encode_value(item, f"{path}{{}}") for item in value]
+def _encode_set(value: set[Any] | frozenset[Any], path: str, depth: int) -> list[Any]:
+    inner = _enter_container(path, depth)
+    items = [encode_value(item, f"{path}{{}}", inner) for item in value]
     return sorted(items, key=orjson.dumps)
 
 
-def _encode_decimal(value: decimal.Decimal, path: str) -> str:
+def _encode_decimal(value: decimal.Decimal, path: str, _depth: int) -> str:
     if not value.is_finite():
         raise EventError(f"payload field {path} is Decimal({str(value)!r}); JSON has no NaN or infinity")
     return str(value)
 
 
-_ENCODERS: tuple[tuple[type | types.UnionType, Callable[[Any, str], Any]], ...] = (
-    (bool, lambda v, _p: bool(v)),
-    (enum.Enum, lambda v, p: encode_value(v.value, p)),
-    (int, lambda v, p: encode_value(int(v), p)),
-    (float, lambda v, p: encode_value(float(v), p)),
-    (str, lambda v, _p: str(v)),
+_ENCODERS: tuple[tuple[type | types.UnionType, Callable[[Any, str, int], Any]], ...] = (
+    (bool, lambda v, _p, _d: bool(v)),
+    (enum.Enum, lambda v, p, d: encode_value(v.value, p, d)),
+    (int, lambda v, p, d: encode_value(int(v), p, d)),
+    (float, lambda v, p, d: encode_value(float(v), p, d)),
+    (str, lambda v, _p, _d: str(v)),
     (dt.datetime, _encode_datetime),
-    (dt.date, lambda v, _p: v.isoformat()),
-    (dt.time, lambda v, _p: v.isoformat()),
+    (dt.date, lambda v, _p, _d: v.isoformat()),
+    (dt.time, lambda v, _p, _d: v.isoformat()),
     (decimal.Decimal, _encode_decimal),
-    (uuid.UUID, lambda v, _p: str(v)),
-    (bytes | bytearray | memoryview, lambda v, _p: base64.b64encode(bytes(v)).decode("ascii")),
+    (uuid.UUID, lambda v, _p, _d: str(v)),
+    (bytes | bytearray | memoryview, lambda v, _p, _d: base64.b64encode(bytes(v)).decode("ascii")),
     (dict, _encode_dict),
     (list | tuple, _encode_list),
     (set | frozenset, _encode_set),

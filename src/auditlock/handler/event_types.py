@@ -53,7 +53,7 @@ STANDARD_FIELDS: dict[str, frozenset[str]] = {
     WRITER_CLOSED: frozenset({"events"}),
 }
 
-EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 
 
 class PlanCache(Protocol):

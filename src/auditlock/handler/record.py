@@ -143,7 +143,7 @@ class RecordBuilder:
         for name, new in new_values.items():
             if name in allowed:
                 old = old_values.get(name, _MISSING)
-                if type(old) is not type(new) or old != new:
+                if _differs(old, new):
                     changes[name] = [self._value(plan, name, None if old is _MISSING else old, "payload.changes"),
                                      self._value(plan, name, new, "payload.changes")]
         for name, old in old_values.items():
@@ -158,6 +158,16 @@ class RecordBuilder:
         else:
             encoded = encode_value(value, f"{where}.{name}")
         return hmac_value(self._hmac_key, encoded) if name in plan.hmac_fields else encoded
+
+
+def _differs(old: Any, new: Any) -> bool:
+    """A change: another type (`1` -> `True`), or unequal values."""
+    try:
+        return type(old) is not type(new) or bool(old != new)
+    except RecursionError:
+        # Two values too deep (or self-referencing) to compare: counted as a change, so that encoding them
+        # refuses them with an EventError naming the field and the depth bound.
+        return True
 
 
 def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str | None, str | None, str | None]:

@@ -50,7 +50,7 @@ from auditlock.query.eviction import DIR_MODE, mark_pending
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-_PARTITION = re.compile(r"(?:year|month)=(\d+)/$")
+_PARTITION = re.compile(r"(?:year|month)=(\d+)/\Z")
 _CHUNK = 1024 * 1024
 
 

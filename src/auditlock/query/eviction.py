@@ -33,7 +33,7 @@ DIR_MODE = 0o700
 LOCK_NAME = ".lock"
 PENDING_NAME = ".trim-pending"
 PART_PREFIX = ".part-"
-_SIZE = re.compile(r"^(\d+)(?:([KMGT])(?:iB)?)?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+)(?:([KMGT])(?:iB)?)?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.spool.format import WRITER_CLOSED
 
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 NEWEST_FIRST = "occurred_at DESC, event_id DESC"
 OLDEST_FIRST = "occurred_at ASC, event_id ASC"
 

@@ -2,7 +2,9 @@
 
 For whole events (`auditlock query` without `--sql`), JSONL lines are the events as archived — `payload` an
 object, keys in schema order — and the table shows one event per line: time, type, actor, address, target
-and payload, cut to the terminal's width. CSV carries every column, `payload` as JSON text.
+and payload, cut to the terminal's width, every cell passed through `terminal_safe` (an actor id or key from a
+hostile archive cannot move the cursor or forge a row). CSV carries every column, `payload` as JSON text; JSONL
+and CSV are data and stay exact.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import orjson
 
 from auditlock.query.columns import EVENT_NAMES
 from auditlock.query.engine import Result
+from auditlock.textsafe import terminal_safe
 
 FORMATS = ("table", "jsonl", "csv")
 EVENT_TABLE = ("occurred_at", "event_type", "actor", "actor_ip", "target", "payload")
@@ -74,8 +77,12 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def write_table(columns: Sequence[str], rows: Iterable[list[str]], out: IO[str], *, width: int) -> int:
-    """Aligned columns, each cut to MAX_CELL characters; the last one gets what is left of `width`."""
-    cells = list(rows)
+    """Aligned columns, each cut to MAX_CELL characters; the last one gets what is left of `width`.
+
+    Cells and headers are shown escaped (`terminal_safe`), and measured as shown.
+    """
+    columns = [terminal_safe(c) for c in columns]
+    cells = [[terminal_safe(c) for c in row] for row in rows]
     widths = [min(MAX_CELL, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
     if widths:
         used = sum(widths[:-1]) + len(_GAP) * (len(widths) - 1)
@@ -94,7 +101,6 @@ def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def _fit(text: str, width: int) -> str:
-    text = text.replace("\n", " ")
     return text.ljust(width) if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 

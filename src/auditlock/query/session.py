@@ -32,6 +32,7 @@ from auditlock.query.engine import AuditDatabase
 from auditlock.query.eviction import TrimReport, lease, trim, trim_pending
 from auditlock.query.filters import EventFilter
 from auditlock.query.spool import copy_spool_events, count_spool_events
+from auditlock.textsafe import terminal_safe
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -167,4 +168,4 @@ def _note(err: IO[str] | None, text: str) -> None:
     if err is None:
         log.info("auditlock query: %s", text)
     else:
-        err.write(f"auditlock query: note: {text}\n")
+        err.write(f"auditlock query: note: {terminal_safe(text)}\n")

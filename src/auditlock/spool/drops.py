@@ -43,7 +43,7 @@ _BY_ERRNO = {errno.EDQUOT: SPOOL_FULL, errno.ENOSPC: DISK_FULL, errno.EIO: IO_ER
 MIN_WRITE_INTERVAL_S = 1.0
 MAX_DROP_FILES = 10_000  # read by the agent; a directory holding more is read no further
 MAX_DROP_FILE_BYTES = 64 * 1024
-_WRITER = re.compile(r"^[0-9a-f]{32}$")
+_WRITER = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 def drop_reason(exc: BaseException) -> str:

@@ -65,7 +65,7 @@ EVENT_KEYS = (
     "writer", "seq", "prev",
 )
 
-_NAME = re.compile(r"^(?P<writer>[0-9a-f]{32})\.(?P<seq>[0-9a-f]{16})(?P<open>\.open)?\.jsonl$")
+_NAME = re.compile(r"^(?P<writer>[0-9a-f]{32})\.(?P<seq>[0-9a-f]{16})(?P<open>\.open)?\.jsonl\Z")
 
 
 @dataclass(frozen=True, order=True)

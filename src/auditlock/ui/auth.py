@@ -32,7 +32,7 @@ from auditlock.errors import ConfigError
 from auditlock.integrations.request import ProxyTrust
 
 MAX_USER_NAME = 200
-_HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}$")
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9_.@+\-#:]{1,200}\Z")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from auditlock.errors import AuditlockError, ConfigError
 log = logging.getLogger("auditlock.ui")
 
 MAX_REMEMBERED = 100_000
-SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+SESSION_ID = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 class SessionStateError(AuditlockError):

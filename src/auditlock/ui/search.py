@@ -24,7 +24,7 @@ LABELS = {"actor": "Actor", "target_type": "Target type", "target_id": "Target i
           "since": "Since (UTC)", "until": "Until (UTC)", "text": "Text in payload"}
 QUICK_RANGES = (("24h", "Last 24 h"), ("7d", "Last 7 days"), ("30d", "Last 30 days"))
 MAX_INPUT = 200
-_TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+$")
+_TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+\Z")
 _SEPARATORS = re.compile(r"[\s,]+")
 
 

@@ -24,6 +24,8 @@ from typing import IO, Any
 
 import orjson
 
+from auditlock.textsafe import terminal_safe
+
 # Archive objects.
 MISSING_OBJECT = "missing object"
 DELETE_MARKER = "delete marker"
@@ -144,18 +146,30 @@ def write_json(report: Report, out: IO[str]) -> None:
 
 
 def write_text(report: Report, out: IO[str]) -> None:
-    """Write the report for a human: what was checked, findings grouped by kind, then information."""
+    """Write the report for a human: what was checked, findings grouped by kind, then information.
+
+    Every line is written through `terminal_safe`: subjects and details quote keys, ids and file names from the
+    archive or spool, which must not be able to rewrite the report (JSON stays exact).
+    """
+    def line(text: str) -> None:
+        out.write(terminal_safe(text) + "\n")
+
     counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
-    out.write(f"auditlock verify: {report.source}\nchecked: {counts or 'nothing'}\n")
+    line(f"auditlock verify: {report.source}")
+    line(f"checked: {counts or 'nothing'}")
     for kind, found in report.by_kind().items():
-        out.write(f"\n{kind} ({len(found)})\n")
-        out.writelines(f"  {f.subject}: {f.detail}\n" for f in found)
+        out.write("\n")
+        line(f"{kind} ({len(found)})")
+        for f in found:
+            line(f"  {f.subject}: {f.detail}")
     if report.open_writers:
-        out.write(f"\nopen writers, not checked for a clean end ({len(report.open_writers)})\n")
-        out.writelines(f"  writer {w.writer}: last seq {w.last_seq} at {w.last_occurred_at}\n"
-                       for w in sorted(report.open_writers, key=lambda w: w.writer))
+        out.write("\n")
+        line(f"open writers, not checked for a clean end ({len(report.open_writers)})")
+        for w in sorted(report.open_writers, key=lambda w: w.writer):
+            line(f"  writer {w.writer}: last seq {w.last_seq} at {w.last_occurred_at}")
     for title, lines in (("skipped", report.skipped), ("notes", report.notes)):
         if lines:
             out.write(f"\n{title}\n")
-            out.writelines(f"  {line}\n" for line in lines)
+            for text in lines:
+                line(f"  {text}")
     out.write(f"\nresult: {report.verdict}\n")

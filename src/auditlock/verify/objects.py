@@ -26,7 +26,7 @@ from auditlock.verify.source import ObjectHead
 
 # S3 keeps retain-until at a coarser precision than the agent's microseconds (seconds on some servers).
 RETAIN_UNTIL_SLACK = dt.timedelta(seconds=1)
-_CLASS_IN_NAME = re.compile(r"/[0-9TZ]+-(.+)-[0-9a-f]{32}" + re.escape(layout.OBJECT_SUFFIX) + "$")
+_CLASS_IN_NAME = re.compile(r"/[0-9TZ]+-(.+)-[0-9a-f]{32}" + re.escape(layout.OBJECT_SUFFIX) + r"\Z")
 
 
 def check_bytes(key: str, data: bytes, listings: list[Listing], listed: Mapping[str, str], report: Report) -> None:

@@ -24,7 +24,7 @@ from auditlock.errors import AuditlockError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-_RELATIVE = re.compile(r"(?:^|/)((?:events|digests)/year=\d{4}/month=\d{2}/[^/]+)$")
+_RELATIVE = re.compile(r"(?:^|/)((?:events|digests)/year=\d{4}/month=\d{2}/[^/]+)\Z")
 MAX_MONTH_LISTINGS = 120  # beyond this, one listing of the whole tree beats a request per month
 _MONTH = re.compile(r"year=(\d{4})/month=(\d{2})/")
 
