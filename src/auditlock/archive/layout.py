@@ -25,7 +25,8 @@ Invariants
   whole class late is floored and the agent's own records (written at shipping time) never are; and a floor of
   at most one day keeps the lifecycle's expiry (`days` ≥ 1 after the object's creation) after the lock's end.
   Once the lock ends, the lifecycle expires the object `days` after its creation: at least a day after it
-  reached the archive. Such objects are counted, logged and recorded in the trail by the agent (docs/agent.md, "Late events").
+  reached the archive. Such objects are counted, logged and recorded in the trail by the agent (docs/agent.md,
+  "Late events").
 - Determinism: the floored retain-until depends on the PUT's time, so it is *not* part of what identifies an
   object — key and metadata come from the content only, and "already delivered" is decided by HEAD on the
   content hash. A re-delivery after a crash finds the object by HEAD and never PUTs again, whatever its lock.
