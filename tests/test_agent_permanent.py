@@ -30,7 +30,7 @@ from auditlock.agent.s3errors import Permanence, classify
 from auditlock.agent.service import Agent
 from auditlock.archive import layout
 from auditlock.spool.format import QUARANTINE_DIR, parse_segment_name
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import SHORT_CLASSES, ArchiveEnv
 from tests.support.s3servers import S3Endpoint, free_port, make_lock_bucket
 from tests.support.waiting import wait_for
 from tests.test_agent_service import AgentProcess
@@ -102,7 +102,8 @@ class TestLateEvents:
     def test_old_events_are_shipped_and_locked_for_the_floor(self, tmp_path: Path,
                                                               bucket: tuple[S3Endpoint, str]) -> None:
         """Events 3 days old (class: 1 day): `--once` ships them locked until upload + floor, and says so."""
-        env = ArchiveEnv.create(tmp_path, bucket[0], bucket[1], batch_max_bytes=4096)  # a batch per segment
+        env = ArchiveEnv.create(tmp_path, bucket[0], bucket[1], batch_max_bytes=4096,
+                                class_days=SHORT_CLASSES)  # a batch per segment; a 3-day-old event is late
         old = env.write_events(5, clock=days_ago(3))
         fresh = env.write_events(5, actor="user#2")
         before = dt.datetime.now(dt.UTC)
@@ -135,7 +136,8 @@ class TestLateEvents:
     def test_floored_objects_are_counted(self, tmp_path: Path, bucket: tuple[S3Endpoint, str],
                                          aws_env: S3Endpoint) -> None:
         """`auditlock_objects_retention_floored_total` counts the late objects only."""
-        env = ArchiveEnv.create(tmp_path, bucket[0], bucket[1], batch_max_bytes=4096)  # a batch per segment
+        env = ArchiveEnv.create(tmp_path, bucket[0], bucket[1], batch_max_bytes=4096,
+                                class_days=SHORT_CLASSES)  # a batch per segment; a 3-day-old event is late
         env.write_events(3, clock=days_ago(2))
         env.write_events(3, event_type="auth.login_failed", clock=days_ago(5))  # class security: 2 days
         env.write_events(3, actor="user#2")
@@ -156,7 +158,7 @@ class TestRejectedBatch:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", rgw_s3.access_key)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rgw_s3.secret_key)
         # One segment per batch, so the old segment is a batch of its own.
-        env = ArchiveEnv.create(tmp_path, rgw_s3, name, batch_max_bytes=4096)
+        env = ArchiveEnv.create(tmp_path, rgw_s3, name, batch_max_bytes=4096, class_days=SHORT_CLASSES)
         old = env.write_events(4, clock=days_ago(5))
         [old_segment] = segments(env.spool)
         fresh = env.write_events(4, actor="user#2")

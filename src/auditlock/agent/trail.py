@@ -10,7 +10,8 @@ They are written like any application's events: through auditlock's own core (`A
 writer of the agent's own (its own writer id and chain) into the spool the agent ships, and shipped with the
 next batch. The writer closes after every event (a `auditlock.writer_closed` record, then sealed), so the
 event ships at once and the agent's chain always ends cleanly; the next event continues the same chain in a
-new segment. The core writes with `durability = "sync"`, `on_error = "raise"` and no hmac fields.
+new segment. The core writes with `durability = "sync"`, `on_error = "raise"`, no targets and no hmac key (the
+agent's records hold no record values, and the agent needs no hmac key to ship).
 
 A record that cannot be written (spool full, I/O error) is logged at ERROR and does not stop shipping: what it
 reports is also in the agent's log and metrics, and the objects themselves carry their lock.
@@ -22,6 +23,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from auditlock.agent.batch import ArchiveObject
@@ -44,7 +46,8 @@ PAYLOAD_FIELDS = {
 
 def trail_config(config: Config) -> Config:
     """The config the agent's core writes with (see the module docstring)."""
-    return replace(config, spool=replace(config.spool, durability="sync", on_error="raise"), hmac=HmacConfig())
+    return replace(config, spool=replace(config.spool, durability="sync", on_error="raise"), hmac=HmacConfig(),
+                   targets=MappingProxyType({}))
 
 
 class AgentTrail:
