@@ -17,12 +17,10 @@ from types import FrameType
 
 import watchfiles
 
-from auditlock.agent.backoff import Backoff, ErrorReporter, error_kind
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
-from auditlock.agent.preflight import check_sink
-from auditlock.agent.s3errors import SinkUnusableError
+from auditlock.agent.preflight import SinkGate
 from auditlock.agent.shipper import DeadlineExceededError, Shipper, StopRequestedError
 from auditlock.agent.trail import AgentTrail, FlooredObjects
 from auditlock.agent.uploader import Uploader
@@ -94,7 +92,8 @@ class Agent:
                                abort=self.abort, heartbeat=self.http.beat if self.http is not None else None)
         self.shipper.trail = trail
         self.shipper.on_sink_problem = self._sink_problem
-        self.sink_checked = False
+        self.sink = SinkGate(uploader, config.sink.endpoint_url, config.agent, self.metrics,
+                             on_problem=self._sink_problem, on_transient=self._ready_while_s3_fails)
         self._last_pressure_warning = float("-inf")
         self._first_event_at: dict[str, str] = {}
 
@@ -104,7 +103,7 @@ class Agent:
         A sink that cannot take anything raises `SinkUnusableError` (before any PUT if the bucket check finds it).
         """
         self.shipper.fail_fast = True
-        self._wait_for_sink()
+        self.sink.wait(self.stop, fail_fast=True)
         self.shipper.resume()
         return self.drain(deadline=None)
 
@@ -117,7 +116,7 @@ class Agent:
         watcher = threading.Thread(target=self._watch, name="auditlock-agent-watch", daemon=True)
         watcher.start()  # watch before the first scan, so nothing that arrives in between is missed
         try:
-            self._wait_for_sink()
+            self.sink.wait(self.stop, fail_fast=False)
             self.shipper.resume()
             self._loop()
         except StopRequestedError:
@@ -130,41 +129,13 @@ class Agent:
             self.http.stop()
         return result
 
-    def _wait_for_sink(self) -> None:
-        """Check the bucket (exists, credentials, Object Lock) before the first PUT; retry until it passes.
-
-        A problem only an operator can fix raises with `fail_fast` (`--once`), else makes /readyz 503 with the
-        problem and is retried at the capped backoff. Other failures are retried with backoff; meanwhile the agent
-        counts as ready (it holds the spool and buffers in it; S3 may merely be down).
-        """
-        backoff = Backoff(self.config.agent.backoff_initial_s, self.config.agent.backoff_max_s)
-        reporter = ErrorReporter()
-        while True:
-            try:
-                check_sink(self.shipper.uploader.client, self.shipper.uploader.bucket, self.config.sink.endpoint_url)
-            except SinkUnusableError as exc:
-                if self.shipper.fail_fast:
-                    raise
-                self._sink_problem(str(exc))
-                delay = backoff.maximum
-                reporter.failed("bucket check", exc, delay)
-            except Exception as exc:  # can clear by retrying: throttling, 5xx, timeouts
-                self.metrics.errors.labels(kind=error_kind(exc)).inc()
-                delay = backoff.next_delay()
-                reporter.failed("bucket check", exc, delay)
-                if self.http is not None:
-                    self.http.ready = True
-            else:
-                self._sink_problem(None)
-                reporter.succeeded("bucket check")
-                self.sink_checked = True
-                return
-            if self.stop.wait(delay):
-                raise StopRequestedError
-
     def _sink_problem(self, problem: str | None) -> None:
         if self.http is not None:
             self.http.problem = problem
+
+    def _ready_while_s3_fails(self) -> None:
+        if self.http is not None and not self.stop.is_set():
+            self.http.ready = True
 
     def _loop(self) -> None:
         if self.http is not None:
@@ -200,8 +171,8 @@ class Agent:
             self.shipper.uploader.client = make_s3_client(self.config.sink, read_timeout=time_left / 2, attempts=1)
         shipped = 0
         try:
-            if self.sink_checked:  # never PUT to a bucket that was not checked (stopped before the check passed)
-                shipped = self._pass(force=True, deadline=deadline)
+            self.sink.wait(self.abort, fail_fast=self.shipper.fail_fast, deadline=deadline)  # before any PUT
+            shipped = self._pass(force=True, deadline=deadline)
         except DeadlineExceededError as exc:
             log.warning("auditlock agent: grace period over before the spool drained: %s", exc)
         backlog = self.shipper.backlog()
