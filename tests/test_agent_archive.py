@@ -121,7 +121,7 @@ class TestPartitionsAndLocks:
             tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=env.bucket, Key=key)["TagSet"]}
             last = layout.parse_occurred_at(head["Metadata"][layout.META_LAST])
             seen[tags["auditlock-retention"]] = head["ObjectLockMode"]
-            days = 2 if tags["auditlock-retention"] == "security" else 1
+            days = env.config.retention.classes[tags["auditlock-retention"]].days
             expected = last + dt.timedelta(days=days)
             assert abs(head["ObjectLockRetainUntilDate"] - expected) < dt.timedelta(seconds=1)
             assert tags["auditlock-schema"] == "1"

@@ -20,7 +20,7 @@ from auditlock.bucket.provision import Provisioner, Report, provision
 from auditlock.cli import main
 from auditlock.config import Config, build_config
 from auditlock.errors import ProvisionError
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import SHORT_CLASSES, ArchiveEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket, make_plain_bucket
 
 TLS_NOTE = "AuditlockDenyInsecureTransport not set"
@@ -45,7 +45,7 @@ def name() -> str:
 @pytest.fixture
 def env(endpoint: S3Endpoint, name: str, tmp_path: Path) -> ArchiveEnv:
     """A spool and config (classes standard GOVERNANCE 1 day, security COMPLIANCE 2 days) for bucket `name`."""
-    return ArchiveEnv.create(tmp_path, endpoint, name)
+    return ArchiveEnv.create(tmp_path, endpoint, name, class_days=SHORT_CLASSES)
 
 
 def make_config(tmp_path: Path, endpoint: S3Endpoint | None, *, standard: tuple[int, str] = (1, "GOVERNANCE"),

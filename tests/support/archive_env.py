@@ -20,6 +20,8 @@ from auditlock.spool.writer import SpoolWriter
 from tests.support.s3servers import S3Endpoint
 
 REPO = Path(__file__).resolve().parents[2]
+LONG_CLASSES = (3650, 3651)  # days of `standard` and `security`: fixture dates in the past are not late
+SHORT_CLASSES = (1, 2)  # an event a few days old is late
 
 CONFIG_TEMPLATE = """
 service = "shop"
@@ -39,11 +41,11 @@ fields = ["status", "total"]
 default = "standard"
 
 [retention.classes.standard]
-days = 1
+days = {standard_days}
 mode = "GOVERNANCE"
 
 [retention.classes.security]
-days = 2
+days = {security_days}
 mode = "COMPLIANCE"
 
 [retention.events]
@@ -76,12 +78,19 @@ class ArchiveEnv:
 
     @classmethod
     def create(cls, root: Path, endpoint: S3Endpoint, bucket: str, *, endpoint_url: str | None = None,
-               segment_max_bytes: int = 4096, batch_max_bytes: int = 65536, batch_max_age_s: float = 0.2) -> ArchiveEnv:
-        """Write `root/auditlock.toml` for a spool under `root` shipping to `bucket` (optionally via a proxy URL)."""
+               segment_max_bytes: int = 4096, batch_max_bytes: int = 65536, batch_max_age_s: float = 0.2,
+               class_days: tuple[int, int] = LONG_CLASSES) -> ArchiveEnv:
+        """Write `root/auditlock.toml` for a spool under `root` shipping to `bucket` (optionally via a proxy URL).
+
+        `class_days` are the days of the classes `standard` and `security`. The default is long, so events written
+        with a clock in the past are not late when shipped (which would add the agent's own records about them,
+        see `auditlock.agent.trail`); tests of late events pass `SHORT_CLASSES`.
+        """
         path = root / "auditlock.toml"
         path.write_text(CONFIG_TEMPLATE.format(
             spool=root / "spool", bucket=bucket, endpoint=endpoint_url or endpoint.url, region=endpoint.region,
-            segment_max_bytes=segment_max_bytes, batch_max_bytes=batch_max_bytes, batch_max_age_s=batch_max_age_s))
+            segment_max_bytes=segment_max_bytes, batch_max_bytes=batch_max_bytes, batch_max_age_s=batch_max_age_s,
+            standard_days=class_days[0], security_days=class_days[1]))
         return cls(root, endpoint, bucket, path)
 
     @property

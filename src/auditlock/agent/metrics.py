@@ -36,6 +36,12 @@ class AgentMetrics:
         self.ledger_damaged = Counter("auditlock_ledger_damaged", "Damaged agent ledgers set aside and recovered "
                                       "from the spool and the archive", registry=r)
         self.recovered = Counter("auditlock_segments_recovered", "Dead writers' segments sealed", registry=r)
+        self.segments_set_aside = Counter(
+            "auditlock_segments_set_aside", "Segments moved to quarantine/ because S3 permanently rejected their "
+            "batch", registry=r)
+        self.objects_retention_floored = Counter(
+            "auditlock_objects_retention_floored", "Events objects shipped so late that their retain-until was "
+            "raised to the floor (one day from the PUT)", registry=r)
         self.backlog_bytes = Gauge("auditlock_spool_backlog_bytes", "Bytes of segments not yet shipped", registry=r)
         self.backlog_segments = Gauge("auditlock_spool_backlog_segments", "Segments not yet shipped", registry=r)
         self.oldest_event_age = Gauge(
@@ -76,11 +82,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class HealthServer:
-    """Serves /metrics, /healthz (the loop is alive) and /readyz (initial scan done, not stopping)."""
+    """Serves /metrics, /healthz (the loop is alive) and /readyz (initial scan done, not stopping, and no
+    problem with the sink that only an operator can fix — then 503 with that problem as the body)."""
 
     def __init__(self, metrics: AgentMetrics, host: str, port: int, *, stale_after_s: float = 120.0) -> None:
         self.metrics = metrics
         self.ready = False
+        self.problem: str | None = None
         self.heartbeat = time.monotonic()
         self.stale_after_s = stale_after_s
         self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
@@ -114,9 +122,16 @@ class HealthServer:
             return _respond(start_response, "200 OK" if alive else "503 Service Unavailable",
                             b"ok\n" if alive else b"main loop stalled\n")
         if path == "/readyz":
-            return _respond(start_response, "200 OK" if self.ready else "503 Service Unavailable",
-                            b"ready\n" if self.ready else b"not ready\n")
+            return self._readyz(start_response)
         return _respond(start_response, "404 Not Found", b"not found\n")
+
+
+    def _readyz(self, start_response: StartResponse) -> list[bytes]:
+        problem = self.problem
+        if problem is not None:
+            return _respond(start_response, "503 Service Unavailable", f"not ready: {problem}\n".encode())
+        return _respond(start_response, "200 OK" if self.ready else "503 Service Unavailable",
+                        b"ready\n" if self.ready else b"not ready\n")
 
 
 def _respond(start_response: StartResponse, status: str, body: bytes,

@@ -22,7 +22,9 @@ from auditlock.agent.digests import DigestChain
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
 from auditlock.agent.open_segments import OpenSegmentsWaiting, open_segments_waiting
+from auditlock.agent.preflight import SinkGate
 from auditlock.agent.shipper import DeadlineExceededError, Shipper, StopRequestedError
+from auditlock.agent.trail import AgentTrail, FlooredObjects
 from auditlock.agent.uploader import Uploader
 from auditlock.archive import layout
 from auditlock.archive.client import make_s3_client
@@ -86,18 +88,27 @@ class Agent:
         self.abort = threading.Event()
         self.wake = threading.Event()
         state_dir = config.agent.state_dir or self.spool / STATE_DIR
-        uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink))
+        trail = AgentTrail(config)
+        uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink),
+                            on_floored=FlooredObjects(self.metrics, trail, config.retention.classes))
         digests = DigestChain(state_dir, config.retention.classes, config.sink.prefix, _signing_key(config))
         digests.record_app_drops(self.spool)
         self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
         self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, stop=self.stop,
                                abort=self.abort, heartbeat=self.http.beat if self.http is not None else None)
+        self.shipper.trail = trail
+        self.shipper.on_sink_problem = self._sink_problem
+        self.sink = SinkGate(uploader, config.sink.endpoint_url, config.agent, self.metrics,
+                             on_problem=self._sink_problem, on_transient=self._ready_while_s3_fails)
         self._last_pressure_warning = float("-inf")
         self._first_event_at: dict[str, str] = {}
         self._gauges_lock = threading.Lock()
 
     def run_once(self) -> DrainResult:
-        """Drain the spool (finish the ledger's batch, recover dead writers, ship everything sealed) and return."""
+        """Drain the spool (finish the ledger's batch, recover dead writers, ship everything sealed) and return.
+
+        A sink that cannot take anything raises `SinkUnusableError` (before any PUT if the bucket check finds it).
+        """
         early = signals.take_early()
         if early:
             log.info("auditlock agent: %s received during start-up; --once exits without shipping",
@@ -105,6 +116,8 @@ class Agent:
             backlog = self.shipper.backlog()
             return DrainResult(0, len(backlog.segments), backlog.bytes)
         signals.restore_defaults()
+        self.shipper.fail_fast = True
+        self.sink.wait(self.stop, fail_fast=True)
         self.shipper.resume()
         return self.drain(deadline=None)
 
@@ -121,6 +134,7 @@ class Agent:
         watcher.start()  # watch before the first scan, so nothing that arrives in between is missed
         threading.Thread(target=self._tick_gauges, name="auditlock-agent-gauges", daemon=True).start()
         try:
+            self.sink.wait(self.stop, fail_fast=False)
             self.shipper.resume()
             self._loop()
         except StopRequestedError:
@@ -132,6 +146,14 @@ class Agent:
         if self.http is not None:
             self.http.stop()
         return result
+
+    def _sink_problem(self, problem: str | None) -> None:
+        if self.http is not None:
+            self.http.problem = problem
+
+    def _ready_while_s3_fails(self) -> None:
+        if self.http is not None and not self.stop.is_set():
+            self.http.ready = True
 
     def _loop(self) -> None:
         if self.http is not None:
@@ -167,6 +189,7 @@ class Agent:
             self.shipper.uploader.client = make_s3_client(self.config.sink, read_timeout=time_left / 2, attempts=1)
         shipped = 0
         try:
+            self.sink.wait(self.abort, fail_fast=self.shipper.fail_fast, deadline=deadline)  # before any PUT
             self.shipper.resume(deadline)  # a batch (or a ledger recovery) a stop interrupted: finish it first
             shipped = self._pass(force=True, deadline=deadline)
         except DeadlineExceededError as exc:

@@ -1,7 +1,13 @@
 """The shipping step: recover, batch, record intent, upload, confirm, delete — in that order, every time.
 
 A segment is deleted only after the ledger says "confirmed", which is written only after S3 confirmed every
-object of the batch. Failures are retried forever with backoff; nothing is ever dropped.
+object of the batch. Failures that can clear are retried forever with backoff; nothing is ever dropped.
+
+What cannot clear by retrying (see `agent.s3errors`): a request S3 rejected for what it is sets its whole batch
+aside — the segments move to `quarantine/` with the reason, counted, logged and recorded in the trail — and the
+next batch ships; a sink that cannot take anything (no bucket, no Object Lock, credentials, endpoint) raises
+`SinkUnusableError` when `fail_fast` is set (`--once`), and otherwise is reported through `on_sink_problem`
+(readiness) while the delivery is retried at the capped backoff.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from auditlock.agent.ledger import CONFIRMED, DIGESTING, UPLOADING, Intent, Ledg
 from auditlock.agent.ledger_recovery import LedgerRecovery
 from auditlock.agent.metrics import AgentMetrics
 from auditlock.agent.recovery import quarantine, recover_dead_writers
+from auditlock.agent.s3errors import ObjectRejectedError, Permanence, SinkUnusableError, classify, sink_problem
+from auditlock.agent.trail import BATCH_SET_ASIDE, AgentTrail
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
 from auditlock.config.model import Config
 from auditlock.spool.format import fsync_dir, parse_segment_name
@@ -65,6 +73,10 @@ class Shipper:
         self.heartbeat = heartbeat or (lambda: None)
         self.backoff = Backoff(config.agent.backoff_initial_s, config.agent.backoff_max_s)
         self.errors = ErrorReporter()
+        # What cannot clear by retrying (set by the agent): `--once` fails fast; the long-running agent reports it.
+        self.fail_fast = False
+        self.on_sink_problem: Callable[[str | None], None] = lambda _problem: None
+        self.trail: AgentTrail | None = None
 
     # --- one pass ------------------------------------------------------------------------------------
 
@@ -110,7 +122,11 @@ class Shipper:
         names = tuple(s.path.name for s in batch)
         self.ledger.write(Intent(UPLOADING, names, _keys(built.objects)))
         failpoints.hit("after_ledger_intent")
-        return self._deliver_and_ack(names, built, deadline)
+        try:
+            return self._deliver_and_ack(names, built, deadline)
+        except ObjectRejectedError as exc:
+            self._set_aside(names, exc)
+            return 0
 
     def _deliver_and_ack(self, names: tuple[str, ...], built: BuiltBatch, deadline: float | None) -> int:
         for obj in built.objects:
@@ -138,9 +154,10 @@ class Shipper:
             self.heartbeat()
             try:
                 outcome = self.uploader.deliver(obj)
-            except Exception as exc:  # every failure is retried; none may drop events
+            except Exception as exc:  # every failure is retried or set aside; none may drop events
                 self._failed(obj, exc, deadline)
                 continue
+            self.on_sink_problem(None)
             if count:
                 self._delivered(obj, outcome)
             else:
@@ -153,6 +170,11 @@ class Shipper:
         if isinstance(exc, ObjectConflictError):
             self.metrics.conflicts.inc()
         delay = self.backoff.next_delay()
+        permanence = classify(exc)
+        if permanence is Permanence.REJECTED:
+            raise ObjectRejectedError(obj.key, exc) from exc
+        if permanence is Permanence.SINK:
+            exc, delay = self._sink_failed(exc)
         self.errors.failed(f"upload of {obj.key}", exc, delay)
         if deadline is not None and time.monotonic() + delay > deadline:
             raise DeadlineExceededError(f"upload of {obj.key} still failing: {describe(exc)}") from exc
@@ -163,6 +185,27 @@ class Shipper:
             if self.abort.is_set():
                 raise DeadlineExceededError("aborted by a second signal")
             raise StopRequestedError
+
+    def _sink_failed(self, exc: Exception) -> tuple[Exception, float]:
+        """A failure of the whole sink: raise it (`fail_fast`), or report it and wait the capped backoff."""
+        problem = SinkUnusableError(sink_problem(exc, self.uploader.bucket, self.config.sink.endpoint_url))
+        if self.fail_fast:
+            raise problem from exc
+        self.on_sink_problem(str(problem))
+        return problem, self.backoff.maximum
+
+    def _set_aside(self, names: tuple[str, ...], exc: ObjectRejectedError) -> None:
+        """Move a permanently rejected batch's segments to quarantine/ (never deleted), record it, move on."""
+        reason = (f"set aside, not retried: {exc}. Fix the cause, then move the segment back into the spool "
+                  "directory to ship it")
+        moved = [name for name in names if (self.spool / name).exists()]
+        for name in moved:
+            quarantine(self.spool, self.spool / name, reason)
+        self.metrics.segments_set_aside.inc(len(moved))
+        self.ledger.clear()
+        self.backoff.reset()
+        if self.trail is not None:
+            self.trail.record(BATCH_SET_ASIDE, key=exc.key, code=exc.code, reason=str(exc), segments=list(names))
 
     def _delivered(self, obj: ArchiveObject, outcome: str) -> None:
         self.backoff.reset()
@@ -186,7 +229,8 @@ class Shipper:
     # --- resuming after a restart --------------------------------------------------------------------
 
     def resume(self, deadline: float | None = None) -> None:
-        """Finish the batch the ledger names, exactly as it was planned (or recover from a damaged ledger)."""
+        """Finish the batch the ledger names, exactly as it was planned (or recover from a damaged ledger); a batch
+        S3 rejects for good is set aside."""
         try:
             intent = self.ledger.read()
         except LedgerDamagedError as exc:
@@ -194,6 +238,12 @@ class Shipper:
             return
         if intent is None:
             return
+        try:
+            self._resume(intent, deadline)
+        except ObjectRejectedError as exc:
+            self._set_aside(intent.segments, exc)
+
+    def _resume(self, intent: Intent, deadline: float | None) -> None:
         if intent.state == CONFIRMED:
             log.info("auditlock agent: resuming confirmed batch of %d segments: deleting them", len(intent.segments))
             self._delete_segments(intent.segments)

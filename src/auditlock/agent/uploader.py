@@ -5,11 +5,16 @@ lost answer). Present with another hash → `ObjectConflictError` (an alarm; not
 PUT with `If-None-Match: *` (servers that honour it answer 412 if someone raced us; RADOS Gateway ignores it
 in versioned buckets, hence the HEAD first), Content-MD5, the lock mode and retain-until of the class, tags,
 metadata and SSE-KMS when configured. A 200 from the PUT is the confirmation.
+
+Retain-until is `layout.lock_until` at the PUT's time: never before now + `layout.LATE_LOCK_FLOOR`. A floored
+(late) object is reported to `on_floored` once its PUT returned 200 — not when HEAD found it already delivered,
+since its lock was decided by the PUT that stored it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -27,6 +32,13 @@ if TYPE_CHECKING:
 DELIVERED = "uploaded"
 ALREADY_PRESENT = "already-present"
 
+OnFloored = Callable[["ArchiveObject", dt.datetime], None]
+
+
+def utc_now() -> dt.datetime:
+    """The current time, aware UTC (the default clock of the retain-until floor)."""
+    return dt.datetime.now(dt.UTC)
+
 
 class ObjectConflictError(UploadError):
     """A different object already sits at a key derived from our content: an alarm, never overwritten."""
@@ -35,13 +47,17 @@ class ObjectConflictError(UploadError):
 class Uploader:
     """Delivers archive objects to the sink bucket exactly once."""
 
-    def __init__(self, sink: SinkConfig, classes: Mapping[str, RetentionClass], client: S3Client) -> None:
+    def __init__(self, sink: SinkConfig, classes: Mapping[str, RetentionClass], client: S3Client, *,
+                 clock: Callable[[], dt.datetime] = utc_now, on_floored: OnFloored | None = None) -> None:
+        """`clock` dates the retain-until floor; `on_floored` hears of every object locked to the floor."""
         if not sink.bucket:
             raise UploadError("[sink] bucket is not set; set it in auditlock.toml or AUDITLOCK_SINK_BUCKET")
         self.bucket = sink.bucket
         self.sink = sink
         self.classes = classes
         self.client = client
+        self.clock = clock
+        self.on_floored = on_floored
 
     def deliver(self, obj: ArchiveObject) -> str:
         """Make sure `obj` is in the bucket; returns DELIVERED or ALREADY_PRESENT."""
@@ -49,13 +65,17 @@ class Uploader:
         if existing is not None:
             return self._same_or_conflict(obj, existing)
         failpoints.hit("before_put")
+        retention = self.classes[obj.retention]
+        until, floored = layout.lock_until(obj.last_occurred_at, retention.days, self.clock())
         try:
-            self.client.put_object(**self._put_arguments(obj))
+            self.client.put_object(**self._put_arguments(obj, retention, until))
         except ClientError as exc:
             if _status(exc) != 412:
                 raise
             return self._same_or_conflict(obj, self._head(obj.key) or {})
         failpoints.hit("after_put")
+        if floored and self.on_floored is not None:
+            self.on_floored(obj, until)
         return DELIVERED
 
     def _head(self, key: str) -> dict[str, str] | None:
@@ -77,13 +97,12 @@ class Uploader:
             "who wrote that object"
         )
 
-    def _put_arguments(self, obj: ArchiveObject) -> dict[str, Any]:
-        retention = self.classes[obj.retention]
+    def _put_arguments(self, obj: ArchiveObject, retention: RetentionClass, until: dt.datetime) -> dict[str, Any]:
         arguments: dict[str, Any] = {
             "Bucket": self.bucket, "Key": obj.key, "Body": obj.body, "ContentMD5": obj.md5_b64,
             "ContentType": obj.content_type, "Metadata": obj.metadata(), "IfNoneMatch": "*",
             "ObjectLockMode": retention.mode,
-            "ObjectLockRetainUntilDate": layout.retain_until(obj.last_occurred_at, retention.days),
+            "ObjectLockRetainUntilDate": until,
             "Tagging": layout.object_tags(obj.retention),
         }
         if self.sink.kms_key_id:

@@ -15,7 +15,23 @@ Invariants
   (of the uncompressed JSONL — the identity used to decide "already delivered"), `auditlock-events`,
   `auditlock-first`, `auditlock-last` (occurred_at bounds), `auditlock-schema` = "auditlock/1".
 - Tags: `auditlock-retention=<class>`, `auditlock-schema=1` (the lifecycle policy filters on the first).
-- Object Lock: mode of the class, retain-until = the latest `occurred_at` in the object + the class's days.
+- Object Lock: mode of the class, retain-until = the latest `occurred_at` in the object + the class's days,
+  but never earlier than the PUT's time + `LATE_LOCK_FLOOR` (one hour). An event whose class's retention has
+  already ended, or nearly, when it is shipped (an old spool restored, a long outage, a short class, clock skew)
+  would otherwise get a retain-until in the past, which S3 rejects (400 InvalidArgument) and would reject on
+  every retry — it is stored and locked for the floor instead, never dropped. Why one hour: it keeps the request
+  well clear of "in the past" by S3's clock (SigV4 already refuses requests more than 15 minutes off, so the
+  skew left is below that), it is far shorter than the shortest class (1 day), so only an object shipped nearly a
+  whole class late is floored and the agent's own records (written at shipping time) never are; and a floor of
+  at most one day keeps the lifecycle's expiry (`days` ≥ 1 after the object's creation) after the lock's end.
+  Once the lock ends, the lifecycle expires the object `days` after its creation: at least a day after it
+  reached the archive. Such objects are counted, logged and recorded in the trail by the agent (docs/agent.md,
+  "Late events").
+- Determinism: the floored retain-until depends on the PUT's time, so it is *not* part of what identifies an
+  object — key and metadata come from the content only, and "already delivered" is decided by HEAD on the
+  content hash. A re-delivery after a crash finds the object by HEAD and never PUTs again, whatever its lock.
+  The digest records the events' bounds, from which `verify` derives the minimum lock (a floored lock is
+  longer than that minimum, never shorter).
 - Objects are never overwritten or deleted by auditlock. A key that exists with a different content hash is a
   conflict: an alarm, never an overwrite.
 """
@@ -41,6 +57,9 @@ TAG_RETENTION = "auditlock-retention"
 TAG_SCHEMA = "auditlock-schema"
 SCHEMA_TAG_VALUE = "1"
 
+# The shortest lock an object gets, counted from the PUT (see the module docstring).
+LATE_LOCK_FLOOR = dt.timedelta(hours=1)
+
 
 def partition_prefix(prefix: str, year: int, month: int, kind: str = EVENTS_DIR) -> str:
     """`<prefix>/events/year=YYYY/month=MM/` — the Hive-style partition Athena's projection expects."""
@@ -61,8 +80,16 @@ def parse_occurred_at(value: str) -> dt.datetime:
 
 
 def retain_until(last_occurred_at: str, days: int) -> dt.datetime:
-    """The Object Lock retain-until date: the object's latest event plus the class's days."""
+    """The retention a class asks for: the object's latest event plus the class's days (what `verify` checks)."""
     return parse_occurred_at(last_occurred_at) + dt.timedelta(days=days)
+
+
+def lock_until(last_occurred_at: str, days: int, now: dt.datetime) -> tuple[dt.datetime, bool]:
+    """The retain-until to PUT with at `now`: the class's `retain_until`, raised to `now + LATE_LOCK_FLOOR`
+    when it would end sooner. Returns the date and whether the floor was applied (a late object)."""
+    wanted = retain_until(last_occurred_at, days)
+    floor = now + LATE_LOCK_FLOOR
+    return (floor, True) if wanted < floor else (wanted, False)
 
 
 def object_tags(retention: str) -> str:
