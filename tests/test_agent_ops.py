@@ -74,7 +74,8 @@ class TestGaugesDuringAnOutage:
                                                  proxy: FaultProxy, start_agent: StartAgent) -> None:
         """S3 answers 503 to everything; events keep arriving; /metrics shows the backlog and its age growing."""
         env = make_env(tmp_path, bucket, endpoint_url=proxy.url, batch_max_age_s=0.2)
-        proxy.plan(lambda method, path, n: ("status", 503, "SlowDown"))
+        # The bucket check at start passes (no PUT before it does); then S3 fails everything else.
+        proxy.plan(lambda method, path, n: "pass" if "object-lock" in path else ("status", 503, "SlowDown"))
         env.write_events(10)
         agent = start_agent(env, AUDITLOCK_AGENT_GRACE_PERIOD_S="1")
         agent.wait_logged(r"upload of .* failed")  # the first pass is now stuck retrying its batch
