@@ -17,6 +17,33 @@ pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.sup
 
 HMAC_KEY = "test-hmac-key-0123456789"
 
+# The date-sensitive modules, marked `calendar`: archives across months, time ranges and their partitions,
+# retention (retain-until against the server's clock), segment rotation at month boundaries. `.ci/run` runs
+# `pytest -m calendar` again under a faked clock (just after a New Year, and mid-month); every date they compare
+# with the current time comes from tests/support/calendar.py. The one list: add a module here, not a marker there.
+CALENDAR_MODULES = frozenset({
+    "test_agent_archive.py",
+    "test_lifecycle.py",
+    "test_query_archive.py",
+    "test_query_athena.py",
+    "test_query_cache.py",
+    "test_query_cli.py",
+    "test_s3_servers.py",
+    "test_spool_writer.py",
+    "test_ui.py",
+    "test_ui_browser.py",
+    "test_verify_archive.py",
+    "test_verify_cli.py",
+    "test_verify_spool.py",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of a CALENDAR_MODULES module `calendar`."""
+    for item in items:
+        if item.path.name in CALENDAR_MODULES:
+            item.add_marker(pytest.mark.calendar)
+
 
 def config_dict(spool_path: Path, **overrides: Any) -> dict[str, Any]:
     """A complete, valid config document; top-level sections in `overrides` are merged in."""
