@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import auditlock
 from auditlock.config import Config, build_config
@@ -16,6 +17,11 @@ from auditlock.config import Config, build_config
 pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.support.query_env"]
 
 HMAC_KEY = "test-hmac-key-0123456789"
+
+# No timing assertions: Hypothesis' per-example deadline (200 ms) and its too-slow health check fail on a loaded
+# machine, not on a bug.
+settings.register_profile("auditlock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("auditlock")
 
 # The date-sensitive modules, marked `calendar`: archives across months, time ranges and their partitions,
 # retention (retain-until against the server's clock), segment rotation at month boundaries. `.ci/run` runs
