@@ -31,6 +31,7 @@ settings.load_profile("auditlock")
 # five times slower, near pytest's timeout).
 CALENDAR_MODULES = frozenset({
     "test_agent_archive.py",
+    "test_calendar.py",
     "test_lifecycle.py",
     "test_query_archive.py",
     "test_query_athena.py",

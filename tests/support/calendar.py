@@ -61,15 +61,11 @@ class Month:
 
     def day(self, day: int, time: str = "12:00:00") -> dt.datetime:
         """A moment of this month: day `day` (1..28, so every month has it) at `time` (noon unless given)."""
-        assert 1 <= day <= 28, "days 29-31 do not exist in every month; use last_day() or end"
+        assert 1 <= day <= 28, "days 29-31 do not exist in every month; count back from `end` instead"
         hour, minute, second = time.split(":")
         whole, _, fraction = second.partition(".")
         return self.start.replace(day=day, hour=int(hour), minute=int(minute), second=int(whole),
                                   microsecond=int(fraction.ljust(6, "0")) if fraction else 0)
-
-    def last_day(self) -> int:
-        """The number of its last day (28..31)."""
-        return (self.end - dt.timedelta(days=1)).day
 
     @property
     def iso(self) -> str:
