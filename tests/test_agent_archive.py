@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import gzip
 import itertools
@@ -15,13 +14,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from auditlock.agent.batch import build_objects, list_sealed
-from auditlock.agent.service import Agent
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
 from auditlock.archive import layout
 from auditlock.archive.client import make_s3_client
 from auditlock.spool.format import SEALED_SUFFIX
 from tests.support.archive_env import ArchiveEnv
+from tests.support.calendar import NEXT_BOUNDARY, NEXT_MONTH, THIS_MONTH, to_ns
 from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket
+from tests.support.shipping import drain_or_fail
 
 
 @pytest.fixture
@@ -34,9 +34,8 @@ def env(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def drain(env: ArchiveEnv) -> None:
-    """Run the agent in-process until the spool is drained."""
-    result = Agent(env.config, serve_http=False).run_once()
-    assert result.segments_left == 0
+    """Run the agent in-process until the spool is drained; an S3 error fails the test at once."""
+    assert drain_or_fail(env.config).segments_left == 0
 
 
 def sealed(env: ArchiveEnv) -> list[Path]:
@@ -91,12 +90,13 @@ class TestExactlyOnce:
 class TestPartitionsAndLocks:
     def test_month_boundary_splits_partitions(self, env: ArchiveEnv) -> None:
         """Events on both sides of a UTC month boundary land in their own month partitions."""
-        end = calendar.timegm((2026, 11, 30, 23, 59, 59)) * 10**9
-        ticks: Iterator[int] = itertools.count(end, 200_000_000)  # 0.2 s apart: 5 in November, the rest December
+        # The next boundary, so the one-day class's retain-until is in the future whatever the day.
+        before = NEXT_BOUNDARY - dt.timedelta(seconds=1)
+        ticks: Iterator[int] = itertools.count(to_ns(before), 200_000_000)  # 0.2 s apart: 5 before, 7 after
         written = env.write_events(12, clock=lambda: next(ticks))
         drain(env)
         keys = env.archive_keys()
-        assert {k.split("/")[2:4] == ["year=2026", "month=11"] for k in keys} == {True, False}
+        assert {k.split("/")[2:4] == THIS_MONTH.partition.split("/") for k in keys} == {True, False}
         by_month: dict[str, set[str]] = {}
         client = env.endpoint.client()
         for key in keys:
@@ -106,7 +106,7 @@ class TestPartitionsAndLocks:
             month = months.pop()
             assert f"year={month[:4]}/month={month[5:7]}/" in key
             by_month.setdefault(month, set()).update(orjson.loads(line)["event_id"] for line in body.splitlines())
-        assert {m: len(ids) for m, ids in by_month.items()} == {"2026-11": 5, "2026-12": 7 + 1}  # + clean-end record
+        assert {m: len(ids) for m, ids in by_month.items()} == {THIS_MONTH.iso: 5, NEXT_MONTH.iso: 7 + 1}  # + clean end
         assert sum(len(ids) for ids in by_month.values()) == len(written) + 1
 
     def test_lock_mode_retain_until_and_tags(self, env: ArchiveEnv) -> None:

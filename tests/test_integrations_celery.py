@@ -17,6 +17,10 @@ from auditlock.config import Config
 from auditlock.integrations import celery as audit_celery
 from auditlock.integrations.emit import emit_event
 from tests.support.spool_files import spool_events
+from tests.support.waiting import wait_for
+
+# How long threads and the worker may take on a loaded machine; every wait ends as soon as its condition holds.
+THREADS_TIMEOUT_S = 120.0
 
 
 @pytest.fixture
@@ -96,7 +100,9 @@ class TestEagerTasks:
 
     def test_concurrent_threads_never_mix(self, app: Celery, audit_log: logging.Logger, config: Config) -> None:
         """Tasks applied from 20 threads at once each carry their own run id."""
-        barrier = threading.Barrier(20, timeout=30)
+        # Generous: the barrier only waits for 20 threads to start. A thread that fails aborts it, so the others
+        # stop at once and the failure is reported, rather than every thread waiting out the timeout.
+        barrier = threading.Barrier(20, timeout=THREADS_TIMEOUT_S)
 
         @app.task(shared=False, name="shop.together")
         def together(order_id: int) -> None:
@@ -104,15 +110,20 @@ class TestEagerTasks:
             emit_event(audit_log, "order.updated", target_type="Order", target_id=order_id)
 
         ids: dict[str, str] = {}
+        failures: list[str] = []
 
         def run(n: int) -> None:
-            ids[str(n)] = together.delay(n).id
+            try:
+                ids[str(n)] = together.delay(n).id
+            except BaseException as exc:  # reported by the test thread below
+                failures.append(f"thread {n}: {type(exc).__name__}: {exc}")
+                barrier.abort()
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(20)]
+        threads = [threading.Thread(target=run, args=(n,), name=f"together-{n}") for n in range(20)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        wait_for(lambda: not any(t.is_alive() for t in threads), THREADS_TIMEOUT_S, what="20 task threads ending")
+        assert not failures, "\n".join(failures)
         written = spool_events(config.spool.dir)
         assert {e["target_id"]: e["payload"]["job_run_id"] for e in written} == ids
 
@@ -155,7 +166,7 @@ class TestWorker:
             with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING"):
                 results = [worker_task.delay(n) for n in range(4)]
                 for result in results:
-                    result.get(timeout=30)
+                    result.get(timeout=THREADS_TIMEOUT_S)  # ends when the worker answers
         finally:
             audit_celery.uninstall()
         written = spool_events(config.spool.dir)

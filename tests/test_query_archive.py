@@ -19,7 +19,8 @@ from auditlock.query.cache import ArchiveCache, make_client
 from auditlock.query.filters import EventFilter
 from auditlock.query.session import QueryRequest, execute
 from auditlock.spool.writer import SpoolWriter
-from tests.support.query_env import ALICE, QueryEnv, at, story_archive
+from tests.support.calendar import THIS_MONTH, occurred_at
+from tests.support.query_env import ALICE, LAST, MIDDLE, OLDEST, QueryEnv, at, story_archive
 from tests.support.s3servers import S3Endpoint
 
 
@@ -95,29 +96,31 @@ class TestFilters:
 
 class TestMonths:
     def test_one_month_downloads_only_that_month(self, creds: QueryEnv, tmp_path: Path) -> None:
-        """A query for September lists and caches only September's objects."""
+        """A query for the story's middle month lists and caches only that month's objects."""
         client = make_client(creds.config.sink)
-        request = QueryRequest(EventFilter(time_range=TimeRange(dt.datetime(2026, 9, 1, tzinfo=dt.UTC),
-                                                                dt.datetime(2026, 10, 1, tzinfo=dt.UTC))),
+        request = QueryRequest(EventFilter(time_range=TimeRange(MIDDLE.start, MIDDLE.end)),
                                cache_dir=tmp_path, fmt="jsonl")
         report = execute(request, creds.config, io.StringIO(), io.StringIO(), client=client)
-        september = [k for k in creds.archive.archive_keys() if "/year=2026/month=09/" in k]
-        assert report.fetch.prefixes == ["audit/events/year=2026/month=09/"]
-        assert report.fetch.downloaded == len(september) == len(list(tmp_path.rglob("*.jsonl.gz")))
-        assert cached_months(tmp_path) == {"year=2026/month=09"}
+        middle = [k for k in creds.archive.archive_keys() if f"/{MIDDLE.partition}/" in k]
+        assert report.fetch.prefixes == [f"audit/events/{MIDDLE.partition}/"]
+        assert report.fetch.downloaded == len(middle) == len(list(tmp_path.rglob("*.jsonl.gz")))
+        assert cached_months(tmp_path) == {MIDDLE.partition}
 
     def test_month_boundary(self, creds: QueryEnv, tmp_path: Path) -> None:
         """A range across a month boundary reads both months and keeps exactly the events inside it."""
-        got = creds.query_events("--since", "2026-09-30T23:00:00Z", "--until", "2026-10-01T00:00:01Z",
-                                 cache=tmp_path)
+        boundary = LAST.start
+        got = creds.query_events("--since", occurred_at(boundary - dt.timedelta(hours=1)),
+                                 "--until", occurred_at(boundary + dt.timedelta(seconds=1)), cache=tmp_path)
         assert [(e["event_type"], e["occurred_at"]) for e in got] == [
-            ("order.deleted", "2026-10-01T00:00:00.250000Z"), ("order.updated", "2026-09-30T23:59:59.500000Z")]
-        assert cached_months(tmp_path) == {"year=2026/month=09", "year=2026/month=10"}
+            ("order.deleted", occurred_at(boundary + dt.timedelta(seconds=0.25))),
+            ("order.updated", occurred_at(boundary - dt.timedelta(seconds=0.5)))]
+        assert cached_months(tmp_path) == {MIDDLE.partition, LAST.partition}
 
     def test_dates_include_the_whole_until_day(self, creds: QueryEnv, tmp_path: Path) -> None:
         """--until with a date includes that day; the next day's first second is outside."""
-        got = creds.query_events("--since", "2026-09-30", "--until", "2026-09-30", cache=tmp_path)
-        assert [e["occurred_at"] for e in got] == ["2026-09-30T23:59:59.500000Z"]
+        last_day = (MIDDLE.end - dt.timedelta(days=1)).date().isoformat()
+        got = creds.query_events("--since", last_day, "--until", last_day, cache=tmp_path)
+        assert [e["occurred_at"] for e in got] == [occurred_at(MIDDLE.end - dt.timedelta(seconds=0.5))]
 
     def test_cache_is_reused(self, creds: QueryEnv, tmp_path: Path) -> None:
         """A second query over the same months downloads nothing; a truncated entry is fetched again."""
@@ -133,13 +136,13 @@ class TestMonths:
 
     def test_open_range_discovers_partitions(self, creds: QueryEnv, tmp_path: Path) -> None:
         """Without --until the months are discovered by listing, and only those from --since on are read."""
-        creds.query_events("--since", "2026-10-01", cache=tmp_path)
-        assert cached_months(tmp_path) == {"year=2026/month=10", "year=2026/month=11"}
+        creds.query_events("--since", LAST.day(1, "00:00:00").date().isoformat(), cache=tmp_path)
+        assert cached_months(tmp_path) == {LAST.partition, THIS_MONTH.partition}
 
     def test_cache_is_private(self, creds: QueryEnv, tmp_path: Path) -> None:
         """The cache directory is created 0700: it holds audit data."""
         cache = tmp_path / "new-cache"
-        creds.query_events("--since", "2026-08", "--until", "2026-08", cache=cache)
+        creds.query_events("--since", OLDEST.iso, "--until", OLDEST.iso, cache=cache)
         assert cache.stat().st_mode & 0o777 == 0o700
 
 
@@ -154,7 +157,7 @@ class TestSpool:
         """--include-spool adds sealed and open segments' events, skips a torn tail, and shows an event that
         is both shipped and still in the spool once."""
         shipped = env.archive.archive_keys()
-        sealed = env.emit([(at("2026-10-20"), "user#1", "order.updated",
+        sealed = env.emit([(at(LAST.day(20)), "user#1", "order.updated",
                             {"target_type": "Order", "target_id": 1002, "before": {"status": "new"},
                              "after": {"status": "paid"}})])
         open_events = self._open_segment_with_torn_tail(env, closing)
@@ -168,11 +171,13 @@ class TestSpool:
 
     def test_spool_events_honour_the_range(self, env: QueryEnv, tmp_path: Path) -> None:
         """Spool events outside --since/--until stay out; --sql sees spool events through `audit`."""
-        env.emit([(at("2026-07-01"), "user#1", "order.created", {"target_type": "Order", "target_id": 1})])
-        got = env.query_events("--since", "2026-08", "--include-spool", "--actor", "user#1", cache=tmp_path)
-        assert "2026-07-01T12:00:00.000000Z" not in {e["occurred_at"] for e in got}
+        before_story = OLDEST.shift(-1)
+        env.emit([(at(before_story.day(1)), "user#1", "order.created", {"target_type": "Order", "target_id": 1})])
+        got = env.query_events("--since", OLDEST.iso, "--include-spool", "--actor", "user#1", cache=tmp_path)
+        assert occurred_at(before_story.day(1)) not in {e["occurred_at"] for e in got}
         status, out, _ = env.query("--include-spool", "--format", "csv", "--sql",
-                                   "SELECT count(*) AS n FROM audit WHERE month = '07'", cache=tmp_path)
+                                   f"SELECT count(*) AS n FROM audit WHERE month = '{before_story.mm}'",
+                                   cache=tmp_path)
         assert (status, out) == (0, "n\n1\n")
 
     @staticmethod

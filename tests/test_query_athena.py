@@ -22,11 +22,12 @@ from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES
 from auditlock.query.engine import AuditDatabase
 from auditlock.spool.format import EVENT_KEYS
 from tests.conftest import HMAC_KEY
-from tests.support.query_env import ALICE, QueryEnv
+from tests.support.calendar import occurred_at
+from tests.support.query_env import ALICE, LAST, OLDEST, QueryEnv
 
 QUERIES = Path(__file__).resolve().parents[1] / "deploy" / "athena" / "queries.sql"
-PERIOD = ("2026-08-01T00:00:00.000000Z", "2026-11-01T00:00:00.000000Z")
-PARTITIONS = ("2026", "2026", "202608", "202610")
+PERIOD = (occurred_at(OLDEST.start), occurred_at(LAST.end))  # the story's three past months
+PARTITIONS = (f"{OLDEST.year}", f"{LAST.year}", f"{OLDEST.year}{OLDEST.mm}", f"{LAST.year}{LAST.mm}")
 
 
 def named_queries() -> dict[str, tuple[list[str], str]]:

@@ -4,7 +4,6 @@ used go first, nothing a running query reads is evicted (in this process or anot
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import os
 import shutil
@@ -25,12 +24,13 @@ from auditlock.query.eviction import PENDING_NAME, parse_size, trim
 from auditlock.query.filters import EventFilter
 from auditlock.query.session import QueryReport, QueryRequest, execute, open_database
 from auditlock.ui.app import build_app
-from tests.support.query_env import QueryEnv
+from tests.support.query_env import LAST, MIDDLE, QueryEnv
 from tests.support.ui_env import CLIENT, PASSWORD, SESSION_KEY, UiEnv
 
 LONG_AGO = 1_000_000_000.0  # 2001: "used long ago", earlier than any stamp a query sets
-SEPTEMBER = TimeRange(dt.datetime(2026, 9, 1, tzinfo=dt.UTC), dt.datetime(2026, 10, 1, tzinfo=dt.UTC))
-OCTOBER = TimeRange(dt.datetime(2026, 10, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+# Two of the story's months (tests/support/calendar.py): "September" and "October" below stand for them.
+SEPTEMBER = TimeRange(MIDDLE.start, MIDDLE.end)
+OCTOBER = TimeRange(LAST.start, LAST.end)
 EVERYTHING = TimeRange()
 HUGE = 2**40
 
@@ -90,10 +90,10 @@ class TestBound:
         run(creds, EVERYTHING, tmp_path, HUGE)
         age_all(tmp_path)
         run(creds, SEPTEMBER, tmp_path, HUGE)  # downloads nothing, stamps September as used
-        october = in_month(tmp_path, "year=2026/month=10")
+        october = in_month(tmp_path, LAST.partition)
         for path in october:
             path.unlink()
-        september = in_month(tmp_path, "year=2026/month=09")
+        september = in_month(tmp_path, MIDDLE.partition)
         bound = sum(september.values()) + sum(october.values())
         report, _ = run(creds, OCTOBER, tmp_path, bound)  # downloads October, then trims to the bound
         assert report.fetch.downloaded == len(october)
@@ -104,7 +104,7 @@ class TestBound:
         although the cache is within its bound; a crashed download's `.part-*` file goes too."""
         run(creds, EVERYTHING, tmp_path, HUGE)
         age_all(tmp_path)
-        current = next(iter(in_month(tmp_path, "year=2026/month=09")))
+        current = next(iter(in_month(tmp_path, MIDDLE.partition)))
         stem = current.name.removesuffix(".jsonl.gz").rsplit(".", 1)[0]
         stale = current.with_name(f"{stem}.0123456789abcdef0123456789abcdef.jsonl.gz")
         shutil.copyfile(current, stale)
@@ -125,7 +125,7 @@ class TestBound:
         run(creds, EVERYTHING, tmp_path, HUGE)
         age_all(tmp_path)
         run(creds, SEPTEMBER, tmp_path, HUGE)
-        september = in_month(tmp_path, "year=2026/month=09")
+        september = in_month(tmp_path, MIDDLE.partition)
         status, out, err = creds.query("--prune-cache", "--cache-max-bytes", str(sum(september.values())),
                                        cache=tmp_path)
         assert (status, err) == (0, "")
@@ -142,7 +142,7 @@ class TestInUse:
         config = creds.config
         client = make_client(config.sink)
         with open_database(config, SEPTEMBER, tmp_path, None, client=client, cache_max_bytes=0) as (database, _):
-            september = in_month(tmp_path, "year=2026/month=09")
+            september = in_month(tmp_path, MIDDLE.partition)
             before = database.count("TRUE", [])
             other, _ = run(creds, OCTOBER, tmp_path, 0)
             assert other.fetch.downloaded > 0
@@ -158,16 +158,16 @@ class TestInUse:
         config = creds.config
         with open_database(config, SEPTEMBER, tmp_path, None, client=make_client(config.sink),
                            cache_max_bytes=HUGE) as (database, _):
-            september = in_month(tmp_path, "year=2026/month=09")
+            september = in_month(tmp_path, MIDDLE.partition)
             result = subprocess.run(
                 [sys.executable, "-c", "import sys; from auditlock.cli import main; sys.exit(main(sys.argv[1:]))",
                  "query", "--config", str(creds.archive.config_path), "--cache-dir", str(tmp_path),
-                 "--cache-max-bytes", "0", "--since", "2026-10", "--until", "2026-10", "--format", "jsonl"],
+                 "--cache-max-bytes", "0", "--since", LAST.iso, "--until", LAST.iso, "--format", "jsonl"],
                 capture_output=True, text=True, check=False)
             assert result.returncode == 0, result.stderr
             assert "order.deleted" in result.stdout
             assert set(september) <= set(entries(tmp_path))
-            assert in_month(tmp_path, "year=2026/month=10")
+            assert in_month(tmp_path, LAST.partition)
             assert database.count("TRUE", []) > 0
         assert not (tmp_path / PENDING_NAME).exists()  # the first query's lease ended, and it trimmed
 
@@ -180,7 +180,7 @@ class TestSettings:
                           "cache_max_bytes = 0\n")
         out, err = io.StringIO(), io.StringIO()
         with redirect_stdout(out), redirect_stderr(err):
-            status = main(["query", "--config", str(config), "--since", "2026-09", "--until", "2026-09",
+            status = main(["query", "--config", str(config), "--since", MIDDLE.iso, "--until", MIDDLE.iso,
                            "--format", "jsonl"])
         assert status == 0, err.getvalue()
         assert out.getvalue().count("\n") > 0
@@ -189,12 +189,12 @@ class TestSettings:
 
     def test_flag_overrides_the_key(self, creds: QueryEnv, tmp_path: Path) -> None:
         """--cache-max-bytes beats [query] cache_max_bytes (here: the default of 10 GiB keeps everything)."""
-        status, _, err = creds.query("--since", "2026-09", "--until", "2026-09", "--cache-max-bytes", "0",
+        status, _, err = creds.query("--since", MIDDLE.iso, "--until", MIDDLE.iso, "--cache-max-bytes", "0",
                                      cache=tmp_path)
         assert status == 0, err
         assert entries(tmp_path) == {}
-        creds.query_events("--since", "2026-09", "--until", "2026-09", cache=tmp_path)
-        assert in_month(tmp_path, "year=2026/month=09")
+        creds.query_events("--since", MIDDLE.iso, "--until", MIDDLE.iso, cache=tmp_path)
+        assert in_month(tmp_path, MIDDLE.partition)
 
     def test_view_reads_the_query_section(self, creds: QueryEnv, tmp_path: Path) -> None:
         """`auditlock ui` caches in [query] cache_dir (unless [ui] cache_dir is set) and trims to its bound."""
@@ -203,7 +203,7 @@ class TestSettings:
         config = replace(ui.config(), query=QueryConfig(cache_dir=shared, cache_max_bytes=0))
         with TestClient(build_app(config, session_key=SESSION_KEY), client=CLIENT, follow_redirects=False) as client:
             client.post("/login", data={"user": "alice", "password": PASSWORD, "next": "/"})
-            page = client.get("/", params={"since": "2026-09", "until": "2026-09"})
+            page = client.get("/", params={"since": MIDDLE.iso, "until": MIDDLE.iso})
         assert page.status_code == 200
         assert "/events/" in page.text
         assert (shared / "archive").is_dir()
@@ -213,8 +213,8 @@ class TestSettings:
                          query=QueryConfig(cache_dir=shared, cache_max_bytes=HUGE))
         with TestClient(build_app(config, session_key=SESSION_KEY), client=CLIENT, follow_redirects=False) as client:
             client.post("/login", data={"user": "alice", "password": PASSWORD, "next": "/"})
-            assert client.get("/", params={"since": "2026-09", "until": "2026-09"}).status_code == 200
-        assert in_month(own, "year=2026/month=09")
+            assert client.get("/", params={"since": MIDDLE.iso, "until": MIDDLE.iso}).status_code == 200
+        assert in_month(own, MIDDLE.partition)
         assert entries(shared) == {}
 
 

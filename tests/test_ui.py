@@ -4,6 +4,7 @@ authentication, search, paging, the event page, export, and the view's own audit
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,8 @@ from auditlock.ui.app import SESSION_COOKIE, build_app
 from auditlock.ui.server import check_bind
 from auditlock.ui.throttle import LoginThrottle
 from tests.conftest import config_dict
-from tests.support.query_env import QueryEnv
+from tests.support.calendar import occurred_at
+from tests.support.query_env import MIDDLE, OLDEST, QueryEnv
 from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, event_ids, link, newest_first, password_hash
 
 SEARCHED, EXPORTED, VIEWED = "audit_log.searched", "audit_log.exported", "audit_log.viewed"
@@ -291,14 +293,16 @@ class TestSearch:
         ({"target_type": "Order", "target_id": "1001"}, {"target_type": "Order", "target_id": "1001"}),
         ({"type": "auth.*"}, None),
         ({"text": "SUPPORT ticket"}, {"event_type": "data.accessed"}),
-        ({"since": "2026-09-01", "until": "2026-09-30"}, None),
+        ({"since": MIDDLE.day(1).date().isoformat(), "until": (MIDDLE.end - dt.timedelta(days=1)).date().isoformat()},
+         None),
     ])
     def test_filters(self, ui: UiEnv, story: QueryEnv, query: dict[str, str], match: dict[str, str] | None) -> None:
         """Each filter shows exactly the matching events, newest first."""
         if query.get("type") == "auth.*":
             expected = [e for e in story.written if e["event_type"].startswith("auth.")]
         elif "since" in query:
-            expected = [e for e in story.written if "2026-09-01" <= e["occurred_at"] < "2026-10-01"]
+            start, end = occurred_at(MIDDLE.start), occurred_at(MIDDLE.end)
+            expected = [e for e in story.written if start <= e["occurred_at"] < end]
         else:
             assert match is not None
             expected = written(story, **match)
@@ -314,14 +318,13 @@ class TestSearch:
         assert not any(p.startswith("audit_log") for p in story.config.events.include)
         with ui.client() as client:
             client.get("/")
-            client.get("/", params={"actor": "user#1", "since": "2026-08", "until": "2026-09"})
+            client.get("/", params={"actor": "user#1", "since": OLDEST.iso, "until": MIDDLE.iso})
             client.get("/", params={"type": "order.*, customer.*", "text": "alice"})
         first, second = ui.recorded(SEARCHED)
         assert (first["actor_id"], first["actor_type"], first["actor_ip"]) == ("user:alice", "user", CLIENT[0])
         assert (first["target_type"], first["service"]) == ("AuditLog", "shop")
-        assert first["payload"] == {"filters": {"actor": "user#1", "since": "2026-08", "until": "2026-09"},
-                                    "range": {"since": "2026-08-01T00:00:00.000000Z",
-                                              "until": "2026-10-01T00:00:00.000000Z"},
+        assert first["payload"] == {"filters": {"actor": "user#1", "since": OLDEST.iso, "until": MIDDLE.iso},
+                                    "range": {"since": occurred_at(OLDEST.start), "until": occurred_at(MIDDLE.end)},
                                     "results": 2}
         assert second["payload"]["filters"] == {"type": "order.*, customer.*", "text": "alice"}
 

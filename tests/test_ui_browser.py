@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from auditlock.query.columns import EVENT_NAMES
-from tests.support.query_env import QueryEnv
+from tests.support.query_env import OLDEST, QueryEnv
 from tests.support.ui_env import PASSWORD, UiEnv, newest_first
 from tests.support.waiting import wait_for
 
@@ -87,7 +87,7 @@ class TestBrowser:
             expect(page.locator(".viewer")).to_contain_text("user:alice")
 
             page.fill("#f-target_id", "1001")
-            page.fill("#f-since", "2026-08-01")
+            page.fill("#f-since", OLDEST.start.date().isoformat())
             page.get_by_role("button", name="Search").click()
             expect(page.locator("#total")).to_have_text(str(len(expected)))
             rows = page.locator("table.events tbody tr")

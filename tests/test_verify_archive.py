@@ -24,6 +24,7 @@ import pytest
 from auditlock.archive import layout
 from auditlock.spool.format import SEALED_SUFFIX, parse_segment_name
 from tests.support.archive_env import ArchiveEnv
+from tests.support.calendar import NEXT_MONTH
 from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket, make_plain_bucket
 from tests.support.verify_env import (
     build_archive,
@@ -104,11 +105,11 @@ class TestCleanArchive:
         assert report["counts"]["digests"] >= 3
         assert report["counts"]["events"] == 40 + 10 + 12 + 30 + 4  # + four clean-end records
         assert report["counts"]["writers"] == 4
-        assert len({k.split("/")[3] for k in keys(archive)}) == 2  # month=11 and month=12
+        assert len({k.split("/")[3] for k in keys(archive)}) == 2  # this month and the next (the month boundary)
 
     def test_month_range_selects_partitions(self, archive: ArchiveEnv) -> None:
-        """--since/--until select months: December alone holds a writer that began in November, not a gap."""
-        status, report = run(archive, "--since", "2026-12", "--until", "2026-12")
+        """--since/--until select months: the next month alone holds a writer that began in this one, not a gap."""
+        status, report = run(archive, "--since", NEXT_MONTH.iso, "--until", NEXT_MONTH.iso)
         assert report["findings"] == []
         assert status == 0
         assert report["counts"]["events"] == 7 + 1

@@ -107,7 +107,7 @@ class ArchiveEnv:
         """Environment for an agent subprocess: the endpoint's credentials."""
         return {**os.environ, "AWS_ACCESS_KEY_ID": self.endpoint.access_key,
                 "AWS_SECRET_ACCESS_KEY": self.endpoint.secret_key, "AWS_DEFAULT_REGION": self.endpoint.region,
-                "PYTHONPATH": str(REPO), **extra}
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **extra}
 
     def agent_command(self, *args: str) -> list[str]:
         """argv of `auditlock agent` for this env."""

@@ -1,9 +1,9 @@
-"""A query test archive: a config with hmac'd fields, a known story of events over three months (and now),
+"""A query test archive: a config with hmac'd fields, a known story of events over the three months before the
+current one (and now, all from tests/support/calendar.py),
 shipped by the real agent to an S3 server; plus helpers to run `auditlock query` and read its JSONL."""
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import datetime as dt
 import io
@@ -17,14 +17,15 @@ import orjson
 import pytest
 
 import auditlock
-from auditlock.agent.service import Agent
 from auditlock.cli import main
 from auditlock.config import Config, load_config
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
 from tests.conftest import HMAC_KEY
 from tests.support.archive_env import ArchiveEnv
+from tests.support.calendar import TODAY, months_ago, to_ns
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
+from tests.support.shipping import drain_or_fail
 
 CONFIG = """
 service = "shop"
@@ -55,11 +56,11 @@ key_env = "AUDITLOCK_TEST_HMAC"
 default = "standard"
 
 [retention.classes.standard]
-days = 1
+days = {standard_days}
 mode = "GOVERNANCE"
 
 [retention.classes.security]
-days = 2
+days = {security_days}
 mode = "GOVERNANCE"
 
 [retention.events]
@@ -77,42 +78,56 @@ batch_max_age_s = 0.2
 
 ALICE = "alice@example.com"
 
+# The story's three past months, counted back from the session's current UTC month (tests/support/calendar.py):
+# OLDEST holds the first two events, MIDDLE ends with an event half a second before its last instant, LAST
+# begins with two events in its first second; the last three events happen "now" (the session's TODAY).
+OLDEST, MIDDLE, LAST = months_ago(3), months_ago(2), months_ago(1)
 
-def at(moment: str) -> int:
-    """A UTC time (`2026-09-30`, `2026-09-30T23:59:59.5`; noon when no time is given) as the writer's clock
-    gives it: ns since the epoch."""
-    parsed = dt.datetime.fromisoformat(moment if "T" in moment else f"{moment}T12:00:00").replace(tzinfo=dt.UTC)
-    return (calendar.timegm(parsed.timetuple()) * 10**6 + parsed.microsecond) * 1000
+# The story's events are up to four months old when shipped; their classes keep them locked longer than that, so
+# every retain-until (last event + days) is in the future at shipping time, on any day of any month.
+STORY_RETENTION_DAYS = {"standard": 150, "security": 300}
 
 
-# (time or None for "now", actor, event type, fields): the story every archive test queries.
+def at(moment: dt.datetime) -> int:
+    """A UTC time as the writer's clock gives it: ns since the epoch."""
+    return to_ns(moment)
+
+
+def story_now(n: int) -> int:
+    """The story's n-th "now" event: the session's TODAY plus n microseconds (one month, one order)."""
+    return to_ns(TODAY + dt.timedelta(microseconds=n))
+
+
+# (time, actor, event type, fields): the story every archive test queries.
 STORY: list[tuple[int | None, str, str, dict[str, Any]]] = [
-    (at("2026-08-03"), "user#1", "order.created", {"target_type": "Order", "target_id": 1001, "status": "new",
-                                                 "customer_email": ALICE}),
-    (at("2026-08-20"), "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "bad_password"}),
-    (at("2026-09-02"), "svc:admin-api", "access.role_granted", {"target_type": "User", "target_id": 5,
-                                                              "role": "admin", "scope": "shop"}),
-    (at("2026-09-10"), "user#2", "order.updated", {"target_type": "Order", "target_id": 1001,
-                                                  "before": {"status": "new"}, "after": {"status": "paid"}}),
-    (at("2026-09-12"), "user#4", "data.accessed", {"target_type": "Order", "target_id": 1001,
-                                                  "justification": "support ticket 12"}),
-    (at("2026-09-15"), "user#7", "customer.created", {"target_type": "Customer", "target_id": 7, "name": "Alice",
-                                                     "email": ALICE}),
-    (at("2026-09-30T23:59:59.5"), "user#1", "order.updated",
+    (at(OLDEST.day(3)), "user#1", "order.created", {"target_type": "Order", "target_id": 1001, "status": "new",
+                                                   "customer_email": ALICE}),
+    (at(OLDEST.day(20)), "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "bad_password"}),
+    (at(MIDDLE.day(2)), "svc:admin-api", "access.role_granted", {"target_type": "User", "target_id": 5,
+                                                                "role": "admin", "scope": "shop"}),
+    (at(MIDDLE.day(10)), "user#2", "order.updated", {"target_type": "Order", "target_id": 1001,
+                                                    "before": {"status": "new"}, "after": {"status": "paid"}}),
+    (at(MIDDLE.day(12)), "user#4", "data.accessed", {"target_type": "Order", "target_id": 1001,
+                                                    "justification": "support ticket 12"}),
+    (at(MIDDLE.day(15)), "user#7", "customer.created", {"target_type": "Customer", "target_id": 7, "name": "Alice",
+                                                       "email": ALICE}),
+    (at(MIDDLE.end - dt.timedelta(seconds=0.5)), "user#1", "order.updated",
      {"target_type": "Order", "target_id": 1001, "before": {"status": "paid"}, "after": {"status": "shipped"}}),
-    (at("2026-10-01T00:00:00.25"), "user#3", "order.deleted", {"target_type": "Order", "target_id": 1001}),
-    (at("2026-10-01T00:00:01"), "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "locked"}),
-    (at("2026-10-05"), "user#7", "customer.updated", {"target_type": "Customer", "target_id": 7,
-                                                     "before": {"email": ALICE}, "after": {"email": "a@new.example"}}),
-    (at("2026-10-06"), "user#2", "order.created", {"target_type": "Order", "target_id": 1002, "status": "new",
-                                                  "customer_email": ALICE}),
-    (at("2026-10-08"), "svc:admin-api", "access.permission_changed", {"target_type": "User", "target_id": 5,
-                                                                     "permission": "refund", "scope": "shop"}),
-    (at("2026-10-09"), "svc:admin-api", "access.role_revoked", {"target_type": "User", "target_id": 5,
-                                                               "role": "admin", "scope": "shop"}),
-    (None, "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "bad_password"}),
-    (None, "user#8", "auth.login_succeeded", {"actor_ip": "198.51.100.4", "method": "password"}),
-    (None, "user#8", "auth.login_failed", {"actor_ip": "198.51.100.4", "reason": "bad_otp"}),
+    (at(LAST.start + dt.timedelta(seconds=0.25)), "user#3", "order.deleted", {"target_type": "Order",
+                                                                             "target_id": 1001}),
+    (at(LAST.start + dt.timedelta(seconds=1)), "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9",
+                                                                              "reason": "locked"}),
+    (at(LAST.day(5)), "user#7", "customer.updated", {"target_type": "Customer", "target_id": 7,
+                                                    "before": {"email": ALICE}, "after": {"email": "a@new.example"}}),
+    (at(LAST.day(6)), "user#2", "order.created", {"target_type": "Order", "target_id": 1002, "status": "new",
+                                                 "customer_email": ALICE}),
+    (at(LAST.day(8)), "svc:admin-api", "access.permission_changed", {"target_type": "User", "target_id": 5,
+                                                                    "permission": "refund", "scope": "shop"}),
+    (at(LAST.day(9)), "svc:admin-api", "access.role_revoked", {"target_type": "User", "target_id": 5,
+                                                              "role": "admin", "scope": "shop"}),
+    (story_now(0), "user#9", "auth.login_failed", {"actor_ip": "203.0.113.9", "reason": "bad_password"}),
+    (story_now(1), "user#8", "auth.login_succeeded", {"actor_ip": "198.51.100.4", "method": "password"}),
+    (story_now(2), "user#8", "auth.login_failed", {"actor_ip": "198.51.100.4", "reason": "bad_otp"}),
 ]
 
 
@@ -129,7 +144,8 @@ class QueryEnv:
         root.mkdir(parents=True, exist_ok=True)
         path = root / "auditlock.toml"
         path.write_text(CONFIG.format(spool=root / "spool", bucket=bucket, endpoint=endpoint.url,
-                                      region=endpoint.region))
+                                      region=endpoint.region, standard_days=STORY_RETENTION_DAYS["standard"],
+                                      security_days=STORY_RETENTION_DAYS["security"]))
         env = cls(ArchiveEnv(root, endpoint, bucket, path), [])
         env.written = env.emit(STORY)
         env.ship()
@@ -158,8 +174,7 @@ class QueryEnv:
 
     def ship(self) -> None:
         """Drain the spool into the bucket with the real agent (in this process)."""
-        result = Agent(self.config, serve_http=False).run_once()
-        assert result.segments_left == 0
+        assert drain_or_fail(self.config).segments_left == 0
 
     def query(self, *args: str, cache: Path) -> tuple[int, str, str]:
         """Run `auditlock query --config ... --cache-dir CACHE ARGS`; returns (status, stdout, stderr)."""

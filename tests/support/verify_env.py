@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import calendar
 import contextlib
+import datetime as dt
 import io
 import itertools
 from collections.abc import Callable, Iterator
@@ -15,13 +15,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 import auditlock
-from auditlock.agent.service import Agent
 from auditlock.archive import digest as digest_format
 from auditlock.cli import main
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
 from tests.support.archive_env import ArchiveEnv
+from tests.support.calendar import NEXT_BOUNDARY, to_ns
 from tests.support.s3servers import content_md5
+from tests.support.shipping import drain_or_fail
 
 PREFIX = "audit/"
 
@@ -44,8 +45,8 @@ def enable_signing(env: ArchiveEnv, private_key: Path) -> None:
 
 
 def drain(env: ArchiveEnv) -> None:
-    """Run the agent in-process until the spool is drained (one digest per batch)."""
-    Agent(env.config, serve_http=False).run_once()
+    """Run the agent in-process until the spool is drained (one digest per batch); an S3 error fails at once."""
+    drain_or_fail(env.config)
 
 
 def write_mixed(env: ArchiveEnv, count: int) -> None:
@@ -61,8 +62,9 @@ def write_mixed(env: ArchiveEnv, count: int) -> None:
 
 
 def month_boundary_clock() -> Iterator[int]:
-    """Ticks 0.2 s apart from 2026-11-30T23:59:59Z: five in November, the rest in December."""
-    return itertools.count(calendar.timegm((2026, 11, 30, 23, 59, 59)) * 10**9, 200_000_000)
+    """Ticks 0.2 s apart from one second before the next UTC month boundary: five in this month, the rest in the
+    next. The boundary ahead of now, so events of a one-day class still have a retain-until in the future."""
+    return itertools.count(to_ns(NEXT_BOUNDARY - dt.timedelta(seconds=1)), 200_000_000)
 
 
 def build_archive(env: ArchiveEnv) -> None:
