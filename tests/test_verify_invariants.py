@@ -1,0 +1,205 @@
+"""verify's core invariants, each shown to catch the one tampering that only it can see (issue #14 items 2, 3, 10).
+
+The archive is written once per module by the real agent (signed digests, on moto) and downloaded; each test
+tampers with its own copy of that download and runs `verify --source DIR`. Most tamperings are done by a forger
+holding the signing key (`verify_forgery.reseal`): every other hash, record and signature agrees again, so the
+finding asserted is the only one — and the test fails if verify stops checking that invariant. Each docstring
+names the invariant. Tampering in the lock bucket itself (overwrites, delete markers) is tested in
+tests/test_verify_archive.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditlock.archive import digest as digest_format
+from tests.support.archive_env import ArchiveEnv
+from tests.support.s3servers import S3Endpoint, make_lock_bucket
+from tests.support.verify_env import build_archive, download, enable_signing, kinds, make_keypair, subjects, verify
+from tests.support.verify_forgery import PREFIX, ArchiveCopy, reseal
+
+
+@pytest.fixture(scope="module")
+def pristine(moto_s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A download of a clean signed archive the real agent wrote (three batches, two classes, a month boundary);
+    the signing key pair lies next to it (`digest-key.pem`, `digest-key.pub.pem`)."""
+    root = tmp_path_factory.mktemp("invariants")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+        bucket = make_lock_bucket(moto_s3.client(), f"auditlock-invariants-{uuid.uuid4().hex[:12]}")
+        env = ArchiveEnv.create(root, moto_s3, bucket)
+        private, _public = make_keypair(root)
+        enable_signing(env, private)
+        build_archive(env)
+        yield download(env, root / "copy")
+
+
+@pytest.fixture
+def copy(pristine: Path, tmp_path: Path) -> ArchiveCopy:
+    """This test's own copy of the pristine download."""
+    return ArchiveCopy.of(pristine, tmp_path / "copy")
+
+
+def private_key(pristine: Path) -> bytes:
+    """The agent's signing key (PEM)."""
+    return (pristine.parent / "digest-key.pem").read_bytes()
+
+
+def run(copy: ArchiveCopy, pristine: Path, *args: str, signed: bool = True) -> tuple[int, dict[str, Any]]:
+    """verify --source over the copy, with the agent's public key unless `signed` is False."""
+    key = ("--public-key", str(pristine.parent / "digest-key.pub.pem")) if signed else ()
+    return verify("--source", str(copy.root), *key, *args)
+
+
+def only_finding(status: int, report: dict[str, Any], kind: str) -> dict[str, str]:
+    """The report's single finding, of `kind` (exit status 1)."""
+    assert [f["kind"] for f in report["findings"]] == [kind], report["findings"]
+    assert status == 1
+    finding: dict[str, str] = report["findings"][0]
+    return finding
+
+
+def newest_digest(copy: ArchiveCopy) -> str:
+    """The newest digest: it has no successor, so only its signature protects it."""
+    return copy.stored("digests")[-1]
+
+
+class TestForgerBaseline:
+    def test_reseal_of_an_untouched_copy_is_clean(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """The forger's reseal adds nothing by itself: an untouched resealed copy verifies clean."""
+        reseal(copy, private_key(pristine))
+        status, report = run(copy, pristine)
+        assert report["findings"] == []
+        assert status == 0
+
+
+class TestDigestSignatures:
+    def test_resigned_by_another_key_under_the_right_fingerprint(self, copy: ArchiveCopy, pristine: Path,
+                                                                 tmp_path: Path) -> None:
+        """Invariant: a signature must verify under the public key — a matching fingerprint alone proves nothing."""
+        other, _public = make_keypair(tmp_path, "forger")
+        key = newest_digest(copy)
+        body = copy.digest(key)
+        fingerprint = body["signature"]["public_key_sha256"]
+        forged = digest_format.sign(body, other.read_bytes())
+        forged["signature"]["public_key_sha256"] = fingerprint
+        copy.write_digest(key, forged)
+        finding = only_finding(*run(copy, pristine), "bad signature")
+        assert finding["subject"] == key
+        assert finding["detail"] == "the signature does not match the digest's content"
+
+    def test_flipped_signature_bit(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: the signature bytes are checked — one flipped bit is a bad signature."""
+        key = newest_digest(copy)
+        body = copy.digest(key)
+        value = bytearray(base64.b64decode(body["signature"]["value"]))
+        value[7] ^= 0x01
+        body["signature"]["value"] = base64.b64encode(bytes(value)).decode("ascii")
+        copy.write_digest(key, body)
+        finding = only_finding(*run(copy, pristine), "bad signature")
+        assert finding["subject"] == key
+
+    @pytest.mark.parametrize(("edit", "found"), [
+        (lambda body: body["agent"].update(host="elsewhere"), {"bad signature"}),
+        (lambda body: body["objects"][0].update(sha256="ab" * 32), {"bad signature", "modified object"}),
+    ], ids=["host", "object-sha256"])
+    def test_digest_edited_keeping_its_signature(self, copy: ArchiveCopy, pristine: Path,
+                                                 edit: Callable[[dict[str, Any]], None], found: set[str]) -> None:
+        """Invariant: the signature covers the whole digest — an edit that keeps the old signature is caught."""
+        key = newest_digest(copy)
+        body = copy.digest(key)
+        edit(body)
+        copy.write_digest(key, body)
+        status, report = run(copy, pristine)
+        assert status == 1
+        assert kinds(report) == found
+        assert subjects(report, "bad signature") == {key}
+
+    @pytest.mark.parametrize("value", [123, None, {"value": "x"}, ["AAAA"]], ids=["int", "null", "object", "list"])
+    def test_signature_value_of_another_type(self, copy: ArchiveCopy, pristine: Path, value: object) -> None:
+        """Invariant: a hostile signature is a finding, never a crash — a value that is not a string is bad."""
+        key = newest_digest(copy)
+        body = copy.digest(key)
+        body["signature"]["value"] = value
+        copy.write_digest(key, body)
+        finding = only_finding(*run(copy, pristine), "bad signature")
+        assert finding["subject"] == key
+        assert "not base64 text" in finding["detail"]
+
+    def test_signature_text_with_extra_characters(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: the signature is exactly base64 — characters a lenient decoder would skip make it bad."""
+        key = newest_digest(copy)
+        body = copy.digest(key)
+        body["signature"]["value"] = "*" + body["signature"]["value"]
+        copy.write_digest(key, body)
+        finding = only_finding(*run(copy, pristine), "bad signature")
+        assert "not base64 text" in finding["detail"]
+
+
+class TestDigestChainLinks:
+    @pytest.mark.parametrize("index", [0, 1], ids=["first", "middle"])
+    def test_digest_removed_from_the_chain(self, copy: ArchiveCopy, pristine: Path, index: int) -> None:
+        """Invariant: every digest's predecessor exists — a removed digest breaks its successor's link."""
+        removed, successor = copy.stored("digests")[index:index + 2]
+        listed = {entry["key"].removeprefix(PREFIX) for entry in copy.digest(removed)["objects"]}
+        copy.remove(removed)
+        status, report = run(copy, pristine)
+        assert status == 1
+        assert kinds(report) == {"broken digest chain", "unlisted object"}
+        [broken] = [f for f in report["findings"] if f["kind"] == "broken digest chain"]
+        assert broken["subject"] == successor
+        assert broken["detail"] == f"its previous digest {removed} is missing"
+        assert subjects(report, "unlisted object") == listed
+
+    @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+    def test_middle_digest_edited_keeping_its_signature(self, copy: ArchiveCopy, pristine: Path,
+                                                        signed: bool) -> None:
+        """Invariant: a digest hashes to what its successor recorded — even without a public key, an edit shows."""
+        middle, successor = copy.stored("digests")[1:3]
+        body = copy.digest(middle)
+        body["agent"]["host"] = "elsewhere"
+        copy.write_digest(middle, body)
+        status, report = run(copy, pristine, signed=signed)
+        assert status == 1
+        assert kinds(report) == ({"digest modified", "bad signature"} if signed else {"digest modified"})
+        [modified] = [f for f in report["findings"] if f["kind"] == "digest modified"]
+        assert modified["subject"] == middle
+        assert f"but its successor {successor} recorded" in modified["detail"]
+
+    def test_predecessor_hash_edited_and_resigned(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: `previous.sha256` is compared — a re-signed digest naming another hash breaks the link."""
+        middle, newest = copy.stored("digests")[1:3]
+        body = copy.digest(newest)
+        body["previous"]["sha256"] = "ab" * 32
+        copy.resign(newest, body, private_key(pristine))
+        finding = only_finding(*run(copy, pristine), "digest modified")
+        assert finding["subject"] == middle
+        assert finding["detail"].endswith(f"but its successor {newest} recorded abababababababab…")
+
+    def test_predecessor_relinked_around_a_digest(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: one successor per digest — a re-signed digest linking past its predecessor is a fork."""
+        first, middle, newest = copy.stored("digests")
+        body = copy.digest(newest)
+        body["previous"] = {"key": PREFIX + first, "sha256": copy.sha256(first)}
+        copy.resign(newest, body, private_key(pristine))
+        finding = only_finding(*run(copy, pristine), "broken digest chain")
+        assert finding["subject"] == first
+        assert finding["detail"] == f"fork: 2 digests name it as their previous ({middle}, {newest})"
+
+    def test_predecessor_key_names_no_digest(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a predecessor named by key must exist — a re-signed link to nothing is a broken chain."""
+        middle, newest = copy.stored("digests")[1:3]
+        body = copy.digest(newest)
+        nowhere = middle.replace(".json", "0.json")
+        body["previous"]["key"] = PREFIX + nowhere
+        copy.resign(newest, body, private_key(pristine))
+        finding = only_finding(*run(copy, pristine), "broken digest chain")
+        assert finding == {"kind": "broken digest chain", "subject": newest,
+                           "detail": f"its previous digest {nowhere} is missing"}
