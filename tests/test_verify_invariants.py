@@ -203,3 +203,76 @@ class TestDigestChainLinks:
         finding = only_finding(*run(copy, pristine), "broken digest chain")
         assert finding == {"kind": "broken digest chain", "subject": newest,
                            "detail": f"its previous digest {nowhere} is missing"}
+
+
+def month_boundary_writer(copy: ArchiveCopy) -> tuple[str, str, str]:
+    """(writer, its head object, the next object) of the writer that crosses a month: its head alone holds the
+    earliest month's events."""
+    head = copy.stored()[0]
+    [writer] = {event["writer"] for event in copy.events(head)}
+    objects = copy.writer_objects(writer)
+    assert objects[0] == head
+    assert copy.events(head)[0]["seq"] == 0
+    return writer, head, objects[1]
+
+
+def month_of(key: str) -> str:
+    """`YYYY-MM` of an `events/year=YYYY/month=MM/…` key."""
+    _kind, year, month, _name = key.split("/")
+    return f"{year.removeprefix('year=')}-{month.removeprefix('month=')}"
+
+
+class TestWriterStart:
+    def test_head_object_removed_and_resealed(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: every writer starts at seq 0 — a writer whose first object is gone (digests resealed) is a gap."""
+        writer, head, following = month_boundary_writer(copy)
+        first_present = copy.events(following)[0]["seq"]
+        copy.remove(head)
+        reseal(copy, private_key(pristine))
+        finding = only_finding(*run(copy, pristine), "seq gap")
+        assert finding == {"kind": "seq gap", "subject": f"writer {writer}",
+                           "detail": f"seq 0–{first_present - 1} missing (the first event present is seq "
+                                     f"{first_present}, in {following})"}
+
+    def test_range_excuses_a_late_start_in_its_first_month_only(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: with --since, only a writer first seen in the range's first month may start after seq 0."""
+        writer, head, following = month_boundary_writer(copy)
+        copy.remove(head)
+        reseal(copy, private_key(pristine))
+        status, report = run(copy, pristine, "--since", month_of(following))
+        assert report["findings"] == []
+        assert status == 0
+        finding = only_finding(*run(copy, pristine, "--since", month_of(head)), "seq gap")
+        assert finding["subject"] == f"writer {writer}"
+        assert finding["detail"].endswith(f"or the writer began before --since and wrote nothing in "
+                                          f"{month_of(head)}: verify from an earlier --since to tell)")
+
+
+class TestDuplicatesAcrossObjects:
+    @pytest.mark.parametrize("spelling", [str, str.upper], ids=["same", "uppercase"])
+    def test_event_id_repeated_in_another_object(self, copy: ArchiveCopy, pristine: Path,
+                                                 spelling: Callable[[str], str]) -> None:
+        """Invariant: an event_id appears once in the archive — reused in another object (resealed) it is named."""
+        first, second = copy.stored()[:2]
+        event_id = copy.events(first)[1]["event_id"]
+        events = copy.events(second)
+        events[2]["event_id"] = spelling(event_id)
+        copy.write_events(second, events)
+        reseal(copy, private_key(pristine))
+        finding = only_finding(*run(copy, pristine), "duplicate event")
+        assert finding["subject"] == f"event {event_id}"
+        assert finding["detail"].startswith(f"seen again in {second} (writer ")
+
+    def test_writer_seq_range_in_two_objects(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a writer's seq ranges do not overlap — its lines again (new ids) in another object are named."""
+        source = max(copy.stored(), key=lambda key: len(copy.lines(key)))
+        lines = copy.events(source)[3:6]
+        writer = lines[0]["writer"]
+        target = next(key for key in copy.stored() if key not in copy.writer_objects(writer))
+        repeated = [{**line, "event_id": str(uuid.uuid4())} for line in lines]
+        copy.write_events(target, copy.events(target) + repeated)
+        reseal(copy, private_key(pristine))
+        finding = only_finding(*run(copy, pristine), "duplicate event")
+        first, last = lines[0]["seq"], lines[-1]["seq"]
+        assert finding["subject"] == f"writer {writer}"
+        assert finding["detail"] == f"seq {first}–{last} present more than once ({target} and {source})"

@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 
 from auditlock.archive import digest as digest_format
-from auditlock.spool.format import ZERO_HASH
 
 PREFIX = "audit/"
 
@@ -99,18 +98,21 @@ def reseal(copy: ArchiveCopy, private_key_pem: bytes) -> None:
 
 
 def _relink(copy: ArchiveCopy) -> dict[tuple[str, int], str]:
-    """Recompute every line's `prev` as the hash of its writer's line seq-1 (the first one seen); rewrite the
-    objects whose lines changed. Returns (writer, seq) → the line's hash."""
+    """Recompute every line's `prev` as the hash of its writer's line seq-1 (in the same object if it is there,
+    else the first one seen); rewrite the objects whose lines changed. Returns (writer, seq) → the line's hash."""
     located = [(event["writer"], event["seq"], key, index, event)
                for key in copy.stored() for index, event in enumerate(copy.events(key))]
     hashes: dict[tuple[str, int], str] = {}
+    in_object: dict[tuple[str, int, str], str] = {}
     contents = {key: copy.lines(key) for key in copy.stored()}
     for writer, seq, key, index, event in sorted(located, key=lambda item: item[:4]):
-        link = ZERO_HASH if seq == 0 else hashes.get((writer, seq - 1), event["prev"])
-        if link != event["prev"]:
+        link = in_object.get((writer, seq - 1, key)) or hashes.get((writer, seq - 1), event["prev"])
+        if link != event["prev"] and seq > 0:
             event["prev"] = link
             contents[key][index] = orjson.dumps(event)
-        hashes.setdefault((writer, seq), hashlib.sha256(contents[key][index]).hexdigest())
+        line_hash = hashlib.sha256(contents[key][index]).hexdigest()
+        hashes.setdefault((writer, seq), line_hash)
+        in_object[writer, seq, key] = line_hash
     for key, lines in contents.items():
         if lines != copy.lines(key):
             copy.write_lines(key, lines)
