@@ -19,9 +19,19 @@ from typing import Any
 import pytest
 
 from auditlock.archive import digest as digest_format
+from auditlock.spool.format import SEALED_SUFFIX, parse_segment_name
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
-from tests.support.verify_env import build_archive, download, enable_signing, kinds, make_keypair, subjects, verify
+from tests.support.verify_env import (
+    build_archive,
+    download,
+    drain,
+    enable_signing,
+    kinds,
+    make_keypair,
+    subjects,
+    verify,
+)
 from tests.support.verify_forgery import PREFIX, ArchiveCopy, reseal
 
 
@@ -39,6 +49,18 @@ def pristine(moto_s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> I
         enable_signing(env, private)
         build_archive(env)
         yield download(env, root / "copy")
+
+
+@pytest.fixture
+def env(moto_s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
+    """A spool and config shipping to a fresh lock bucket on moto, digests signed; credentials in the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    archive = ArchiveEnv.create(tmp_path, moto_s3, make_lock_bucket(moto_s3.client(),
+                                                                   f"auditlock-head-{uuid.uuid4().hex[:12]}"))
+    private, _public = make_keypair(tmp_path)
+    enable_signing(archive, private)
+    return archive
 
 
 @pytest.fixture
@@ -233,6 +255,22 @@ class TestWriterStart:
         assert finding == {"kind": "seq gap", "subject": f"writer {writer}",
                            "detail": f"seq 0–{first_present - 1} missing (the first event present is seq "
                                      f"{first_present}, in {following})"}
+
+    def test_head_segment_never_shipped(self, env: ArchiveEnv) -> None:
+        """Invariant: every writer starts at seq 0 — a first segment lost before upload leaves a gap from seq 0."""
+        env.write_events(40)
+        segments = sorted(env.spool.glob(f"*{SEALED_SUFFIX}"))
+        head, following = (parse_segment_name(segment.name) for segment in segments[:2])
+        assert head is not None
+        assert following is not None
+        assert head.first_seq == 0
+        segments[0].unlink()
+        drain(env)
+        status, report = verify("--config", str(env.config_path), "--public-key", str(env.root / "digest-key.pub.pem"))
+        finding = only_finding(status, report, "seq gap")
+        assert finding["subject"] == f"writer {head.writer}"
+        assert finding["detail"].startswith(f"seq 0–{following.first_seq - 1} missing (the first event present is "
+                                            f"seq {following.first_seq}, in events/")
 
     def test_range_excuses_a_late_start_in_its_first_month_only(self, copy: ArchiveCopy, pristine: Path) -> None:
         """Invariant: with --since, only a writer first seen in the range's first month may start after seq 0."""
