@@ -215,6 +215,17 @@ class TestDigestChainLinks:
         assert finding["subject"] == first
         assert finding["detail"] == f"fork: 2 digests name it as their previous ({middle}, {newest})"
 
+    def test_predecessor_of_another_agent(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: one agent writes one chain — a re-signed digest of another agent linked into it is named."""
+        middle, newest = copy.stored("digests")[1:3]
+        body = copy.digest(newest)
+        agent, body["agent"]["id"] = body["agent"]["id"], "f" * 32
+        copy.resign(newest, body, private_key(pristine))
+        finding = only_finding(*run(copy, pristine), "broken digest chain")
+        assert finding == {"kind": "broken digest chain", "subject": newest,
+                           "detail": f"its previous digest {middle} belongs to agent {agent}, this digest to agent "
+                                     f"{'f' * 32} (one agent writes one chain)"}
+
     def test_predecessor_key_names_no_digest(self, copy: ArchiveCopy, pristine: Path) -> None:
         """Invariant: a predecessor named by key must exist — a re-signed link to nothing is a broken chain."""
         middle, newest = copy.stored("digests")[1:3]
