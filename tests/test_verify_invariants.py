@@ -239,14 +239,18 @@ class TestDigestChainLinks:
 
 
 def month_boundary_writer(copy: ArchiveCopy) -> tuple[str, str, str]:
-    """(writer, its head object, the next object) of the writer that crosses a month: its head alone holds the
-    earliest month's events."""
-    head = copy.stored()[0]
-    [writer] = {event["writer"] for event in copy.events(head)}
-    objects = copy.writer_objects(writer)
-    assert objects[0] == head
+    """(writer, its head object, its next object) of the writer whose events cross a month boundary: its head
+    holds seq 0 and no other writer's events, its next object lies in the following month."""
+    months: dict[str, set[str]] = {}
+    for key in copy.stored():
+        for event in copy.events(key):
+            months.setdefault(event["writer"], set()).add(month_of(key))
+    [writer] = [writer for writer, seen in months.items() if len(seen) > 1]
+    head, following = copy.writer_objects(writer)[:2]
+    assert {event["writer"] for event in copy.events(head)} == {writer}
     assert copy.events(head)[0]["seq"] == 0
-    return writer, head, objects[1]
+    assert month_of(head) < month_of(following)
+    return writer, head, following
 
 
 def month_of(key: str) -> str:
