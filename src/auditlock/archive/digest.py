@@ -108,8 +108,22 @@ def signature_problem(digest: dict[str, Any], public_key: Any) -> str | None:
         return "the digest is not signed"
     if signature.get("public_key_sha256") != public_key_fingerprint(public_key):
         return "signed by another key (fingerprint differs)"
+    value = _signature_bytes(signature.get("value"))
+    if value is None:
+        return "the signature value is not base64 text"
     try:
-        public_key.verify(base64.b64decode(signature.get("value", "")), canonical_bytes(digest))
-    except (InvalidSignature, ValueError):
+        public_key.verify(value, canonical_bytes(digest))
+    except InvalidSignature:
         return "the signature does not match the digest's content"
     return None
+
+
+def _signature_bytes(value: Any) -> bytes | None:
+    """The bytes of a signature's base64 text; None for anything else (strict: no skipped characters, so that
+    no two texts carry one signature)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error, and non-ASCII text
+        return None

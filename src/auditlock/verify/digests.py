@@ -2,7 +2,8 @@
 
 A digest names its predecessor's key and the SHA-256 of the predecessor's bytes (see `archive.digest`). So a
 digest that was *changed* is caught by its successor (`digest modified`), one that was *removed* leaves its
-successor pointing at nothing (`broken digest chain`), and two digests naming the same predecessor are a fork.
+successor pointing at nothing (`broken digest chain`), and two digests naming the same predecessor are a fork;
+a digest naming another agent's digest breaks "one agent, one chain" (`broken digest chain`).
 The newest digest of a chain has no successor: its removal shows only as `unlisted object`s, its change only
 as a `bad signature` (when signed and `--public-key` is given) — docs/verify.md says so.
 """
@@ -124,7 +125,7 @@ def check_chains(found: DigestSet, months: list[tuple[int, int]] | None, report:
             continue
         previous_key = relative_key(loaded.previous[0]) or loaded.previous[0]
         successors.setdefault(previous_key, []).append(key)
-        _check_previous(found, key, previous_key, loaded.previous[1], months=months, report=report)
+        _check_previous(found, loaded, previous_key, loaded.previous[1], months=months, report=report)
     for previous_key, keys in successors.items():
         if len(keys) > 1:
             report.add(BROKEN_DIGEST_CHAIN, previous_key, f"fork: {len(keys)} digests name it as their previous "
@@ -155,14 +156,20 @@ def note_agent_records(found: DigestSet, report: Report) -> None:
                                 f"(on_error = drop) by {len(drops)} writers; see its app_drops")
 
 
-def _check_previous(found: DigestSet, key: str, previous_key: str, recorded_sha256: str, *,
+def _check_previous(found: DigestSet, loaded: LoadedDigest, previous_key: str, recorded_sha256: str, *,
                     months: list[tuple[int, int]] | None, report: Report) -> None:
+    """The digest's predecessor is there, hashes to what it recorded, and is of the same agent."""
+    key = loaded.key
     previous = found.digests.get(previous_key)
     if previous is not None:
         if previous.sha256 != recorded_sha256:
             report.add(DIGEST_MODIFIED, previous_key,
                        f"its bytes hash to {previous.sha256[:16]}…, but its successor {key} recorded "
                        f"{recorded_sha256[:16]}…")
+        if previous.agent != loaded.agent:
+            report.add(BROKEN_DIGEST_CHAIN, key, f"its previous digest {previous_key} belongs to agent "
+                                                 f"{previous.agent}, this digest to agent {loaded.agent} (one agent "
+                                                 "writes one chain)")
         return
     month = key_month(previous_key)
     if months is not None and (month is None or month < min(months)):

@@ -193,9 +193,12 @@ class EventStreams:
             return
         cut_by_since = policy.since_month is not None and first.first_occurred_at[:7] == policy.since_month
         if policy.require_start and not cut_by_since:
+            # After the range's first month a late start is a missing head — or a writer idle all that month.
+            idle = ("" if policy.since_month is None else f" — or the writer began before --since and wrote "
+                    f"nothing in {policy.since_month}: verify from an earlier --since to tell")
             self.report.add(SEQ_GAP, f"writer {writer}",
                             f"seq 0–{first.first_seq - 1} missing (the first event present is seq "
-                            f"{first.first_seq}, in {first.where})")
+                            f"{first.first_seq}, in {first.where}{idle})")
 
     def _check_links(self, writer: str, runs: list[Run]) -> Run:
         """Walk sorted runs; returns the run holding the writer's highest seq."""
