@@ -69,6 +69,8 @@ def split_lines(content: bytes) -> Iterator[bytes]:
 
 def unreadable_line(line: bytes) -> str | None:
     """Why the readers cannot show this line as an event (see the module docstring); None if they can."""
+    if not line:
+        return "an empty line"
     if len(line) > MAX_LINE_BYTES:
         return f"a line over {MAX_LINE_BYTES} bytes"
     try:
