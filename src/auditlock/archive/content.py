@@ -79,9 +79,16 @@ def unreadable_line(line: bytes) -> str | None:
         return "not JSON"
     if not isinstance(event, dict):
         return "not a JSON object"
-    if orjson.dumps(event) != line and _has_duplicate_key(line):
+    problem = _bad_field(event)
+    if problem is not None:
+        return problem
+    try:
+        canonical = orjson.dumps(event)
+    except orjson.JSONEncodeError:  # nested past orjson's limit outside the payload
+        return "a value nested too deep"
+    if canonical != line and _has_duplicate_key(line):
         return "a duplicate key"
-    return _bad_field(event)
+    return None
 
 
 def _bad_field(event: dict[str, Any]) -> str | None:

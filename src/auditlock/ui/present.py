@@ -89,13 +89,13 @@ def raw_json(event: dict[str, Any]) -> str:
 
 
 def value_text(value: Any) -> str:
-    """A payload value as text: strings as they are, everything else as JSON (Python's form if too deep)."""
+    """A payload value as text: strings as they are, everything else as JSON."""
     if isinstance(value, str):
         return value
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
-        return repr(value)[:10_000]
+        return "(nested too deep to show)"
 
 
 def _text_or_none(value: Any) -> str | None:
