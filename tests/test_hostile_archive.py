@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -376,7 +377,7 @@ def foreign_names() -> st.SearchStrategy[str]:
 
 
 class TestHypothesisKeys:
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(tails=st.lists(foreign_names(), min_size=1, max_size=3, unique=True))
     def test_no_key_escapes_the_cache_or_passes_as_fact(self, env: ArchiveEnv, tmp_path_factory: pytest.TempPathFactory,
                                                         tails: list[str]) -> None:
@@ -389,7 +390,10 @@ class TestHypothesisKeys:
         keys = {}
         for n, tail in enumerate(tails):
             key = f"{prefix}/events/year=2026/month=12/{tail}"
-            client.put_object(Bucket=env.bucket, Key=key, Body=gzip.compress(line(100 + n), mtime=0))
+            try:
+                client.put_object(Bucket=env.bucket, Key=key, Body=gzip.compress(line(100 + n), mtime=0))
+            except ClientError:  # the server refuses some keys (moto: a newline): nothing stored, nothing to read
+                continue
             keys[key.removeprefix(prefix + "/")] = f"user:{100 + n}"
         archive = {rel: actor for rel, actor in keys.items() if layout.parse_events_key(rel) is not None}
         window = TimeRange(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
