@@ -69,22 +69,30 @@ def split_lines(content: bytes) -> Iterator[bytes]:
 
 def unreadable_line(line: bytes) -> str | None:
     """Why the readers cannot show this line as an event (see the module docstring); None if they can."""
+    event, problem = _parse(line)
+    if event is None:
+        return problem
+    return _bad_field(event) or _not_canonical(event, line)
+
+
+def _parse(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not line:
-        return "an empty line"
+        return None, "an empty line"
     if len(line) > MAX_LINE_BYTES:
-        return f"a line over {MAX_LINE_BYTES} bytes"
+        return None, f"a line over {MAX_LINE_BYTES} bytes"
     try:
         event = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return "not JSON"
-    if not isinstance(event, dict):
-        return "not a JSON object"
-    problem = _bad_field(event)
-    if problem is not None:
-        return problem
+        return None, "not JSON"
+    return (event, None) if isinstance(event, dict) else (None, "not a JSON object")
+
+
+def _not_canonical(event: dict[str, Any], line: bytes) -> str | None:
+    """A duplicate key (or nesting past orjson's limit outside the payload); None for a line in orjson's form
+    (every line the writer wrote), checked the slow way only otherwise."""
     try:
         canonical = orjson.dumps(event)
-    except orjson.JSONEncodeError:  # nested past orjson's limit outside the payload
+    except orjson.JSONEncodeError:
         return "a value nested too deep"
     if canonical != line and _has_duplicate_key(line):
         return "a duplicate key"
