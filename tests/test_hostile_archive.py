@@ -37,6 +37,7 @@ from auditlock.config import Config, UiConfig
 from auditlock.query.cache import ArchiveCache, make_client
 from auditlock.query.confine import UnsafeCachePath, confined_path
 from auditlock.query.filters import EventFilter
+from auditlock.query.output import WIDTH_SAMPLE, write_table
 from auditlock.query.session import QueryRequest, execute
 from auditlock.ui.app import build_app
 from auditlock.ui.reader import ArchiveReader
@@ -363,6 +364,21 @@ class TestGzipBomb:
         actors, err = query_actors(bombed, tmp_path / "cache")
         assert actors == {"user:1"}
         assert "object too large" in err
+
+
+class TestTableStreams:
+    def test_rows_past_the_sample_are_written_as_they_come(self) -> None:
+        """The table is printed while rows still arrive: past the first WIDTH_SAMPLE rows nothing accumulates."""
+        out = io.StringIO()
+
+        def rows() -> Iterator[list[str]]:
+            for n in range(WIDTH_SAMPLE * 3):
+                if n > WIDTH_SAMPLE:
+                    assert f"row {n - 1:05d}" in out.getvalue()  # the previous row is already out
+                yield [f"row {n:05d}", "x" * (n % 50)]
+
+        assert write_table(["name", "value"], rows(), out, width=80) == WIDTH_SAMPLE * 3
+        assert out.getvalue().endswith(f"({WIDTH_SAMPLE * 3} rows)\n")
 
 
 def foreign_names() -> st.SearchStrategy[str]:
