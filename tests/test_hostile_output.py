@@ -94,12 +94,15 @@ class TestQueryTable:
         assert "paid\\u202eevil" in out
 
     def test_jsonl_stays_exact(self, hostile: ArchiveEnv, tmp_path: Path) -> None:
-        """JSONL is data: the actor id comes back exactly as stored."""
+        """JSONL is data: the actor id comes back exactly as stored. The object at the key with `\\r` and `ESC` is
+        not an archive object (issue #15 item 2): not read, and the note naming it is escaped."""
         status, out, err = run("query", "--config", str(hostile.config_path), "--cache-dir", str(tmp_path / "c"),
                                "--since", "2026-01", "--until", "2026-01", "--format", "jsonl")
         assert status == 0, err
         actors = {orjson.loads(line)["actor_id"] for line in out.splitlines()}
-        assert actors == {HOSTILE_ACTOR, "user:1"}
+        assert actors == {HOSTILE_ACTOR}
+        assert_no_raw_controls(err)
+        assert f"{'0' * 32}\\r\\x1b[2J\\x1b[H result: clean.jsonl.gz" in err
 
 
 class TestVerifyReport:

@@ -34,11 +34,18 @@ Invariants
   longer than that minimum, never shorter).
 - Objects are never overwritten or deleted by auditlock. A key that exists with a different content hash is a
   conflict: an alarm, never an overwrite.
+- `parse_events_key` is the one definition of "an object of the archive" for every reader (query, the view,
+  verify): exactly `events/year=YYYY/month=MM/<YYYYMMDDTHHMMSSZ>-<class>-<32 hex>.jsonl.gz` relative to the
+  prefix, the stamp in the partition's month, the class a valid class name. Anything else under the prefix
+  (nested keys, `..`, `?`, control characters, over-long names) is not an archive object: verify reports it
+  (`foreign object`), query and the view never read it and say so in a note.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 EVENTS_DIR = "events"
@@ -59,6 +66,42 @@ SCHEMA_TAG_VALUE = "1"
 
 # The shortest lock an object gets, counted from the PUT (see the module docstring).
 LATE_LOCK_FLOOR = dt.timedelta(hours=1)
+
+
+_EVENTS_KEY = re.compile(
+    r"events/year=(?P<year>\d{4})/month=(?P<month>\d{2})/"
+    r"(?P<name>(?P<stamp>\d{8}T\d{6}Z)-(?P<retention>[a-z0-9][a-z0-9_-]{0,62})-(?P<content>[0-9a-f]{32})"
+    + re.escape(OBJECT_SUFFIX) + r")\Z"
+)
+
+
+@dataclass(frozen=True)
+class ArchiveKey:
+    """An events object's key, relative to the prefix, and what its name says."""
+
+    relative: str
+    year: int
+    month: int
+    name: str
+    retention: str
+    content: str
+
+
+def parse_events_key(relative: str) -> ArchiveKey | None:
+    """The archive key `relative` (a key with the prefix removed) names, or None if it is not an archive object."""
+    match = _EVENTS_KEY.fullmatch(relative)
+    if match is None:
+        return None
+    year, month = int(match["year"]), int(match["month"])
+    if not 1 <= month <= 12 or match["stamp"][:6] != f"{year:04d}{month:02d}":
+        return None
+    return ArchiveKey(relative, year, month, match["name"], match["retention"], match["content"])
+
+
+def strip_prefix(prefix: str, key: str) -> str | None:
+    """`key` relative to `prefix` (`events/…`), or None if it is not under the prefix."""
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return key[len(base):] if key.startswith(base) else None
 
 
 def partition_prefix(prefix: str, year: int, month: int, kind: str = EVENTS_DIR) -> str:

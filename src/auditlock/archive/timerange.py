@@ -108,6 +108,13 @@ class TimeRange:
         before_until = self.until is None or start < self.until
         return after_since and before_until
 
+    def month_count(self) -> int:
+        """How many months `months` yields (without yielding them); only for a bounded range."""
+        if self.since is None or self.until is None:
+            raise ValueError("an open range has no fixed list of months; discover the partitions instead")
+        last = self.until - dt.timedelta(microseconds=1)
+        return (last.year * 12 + last.month) - (self.since.year * 12 + self.since.month) + 1
+
     def months(self) -> Iterator[tuple[int, int]]:
         """Every (year, month) the range touches, oldest first; only for a bounded range."""
         if self.since is None or self.until is None:

@@ -86,10 +86,14 @@ def _source(args: argparse.Namespace, options: Any) -> tuple[Any, Any]:
     from auditlock.verify.source import DirectorySource, s3_source  # noqa: PLC0415
 
     if args.source is not None:
-        classes = load_config(args.config).retention.classes if args.config else None
-        return DirectorySource(args.source), replace(options, classes=classes)
+        if not args.config:
+            return DirectorySource(args.source), options
+        config = load_config(args.config)
+        return DirectorySource(args.source), replace(options, classes=config.retention.classes,
+                                                     max_object_bytes=config.sink.batch_max_bytes)
     config = load_config(args.config)
-    return s3_source(config.sink), replace(options, classes=config.retention.classes)
+    return s3_source(config.sink), replace(options, classes=config.retention.classes,
+                                           max_object_bytes=config.sink.batch_max_bytes)
 
 
 def parse_range(since: str | None, until: str | None, now: dt.datetime) -> TimeRange:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import itertools
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
@@ -25,6 +26,7 @@ from auditlock.textsafe import terminal_safe
 FORMATS = ("table", "jsonl", "csv")
 EVENT_TABLE = ("occurred_at", "event_type", "actor", "actor_ip", "target", "payload")
 MAX_CELL = 40
+WIDTH_SAMPLE = 1000  # rows measured for the table's column widths
 _GAP = "  "
 
 
@@ -79,20 +81,25 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def write_table(columns: Sequence[str], rows: Iterable[list[str]], out: IO[str], *, width: int) -> int:
     """Aligned columns, each cut to MAX_CELL characters; the last one gets what is left of `width`.
 
-    Cells and headers are shown escaped (`terminal_safe`), and measured as shown.
+    Cells and headers are shown escaped (`terminal_safe`), and measured as shown. The widths are measured on the
+    first `WIDTH_SAMPLE` rows; later rows are streamed with them (a longer cell is cut with `…`), so a result of
+    any size is printed in bounded memory.
     """
     columns = [terminal_safe(c) for c in columns]
-    cells = [[terminal_safe(c) for c in row] for row in rows]
-    widths = [min(MAX_CELL, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
+    shown = ([terminal_safe(c) for c in row] for row in rows)
+    sample = list(itertools.islice(shown, WIDTH_SAMPLE))
+    widths = [min(MAX_CELL, max([len(c)] + [len(r[i]) for r in sample])) for i, c in enumerate(columns)]
     if widths:
         used = sum(widths[:-1]) + len(_GAP) * (len(widths) - 1)
-        widths[-1] = max(len(columns[-1]), min(max([len(r[-1]) for r in cells], default=0), width - used, 200))
+        widths[-1] = max(len(columns[-1]), min(max([len(r[-1]) for r in sample], default=0), width - used, 200))
     out.write(_line(list(columns), widths))
     out.write(_line(["-" * w for w in widths], widths))
-    for row in cells:
+    count = 0
+    for row in itertools.chain(sample, shown):
         out.write(_line(row, widths))
-    out.write(f"({len(cells)} {'row' if len(cells) == 1 else 'rows'})\n")
-    return len(cells)
+        count += 1
+    out.write(f"({count} {'row' if count == 1 else 'rows'})\n")
+    return count
 
 
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:

@@ -98,6 +98,7 @@ def open_database(config: Config, time_range: TimeRange, cache_dir: Path, err: I
             if archive_read:
                 cache = ArchiveCache(client or make_client(config.sink), config.sink, cache_dir, progress=err)
                 files, fetch = cache.fetch(time_range)
+                _note_skipped(err, fetch)
             else:
                 _note(err, "[sink] bucket is not set: the archive was not read; these are the spool's events only")
                 files, fetch = [], FetchReport()
@@ -112,6 +113,19 @@ def open_database(config: Config, time_range: TimeRange, cache_dir: Path, err: I
         trimmed = _trim(cache_dir, max_bytes, stale, err)
         if report is not None:
             report.trim = trimmed
+
+
+def _note_skipped(err: IO[str] | None, fetch: FetchReport) -> None:
+    """Notes for what the archive holds but the run did not read: foreign keys, unreadable objects and lines."""
+    if fetch.foreign:
+        shown = ", ".join(fetch.foreign[:3]) + (f" and {len(fetch.foreign) - 3} more" if len(fetch.foreign) > 3
+                                                else "")
+        _note(err, f"not read: {len(fetch.foreign)} keys in these partitions are not archive objects ({shown}); "
+                   "run `auditlock verify`, which reports them as foreign objects")
+    for key, detail in fetch.unreadable[:20]:
+        _note(err, f"{key}: {detail}; the rest of the range is shown (`auditlock verify` checks this object)")
+    if len(fetch.unreadable) > 20:
+        _note(err, f"{len(fetch.unreadable) - 20} more objects with unreadable parts were skipped")
 
 
 def _trim(cache_dir: Path, max_bytes: int, stale: list[Path], err: IO[str] | None) -> TrimReport | None:

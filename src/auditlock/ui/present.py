@@ -34,10 +34,15 @@ class Change:
 
 
 def present(row: dict[str, Any]) -> dict[str, Any]:
-    """The event with `payload` parsed into an object."""
+    """The event with `payload` parsed into an object; a payload that is not one (the query cache skips such
+    lines, so only an older cache entry can hold it) is shown as `{"(payload)": <its text>}`, never a 500."""
     event = {name: row.get(name) for name in EVENT_NAMES}
     payload = row.get("payload")
-    event["payload"] = orjson.loads(payload) if isinstance(payload, str | bytes) else (payload or {})
+    try:
+        parsed = orjson.loads(payload) if isinstance(payload, str | bytes) else (payload or {})
+    except orjson.JSONDecodeError:
+        parsed = payload
+    event["payload"] = parsed if isinstance(parsed, dict) else {"(payload)": value_text(payload)}
     return event
 
 
@@ -76,13 +81,21 @@ def target_text(event: dict[str, Any]) -> str:
 
 
 def raw_json(event: dict[str, Any]) -> str:
-    """The event as archived, indented for reading."""
-    return orjson.dumps(event, option=orjson.OPT_INDENT_2).decode()
+    """The event as archived, indented for reading (on one line if it nests too deep to indent)."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONEncodeError:
+        return value_text(event)
 
 
 def value_text(value: Any) -> str:
     """A payload value as text: strings as they are, everything else as JSON."""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return "(nested too deep to show)"
 
 
 def _text_or_none(value: Any) -> str | None:

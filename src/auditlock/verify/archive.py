@@ -17,13 +17,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from auditlock.archive.layout import DIGESTS_DIR, EVENTS_DIR
+from auditlock.archive.layout import DIGESTS_DIR, EVENTS_DIR, parse_events_key
 from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.config.model import RetentionClass
 from auditlock.verify import objects
 from auditlock.verify.digests import DigestSet, check_chains, check_signatures, load_digests
 from auditlock.verify.events import EventStreams, LineRecord, TailPolicy
-from auditlock.verify.findings import MISSING_OBJECT, UNREADABLE_OBJECT, Report
+from auditlock.verify.findings import FOREIGN_OBJECT, MISSING_OBJECT, OBJECT_TOO_LARGE, UNREADABLE_OBJECT, Report
 from auditlock.verify.source import ArchiveSource, KeyVersions, ObjectHead, VersionsUnavailable, key_month
 from auditlock.verify.versions import resolve
 
@@ -41,6 +41,7 @@ class ArchiveOptions:
     open_grace: dt.timedelta = dt.timedelta(hours=1)
     now: dt.datetime | None = None
     workers: int = 8
+    max_object_bytes: int = 64 * 1024 * 1024  # an object's content beyond this is `object too large`
 
 
 @dataclass
@@ -48,7 +49,7 @@ class _Fetched:
     key: str
     data: bytes | None
     head: ObjectHead | None
-    lines: list[bytes] | None = None
+    content: bytes | None = None
     problem: str | None = None
     version_findings: list[tuple[str, str]] = field(default_factory=list)
 
@@ -131,7 +132,9 @@ def _verify_digests(source: ArchiveSource, options: ArchiveOptions, report: Repo
 def _verify_objects(source: ArchiveSource, options: ArchiveOptions, found: DigestSet, streams: EventStreams,
                     report: Report, *, versions: dict[str, KeyVersions] | None) -> None:
     months = _months(options.time_range, widen=0)
-    stored = set(source.list_keys(EVENTS_DIR, months)) | set(versions or {})
+    everything = set(source.list_everything(EVENTS_DIR, months)) | set(source.list_keys(EVENTS_DIR, months))
+    stored = {key for key in everything | set(versions or {}) if parse_events_key(key) is not None}
+    _report_foreign(everything | set(versions or {}), report)
     listed = {key for key in found.listed if months is None or key_month(key) in months}
     listed_sha256s = found.listed_sha256s()
 
@@ -142,7 +145,7 @@ def _verify_objects(source: ArchiveSource, options: ArchiveOptions, found: Diges
         head = source.head(key, resolved.version_id) if data is not None and source.checks_locks else None
         fetched = _Fetched(key, data, head, version_findings=resolved.findings)
         if data is not None:  # decompressing here overlaps it with the checking thread (zlib releases the GIL)
-            fetched.lines, fetched.problem = objects.jsonl_lines(data)
+            fetched.content, fetched.problem = objects.inflate(data, options.max_object_bytes)
         return fetched
 
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="auditlock-verify") as pool:
@@ -162,14 +165,20 @@ def _check_object(fetched: _Fetched, found: DigestSet, listed_sha256s: Mapping[s
     report.count("objects")
     objects.check_bytes(key, fetched.data, listings, listed_sha256s, report)
     if fetched.problem is not None:
-        report.add(UNREADABLE_OBJECT, key, fetched.problem)
+        too_large = fetched.problem.startswith("too large: ")
+        report.add(OBJECT_TOO_LARGE if too_large else UNREADABLE_OBJECT, key,
+                   fetched.problem.removeprefix("too large: "))
     last = listings[0].last_occurred_at if listings else ""
-    if fetched.lines is not None:
-        fed = streams.feed(key, fetched.lines)
+    if fetched.content is not None:
+        fed = streams.feed(key, objects.jsonl_lines(fetched.content))
         report.count("events", fed.events)
         last = max(last, fed.last_occurred_at)
-        if fed.bad_lines:
-            report.add(UNREADABLE_OBJECT, key, f"lines {_numbers(fed.bad_lines)} are not auditlock/1 events")
+        if fed.bad_count:
+            report.add(UNREADABLE_OBJECT, key, f"lines {_numbers(fed.bad_lines, fed.bad_count)} are not "
+                                               "auditlock/1 events")
+        skipped = objects.lines_readers_skip(fetched.content, fed.bad_lines) if fed.bad_count <= 10 else None
+        if skipped is not None:
+            report.add(UNREADABLE_OBJECT, key, skipped)
     if fetched.head is not None:
         objects.check_lock(key, fetched.head, objects.class_of(key, listings), last, classes=options.classes,
                            report=report)
@@ -209,6 +218,15 @@ def _tail_policy(options: ArchiveOptions) -> TailPolicy:
     )
 
 
-def _numbers(numbers: list[int]) -> str:
+def _numbers(numbers: list[int], total: int) -> str:
     shown = ", ".join(str(n) for n in numbers[:10])
-    return shown + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    return shown + (f" and {total - len(numbers[:10])} more" if total > 10 else "")
+
+
+def _report_foreign(keys: set[str], report: Report) -> None:
+    """Every key under `events/` that is not an archive object (`layout.parse_events_key`): no reader reads it."""
+    for key in sorted(keys):
+        if parse_events_key(key) is None:
+            report.add(FOREIGN_OBJECT, key, "not an archive object (events/year=YYYY/month=MM/<stamp>-<class>-"
+                                            "<32 hex>.jsonl.gz): no agent wrote it; query and the view do not "
+                                            "read it, and neither does verify")

@@ -30,6 +30,8 @@ from auditlock.verify.findings import (
     Report,
 )
 
+SHOWN_BAD_LINES = 10
+
 
 @dataclass
 class Run:
@@ -50,7 +52,8 @@ class FedObject:
     """What one fed object held: its line count, unreadable lines and latest `occurred_at`."""
 
     events: int = 0
-    bad_lines: list[int] = field(default_factory=list)
+    bad_lines: list[int] = field(default_factory=list)  # the first `SHOWN_BAD_LINES` of them
+    bad_count: int = 0
     last_occurred_at: str = ""
 
 
@@ -116,7 +119,9 @@ class EventStreams:
         for number, line in enumerate(lines, 1):
             event = _event(line)
             if event is None:
-                fed.bad_lines.append(number)
+                fed.bad_count += 1
+                if fed.bad_count <= SHOWN_BAD_LINES:  # a bomb of empty lines must not become a list
+                    fed.bad_lines.append(number)
                 continue
             writer, seq, prev, occurred_at, event_type, ident = event
             line_hash = sha256(line).hexdigest()

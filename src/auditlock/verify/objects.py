@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from auditlock.archive import layout
+from auditlock.archive import content, layout
 from auditlock.config.model import RetentionClass
 from auditlock.verify.digests import Listing
 from auditlock.verify.findings import (
@@ -45,17 +44,43 @@ def check_bytes(key: str, data: bytes, listings: list[Listing], listed: Mapping[
                                      f"{listings[0].sha256[:16]}…")
 
 
-def jsonl_lines(data: bytes) -> tuple[list[bytes] | None, str | None]:
-    """The lines (without newlines) of a gzip JSONL object, and what is wrong with it (None: nothing)."""
+def inflate(data: bytes, limit: int) -> tuple[bytes | None, str | None]:
+    """The content of a gzip JSONL object, at most `limit` bytes, and what is wrong with it (None: nothing).
+
+    Too large (a gzip bomb, or an object no agent wrote) is `OBJECT_TOO_LARGE`'s detail, prefixed `too large:`."""
     try:
-        content = gzip.decompress(data)
+        inflated = content.gunzip_bounded(data, limit)
+    except content.ObjectTooLarge as exc:
+        return None, f"too large: {exc}"
     except (OSError, EOFError, zlib.error) as exc:
         return None, f"not gzip: {exc}"
-    lines = content.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-        return lines, None
-    return lines, "the last line has no newline (the object was cut short)"
+    if inflated and not inflated.endswith(b"\n"):
+        return inflated, "the last line has no newline (the object was cut short)"
+    return inflated, None
+
+
+def jsonl_lines(inflated: bytes) -> Iterator[bytes]:
+    """The lines (without newlines) of an object's content, one at a time."""
+    return content.split_lines(inflated)
+
+
+def lines_readers_skip(inflated: bytes, already: list[int]) -> str | None:
+    """The lines query and the view skip (`content.unreadable_line`) that are not in `already` (lines verify
+    reported as not events), as a finding's detail; None if there are none."""
+    shown: list[str] = []
+    more = 0
+    for number, line in enumerate(content.split_lines(inflated), 1):
+        problem = content.unreadable_line(line)
+        if problem is None or number in already:
+            continue
+        if len(shown) < 10:
+            shown.append(f"{number} ({problem})")
+        else:
+            more += 1
+    if not shown:
+        return None
+    return (f"lines {', '.join(shown)}{f' and {more} more' if more else ''} are skipped by query and the view "
+            "(the writer refuses such lines: they were not written through auditlock)")
 
 
 def class_of(key: str, listings: list[Listing]) -> str | None:

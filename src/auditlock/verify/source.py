@@ -88,6 +88,11 @@ class ArchiveSource(Protocol):
         source cannot tell."""
         ...
 
+    def list_everything(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
+        """Every key under `kind` in the months' partitions (None: the whole tree), nested or not, sorted: what
+        `list_keys` leaves out is what `verify.archive` reports as foreign."""
+        ...
+
     def read(self, key: str, version_id: str | None = None) -> bytes | None:
         """The bytes of the object (its current version, or `version_id`), or None if there is no such object."""
         ...
@@ -115,6 +120,16 @@ class DirectorySource:
         for path in (self.root / kind).glob("year=*/month=*/*"):
             key = path.relative_to(self.root).as_posix()
             if path.is_file() and (wanted is None or key_month(key) in wanted):
+                keys.append(key)
+        return sorted(keys)
+
+    def list_everything(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
+        """Every file under DIR/<kind>/ (at any depth; symlinks are not followed) in the given months."""
+        wanted = None if months is None else set(months)
+        keys = []
+        for path in (self.root / kind).rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if not path.is_dir() and (wanted is None or key_month(key) in wanted):
                 keys.append(key)
         return sorted(keys)
 
@@ -154,6 +169,16 @@ class S3Source:
                                    Bucket=self.bucket, Prefix=prefix):
                 keys += [item["Key"][len(self.base):] for item in page.get("Contents", [])]
         return sorted(k for k in keys if self._selected(k, wanted))
+
+    def list_everything(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
+        """Every key under each month's partition (or the whole `<prefix>/<kind>/` tree), nested or not."""
+        wanted = None if months is None else set(months)
+        keys = []
+        for prefix in self._prefixes(kind, wanted):
+            for page in self._call(self.client.get_paginator("list_objects_v2").paginate,
+                                   Bucket=self.bucket, Prefix=prefix):
+                keys += [item["Key"][len(self.base):] for item in page.get("Contents", [])]
+        return sorted(k for k in keys if wanted is None or key_month(k) in wanted)
 
     def list_versions(self, kind: str, months: Iterable[tuple[int, int]] | None) -> dict[str, KeyVersions]:
         """ListObjectVersions under each month's partition; S3 lists a key's versions newest first."""
