@@ -149,7 +149,7 @@ class TestRecoveryLeavesLiveWritersAlone:
         dead.proc.kill()
         assert dead.proc.wait(timeout=30) == KILLED
         [dead_segment] = open_segments(env)
-        live = start_writer(env, 7, processes)
+        start_writer(env, 7, processes)
         [live_segment] = open_segments(env) - {dead_segment}
         before = live_segment.read_bytes()
 
@@ -231,7 +231,8 @@ class TestSegmentsKeptUntilConfirmed:
         kill_at(env, failpoint)
 
         intent = ledger(env)
-        assert intent is not None and intent.state == state
+        assert intent is not None
+        assert intent.state == state
         assert sealed_names(env) == segments[deleted:], f"at {failpoint}, exactly {deleted} segments are deleted"
 
         restart(env)
