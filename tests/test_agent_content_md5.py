@@ -89,10 +89,11 @@ class TestContentMD5Header:
         """Invariant (Content-MD5): events objects and the digest each carry the MD5 of the bytes sent."""
         sent, failure = drain_recording_puts(env)
 
+        assert sent.requests, "the drain sent no PUT"
+        for url, headers, body in sent.requests:
+            assert headers.get("content-md5") == md5_b64(body), f"Content-MD5 of the PUT of {url}"
         urls = [url for url, _, _ in sent.requests]
         assert sum("/audit/events/" in url for url in urls) == 2, urls
         assert sum("/audit/digests/" in url for url in urls) == 1, urls
-        for url, headers, body in sent.requests:
-            assert headers.get("content-md5") == md5_b64(body), f"Content-MD5 of the PUT of {url}"
         assert failure is None, f"the drain failed: {failure!r}"
         assert len(env.archive_keys()) == 2
