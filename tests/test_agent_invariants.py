@@ -11,7 +11,9 @@ Real `auditlock agent --once` and writer subprocesses, real files, the session's
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,7 +28,7 @@ import pytest
 from auditlock.agent.ledger import CONFIRMED, DIGESTING, LEDGER_FILE, UPLOADING, Intent, Ledger
 from auditlock.agent.recovery import recover_dead_writers
 from auditlock.agent.service import STATE_DIR
-from auditlock.spool.format import OPEN_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
+from auditlock.spool.format import NEW_SUFFIX, OPEN_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
 from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.s3servers import S3Endpoint
 from tests.support.spool_child import LineReader
@@ -176,6 +178,31 @@ class TestRecoveryLeavesLiveWritersAlone:
         events = spool_events(env.spool)
         assert reported - Counter(e["event_id"] for e in events) == Counter(), "every reported event is in the spool"
         assert not open_segments(env), "the writer sealed its own segment at exit"
+
+
+class TestRecoveryOfStagingFiles:
+    """Invariant: recovery removes only an empty `.new` staging file whose creator is gone; one still locked (its
+    writer is creating it) or one holding bytes is kept."""
+
+    def test_only_an_empty_unlocked_staging_file_goes(self, tmp_path: Path) -> None:
+        """Invariant (live writer's files untouched): dead+empty removed; locked or non-empty kept."""
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        dead, held, full = (spool / f"{name}{NEW_SUFFIX}" for name in ("dead", "held", "full"))
+        dead.touch()
+        held.touch()
+        full.write_bytes(b"{}\n")
+        fd = os.open(held, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file description: as a live writer's
+            report = recover_dead_writers(spool)
+            assert held.exists(), "a staging file whose creator holds its lock is kept"
+        finally:
+            os.close(fd)
+
+        assert report.removed_empty == [dead.name]
+        assert not dead.exists()
+        assert full.read_bytes() == b"{}\n", "a staging file holding bytes is never removed"
 
 
 # -------------------------------------------------------------------------------- item 6: the uploading intent
