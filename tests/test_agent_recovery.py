@@ -8,6 +8,7 @@ edited on disk as a crash or a bad disk would leave them.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import orjson
@@ -92,3 +93,20 @@ class TestQuarantine:
         assert "damaged open segment of a dead writer" in reason
         assert "line 3" in reason
         assert not path.exists()
+        assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700, "quarantined events stay private to the spool's owner"
+
+
+class TestStrayFiles:
+    """Invariant: a file that only looks like an open segment is left alone and stops nothing."""
+
+    def test_stray_open_name_does_not_stop_recovery_of_the_rest(self, config: Config) -> None:
+        """Invariant (every dead writer recovered): a stray `.open.jsonl` sorted first is skipped, not a stop."""
+        path = dead_writers_segment(config)
+        stray = config.spool.dir / "0-not-a-segment.open.jsonl"
+        stray.write_bytes(b"not an event\n")
+        assert sorted(config.spool.dir.glob("*.open.jsonl"))[0] == stray
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert report.sealed == [path.name]
+        assert stray.read_bytes() == b"not an event\n"
