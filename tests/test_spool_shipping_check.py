@@ -15,7 +15,7 @@ import pytest
 
 from auditlock.config import Config
 from auditlock.spool.format import SCHEMA, line_hash, parse_segment_name
-from auditlock.spool.reader import DamagedSegmentError, group_lines
+from auditlock.spool.reader import DamagedSegmentError, first_occurred_at, group_lines, scan_segment
 from tests.test_spool_reader import edit_line, write_orders
 
 Edit = Callable[[dict[str, Any]], None]
@@ -97,6 +97,10 @@ def _retention(event: dict[str, Any]) -> None:
     event["retention"] = 7
 
 
+def _occurred_at(event: dict[str, Any]) -> None:
+    event["occurred_at"] = 20261206
+
+
 class TestDamagedSegment:
     """Invariant: a sealed segment with any bad line is refused whole (quarantined by the agent), the line named."""
 
@@ -105,7 +109,8 @@ class TestDamagedSegment:
         (_foreign, "writer 'ffffffffffffffffffffffffffffffff' does not match the file name's {writer!r}"),
         (_schema, f"not an {SCHEMA} JSON object"),
         (_retention, f"not an {SCHEMA} JSON object"),
-    ], ids=["seq-gap", "other-writer", "schema", "retention"])
+        (_occurred_at, f"not an {SCHEMA} JSON object"),
+    ], ids=["seq-gap", "other-writer", "schema", "retention", "occurred-at"])
     def test_bad_line_is_named(self, rotated: list[Path], edit: Edit, says: str) -> None:
         """Invariant (no damaged segment shipped): the third line's damage raises, naming line 3 and why."""
         path = rotated[1]
@@ -139,3 +144,35 @@ class TestDamagedSegment:
             group_lines(path)
 
         assert caught.value.reason == f"line 2: not an {SCHEMA} JSON object"
+
+
+class TestChainPastSmallIntegers:
+    """Invariant: seq numbers compare by value at any size (CPython caches only small ints: `is` would pass there)."""
+
+    def test_long_chain_scans_clean_and_groups(self, make_config: Callable[..., Config]) -> None:
+        """Invariant (no false damage): a chain past seq 256 scans and groups without damage."""
+        paths = write_orders(make_config(spool={"segment_max_bytes": 65536}), 300)
+        last = paths[-1]
+        assert orjson.loads(lines_of(last)[-1])["seq"] > 256
+
+        for path in paths:
+            scan = scan_segment(path)
+            assert (scan.damage, scan.torn_tail) == (None, False), path.name
+            assert group_lines(path).lines == scan.lines
+
+
+class TestFirstOccurredAt:
+    """`first_occurred_at` (the open-segments report): the first line's time, or None when there is none."""
+
+    def test_first_line_time(self, rotated: list[Path]) -> None:
+        """The first complete line's `occurred_at`."""
+        assert first_occurred_at(rotated[0]) == orjson.loads(lines_of(rotated[0])[0])["occurred_at"]
+
+    def test_torn_first_line(self, rotated: list[Path]) -> None:
+        """A first line without its newline (a writer mid-write) has no time yet."""
+        rotated[0].write_bytes(lines_of(rotated[0])[0][:-9])
+        assert first_occurred_at(rotated[0]) is None
+
+    def test_file_gone(self, tmp_path: Path) -> None:
+        """A segment sealed or shipped since it was listed is not an error."""
+        assert first_occurred_at(tmp_path / "gone.open.jsonl") is None
