@@ -9,11 +9,12 @@ edited on disk as a crash or a bad disk would leave them.
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from auditlock.agent.recovery import recover_dead_writers
+from auditlock.agent.recovery import _lock_if_dead, recover_dead_writers
 from auditlock.config import Config
 from auditlock.spool.format import QUARANTINE_DIR, SEALED_SUFFIX
 from auditlock.spool.reader import scan_segment
@@ -94,6 +95,28 @@ class TestQuarantine:
         assert "line 3" in reason
         assert not path.exists()
         assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700, "quarantined events stay private to the spool's owner"
+
+
+    def test_two_damaged_segments_are_both_quarantined(self, make_config: Callable[..., Config]) -> None:
+        """Invariant (damage kept, not shipped): quarantine/ existing already does not stop the second move."""
+        paths = write_orders(make_config(spool={"segment_max_bytes": 4096}), 40)[:2]
+        for path in paths:
+            path.write_bytes(b"\x00damaged\n" + path.read_bytes())
+        opened = [reopen(path) for path in paths]
+
+        report = recover_dead_writers(opened[0].parent)
+
+        assert sorted(report.quarantined) == sorted(path.name for path in opened)
+        assert all((path.parent / QUARANTINE_DIR / path.name).exists() for path in opened)
+
+
+class TestVanishedSegment:
+    """A segment sealed or removed between recovery's listing and its open is skipped, not an error."""
+
+    def test_vanished_file_yields_no_lock(self, tmp_path: Path) -> None:
+        """Invariant (recovery never fails on a race with a writer's rename): a missing file gives no fd."""
+        with _lock_if_dead(tmp_path / "gone.open.jsonl") as fd:
+            assert fd is None
 
 
 class TestStrayFiles:
