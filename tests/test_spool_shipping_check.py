@@ -89,6 +89,14 @@ def _foreign(event: dict[str, Any]) -> None:
     event["writer"] = "f" * 32
 
 
+def _foreign_low(event: dict[str, Any]) -> None:
+    event["writer"] = "0" * 32
+
+
+def _event_id(event: dict[str, Any]) -> None:
+    event["event_id"] = None
+
+
 def _schema(event: dict[str, Any]) -> None:
     event["schema"] = "auditlock/0"
 
@@ -107,10 +115,11 @@ class TestDamagedSegment:
     @pytest.mark.parametrize(("edit", "says"), [
         (_gap, "seq {seq_plus_1} where {seq} was expected"),
         (_foreign, "writer 'ffffffffffffffffffffffffffffffff' does not match the file name's {writer!r}"),
+        (_foreign_low, "writer '00000000000000000000000000000000' does not match the file name's {writer!r}"),
         (_schema, f"not an {SCHEMA} JSON object"),
         (_retention, f"not an {SCHEMA} JSON object"),
         (_occurred_at, f"not an {SCHEMA} JSON object"),
-    ], ids=["seq-gap", "other-writer", "schema", "retention", "occurred-at"])
+    ], ids=["seq-gap", "other-writer", "other-lower-writer", "schema", "retention", "occurred-at"])
     def test_bad_line_is_named(self, rotated: list[Path], edit: Edit, says: str) -> None:
         """Invariant (no damaged segment shipped): the third line's damage raises, naming line 3 and why."""
         path = rotated[1]
@@ -122,6 +131,30 @@ class TestDamagedSegment:
 
         seq, writer = line["seq"], line["writer"]
         assert caught.value.reason == "line 3: " + says.format(seq=seq, seq_plus_1=seq + 1, writer=writer)
+
+    def test_damage_in_a_writers_first_segment_is_named(self, rotated: list[Path]) -> None:
+        """Invariant (no damaged segment shipped): the line number counts from the segment's first seq (here 0)."""
+        path = rotated[0]
+        seq = orjson.loads(lines_of(path)[4])["seq"]
+        edit_line(path, 4, _gap)
+
+        with pytest.raises(DamagedSegmentError) as caught:
+            group_lines(path)
+
+        assert caught.value.reason == f"line 5: seq {seq + 1} where {seq} was expected"
+
+    @pytest.mark.parametrize("edit", [_foreign, _foreign_low, _event_id, _occurred_at],
+                             ids=["other-writer", "other-lower-writer", "event-id", "occurred-at"])
+    def test_recovery_scan_names_the_bad_line(self, rotated: list[Path], edit: Edit) -> None:
+        """Invariant (damage found before recovery seals): `scan_segment` reports the edited line as damage."""
+        path = rotated[1]
+        edit_line(path, 2, edit)
+
+        scan = scan_segment(path)
+
+        assert scan.damage is not None
+        assert scan.damage.startswith("line 3"), scan.damage
+        assert scan.lines == 2
 
     def test_last_line_without_newline(self, rotated: list[Path]) -> None:
         """Invariant (no torn line shipped): a sealed segment whose last line lacks its newline is refused."""
