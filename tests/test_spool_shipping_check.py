@@ -167,6 +167,18 @@ class TestDamagedSegment:
 
         assert caught.value.reason == f"line {count}: incomplete line (no newline)"
 
+    def test_last_line_ending_in_other_whitespace(self, rotated: list[Path]) -> None:
+        """Invariant (no torn line shipped): a last line ending in a tab, not a newline, is incomplete (JSON allows
+        the tab, so only the newline check refuses it)."""
+        path = rotated[1]
+        count = len(lines_of(path))
+        path.write_bytes(path.read_bytes()[:-1] + b"\t")
+
+        with pytest.raises(DamagedSegmentError) as caught:
+            group_lines(path)
+
+        assert caught.value.reason == f"line {count}: incomplete line (no newline)"
+
     def test_not_json(self, rotated: list[Path]) -> None:
         """Invariant (no damaged segment shipped): a line that is not JSON is refused."""
         path = rotated[1]
