@@ -10,7 +10,7 @@
 # `auditlock` from the source tree: mutating the work tree itself would hand mutants to anything else running
 # there. Results: the session database and a `survivors.txt` (every surviving mutant as a diff) under
 # $MUTATION_DIR (default /tmp/auditlock-mutation), kept between runs so an interrupted run resumes with
-# `tools/mutation.sh --resume`.
+# `MUTATION_DIR=... tools/mutation.sh --resume` (the sources are restored from the run's commit first).
 set -euo pipefail
 
 COSMIC_RAY="cosmic-ray==8.7.0"
@@ -26,6 +26,7 @@ if [[ "${1:-}" != "--resume" ]]; then
         echo "usage: $0 MODULE... -- PYTEST-ARGS... | $0 --resume" >&2; exit 2; }
     shift
     rm -rf "$work" && mkdir -p "$work/tree"
+    git -C "$repo" rev-parse HEAD > "$work/commit"
     git -C "$repo" archive HEAD | tar -x -C "$work/tree"
     (cd "$work/tree" && uv sync --locked --all-extras --quiet)
     module_list=$(printf '"%s", ' "${modules[@]}")
@@ -41,6 +42,9 @@ name = "local"
 TOML
     (cd "$work/tree" && cr cosmic-ray init "$work/cosmic-ray.toml" "$work/session.sqlite")
     (cd "$work/tree" && cr cosmic-ray baseline "$work/cosmic-ray.toml")
+else
+    # A run stopped mid-mutant leaves that mutant in the copy: restore the sources before going on.
+    git -C "$repo" archive "$(cat "$work/commit")" src | tar -x -C "$work/tree"
 fi
 (cd "$work/tree" && cr cosmic-ray exec "$work/cosmic-ray.toml" "$work/session.sqlite")
 cr cr-report "$work/session.sqlite" --show-diff --surviving-only > "$work/survivors.txt" || true
