@@ -43,6 +43,17 @@ class TestTornTail:
         assert sealed.read_bytes() == complete
         assert not path.exists()
 
+    def test_unparseable_last_line_with_newline_is_torn(self, config: Config) -> None:
+        """Invariant (torn tail cut, nothing else): an unparseable last line counts as torn even with a newline."""
+        path = dead_writers_segment(config)
+        complete = path.read_bytes()
+        path.write_bytes(complete + b"\x00" * 12 + b"\n")
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert (report.truncated, report.sealed, report.quarantined) == ([path.name], [path.name], [])
+        assert path.with_name(path.name.replace(".open", "")).read_bytes() == complete
+
     def test_intact_segment_is_sealed_untouched(self, config: Config) -> None:
         """Invariant (dead writer's segment sealed): no torn tail, nothing cut; the scan of the sealed file is clean."""
         path = dead_writers_segment(config)
