@@ -63,8 +63,8 @@ class SentPuts:
         self.requests.append((request.url, {k.lower(): _text(v) for k, v in request.headers.items()}, body))
 
 
-def drain_recording_puts(env: ArchiveEnv) -> tuple[SentPuts, BaseException | None]:
-    """Drain the spool with an in-process agent; returns the PUTs sent and the failure that ended it, if any."""
+def drain_recording_puts(env: ArchiveEnv) -> tuple[Agent, SentPuts, BaseException | None]:
+    """Drain the spool with an in-process agent; returns it, the PUTs sent and the failure that ended it, if any."""
     agent = Agent(env.config, serve_http=False)
     sent = SentPuts()
     agent.shipper.uploader.client.meta.events.register("before-send.s3.PutObject", sent)
@@ -74,8 +74,8 @@ def drain_recording_puts(env: ArchiveEnv) -> tuple[SentPuts, BaseException | Non
         agent.shipper.recover()
         agent.shipper.ship_due(force=True, deadline=time.monotonic() + DRAIN_DEADLINE_S)
     except DeadlineExceededError as exc:
-        return sent, exc
-    return sent, None
+        return agent, sent, exc
+    return agent, sent, None
 
 
 def _text(value: str | bytes) -> str:
@@ -87,7 +87,7 @@ class TestContentMD5Header:
 
     def test_every_put_carries_the_md5_of_its_body(self, env: ArchiveEnv) -> None:
         """Invariant (Content-MD5): events objects and the digest each carry the MD5 of the bytes sent."""
-        sent, failure = drain_recording_puts(env)
+        _, sent, failure = drain_recording_puts(env)
 
         assert sent.requests, "the drain sent no PUT"
         for url, headers, body in sent.requests:
@@ -97,3 +97,15 @@ class TestContentMD5Header:
         assert sum("/audit/digests/" in url for url in urls) == 1, urls
         assert failure is None, f"the drain failed: {failure!r}"
         assert len(env.archive_keys()) == 2
+
+    def test_objects_and_digests_are_counted_apart(self, env: ArchiveEnv) -> None:
+        """The drain's counters: events objects and their events and bytes, digests on their own counter."""
+        agent, sent, failure = drain_recording_puts(env)
+
+        assert failure is None, f"the drain failed: {failure!r}"
+        sample = agent.metrics.registry.get_sample_value
+        events = [body for url, _, body in sent.requests if "/audit/events/" in url]
+        assert sample("auditlock_objects_shipped_total") == len(events) == 2
+        assert sample("auditlock_digests_shipped_total") == 1
+        assert sample("auditlock_bytes_shipped_total") == sum(len(body) for body in events)
+        assert sample("auditlock_events_shipped_total") == len(env.archive_events(closings=True))
