@@ -101,6 +101,10 @@ def _schema(event: dict[str, Any]) -> None:
     event["schema"] = "auditlock/0"
 
 
+def _schema_newer(event: dict[str, Any]) -> None:
+    event["schema"] = "auditlock/2"
+
+
 def _retention(event: dict[str, Any]) -> None:
     event["retention"] = 7
 
@@ -117,9 +121,10 @@ class TestDamagedSegment:
         (_foreign, "writer 'ffffffffffffffffffffffffffffffff' does not match the file name's {writer!r}"),
         (_foreign_low, "writer '00000000000000000000000000000000' does not match the file name's {writer!r}"),
         (_schema, f"not an {SCHEMA} JSON object"),
+        (_schema_newer, f"not an {SCHEMA} JSON object"),
         (_retention, f"not an {SCHEMA} JSON object"),
         (_occurred_at, f"not an {SCHEMA} JSON object"),
-    ], ids=["seq-gap", "other-writer", "other-lower-writer", "schema", "retention", "occurred-at"])
+    ], ids=["seq-gap", "other-writer", "other-lower-writer", "schema", "newer-schema", "retention", "occurred-at"])
     def test_bad_line_is_named(self, rotated: list[Path], edit: Edit, says: str) -> None:
         """Invariant (no damaged segment shipped): the third line's damage raises, naming line 3 and why."""
         path = rotated[1]
@@ -143,8 +148,8 @@ class TestDamagedSegment:
 
         assert caught.value.reason == f"line 5: seq {seq + 1} where {seq} was expected"
 
-    @pytest.mark.parametrize("edit", [_foreign, _foreign_low, _event_id, _occurred_at],
-                             ids=["other-writer", "other-lower-writer", "event-id", "occurred-at"])
+    @pytest.mark.parametrize("edit", [_foreign, _foreign_low, _event_id, _occurred_at, _schema_newer],
+                             ids=["other-writer", "other-lower-writer", "event-id", "occurred-at", "newer-schema"])
     def test_recovery_scan_names_the_bad_line(self, rotated: list[Path], edit: Edit) -> None:
         """Invariant (damage found before recovery seals): `scan_segment` reports the edited line as damage."""
         path = rotated[1]
