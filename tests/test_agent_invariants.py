@@ -282,8 +282,10 @@ print(orjson.dumps([[o.key, hashlib.sha256(o.body).hexdigest()] for o in built.o
 
 
 def build_in_subprocess(env: ArchiveEnv, *prefix: str) -> list[list[str]]:
-    """The (key, SHA-256 of the gzip bytes) of every object a fresh process builds from the spool."""
-    result = subprocess.run([*prefix, sys.executable, "-c", BUILD_SCRIPT, str(env.config_path)], env=env.env(),
+    """The (key, SHA-256 of the gzip bytes) of every object a fresh process builds from the spool (under `prefix`,
+    e.g. Debian's `faketime`, which .ci installs; the monotonic clock stays real so thread waits work)."""
+    result = subprocess.run([*prefix, sys.executable, "-c", BUILD_SCRIPT, str(env.config_path)],
+                            env=env.env(FAKETIME_DONT_FAKE_MONOTONIC="1"),
                             cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     built: list[list[str]] = json.loads(result.stdout)
