@@ -8,7 +8,12 @@ Format: `<state dir>/ledger.json`, written atomically (tmp, fsync, rename, fsync
      "digest": {"key": "...", "body": "<the digest's JSON text>"} | null}   # from "digesting" on
 
 Invariants
-- The intent ("uploading") is durable before the first PUT of its batch.
+- The intent ("uploading") is durable before the first PUT of its batch. It is what makes a restart finish
+  *that* batch: without it a restart plans afresh, and if other segments were sealed meanwhile the new plan
+  builds other objects (keys come from the content), so an object that had already landed would stay in no
+  digest and its events would be archived twice. An absent ledger means "nothing in flight" (only a damaged one
+  sends the agent to the archive), so the archive cannot stand in for it
+  (`tests/test_agent_invariants.py::TestUploadingIntent`).
 - "digesting" (with the digest's exact bytes) is durable before the digest's PUT, so a restart re-sends the
   same digest rather than a second one for the same batch.
 - "confirmed" is durable before the first segment of its batch is deleted; only then may segments go.

@@ -1,0 +1,146 @@
+"""Recovery of dead writers' open segments (`recover_dead_writers`), in process and fast: a torn tail is cut and
+the segment sealed, an empty one removed, a damaged one quarantined with its reason — found by the mutation run
+(docs/testing.md), where only the agent subprocess tests reached these paths.
+
+Segments are written by the real writer, renamed back to `.open` (a writer that died: nobody holds the flock) and
+edited on disk as a crash or a bad disk would leave them.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from auditlock.agent.recovery import _lock_if_dead, recover_dead_writers
+from auditlock.config import Config
+from auditlock.spool.format import QUARANTINE_DIR, SEALED_SUFFIX
+from auditlock.spool.reader import scan_segment
+from tests.test_spool_reader import reopen, write_orders
+
+
+def dead_writers_segment(config: Config, count: int = 5) -> Path:
+    """A dead writer's open segment holding `count` events and its clean-end record."""
+    [path] = write_orders(config, count)
+    return reopen(path)
+
+
+class TestTornTail:
+    """Invariant: recovery cuts only a torn last line, then seals the segment with every complete line."""
+
+    def test_torn_last_line_is_cut_and_the_segment_sealed(self, config: Config) -> None:
+        """Invariant (torn tail cut, nothing else): the complete lines are sealed byte for byte."""
+        path = dead_writers_segment(config)
+        complete = path.read_bytes()
+        path.write_bytes(complete + b'{"schema": "auditlock/1", "seq": 9')
+
+        report = recover_dead_writers(config.spool.dir)
+
+        sealed = path.with_name(path.name.replace(".open", ""))
+        assert (report.truncated, report.sealed, report.quarantined) == ([path.name], [path.name], [])
+        assert sealed.read_bytes() == complete
+        assert not path.exists()
+
+    def test_unparseable_last_line_with_newline_is_torn(self, config: Config) -> None:
+        """Invariant (torn tail cut, nothing else): an unparseable last line counts as torn even with a newline."""
+        path = dead_writers_segment(config)
+        complete = path.read_bytes()
+        path.write_bytes(complete + b"\x00" * 12 + b"\n")
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert (report.truncated, report.sealed, report.quarantined) == ([path.name], [path.name], [])
+        assert path.with_name(path.name.replace(".open", "")).read_bytes() == complete
+
+    def test_intact_segment_is_sealed_untouched(self, config: Config) -> None:
+        """Invariant (dead writer's segment sealed): no torn tail, nothing cut; the scan of the sealed file is clean."""
+        path = dead_writers_segment(config)
+        data = path.read_bytes()
+
+        report = recover_dead_writers(config.spool.dir)
+
+        [sealed] = config.spool.dir.glob(f"*{SEALED_SUFFIX}")
+        assert (report.sealed, report.truncated) == ([path.name], [])
+        assert sealed.read_bytes() == data
+        scan = scan_segment(sealed)
+        assert (scan.damage, scan.torn_tail, scan.lines) == (None, False, len(data.splitlines()))
+
+
+class TestEmptySegment:
+    """Invariant: a dead writer's open segment without one complete line is removed, never sealed or shipped."""
+
+    def test_segment_with_only_a_torn_line_is_removed(self, config: Config) -> None:
+        """Invariant (no empty segment sealed): only a torn line → removed and reported."""
+        path = dead_writers_segment(config)
+        path.write_bytes(path.read_bytes().splitlines(keepends=True)[0][:-5])
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert report.removed_empty == [path.name]
+        assert report.sealed == []
+        assert not any(config.spool.dir.glob("*.jsonl"))
+
+
+class TestQuarantine:
+    """Invariant: a damaged dead writer's segment is moved whole to quarantine/ with a reason file, never sealed."""
+
+    def test_damaged_middle_line_quarantines_with_reason(self, config: Config) -> None:
+        """Invariant (damage kept, not shipped): every byte in quarantine/, the reason names the line."""
+        path = dead_writers_segment(config)
+        lines = path.read_bytes().splitlines(keepends=True)
+        event = orjson.loads(lines[2])
+        event["seq"] += 7
+        lines[2] = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        path.write_bytes(b"".join(lines))
+        data = path.read_bytes()
+
+        report = recover_dead_writers(config.spool.dir)
+
+        quarantine = config.spool.dir / QUARANTINE_DIR
+        assert (report.quarantined, report.sealed, report.truncated) == ([path.name], [], [])
+        assert (quarantine / path.name).read_bytes() == data
+        reason = (quarantine / f"{path.name}.reason.txt").read_text()
+        assert "damaged open segment of a dead writer" in reason
+        assert "line 3" in reason
+        assert not path.exists()
+        assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700, "quarantined events stay private to the spool's owner"
+
+
+    def test_two_damaged_segments_are_both_quarantined(self, make_config: Callable[..., Config]) -> None:
+        """Invariant (damage kept, not shipped): quarantine/ existing already does not stop the second move."""
+        paths = write_orders(make_config(spool={"segment_max_bytes": 4096}), 40)[:2]
+        for path in paths:
+            path.write_bytes(b"\x00damaged\n" + path.read_bytes())
+        opened = [reopen(path) for path in paths]
+
+        report = recover_dead_writers(opened[0].parent)
+
+        assert sorted(report.quarantined) == sorted(path.name for path in opened)
+        assert all((path.parent / QUARANTINE_DIR / path.name).exists() for path in opened)
+
+
+class TestVanishedSegment:
+    """A segment sealed or removed between recovery's listing and its open is skipped, not an error."""
+
+    def test_vanished_file_yields_no_lock(self, tmp_path: Path) -> None:
+        """Invariant (recovery never fails on a race with a writer's rename): a missing file gives no fd."""
+        with _lock_if_dead(tmp_path / "gone.open.jsonl") as fd:
+            assert fd is None
+
+
+class TestStrayFiles:
+    """Invariant: a file that only looks like an open segment is left alone and stops nothing."""
+
+    def test_stray_open_name_does_not_stop_recovery_of_the_rest(self, config: Config) -> None:
+        """Invariant (every dead writer recovered): a stray `.open.jsonl` sorted first is skipped, not a stop."""
+        path = dead_writers_segment(config)
+        stray = config.spool.dir / "0-not-a-segment.open.jsonl"
+        stray.write_bytes(b"not an event\n")
+        assert sorted(config.spool.dir.glob("*.open.jsonl"))[0] == stray
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert report.sealed == [path.name]
+        assert stray.read_bytes() == b"not an event\n"
