@@ -31,6 +31,11 @@ BUILDAH = ["buildah", "--storage-driver", "vfs"]  # the store deploy/build-image
 IMAGE_UID = 10001  # USER in deploy/Dockerfile; the app container writes the spool as this UID too
 SPOOL = "/var/spool/auditlock"
 CONFIG = "/etc/auditlock/auditlock.toml"
+BUILD_TIMEOUT_S = 1100  # ~2 min on an idle machine, several times that on a loaded one
+
+# The first test's setup includes the image build: its bound is the build's own, not pytest's default 300 s.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
+_failed_build: list[str] = []  # a failed build fails the module's other tests at once instead of building again
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +47,14 @@ def agent_image() -> Iterator[str]:
     if missing or os.geteuid() != 0:
         pytest.fail(f"{BUILD_ENV}=1 but {'missing ' + ', '.join(missing) if missing else 'not root'} "
                     "(apt-get install -y buildah debootstrap; run as root)", pytrace=False)
-    result = subprocess.run([str(REPO / "deploy" / "build-image")], capture_output=True, text=True, timeout=1800,
-                            check=False, env={**os.environ, "AUDITLOCK_IMAGE_TAG": TAG})
+    if _failed_build:
+        pytest.fail(f"the image build failed earlier in this session: {_failed_build[0]}", pytrace=False)
+    _failed_build.append(f"deploy/build-image did not finish within {BUILD_TIMEOUT_S} s")
+    result = subprocess.run([str(REPO / "deploy" / "build-image")], capture_output=True, text=True,
+                            timeout=BUILD_TIMEOUT_S, check=False, env={**os.environ, "AUDITLOCK_IMAGE_TAG": TAG})
+    _failed_build[0] = f"exit {result.returncode}"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _failed_build.clear()
     yield TAG
     # vfs keeps full copies of every layer: drop the previous builds' untagged images so repeated runs on one
     # machine do not fill its disk (the tagged base and this image stay for the next build's cache).
