@@ -37,7 +37,6 @@ from tests.support.sqlalchemy_models import (
     Order,
     OrderLine,
     add_order,
-    create_test_engine,
     events,
     raw_lines,
     types,
@@ -50,19 +49,6 @@ def config(make_config: Callable[..., Config]) -> Config:
     return make_config(targets={"Order": ORDER_TARGET, "OrderLine": {"fields": ["quantity"]}},
                        events={"include": INCLUDE})
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An engine with the schema created: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
-    engine = create_test_engine(request, tmp_path)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def factory(engine: Engine) -> sessionmaker[Session]:
-    """A sessionmaker on the engine (expire_on_commit stays on, as in most applications)."""
-    return sessionmaker(engine)
 
 
 @pytest.fixture

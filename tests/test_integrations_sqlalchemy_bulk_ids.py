@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 import auditlock
@@ -24,7 +23,6 @@ from tests.support.sqlalchemy_models import (
     OrderLine,
     Ticket,
     add_order,
-    create_test_engine,
     events,
     raw_lines,
 )
@@ -38,19 +36,6 @@ def config(make_config: Callable[..., Config]) -> Config:
     targets = {"Order": ORDER_TARGET, "OrderLine": {"fields": ["quantity"]}, "Ticket": {"fields": ["status"]}}
     return make_config(targets=targets, events={"include": INCLUDE})
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An engine with the schema created: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
-    engine = create_test_engine(request, tmp_path)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def factory(engine: Engine) -> sessionmaker[Session]:
-    """A sessionmaker on the engine."""
-    return sessionmaker(engine)
 
 
 @pytest.fixture

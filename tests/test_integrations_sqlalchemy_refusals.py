@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, event, func, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import Session, UOWTransaction, sessionmaker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,7 +30,6 @@ from tests.support.sqlalchemy_models import (
     Note,
     Order,
     add_order,
-    create_test_engine,
     events,
 )
 
@@ -44,19 +42,6 @@ def config(make_config: Callable[..., Config]) -> Config:
     targets = {"Order": ORDER_TARGET, "OrderLine": {"fields": ["quantity"]}, "Note": {"fields": ["body"]}}
     return make_config(targets=targets, events={"include": INCLUDE, "max_event_bytes": MAX_EVENT_BYTES})
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An engine with the schema created: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
-    engine = create_test_engine(request, tmp_path)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def factory(engine: Engine) -> sessionmaker[Session]:
-    """A sessionmaker on the engine."""
-    return sessionmaker(engine)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,3 +110,17 @@ def add_order(factory: sessionmaker[Session], **values: Any) -> int:
         session.add(order)
         session.flush()
         return order.id
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine with the schema created: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    engine = create_test_engine(request, tmp_path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> sessionmaker[Session]:
+    """A sessionmaker on the engine (expire_on_commit stays on, as in most applications)."""
+    return sessionmaker(engine)
