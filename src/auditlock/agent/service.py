@@ -30,7 +30,7 @@ from auditlock.archive import layout
 from auditlock.archive.client import make_s3_client
 from auditlock.config.model import Config
 from auditlock.errors import AuditlockError
-from auditlock.spool.format import ensure_spool_dir
+from auditlock.spool.format import ensure_spool_dir, parse_segment_name
 from auditlock.spool.reader import first_occurred_at
 from auditlock.spool.writer import spool_size
 
@@ -231,6 +231,8 @@ class Agent:
         """Seconds since the oldest `occurred_at` still in the spool (first lines, cached per segment)."""
         firsts = {}
         for path in self.spool.glob("*.jsonl"):
+            if parse_segment_name(path.name) is None:
+                continue  # not a segment: never read
             first = self._first_event_at.get(path.name) or first_occurred_at(path)
             if first:
                 firsts[path.name] = first

@@ -62,29 +62,30 @@ def _refusal(path: Path, exc: OSError) -> Exception:
     # O_NOFOLLOW fails a symlink with ELOOP, O_RDWR a directory with EISDIR: lstat says what it is.
     if isinstance(exc, FileNotFoundError):
         return exc
-    kind = _kind_by_lstat(path)
+    kind = _lstat_kind(path)
     if kind is not None:
         return UnsafeSpoolFileError(path, f"{kind}, not a regular file")
     return exc
 
 
-def _kind_by_lstat(path: Path) -> str | None:
+def _lstat_kind(path: Path) -> str | None:
     try:
         mode = os.lstat(path).st_mode
     except OSError:
         return None
-    return None if stat.S_ISREG(mode) else _kind(mode)
+    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def _check_regular(path: Path, st: os.stat_result, max_bytes: int | None) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafeSpoolFileError(path, f"{_kind(st.st_mode)}, not a regular file")
+        raise UnsafeSpoolFileError(path, f"{file_kind(st.st_mode)}, not a regular file")
     if max_bytes is not None and st.st_size > max_bytes:
         raise UnsafeSpoolFileError(path, f"{st.st_size} bytes, over the read bound of {max_bytes} bytes (larger than "
                                          "any segment a writer with this config writes)")
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of this `st_mode` is, in words (\"a FIFO\")."""
     kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
              (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
     return next((name for test, name in kinds if test(mode)), "not a regular file")
