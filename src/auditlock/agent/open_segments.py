@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditlock.archive import layout
-from auditlock.spool.format import OPEN_SUFFIX, parse_segment_name
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
+from auditlock.spool.format import OPEN_SUFFIX, parse_segment_name
 from auditlock.spool.reader import first_occurred_at
 
 _CHUNK = 1 << 20
