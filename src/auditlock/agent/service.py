@@ -30,6 +30,7 @@ from auditlock.archive import layout
 from auditlock.archive.client import make_s3_client
 from auditlock.config.model import Config
 from auditlock.errors import AuditlockError
+from auditlock.spool.files import refuse_world_writable
 from auditlock.spool.format import ensure_spool_dir, parse_segment_name
 from auditlock.spool.reader import first_occurred_at
 from auditlock.spool.writer import spool_size
@@ -59,6 +60,7 @@ class DrainResult:
 def agent_lock(spool: Path) -> Iterator[None]:
     """Hold the spool's single-agent lock, or raise `AgentAlreadyRunningError` naming the holder."""
     ensure_spool_dir(spool)
+    refuse_world_writable(spool)
     path = spool / AGENT_LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

@@ -34,6 +34,19 @@ class UnsafeSpoolFileError(SpoolError):
         self.reason = reason
 
 
+def refuse_world_writable(spool: Path) -> None:
+    """Raise `SpoolError` if every local user may write into the spool directory: anyone could then plant segments
+    the agent would ship as genuine audit events. A group-writable spool is allowed (the group is trusted: an
+    application and an agent under different users share it)."""
+    mode = os.stat(spool).st_mode
+    if mode & stat.S_IWOTH:
+        raise SpoolError(
+            f"spool directory {spool} is writable by every local user (mode {stat.S_IMODE(mode):04o}): anyone could "
+            f"plant segments that would be shipped as audit events. Run `chmod 0700 {spool}` (or 0770 for a group "
+            "the application and the agent share), or point [spool] dir at a subdirectory, which auditlock creates "
+            "0700")
+
+
 def largest_segment_bytes(segment_max_bytes: int, max_event_bytes: int) -> int:
     """The read bound for segments of a spool with this config: `SEGMENT_SIZE_FACTOR` times the largest segment
     its writers write (a writer rotates before a line would pass `segment_max_bytes`; one line fills a segment on
