@@ -18,7 +18,6 @@ import pytest
 from auditlock.agent.ledger import LEDGER_FILE
 from auditlock.archive import layout
 from auditlock.query.spool import count_spool_events
-from auditlock.spool.files import largest_segment_bytes
 from auditlock.spool.format import QUARANTINE_DIR
 from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.hostile_spool import (
@@ -187,7 +186,7 @@ class TestSegmentSize:
     def test_a_segment_just_over_the_bound_is_refused_and_one_at_it_is_read(self, env: ArchiveEnv) -> None:
         """The bound is twice the largest segment a writer with the config writes: one byte over it is refused."""
         config = env.config
-        bound = largest_segment_bytes(config.spool.segment_max_bytes, config.events.max_event_bytes)
+        bound = 2 * max(config.spool.segment_max_bytes, config.events.max_event_bytes)  # docs/agent.md
         over = env.spool / planted_name()
         over.write_bytes(b"x" * (bound + 1))
         at = env.spool / planted_name(1)
