@@ -1,6 +1,8 @@
-"""Reading segments back: stream lines, check schema, writer, seq and prev chain, find a torn tail.
+"""Reading segments back: stream lines, check each against `spool.lines` and the chain (writer, seq, prev), find
+a torn tail.
 
-Used by the agent (recovery, shipping) and by `auditlock verify --spool`. Never writes.
+Used by the agent (recovery, shipping) and by `query --include-spool`. Never writes. Files are opened with
+`spool.files.open_spool_file` (no symlink, no FIFO, a size bound).
 """
 
 from __future__ import annotations
