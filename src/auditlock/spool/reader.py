@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
-from auditlock.spool.lines import parse_line
+from auditlock.spool.lines import parse_line, valid_event
 
 
 @dataclass
@@ -154,69 +155,54 @@ def group_lines(path: Path, max_bytes: int | None = None) -> GroupedSegment:
     file that is not a regular one within `max_bytes`.
 
     Streamed line by line; only the lines themselves are kept (the caller bounds the segment with `max_bytes`).
+    This loop runs for every shipped event, hence its flat shape and local names; a bad line leaves it for
+    `_shipping_problem`, which says what is wrong.
     """
     name = parse_segment_name(path.name)
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
-    grouped = GroupedSegment({}, 0, None, None)
-    position = _ChainPosition(name.writer, name.first_seq, name.first_seq)
+    groups: dict[tuple[str, str], LineGroup] = {}
+    expected, writer, last_hash, event_type = name.first_seq, name.writer, None, None
+    group_key: tuple[str, str] | None = None
+    group = LineGroup()
     with open_spool_file(path, max_bytes) as f:
         for line in f:
-            event = _shippable_event(path, line, position)
-            _add_to_group(grouped.groups, event, line)
-    grouped.lines = position.seq - name.first_seq
-    grouped.last_seq = position.seq - 1 if grouped.lines else None
-    grouped.last_hash = position.last_hash
-    grouped.closed = position.last_type == WRITER_CLOSED
-    return grouped
+            event = valid_event(line[:-1]) if line[-1] == 10 else None  # 10: newline
+            if (event is None or event["seq"] != expected or event["writer"] != writer
+                    or (last_hash is not None and event["prev"] != last_hash)):
+                raise DamagedSegmentError(path, _shipping_problem(line, writer, expected, last_hash,
+                                                                  expected - name.first_seq))
+            occurred_at = event["occurred_at"]
+            key = (occurred_at[:7], event["retention"])
+            if key != group_key:
+                group_key = key
+                group = groups.get(key) or groups.setdefault(key, LineGroup(first=occurred_at, last=occurred_at))
+            group.lines.append(line)
+            if occurred_at < group.first:
+                group.first = occurred_at
+            elif occurred_at > group.last:
+                group.last = occurred_at
+            expected += 1
+            last_hash = sha256(memoryview(line)[:-1]).hexdigest()
+            event_type = event.get("event_type")
+    lines = expected - name.first_seq
+    return GroupedSegment(groups, lines, expected - 1 if lines else None, last_hash, event_type == WRITER_CLOSED)
 
 
-@dataclass
-class _ChainPosition:
-    writer: str
-    first_seq: int
-    seq: int = 0
-    last_hash: str | None = None
-    last_type: object = None
-
-
-def _shippable_event(path: Path, line: bytes, position: _ChainPosition) -> dict[str, Any]:
-    where = f"line {position.seq - position.first_seq + 1}"
+def _shipping_problem(line: bytes, writer: str, expected_seq: int, last_hash: str | None, index: int) -> str:
+    where = f"line {index + 1}"
     if not line.endswith(b"\n"):
-        raise DamagedSegmentError(path, f"{where}: incomplete line (no newline)")
+        return f"{where}: incomplete line (no newline)"
     parsed = parse_line(line)
     if parsed.event is None:
-        raise DamagedSegmentError(path, f"{where}: {parsed.problem}")
+        return f"{where}: {parsed.problem}"
     event = parsed.event
-    problem = _chain_problem_at(event, position)
-    if problem is not None:
-        raise DamagedSegmentError(path, f"{where}: {problem}")
-    position.seq += 1
-    position.last_hash = line_hash(memoryview(line)[:-1])
-    position.last_type = event.get("event_type")
-    return event
-
-
-def _chain_problem_at(event: dict[str, Any], position: _ChainPosition) -> str | None:
-    if event["writer"] != position.writer:
-        return f"writer {event['writer']!r} does not match the file name's {position.writer!r}"
-    if event["seq"] != position.seq:
-        return f"seq {event['seq']} where {position.seq} was expected"
-    if position.last_hash is not None and event["prev"] != position.last_hash:
-        return (f"prev {event['prev'][:12]}… does not match the previous line's hash {position.last_hash[:12]}… "
-                "(the line before it was changed)")
-    return None
-
-
-def _add_to_group(groups: dict[tuple[str, str], LineGroup], event: dict[str, Any], line: bytes) -> None:
-    occurred_at = event["occurred_at"]
-    key = (occurred_at[:7], event["retention"])
-    group = groups.get(key) or groups.setdefault(key, LineGroup(first=occurred_at, last=occurred_at))
-    group.lines.append(line)
-    if occurred_at < group.first:
-        group.first = occurred_at
-    elif occurred_at > group.last:
-        group.last = occurred_at
+    if event["writer"] != writer:
+        return f"{where}: writer {event['writer']!r} does not match the file name's {writer!r}"
+    if event["seq"] != expected_seq:
+        return f"{where}: seq {event['seq']} where {expected_seq} was expected"
+    return (f"{where}: prev {event['prev'][:12]}… does not match the previous line's hash {str(last_hash)[:12]}… "
+            "(the line before it was changed)")
 
 
 def parse_event(line: bytes) -> dict[str, Any] | None:
