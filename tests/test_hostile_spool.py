@@ -281,6 +281,26 @@ class TestQueryIncludeSpool:
         assert (read.events, read.skipped) == (21, 3)
 
 
+class TestVerifySpool:
+    def test_special_files_are_findings_and_never_block(self, env: ArchiveEnv) -> None:
+        """`verify --spool` reports a FIFO and a symlink named like segments, and a FIFO reason file, and ends."""
+        os.mkfifo(env.spool / planted_name(0))
+        (env.spool / planted_name(1)).symlink_to("/dev/zero")
+        quarantine = env.spool / QUARANTINE_DIR
+        quarantine.mkdir(mode=0o700)
+        (quarantine / planted_name(2)).write_bytes(b"")
+        os.mkfifo(quarantine / f"{planted_name(2)}.reason.txt")
+        script = ("import sys; from pathlib import Path; from auditlock.verify.spool import verify_spool; "
+                  "r = verify_spool(Path(sys.argv[1])); print('\\n'.join(f'{f.kind} {f.subject} {f.detail}' "
+                  "for f in r.findings))")
+        done = subprocess.run([sys.executable, "-c", script, str(env.spool)], capture_output=True, text=True,
+                              timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr
+        assert f"{planted_name(0)} not read: a FIFO, not a regular file" in done.stdout
+        assert f"{planted_name(1)} not read: a symbolic link, not a regular file" in done.stdout
+        assert "reason file not read: a FIFO" in done.stdout
+
+
 def test_layout_keys_are_what_the_key_pattern_expects() -> None:
     """The key pattern these tests check archive keys with matches a key the layout builds."""
     assert KEY.fullmatch(layout.object_key("audit", "2026-05-01T00:00:00.000000Z", "standard", "0" * 64))

@@ -77,5 +77,19 @@ def _list_quarantine(spool: Path, report: Report) -> None:
         if parse_segment_name(path.name) is None:
             continue
         reason_file = path.with_name(path.name + ".reason.txt")
-        reason = reason_file.read_text(errors="replace").strip() if reason_file.exists() else "no reason file"
+        reason = _reason(reason_file)
         report.add(QUARANTINED_SEGMENT, f"quarantine/{path.name}", f"not shipped: {reason}")
+
+
+def _reason(path: Path) -> str:
+    """A quarantine reason file's text (opened like a segment: no symlink, no FIFO; at most 4 KiB shown)."""
+    try:
+        with open_spool_file(path) as f:
+            return f.read(_REASON_MAX).decode(errors="replace").strip()
+    except FileNotFoundError:
+        return "no reason file"
+    except UnsafeSpoolFileError as exc:
+        return f"reason file not read: {exc.reason}"
+
+
+_REASON_MAX = 4096
