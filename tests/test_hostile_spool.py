@@ -212,6 +212,16 @@ class TestStateFiles:
         assert victim.read_bytes() == b"keep me"
         good_events_shipped(env, 20)
 
+    def test_a_symlinked_agent_lock_leaves_its_target_intact(self, env: ArchiveEnv, tmp_path: Path) -> None:
+        """`.agent.lock` planted as a symlink is not followed (it is truncated and written): a clear error instead."""
+        victim = tmp_path / "victim"
+        victim.write_bytes(b"keep me")
+        (env.spool / ".agent.lock").symlink_to(victim)
+        done = env.run_agent_once(timeout=120)
+        assert victim.read_bytes() == b"keep me"
+        assert done.returncode != 0
+        assert "remove it and start the agent again" in done.stderr
+
     @pytest.mark.parametrize("where", ["digest-chain", "ledger", "drops"])
     def test_a_fifo_as_a_state_file_does_not_block_the_agent(self, env: ArchiveEnv, where: str) -> None:
         """A FIFO in place of the digest-chain state, the ledger or a drop file is never waited on."""
