@@ -127,7 +127,7 @@ class Workspace:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{PREFIX}/"):
             for item in page.get("Contents", []):
                 path = self.archive / item["Key"][len(PREFIX) + 1:]
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _private_dirs(self.archive, path.parent)
                 _write_private(path, client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
                 count += 1
         return count
@@ -136,6 +136,12 @@ class Workspace:
 def without_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment without `AUDITLOCK_*` variables, so a developer's own overrides cannot bend the demo."""
     return {k: v for k, v in environ.items() if not k.startswith("AUDITLOCK_")}
+
+
+def _private_dirs(top: Path, path: Path) -> None:
+    """Create `path` and its parents below `top`, each 0700 (`mkdir(parents=True)` gives parents the umask's mode)."""
+    for directory in [*reversed(path.relative_to(top).parents), path.relative_to(top)]:
+        (top / directory).mkdir(mode=0o700, exist_ok=True)
 
 
 def _write_private(path: Path, data: bytes) -> None:
