@@ -17,6 +17,7 @@ import pytest
 
 from auditlock.agent.ledger import LEDGER_FILE
 from auditlock.archive import layout
+from auditlock.handler.encode import MAX_DEPTH
 from auditlock.query.spool import count_spool_events
 from auditlock.spool.format import QUARANTINE_DIR
 from tests.support.archive_env import REPO, ArchiveEnv
@@ -156,6 +157,18 @@ class TestCraftedLines:
         drain_or_fail(env.config)
         assert reason in quarantine_reason(env.spool, first.name)
         good_events_shipped(env, 20 - lost)
+
+    def test_a_payload_at_the_writers_depth_bound_ships(self, env: ArchiveEnv) -> None:
+        """A value nested as deep as the writer allows (MAX_DEPTH inside a field) is a valid line and ships."""
+        deep: object = []
+        other: object = [1]
+        for _ in range(MAX_DEPTH - 1):
+            deep, other = [deep], [other]
+        env.write_events(1, total=deep)
+        env.write_events(1, before={"status": deep}, after={"status": other})  # changes: [before, after] pairs
+        drain_or_fail(env.config)
+        good_events_shipped(env, 22)
+        assert not (env.spool / QUARANTINE_DIR).exists()
 
     def test_a_same_length_edit_without_rechaining_is_quarantined(self, env: ArchiveEnv) -> None:
         """A middle line edited in place (same length, prev of the next line untouched) quarantines the segment."""

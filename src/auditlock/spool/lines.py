@@ -11,7 +11,7 @@ only if it is exactly what the writer writes:
   `payload` an object (never a string or a list);
 - `occurred_at` exactly `YYYY-MM-DDTHH:MM:SS.ffffffZ` and a real date (it becomes the object key's partition and
   name: `2026-12!/../../../x` never gets that far), `retention` a valid class name (also in the key);
-- nested at most `MAX_LINE_DEPTH` levels (the writer allows 32 inside one payload field).
+- nested at most `MAX_LINE_DEPTH` (40) levels (the writer allows 32 inside one payload field).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import orjson
 from auditlock.config.schema import RETENTION_CLASS_NAME
 from auditlock.spool.format import SCHEMA
 
-# The writer's bound is 32 levels inside one payload field (handler/encode.py MAX_DEPTH); the event, the payload
-# and the field's own container add three. Anything deeper was not written by a writer.
-MAX_LINE_DEPTH = 32 + 3
+# The writer's bound is 32 levels inside one payload field (handler/encode.py MAX_DEPTH); around it the deepest
+# line has the event, the payload, `changes` and the [before, after] pair (36 in all). Eight levels of slack: a line
+# deeper than this was not written by a writer, and every reader still parses it.
+MAX_LINE_DEPTH = 32 + 8
 OCCURRED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z")
 _loads, _dumps = orjson.loads, orjson.dumps
 _STRINGS = ("writer", "event_id", "prev", "occurred_at", "retention")
