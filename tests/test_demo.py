@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,18 @@ class TestDemo:
                                 timeout=120, check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "result: clean" in verify.stdout
+
+    def test_keep_leaves_a_private_archive_copy_under_umask_022(self, tmp_path: Path) -> None:
+        """With umask 022, --keep's directory and archive copy are 0700 and every archive file 0600."""
+        kept = tmp_path / "demo"
+        done = subprocess.run(["sh", "-c", 'umask 022 && exec "$0" -m auditlock demo --keep "$1"', sys.executable,
+                               str(kept)], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o700
+        archive = kept / "archive"
+        modes = {stat.S_IMODE(p.stat().st_mode) for p in archive.rglob("*") if p.is_file()}
+        assert modes == {0o600}
+        assert {stat.S_IMODE(p.stat().st_mode) for p in [archive, *archive.rglob("*")] if p.is_dir()} == {0o700}
 
     def test_keep_refuses_a_used_directory(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """--keep on a non-empty directory is a usage error (exit 2) naming the flag; nothing starts."""

@@ -17,9 +17,11 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
+from auditlock.spool.files import UnsafeSpoolFileError
 from auditlock.spool.format import SEALED_SUFFIX, SegmentName, parse_segment_name
 from auditlock.spool.reader import DamagedSegmentError, GroupedSegment, LineGroup, group_lines
 
@@ -44,9 +46,11 @@ def list_sealed(spool: Path) -> list[SealedSegment]:
         if name is None or name.is_open:
             continue
         try:
-            stat = path.stat()
+            stat = path.lstat()
         except FileNotFoundError:
             continue
+        if not S_ISREG(stat.st_mode):
+            continue  # not a segment a writer wrote: quarantined by the agent's spool guard, never read here
         found.append(SealedSegment(path, name, stat.st_size, stat.st_mtime))
     return sorted(found, key=lambda s: (s.mtime, s.path.name))
 
@@ -171,15 +175,17 @@ class BuiltBatch:
     writers: dict[str, WriterRange] = field(default_factory=dict)
 
 
-def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[str, RetentionClass]) -> BuiltBatch:
-    """Read the segments in order and split their lines into objects per (month, retention class)."""
+def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[str, RetentionClass], *,
+                  max_segment_bytes: int | None = None) -> BuiltBatch:
+    """Read the segments in order and split their lines into objects per (month, retention class); a segment
+    that is not a regular file of at most `max_segment_bytes`, or holds an invalid line, is damaged."""
     builders: dict[tuple[str, str], _ObjectBuilder] = {}
     damaged: dict[Path, str] = {}
     writers: dict[str, WriterRange] = {}
     compressor = _Compressor()
     try:
         for segment in segments:
-            problem = _add_segment(segment, builders, classes, compressor, writers)
+            problem = _add_segment(segment, builders, classes, compressor, writers, max_bytes=max_segment_bytes)
             if problem is not None:
                 damaged[segment.path] = problem
         compressor.drain()
@@ -192,10 +198,10 @@ def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[s
 
 def _add_segment(segment: SealedSegment, builders: dict[tuple[str, str], _ObjectBuilder],
                  classes: Mapping[str, RetentionClass], compressor: _Compressor,
-                 writers: dict[str, WriterRange]) -> str | None:
+                 writers: dict[str, WriterRange], *, max_bytes: int | None) -> str | None:
     try:
-        grouped = group_lines(segment.path)
-    except DamagedSegmentError as exc:
+        grouped = group_lines(segment.path, max_bytes)
+    except (DamagedSegmentError, UnsafeSpoolFileError) as exc:
         return exc.reason
     unknown = sorted({retention for _month, retention in grouped.groups} - set(classes))
     if unknown:

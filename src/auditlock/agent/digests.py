@@ -9,6 +9,7 @@ once and kept, so the chain continues across restarts. A state file that is not 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -29,11 +30,13 @@ from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
 from auditlock.spool.chain import uuid7_hex
 from auditlock.spool.drops import read_drop_files
-from auditlock.spool.format import fsync_dir
+from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
+from auditlock.spool.format import FILE_MODE, fsync_dir
 
 log = logging.getLogger("auditlock.agent")
 
 CHAIN_FILE = "digest-chain.json"
+MAX_STATE_BYTES = 64 * 1024  # an agent id, the head key and a recovery note: far above any real state
 DIGEST_CONTENT_TYPE = "application/json"
 
 
@@ -57,10 +60,10 @@ class DigestChain:
 
     def _load(self) -> dict[str, Any]:
         try:
-            return _parse_state(orjson.loads(self.path.read_bytes()))
+            return _parse_state(orjson.loads(_read_state(self.path)))
         except FileNotFoundError:
             pass
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnsafeSpoolFileError) as exc:
             aside = set_aside(self.path, "digest-chain.damaged-")
             log.error("auditlock agent: DIGEST CHAIN STATE DAMAGED: %s (%r); kept as %s; starting a new chain under "
                       "a new agent id (the old chain ends at its last digest)", self.path, exc, aside)
@@ -101,9 +104,14 @@ class DigestChain:
     def _save(self, state: dict[str, Any]) -> None:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(state))
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # whatever was left there (even a symlink) is replaced, never written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.write(fd, orjson.dumps(state))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.rename(tmp, self.path)
         fsync_dir(self.state_dir)
 
@@ -153,6 +161,12 @@ def _object_entry(obj: ArchiveObject) -> dict[str, Any]:
     return {"key": obj.key, "sha256": obj.sha256, "content_sha256": obj.content_sha256, "bytes": len(obj.body),
             "events": obj.events, "first_occurred_at": obj.first_occurred_at,
             "last_occurred_at": obj.last_occurred_at, "retention": obj.retention}
+
+
+def _read_state(path: Path) -> bytes:
+    """The state file's bytes: a regular file (no symlink followed, no FIFO waited on) of at most MAX_STATE_BYTES."""
+    with open_spool_file(path, MAX_STATE_BYTES) as f:
+        return f.read()
 
 
 def _parse_state(state: Any) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from auditlock.errors import AuditlockError
+from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import fsync_dir, parse_segment_name
 
 LEDGER_FILE = "ledger.json"
@@ -132,7 +133,11 @@ def set_aside(path: Path, prefix: str) -> Path:
 
 
 def _read_bounded(path: Path) -> bytes:
-    with path.open("rb") as f:
+    try:
+        f = open_spool_file(path)  # no symlink followed, no FIFO waited on
+    except UnsafeSpoolFileError as exc:
+        raise LedgerDamagedError(path, exc.reason) from exc
+    with f:
         raw = f.read(MAX_LEDGER_BYTES + 1)
     if len(raw) > MAX_LEDGER_BYTES:
         raise LedgerDamagedError(path, f"larger than {MAX_LEDGER_BYTES} bytes")

@@ -41,6 +41,7 @@ from auditlock.agent.batch import SealedSegment, list_sealed
 from auditlock.agent.ledger import LedgerDamagedError
 from auditlock.archive import digest as digest_format
 from auditlock.archive.layout import DIGESTS_DIR, partition_prefix
+from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import fsync_dir
 
 if TYPE_CHECKING:
@@ -116,7 +117,8 @@ class LedgerRecovery:
         candidates = _covered_segments(list_sealed(self.shipper.spool), digest.get("writers"))
         if not candidates:
             return []
-        lines = {segment.path.name: _line_hashes(segment.path) for segment in candidates}
+        bound = self.shipper.max_segment_bytes
+        lines = {segment.path.name: _line_hashes(segment.path, bound) for segment in candidates}
         missing = set().union(*lines.values())
         for entry in digest.get("objects") or []:
             if missing and isinstance(entry, dict) and isinstance(entry.get("key"), str):
@@ -205,11 +207,12 @@ def _covered_segments(sealed: list[SealedSegment], writers: Any) -> list[SealedS
     return covered
 
 
-def _line_hashes(path: Path) -> set[bytes]:
+def _line_hashes(path: Path, max_bytes: int) -> set[bytes]:
+    """The hashes of a segment's lines; none (so never deleted here) for one gone, or refused (`spool.files`)."""
     try:
-        with path.open("rb") as f:
+        with open_spool_file(path, max_bytes) as f:
             return {hashlib.sha256(line.rstrip(b"\n")).digest() for line in f}
-    except FileNotFoundError:
+    except (FileNotFoundError, UnsafeSpoolFileError):
         return set()
 
 

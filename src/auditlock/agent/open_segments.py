@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditlock.archive import layout
+from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import OPEN_SUFFIX, parse_segment_name
 from auditlock.spool.reader import first_occurred_at
 
@@ -57,10 +58,10 @@ def open_segments_waiting(spool: Path, segment_max_age_s: float, flush_interval_
 def _complete_lines(path: Path) -> tuple[int, int]:
     lines = length = 0
     try:
-        with path.open("rb") as f:
+        with open_spool_file(path) as f:
             while chunk := f.read(_CHUNK):
                 lines += chunk.count(b"\n")
                 length += len(chunk)
-    except FileNotFoundError:
-        return 0, 0
+    except (FileNotFoundError, UnsafeSpoolFileError):
+        return 0, 0  # gone, or not a regular file (the spool guard quarantines it)
     return lines, length

@@ -12,12 +12,18 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from auditlock.errors import SpoolError
+from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import (
+    DIR_MODE,
+    FILE_MODE,
     NEW_SUFFIX,
     OPEN_SUFFIX,
     QUARANTINE_DIR,
@@ -40,40 +46,50 @@ class RecoveryReport:
     quarantined: list[str] = field(default_factory=list)
 
 
-def recover_dead_writers(spool: Path) -> RecoveryReport:
-    """Seal every `.open` segment whose writer is gone; quarantine the damaged ones."""
+def recover_dead_writers(spool: Path, max_bytes: int | None = None) -> RecoveryReport:
+    """Seal every `.open` segment whose writer is gone; quarantine the damaged ones, and those that are not a
+    regular file or are larger than `max_bytes` (see `spool.files`)."""
     report = RecoveryReport()
     for path in sorted(spool.glob(f"*{OPEN_SUFFIX}")):
         name = parse_segment_name(path.name)
         if name is None:
             continue
-        with _lock_if_dead(path) as fd:
-            if fd is not None:
-                _recover(spool, path, name, fd, report)
+        try:
+            with _lock_if_dead(path, max_bytes) as f:
+                if f is not None:
+                    _recover(spool, path, name, f, report)
+        except UnsafeSpoolFileError as exc:
+            quarantine(spool, path, f"refused open segment: {exc.reason}")
+            report.quarantined.append(path.name)
     _remove_dead_staging_files(spool, report)
     return report
 
 
 @contextlib.contextmanager
-def _lock_if_dead(path: Path) -> Iterator[int | None]:
+def _lock_if_dead(path: Path, max_bytes: int | None = None) -> Iterator[BinaryIO | None]:
+    """The segment, opened safely and flock'd, if no live writer holds it. The size bound is checked only once
+    the lock is ours: a live writer's segment is never refused."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        f = open_spool_file(path, write=True)
     except FileNotFoundError:
         yield None  # sealed or removed since we listed it
         return
-    try:
+    with f:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield None  # a live writer holds it
             return
-        yield fd
-    finally:
-        os.close(fd)
+        size = os.fstat(f.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise UnsafeSpoolFileError(path, f"{size} bytes, over the read bound of {max_bytes} bytes (larger "
+                                             "than any segment a writer with this config writes)")
+        yield f
 
 
-def _recover(spool: Path, path: Path, name: SegmentName, fd: int, report: RecoveryReport) -> None:
-    scan = scan_segment(path)
+def _recover(spool: Path, path: Path, name: SegmentName, f: BinaryIO, report: RecoveryReport) -> None:
+    fd = f.fileno()
+    scan = scan_segment(path, source=f)
     if scan.damage is not None:
         quarantine(spool, path, f"damaged open segment of a dead writer: {scan.damage}")
         report.quarantined.append(path.name)
@@ -97,21 +113,50 @@ def _recover(spool: Path, path: Path, name: SegmentName, fd: int, report: Recove
 def _remove_dead_staging_files(spool: Path, report: RecoveryReport) -> None:
     # A `.new` file is a segment its writer died creating; it never held an event.
     for path in spool.glob(f"*{NEW_SUFFIX}"):
-        with _lock_if_dead(path) as fd:
-            if fd is not None and os.fstat(fd).st_size == 0:
-                path.unlink()
-                report.removed_empty.append(path.name)
+        try:
+            with _lock_if_dead(path) as f:
+                if f is not None and os.fstat(f.fileno()).st_size == 0:
+                    path.unlink()
+                    report.removed_empty.append(path.name)
+        except UnsafeSpoolFileError:
+            continue  # not a writer's: left alone (it holds no events and is never read)
 
 
 def quarantine(spool: Path, path: Path, reason: str) -> Path:
-    """Move a segment to `quarantine/` with a `.reason.txt` beside it; log loudly."""
-    target_dir = spool / QUARANTINE_DIR
-    target_dir.mkdir(mode=0o700, exist_ok=True)
-    target = target_dir / path.name
+    """Move a segment (or whatever sits under a segment's name) to `quarantine/` with a `.reason.txt` beside it
+    (mode 0600 whatever the umask); log loudly. A name already quarantined gets a `.N` suffix: nothing in
+    quarantine is ever replaced."""
+    target_dir = _quarantine_dir(spool)
+    target = _free_name(target_dir, path.name)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (target_dir / f"{path.name}.reason.txt").write_text(f"{stamp} {reason}\n")
+    _write_private(target_dir / f"{target.name}.reason.txt", f"{stamp} {reason}\n".encode())
     os.rename(path, target)
     fsync_dir(target_dir)
     fsync_dir(spool)
     log.error("auditlock agent: QUARANTINED %s: %s (kept in %s; not shipped)", path.name, reason, target_dir)
     return target
+
+
+def _quarantine_dir(spool: Path) -> Path:
+    target_dir = spool / QUARANTINE_DIR
+    target_dir.mkdir(mode=DIR_MODE, exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(target_dir).st_mode):  # a symlink planted there would take segments elsewhere
+        raise SpoolError(f"{target_dir} is not a directory (a symbolic link?); remove it so the agent can create "
+                         "its quarantine directory")
+    return target_dir
+
+
+def _free_name(directory: Path, name: str) -> Path:
+    target, n = directory / name, 1
+    while os.path.lexists(target) or os.path.lexists(f"{target}.reason.txt"):
+        target, n = directory / f"{name}.{n}", n + 1
+    return target
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, FILE_MODE)  # explicit: not whatever the umask left
+        f.write(data)
+        f.flush()
+        os.fsync(fd)

@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +30,9 @@ from auditlock.agent.uploader import Uploader
 from auditlock.archive import layout
 from auditlock.archive.client import make_s3_client
 from auditlock.config.model import Config
-from auditlock.errors import AuditlockError
-from auditlock.spool.format import ensure_spool_dir
+from auditlock.errors import AuditlockError, SpoolError
+from auditlock.spool.files import refuse_world_writable
+from auditlock.spool.format import ensure_spool_dir, parse_segment_name
 from auditlock.spool.reader import first_occurred_at
 from auditlock.spool.writer import spool_size
 
@@ -59,8 +61,9 @@ class DrainResult:
 def agent_lock(spool: Path) -> Iterator[None]:
     """Hold the spool's single-agent lock, or raise `AgentAlreadyRunningError` naming the holder."""
     ensure_spool_dir(spool)
+    refuse_world_writable(spool)
     path = spool / AGENT_LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,6 +77,19 @@ def agent_lock(spool: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    """The agent lock file, never through a symlink (it is truncated and written) and only a regular file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SpoolError(f"cannot open the agent lock {path}: {exc.strerror} (a symbolic link?); remove it and "
+                         "start the agent again") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpoolError(f"the agent lock {path} is not a regular file; remove it and start the agent again")
+    return fd
 
 
 class Agent:
@@ -231,6 +247,8 @@ class Agent:
         """Seconds since the oldest `occurred_at` still in the spool (first lines, cached per segment)."""
         firsts = {}
         for path in self.spool.glob("*.jsonl"):
+            if parse_segment_name(path.name) is None:
+                continue  # not a segment: never read
             first = self._first_event_at.get(path.name) or first_occurred_at(path)
             if first:
                 firsts[path.name] = first

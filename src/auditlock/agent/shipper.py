@@ -29,9 +29,11 @@ from auditlock.agent.ledger_recovery import LedgerRecovery
 from auditlock.agent.metrics import AgentMetrics
 from auditlock.agent.recovery import quarantine, recover_dead_writers
 from auditlock.agent.s3errors import ObjectRejectedError, Permanence, SinkUnusableError, classify, sink_problem
+from auditlock.agent.spool_guard import quarantine_unsafe_segments
 from auditlock.agent.trail import BATCH_SET_ASIDE, AgentTrail
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
 from auditlock.config.model import Config
+from auditlock.spool.files import largest_segment_bytes
 from auditlock.spool.format import fsync_dir, parse_segment_name
 
 log = logging.getLogger("auditlock.agent")
@@ -77,14 +79,17 @@ class Shipper:
         self.fail_fast = False
         self.on_sink_problem: Callable[[str | None], None] = lambda _problem: None
         self.trail: AgentTrail | None = None
+        # No segment larger than this is read (spool.files): none can take the agent's memory on every restart.
+        self.max_segment_bytes = largest_segment_bytes(config.spool.segment_max_bytes, config.events.max_event_bytes)
 
     # --- one pass ------------------------------------------------------------------------------------
 
     def recover(self) -> None:
         """Seal dead writers' open segments; quarantine damaged ones."""
-        report = recover_dead_writers(self.spool)
+        refused = quarantine_unsafe_segments(self.spool, self.max_segment_bytes)
+        report = recover_dead_writers(self.spool, self.max_segment_bytes)
         self.metrics.recovered.inc(len(report.sealed))
-        self.metrics.quarantined.inc(len(report.quarantined))
+        self.metrics.quarantined.inc(len(report.quarantined) + len(refused))
 
     def backlog(self) -> Backlog:
         """Sealed segments waiting, their bytes and the oldest seal time."""
@@ -113,7 +118,8 @@ class Shipper:
 
     def ship_batch(self, batch: list[SealedSegment], deadline: float | None = None) -> int:
         """Build, record, deliver and acknowledge one batch; returns the events shipped (0 if it was damaged)."""
-        built = build_objects(batch, self.config.sink.prefix, self.config.retention.classes)
+        built = build_objects(batch, self.config.sink.prefix, self.config.retention.classes,
+                              max_segment_bytes=self.max_segment_bytes)
         if built.damaged:
             for path, reason in built.damaged.items():
                 quarantine(self.spool, path, f"damaged sealed segment: {reason}")
@@ -265,7 +271,8 @@ class Shipper:
             self.metrics.errors.labels(kind="ledger_segment_missing").inc()
             self.ledger.clear()
             return
-        built = build_objects(present, self.config.sink.prefix, self.config.retention.classes)
+        built = build_objects(present, self.config.sink.prefix, self.config.retention.classes,
+                              max_segment_bytes=self.max_segment_bytes)
         keys = _keys(built.objects)
         if built.damaged or keys != intent.objects:
             log.error("auditlock agent: the ledger's batch no longer rebuilds identically; shipping it afresh")

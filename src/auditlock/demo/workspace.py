@@ -106,7 +106,7 @@ class Workspace:
 
     def write(self, bucket: str, endpoint: str) -> None:
         """Write the config, a random hmac key and an Ed25519 signing key pair."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # kept by `--keep`: for this user only
         self.config_path.write_text(CONFIG.format(bucket=bucket, prefix=PREFIX, endpoint=endpoint))
         _write_private(self.root / "hmac.key", secrets.token_hex(32).encode())
         private_pem, public_pem = _ed25519_pair()
@@ -122,11 +122,13 @@ class Workspace:
     def copy_archive(self, client: S3Client, bucket: str) -> int:
         """Download every object under the prefix into `archive/` (keys relative to the prefix); returns the count."""
         count = 0
+        self.archive.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.archive, 0o700)  # the copy of the audit trail is as private as the spool it came from
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{PREFIX}/"):
             for item in page.get("Contents", []):
                 path = self.archive / item["Key"][len(PREFIX) + 1:]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+                _private_dirs(self.archive, path.parent)
+                _write_private(path, client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
                 count += 1
         return count
 
@@ -136,9 +138,16 @@ def without_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if not k.startswith("AUDITLOCK_")}
 
 
+def _private_dirs(top: Path, path: Path) -> None:
+    """Create `path` and its parents below `top`, each 0700 (`mkdir(parents=True)` gives parents the umask's mode)."""
+    for directory in [*reversed(path.relative_to(top).parents), path.relative_to(top)]:
+        (top / directory).mkdir(mode=0o700, exist_ok=True)
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, 0o600)  # explicit: not whatever the umask or an earlier file left
         f.write(data)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from auditlock.spool.files import UNCONFIGURED_MAX_SEGMENT_BYTES, UnsafeSpoolFileError
 from auditlock.spool.format import OPEN_SUFFIX, SEALED_SUFFIX, parse_segment_name
 from auditlock.spool.reader import iter_lines, parse_event
 
@@ -55,12 +56,18 @@ class _Discard:
 
 
 def _segment_lines(path: Path) -> Iterator[bytes]:
+    """The segment's lines, streamed; a file that is no regular file (a symlink, a FIFO, a directory) or larger
+    than any segment gives one unreadable line instead (counted as skipped), never a blocked or crashed query."""
     try:
-        yield from iter_lines(path)
+        yield from iter_lines(path, UNCONFIGURED_MAX_SEGMENT_BYTES)
+    except UnsafeSpoolFileError:
+        yield b""
     except FileNotFoundError:
         if path.name.endswith(OPEN_SUFFIX):  # sealed meanwhile: read it under its new name
             sealed = path.with_name(path.name.removesuffix(OPEN_SUFFIX) + SEALED_SUFFIX)
             try:
-                yield from iter_lines(sealed)
+                yield from iter_lines(sealed, UNCONFIGURED_MAX_SEGMENT_BYTES)
+            except UnsafeSpoolFileError:
+                yield b""
             except FileNotFoundError:
                 return  # shipped and deleted: the archive listing (which comes later) has it

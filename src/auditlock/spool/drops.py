@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from auditlock.errors import SpoolError
+from auditlock.spool.files import open_spool_file
 from auditlock.spool.format import DIR_MODE, DROPS_DIR, FILE_MODE, fsync_dir
 
 SPOOL_FULL = "spool_full"  # over [spool] max_bytes
@@ -133,9 +135,9 @@ def read_drop_files(spool: Path) -> dict[str, dict[str, Any]]:
 
 def _read_drop_file(path: Path) -> dict[str, Any] | None:
     try:
-        with path.open("rb") as f:
-            document: Any = orjson.loads(f.read(MAX_DROP_FILE_BYTES + 1))
-    except (OSError, orjson.JSONDecodeError):
+        with open_spool_file(path, MAX_DROP_FILE_BYTES) as f:  # no symlink followed, no FIFO waited on
+            document: Any = orjson.loads(f.read())
+    except (OSError, SpoolError, orjson.JSONDecodeError):
         return None
     if not isinstance(document, dict) or not _WRITER.match(str(document.get("writer"))):
         return None

@@ -29,6 +29,18 @@ Invariants
   last line, seals it). Only the agent deletes segments, and only after S3 confirmed every object made from
   them. Damaged segments are moved to `quarantine/`, never deleted.
 
+Reading the spool (everything in it is hostile: anyone who can write the directory can plant anything)
+- Only the application's and the agent's users may write the spool: the agent refuses a world-writable spool
+  directory (`spool.files.refuse_world_writable`); a group-writable one is trusted.
+- Every reader opens a spool file with `spool.files.open_spool_file`: no symlink followed, no FIFO waited on,
+  regular files only, within a size bound (the agent's: `largest_segment_bytes`, twice the largest segment a
+  writer with its config writes). A valid line is what `spool.lines` defines (the writer's exact JSON form).
+- Names are the only paths: the agent reads, moves and deletes only entries of this directory whose names are
+  segment names (and its own state files under `.agent/`); a name from a state file (the ledger) is checked to be
+  a sealed segment's file name before it is used. Entries named like a segment that are not regular files, are
+  over the bound or hold an invalid line are moved to `quarantine/` with a reason (0600); nothing in quarantine
+  is ever replaced (a repeated name gets a `.N` suffix). Files with other names are never read or moved.
+
 Drop counts (`spool.drops`)
 - A writer whose caller drops events (`[spool] on_error = "drop"`) keeps `drops/<writer>.json`:
   {"writer": "<32 hex>", "dropped": {"<reason>": n}, "first_dropped_at": ..., "last_dropped_at": ...}, its totals

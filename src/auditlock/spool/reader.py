@@ -1,18 +1,21 @@
-"""Reading segments back: stream lines, check schema, writer, seq and prev chain, find a torn tail.
+"""Reading segments back: stream lines, check each against `spool.lines` and the chain (writer, seq, prev), find
+a torn tail.
 
-Used by the agent (recovery, shipping) and by `auditlock verify --spool`. Never writes.
+Used by the agent (recovery, shipping) and by `query --include-spool`. Never writes. Files are opened with
+`spool.files.open_spool_file` (no symlink, no FIFO, a size bound).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import orjson
-
-from auditlock.spool.format import SCHEMA, WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
+from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
+from auditlock.spool.format import WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
+from auditlock.spool.lines import parse_line, valid_event
 
 
 @dataclass
@@ -36,25 +39,35 @@ class SegmentScan:
         return self.name.first_seq if self.last_seq is None else self.last_seq + 1
 
 
-def iter_lines(path: Path) -> Iterator[bytes]:
-    """Every line of a file including its newline (the last may lack it), streamed."""
-    with path.open("rb") as f:
+def iter_lines(path: Path, max_bytes: int | None = None) -> Iterator[bytes]:
+    """Every line of a spool file including its newline (the last may lack it), streamed. The file is opened with
+    `open_spool_file` (no symlink, no FIFO, regular files within `max_bytes` only)."""
+    with open_spool_file(path, max_bytes) as f:
         yield from f
 
 
-def scan_segment(path: Path) -> SegmentScan:
+def scan_segment(path: Path, max_bytes: int | None = None, *, source: BinaryIO | None = None) -> SegmentScan:
     """Check every line of a segment; a last line cut short by a crash is torn, any other bad line is damage.
 
     Only what a crash can leave counts as torn: an incomplete or unparseable *last* line. A chain problem (writer,
-    seq, prev) on a well-formed line is damage even on the last line — no crash writes a whole line with the
-    wrong prev, so cutting it off as torn would delete a genuine event and hide the change to the line before it.
+    seq, prev) or a crafted shape (see `spool.lines`) on a well-formed line is damage even on the last line — no
+    crash writes a whole line with the wrong prev, so cutting it off as torn would delete a genuine event and hide
+    the change to the line before it. `source` is the segment already open (the agent's locked descriptor);
+    otherwise it is opened with `open_spool_file` (which raises `UnsafeSpoolFileError`).
     """
     name = parse_segment_name(path.name)
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
-    scan = SegmentScan(path, name)
+    if source is None:
+        with open_spool_file(path, max_bytes) as f:
+            return _scan(SegmentScan(path, name), f)
+    source.seek(0)
+    return _scan(SegmentScan(path, name), source)
+
+
+def _scan(scan: SegmentScan, lines: Iterable[bytes]) -> SegmentScan:
     pending_tear: str | None = None
-    for line in iter_lines(path):
+    for line in lines:
         if pending_tear is not None:  # a bad line with more after it: damage, not a torn tail
             scan.damage = pending_tear
             return scan
@@ -82,9 +95,10 @@ def _check_line(scan: SegmentScan, line: bytes) -> _LineProblem | None:
     where = f"line {scan.lines + 1} (byte {scan.good_bytes})"
     if not line.endswith(b"\n"):
         return _LineProblem(f"{where}: incomplete line (no newline)", could_be_torn=True)
-    event = parse_event(line)
-    if event is None:
-        return _LineProblem(f"{where}: not an {SCHEMA} JSON object", could_be_torn=True)
+    parsed = parse_line(line)
+    if parsed.event is None:
+        return _LineProblem(f"{where}: {parsed.problem}", could_be_torn=parsed.malformed)
+    event = parsed.event
     problem = _chain_problem(scan, event, scan.next_seq)
     if problem:
         return _LineProblem(f"{where}: {problem}", could_be_torn=False)
@@ -134,85 +148,77 @@ class GroupedSegment:
     closed: bool = False  # the last line is the writer's clean-end record
 
 
-def group_lines(path: Path) -> GroupedSegment:
-    """Read a sealed segment for shipping: every line parsed and checked (schema, writer, seq continuity),
-    grouped by (`occurred_at` month, `retention`). Raises `DamagedSegmentError` on any bad line.
+def group_lines(path: Path, max_bytes: int | None = None) -> GroupedSegment:
+    """Read a sealed segment for shipping: every line checked as `spool.lines` defines a valid line and against
+    the chain (writer, seq continuity, and each line's `prev` the hash of the line before it), grouped by
+    (`occurred_at` month, `retention`). Raises `DamagedSegmentError` on any bad line, `UnsafeSpoolFileError` for a
+    file that is not a regular one within `max_bytes`.
 
-    The per-line `prev` hashes are not recomputed here (that is `auditlock verify`'s job, on the archive);
-    only the last line's hash is, as the writer position a digest records. This loop runs for every shipped
-    event, hence its flat shape and local names.
+    Streamed line by line; only the lines themselves are kept (the caller bounds the segment with `max_bytes`).
+    This loop runs for every shipped event, hence its flat shape and local names; a bad line leaves it for
+    `_shipping_problem`, which says what is wrong.
     """
     name = parse_segment_name(path.name)
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
     groups: dict[tuple[str, str], LineGroup] = {}
-    expected, writer, last, event_type = name.first_seq, name.writer, b"", ""
+    expected, writer, last_hash, event_type = name.first_seq, name.writer, None, None
     group_key: tuple[str, str] | None = None
     group = LineGroup()
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for line in path.read_bytes().splitlines(keepends=True):  # a segment is at most segment_max_bytes
-        try:
-            event = loads(line)
-            occurred_at, retention = event["occurred_at"], event["retention"]
-            ok = (line[-1] == 10 and event["seq"] == expected and event["writer"] == writer  # 10: newline
-                  and event["schema"] == SCHEMA and type(occurred_at) is str and type(retention) is str)
-        except (decode_error, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise DamagedSegmentError(path, _shipping_problem(line, writer, expected, expected - name.first_seq))
-        key = (occurred_at[:7], retention)
-        if key != group_key:
-            group_key = key
-            group = groups.get(key) or groups.setdefault(key, LineGroup(first=occurred_at, last=occurred_at))
-        group.lines.append(line)
-        if occurred_at < group.first:
-            group.first = occurred_at
-        elif occurred_at > group.last:
-            group.last = occurred_at
-        expected += 1
-        last = line
-    if last:
-        event_type = loads(last).get("event_type", "")
+    with open_spool_file(path, max_bytes) as f:
+        for line in f:
+            event = valid_event(line[:-1]) if line[-1] == 10 else None  # 10: newline
+            if (event is None or event["seq"] != expected or event["writer"] != writer
+                    or (last_hash is not None and event["prev"] != last_hash)):
+                raise DamagedSegmentError(path, _shipping_problem(line, writer, expected, last_hash,
+                                                                  expected - name.first_seq))
+            occurred_at = event["occurred_at"]
+            key = (occurred_at[:7], event["retention"])
+            if key != group_key:
+                group_key = key
+                group = groups.get(key) or groups.setdefault(key, LineGroup(first=occurred_at, last=occurred_at))
+            group.lines.append(line)
+            if occurred_at < group.first:
+                group.first = occurred_at
+            elif occurred_at > group.last:
+                group.last = occurred_at
+            expected += 1
+            last_hash = sha256(memoryview(line)[:-1]).hexdigest()
+            event_type = event.get("event_type")
     lines = expected - name.first_seq
-    return GroupedSegment(groups, lines, expected - 1 if lines else None,
-                          line_hash(memoryview(last)[:-1]) if last else None, event_type == WRITER_CLOSED)
+    return GroupedSegment(groups, lines, expected - 1 if lines else None, last_hash, event_type == WRITER_CLOSED)
 
 
-def _shipping_problem(line: bytes, writer: str, expected_seq: int, index: int) -> str:
+def _shipping_problem(line: bytes, writer: str, expected_seq: int, last_hash: str | None, index: int) -> str:
     where = f"line {index + 1}"
     if not line.endswith(b"\n"):
         return f"{where}: incomplete line (no newline)"
-    event = parse_event(line)
-    if event is None or not isinstance(event.get("retention"), str):
-        return f"{where}: not an {SCHEMA} JSON object"
+    parsed = parse_line(line)
+    if parsed.event is None:
+        return f"{where}: {parsed.problem}"
+    event = parsed.event
     if event["writer"] != writer:
         return f"{where}: writer {event['writer']!r} does not match the file name's {writer!r}"
-    return f"{where}: seq {event['seq']} where {expected_seq} was expected"
+    if event["seq"] != expected_seq:
+        return f"{where}: seq {event['seq']} where {expected_seq} was expected"
+    return (f"{where}: prev {event['prev'][:12]}… does not match the previous line's hash {str(last_hash)[:12]}… "
+            "(the line before it was changed)")
 
 
 def parse_event(line: bytes) -> dict[str, Any] | None:
-    """An event dict if the line is a well-formed `auditlock/1` object (required fields typed), else None."""
-    try:
-        event = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or event.get("schema") != SCHEMA:
-        return None
-    ok = (
-        isinstance(event.get("writer"), str)
-        and isinstance(event.get("seq"), int)
-        and isinstance(event.get("prev"), str)
-        and isinstance(event.get("occurred_at"), str)
-        and isinstance(event.get("event_id"), str)
-    )
-    return event if ok else None
+    """An event dict if the line is a valid `auditlock/1` line (`spool.lines`), else None."""
+    return parse_line(line).event
 
 
 def first_occurred_at(path: Path) -> str | None:
-    """The `occurred_at` of a segment's first line, or None if it has no complete first line (or is gone)."""
+    """The `occurred_at` of a segment's first line, or None if it has no valid first line, is gone, or is not a
+    regular file (never blocks on a FIFO, never follows a symlink)."""
     try:
-        with path.open("rb") as f:
-            event = parse_event(f.readline())
-    except FileNotFoundError:
+        with open_spool_file(path) as f:
+            event = parse_event(f.readline(_FIRST_LINE_MAX))
+    except (FileNotFoundError, UnsafeSpoolFileError):
         return None
     return event["occurred_at"] if event is not None else None
+
+
+_FIRST_LINE_MAX = 4 * 1024 * 1024  # longer than any line a writer writes with a sane max_event_bytes

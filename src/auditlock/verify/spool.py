@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from auditlock.spool.files import UNCONFIGURED_MAX_SEGMENT_BYTES, UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import QUARANTINE_DIR, SegmentName, parse_segment_name
 from auditlock.verify.events import EventStreams, TailPolicy
 from auditlock.verify.findings import DAMAGED_SEGMENT, QUARANTINED_SEGMENT, TORN_TAIL, Report
@@ -38,7 +39,7 @@ def _segments(spool: Path) -> Iterator[tuple[Path, SegmentName]]:
     found = []
     for path in spool.iterdir():
         name = parse_segment_name(path.name)
-        if name is not None and path.is_file():
+        if name is not None:  # what is not a regular file is reported by _check_segment, never followed
             found.append((name, path))
     for name, path in sorted(found):
         yield path, name
@@ -46,9 +47,13 @@ def _segments(spool: Path) -> Iterator[tuple[Path, SegmentName]]:
 
 def _check_segment(path: Path, name: SegmentName, streams: EventStreams, report: Report) -> None:
     try:
-        content = path.read_bytes()
+        with open_spool_file(path, UNCONFIGURED_MAX_SEGMENT_BYTES) as f:
+            content = f.read()
     except FileNotFoundError:
         return  # shipped and deleted by the agent since the listing
+    except UnsafeSpoolFileError as exc:
+        report.add(DAMAGED_SEGMENT, path.name, f"not read: {exc.reason}")
+        return
     report.count("segments")
     lines = content.split(b"\n")
     torn = lines.pop()  # b"" when the file ends with a newline
@@ -72,5 +77,19 @@ def _list_quarantine(spool: Path, report: Report) -> None:
         if parse_segment_name(path.name) is None:
             continue
         reason_file = path.with_name(path.name + ".reason.txt")
-        reason = reason_file.read_text(errors="replace").strip() if reason_file.exists() else "no reason file"
+        reason = _reason(reason_file)
         report.add(QUARANTINED_SEGMENT, f"quarantine/{path.name}", f"not shipped: {reason}")
+
+
+def _reason(path: Path) -> str:
+    """A quarantine reason file's text (opened like a segment: no symlink, no FIFO; at most 4 KiB shown)."""
+    try:
+        with open_spool_file(path) as f:
+            return f.read(_REASON_MAX).decode(errors="replace").strip()
+    except FileNotFoundError:
+        return "no reason file"
+    except UnsafeSpoolFileError as exc:
+        return f"reason file not read: {exc.reason}"
+
+
+_REASON_MAX = 4096
