@@ -16,6 +16,7 @@ import pytest
 from auditlock.config import Config
 from auditlock.spool.format import SCHEMA, line_hash, parse_segment_name
 from auditlock.spool.reader import DamagedSegmentError, first_occurred_at, group_lines, scan_segment
+from tests.support.hostile_spool import rechain, set_field
 from tests.test_spool_reader import edit_line, write_orders
 
 Edit = Callable[[dict[str, Any]], None]
@@ -59,8 +60,8 @@ class TestIntactSegment:
         path = rotated[1]
         first = orjson.loads(lines_of(path)[0])["occurred_at"]
         month = first[:8]
-        edit_line(path, 2, lambda event: event.update(occurred_at=f"{month}01T00:00:00.000000Z"))
-        edit_line(path, 3, lambda event: event.update(occurred_at=f"{month}28T23:59:59.999999Z"))
+        rechain(path, 2, set_field("occurred_at", f"{month}01T00:00:00.000000Z"))  # re-chained: only the bounds differ
+        rechain(path, 3, set_field("occurred_at", f"{month}28T23:59:59.999999Z"))
 
         [group] = group_lines(path).groups.values()
 
@@ -69,7 +70,7 @@ class TestIntactSegment:
     def test_lines_of_another_month_form_their_own_group(self, rotated: list[Path]) -> None:
         """Invariant (one object per month and class): a line of another month is grouped apart, order kept."""
         path = rotated[1]
-        edit_line(path, 1, lambda event: event.update(occurred_at="1999-01-15T00:00:00.000000Z"))
+        rechain(path, 1, set_field("occurred_at", "1999-01-15T00:00:00.000000Z"))
         raw = lines_of(path)
         retention = orjson.loads(raw[0])["retention"]
 
@@ -135,7 +136,8 @@ class TestDamagedSegment:
             group_lines(path)
 
         seq, writer = line["seq"], line["writer"]
-        assert caught.value.reason == "line 3: " + says.format(seq=seq, seq_plus_1=seq + 1, writer=writer)
+        # The reason may go on to say which field is wrong (spool/lines.py); it starts with what the test names.
+        assert caught.value.reason.startswith("line 3: " + says.format(seq=seq, seq_plus_1=seq + 1, writer=writer))
 
     def test_damage_in_a_writers_first_segment_is_named(self, rotated: list[Path]) -> None:
         """Invariant (no damaged segment shipped): the line number counts from the segment's first seq (here 0)."""
@@ -193,7 +195,7 @@ class TestDamagedSegment:
         with pytest.raises(DamagedSegmentError) as caught:
             group_lines(path)
 
-        assert caught.value.reason == f"line 2: not an {SCHEMA} JSON object"
+        assert caught.value.reason.startswith(f"line 2: not an {SCHEMA} JSON object")
 
 
 class TestChainPastSmallIntegers:

@@ -62,7 +62,9 @@ class SinkGate:
         reporter = ErrorReporter()
         while not self.passed:
             try:
-                check_sink(self.uploader.client, self.uploader.bucket, self.endpoint_url)
+                self._attempt(stop, deadline)
+            except (StopRequestedError, DeadlineExceededError):
+                raise
             except Exception as exc:
                 delay = self._failed(exc, backoff, fail_fast=fail_fast)
                 reporter.failed("bucket check", exc, delay)
@@ -71,6 +73,30 @@ class SinkGate:
             self.on_problem(None)
             reporter.succeeded("bucket check")
             self.passed = True
+
+    def _attempt(self, stop: threading.Event, deadline: float | None) -> None:
+        """One check, in a thread of its own: a stalled S3 (reads time out only after `read_timeout_s` and its
+        retries) must not hold a SIGTERM back, nor the drain past its deadline."""
+        failure: list[Exception] = []
+        done = threading.Event()
+
+        def check() -> None:
+            try:
+                check_sink(self.uploader.client, self.uploader.bucket, self.endpoint_url)
+            except Exception as exc:
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=check, name="auditlock-agent-bucket-check", daemon=True).start()
+        while not done.wait(_POLL_S):
+            if stop.is_set():
+                raise DeadlineExceededError("aborted by a second signal") if deadline is not None \
+                    else StopRequestedError()
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError("the bucket check did not answer within the grace period")
+        if failure:
+            raise failure[0]
 
     def _failed(self, exc: Exception, backoff: Backoff, *, fail_fast: bool) -> float:
         self.metrics.errors.labels(kind=error_kind(exc)).inc()
@@ -81,6 +107,9 @@ class SinkGate:
             return backoff.maximum
         self.on_transient()
         return backoff.next_delay()
+
+
+_POLL_S = 0.05  # how often a waiting bucket check looks at the stop event and the deadline
 
 
 def _wait(stop: threading.Event, delay: float, deadline: float | None, exc: Exception) -> None:
