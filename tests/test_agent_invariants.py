@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +53,6 @@ def env(tmp_path: Path, bucket: tuple[S3Endpoint, str]) -> ArchiveEnv:
     assert len(sealed_names(archive)) > 2, "the tests need a batch of several segments"
     return archive
 
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Writer subprocesses of a test; SIGKILLed and reaped at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 # ------------------------------------------------------------------------------------------------ helpers

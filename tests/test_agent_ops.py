@@ -130,19 +130,6 @@ class TestSignalDuringStartUp:
         assert env.archive_keys() == []
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Writer subprocesses of a test; SIGKILLed and reaped at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
 
 def start_writer(env: ArchiveEnv, count: int, processes: list[subprocess.Popen[bytes]]) -> LineReader:
     """A running application process that wrote `count` events and keeps its segment open."""

@@ -175,19 +175,6 @@ def start_agent() -> Iterator[StartAgent]:
         agent.close()
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Other subprocesses of a test (writers); SIGKILLed and reaped at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
 
 @pytest.fixture
 def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:

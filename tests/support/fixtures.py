@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -76,3 +77,17 @@ def _empty_and_delete(endpoint: S3Endpoint, name: str) -> None:
                 with contextlib.suppress(ClientError):
                     client.delete_object(Bucket=name, Key=key, VersionId=version_id, BypassGovernanceRetention=True)
         client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Subprocesses a test started (writers, servers); any still running at teardown is SIGKILLed, all reaped."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
