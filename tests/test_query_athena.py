@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,10 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from auditlock.archive.timerange import ALL_TIME, format_time
+from auditlock.archive.timerange import format_time
 from auditlock.cli import main
 from auditlock.handler.encode import hmac_value
 from auditlock.query import ddl
-from auditlock.query.cache import ArchiveCache, make_client
 from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES
 from auditlock.query.engine import AuditDatabase
 from auditlock.spool.format import EVENT_KEYS
@@ -133,21 +131,6 @@ class TestHash:
         monkeypatch.delenv("AUDITLOCK_TEST_HMAC")
         assert main(["hash", "--config", str(_config_file(tmp_path)), "x"]) == 1
         assert "AUDITLOCK_TEST_HMAC is not set" in capsys.readouterr().err
-
-
-@pytest.fixture
-def athena(story: QueryEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuditDatabase]:
-    """DuckDB standing in for Athena: `auditlock.events` over the whole archive, the view from the DDL."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", story.archive.endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", story.archive.endpoint.secret_key)
-    sink = story.config.sink
-    files, _ = ArchiveCache(make_client(sink), sink, tmp_path / "athena-cache").fetch(ALL_TIME)
-    database = AuditDatabase(files)
-    database.connection.execute("CREATE SCHEMA auditlock")
-    database.connection.execute("CREATE VIEW auditlock.events AS SELECT * FROM audit")
-    database.connection.execute(sqlglot.transpile(ddl.create_unique_view(), read="athena", write="duckdb")[0])
-    yield database
-    database.close()
 
 
 class TestNamedQueries:

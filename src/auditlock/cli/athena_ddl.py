@@ -1,4 +1,5 @@
-"""`auditlock athena-ddl`: the Athena table (partition projection) and de-duplicating view for [sink]."""
+"""`auditlock athena-ddl`: the Athena table (partition projection) and de-duplicating view for [sink];
+with `--ocsf`, also the view `<table>_ocsf` that maps every event to OCSF (docs/querying.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from auditlock.config import load_config
 from auditlock.errors import AuditlockError
 from auditlock.query import ddl
+from auditlock.query.ocsf import product_version
 from auditlock.textsafe import error_text
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*\Z")
@@ -24,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first year partition projection covers (%(default)s)")
     parser.add_argument("--last-year", type=_year, default=ddl.DEFAULT_LAST_YEAR,
                         help="last year partition projection covers (%(default)s)")
+    parser.add_argument("--ocsf", action="store_true",
+                        help="also create the view <table>_ocsf: every event as an OCSF 1.5 record")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(ddl.athena_ddl(sink.bucket, sink.prefix, database=args.database, table=args.table,
-                         first_year=args.first_year, last_year=args.last_year), end="")
+                         first_year=args.first_year, last_year=args.last_year,
+                         ocsf_product_version=product_version() if args.ocsf else None), end="")
     return 0
 
 

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="start, inclusive: 2026-11-01, 2026-11, RFC 3339, or 24h / 7d ago (UTC)")
     parser.add_argument("--until", help="end, exclusive; a date or month means through its end (UTC)")
     parser.add_argument("--limit", type=_positive_int, help="at most N events (the newest)")
-    parser.add_argument("--format", default="table", choices=["table", "jsonl", "csv"], help="output format")
+    parser.add_argument("--format", default="table", choices=["table", "jsonl", "csv", "ocsf"],
+                        help="output format; ocsf: one OCSF 1.5 record per event (docs/querying.md)")
     parser.add_argument("--include-spool", action="store_true", help="add events still in the local spool")
     parser.add_argument("--sql", help="run this SQL over the view `audit` instead of the filters")
     parser.add_argument("--hmac-field", action="append", metavar="FIELD=VALUE",
@@ -142,6 +143,8 @@ def build_filter(args: argparse.Namespace, time_range: TimeRange) -> EventFilter
 def _check_combinations(args: argparse.Namespace) -> None:
     if args.sql is None:
         return
+    if args.format == "ocsf":
+        raise UsageError("--format", "ocsf maps whole events; it cannot be combined with --sql")
     if not args.sql.strip():
         raise UsageError("--sql", "is empty; give a query such as \"SELECT count(*) FROM audit\"")
     for name in _FILTER_FLAGS:

@@ -20,6 +20,7 @@ window to the table scan and partition pruning still works through the view.
 from __future__ import annotations
 
 from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES, PARTITION_COLUMNS, events_root
+from auditlock.query.ocsf_view import create_ocsf_view
 
 DEFAULT_DATABASE = "auditlock"
 DEFAULT_TABLE = "events"
@@ -77,12 +78,17 @@ def create_unique_view(*, database: str = DEFAULT_DATABASE, table: str = DEFAULT
 
 
 def athena_ddl(bucket: str, prefix: str, *, database: str = DEFAULT_DATABASE, table: str = DEFAULT_TABLE,
-               first_year: int = DEFAULT_FIRST_YEAR, last_year: int = DEFAULT_LAST_YEAR) -> str:
-    """Both statements, each ending in `;` (Athena's console runs one statement at a time)."""
-    return (f"CREATE DATABASE IF NOT EXISTS `{database}`;\n\n"
-            + create_table(bucket, prefix, database=database, table=table, first_year=first_year,
-                           last_year=last_year)
-            + ";\n\n" + create_unique_view(database=database, table=table) + ";\n")
+               first_year: int = DEFAULT_FIRST_YEAR, last_year: int = DEFAULT_LAST_YEAR,
+               ocsf_product_version: str | None = None) -> str:
+    """The statements, each ending in `;` (Athena's console runs one statement at a time); with
+    `ocsf_product_version`, also the OCSF view `<table>_ocsf` (`query.ocsf_view`)."""
+    statements = [f"CREATE DATABASE IF NOT EXISTS `{database}`",
+                  create_table(bucket, prefix, database=database, table=table, first_year=first_year,
+                               last_year=last_year),
+                  create_unique_view(database=database, table=table)]
+    if ocsf_product_version is not None:
+        statements.append(create_ocsf_view(ocsf_product_version, database=database, table=table))
+    return ";\n\n".join(statements) + ";\n"
 
 
 def _string(value: str) -> str:

@@ -1,10 +1,10 @@
-"""Writing results: a readable terminal table, JSONL (one object per row) or CSV (with a header).
+"""Writing results: a readable terminal table, JSONL (one object per row), CSV (with a header) or OCSF JSONL.
 
 For whole events (`auditlock query` without `--sql`), JSONL lines are the events as archived — `payload` an
 object, keys in schema order — and the table shows one event per line: time, type, actor, address, target
 and payload, cut to the terminal's width, every cell passed through `terminal_safe` (an actor id or key from a
 hostile archive cannot move the cursor or forge a row). CSV carries every column, `payload` as JSON text; JSONL
-and CSV are data and stay exact.
+and CSV are data and stay exact. OCSF is one OCSF record per event (`query.ocsf`), whole events only.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import orjson
 
 from auditlock.query.columns import EVENT_NAMES
 from auditlock.query.engine import Result
+from auditlock.query.ocsf import product_version, to_ocsf
 from auditlock.textsafe import terminal_safe
 
-FORMATS = ("table", "jsonl", "csv")
+FORMATS = ("table", "jsonl", "csv", "ocsf")
 EVENT_TABLE = ("occurred_at", "event_type", "actor", "actor_ip", "target", "payload")
 MAX_CELL = 40
 WIDTH_SAMPLE = 1000  # rows measured for the table's column widths
@@ -36,6 +37,8 @@ def write(result: Result, fmt: str, out: IO[str], *, events: bool, width: int = 
         return write_jsonl(result, out, events=events)
     if fmt == "csv":
         return write_csv(result, out)
+    if fmt == "ocsf":
+        return write_ocsf(result, out)
     if events:
         return write_table(EVENT_TABLE, (_event_cells(row) for row in result.rows), out, width=width)
     return write_table(result.columns, ([_cell(v) for v in row] for row in result.rows), out, width=width)
@@ -50,6 +53,19 @@ def write_jsonl(result: Result, out: IO[str], *, events: bool) -> int:
         if payload >= 0 and values[payload] is not None:
             values[payload] = orjson.Fragment(values[payload])
         out.write(orjson.dumps(dict(zip(result.columns, values, strict=True)), default=_json_default).decode())
+        out.write("\n")
+        count += 1
+    return count
+
+
+def write_ocsf(result: Result, out: IO[str]) -> int:
+    """One OCSF record per event (JSONL), each leading back to its archived original by `metadata.uid`."""
+    version = product_version()
+    count = 0
+    for row in result.rows:
+        event = dict(zip(result.columns, row, strict=True))
+        event["payload"] = orjson.loads(event["payload"]) if event.get("payload") else None
+        out.write(orjson.dumps(to_ocsf(event, product_version=version), default=_json_default).decode())
         out.write("\n")
         count += 1
     return count

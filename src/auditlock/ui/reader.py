@@ -27,7 +27,8 @@ from auditlock.query.session import open_database
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson",
+                  "ocsf": "application/x-ndjson"}  # OCSF: one OCSF record per line (query.ocsf)
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,14 @@ class ArchiveReader:
         return SearchResult(total, page)
 
     def export(self, event_filter: EventFilter, fmt: str, out: IO[str], *, include_spool: bool = False) -> int:
-        """Write every matching event to `out` as `auditlock query --format csv|jsonl` would; the row count."""
+        """Write every matching event to `out` as `auditlock query --format csv|jsonl|ocsf` would; the row count."""
         with self.database(event_filter.time_range, include_spool=include_spool) as database:
             where, params = event_filter.where()
             result = database.events(where, params)
             if fmt == "csv":
                 return output.write_csv(result, out)
+            if fmt == "ocsf":
+                return output.write_ocsf(result, out)
             return output.write_jsonl(result, out, events=True)
 
     def event(self, event_id: str, *, include_spool: bool = False) -> dict[str, Any] | None:

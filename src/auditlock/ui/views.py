@@ -114,7 +114,7 @@ class Views:
                            target=present.target_text(event), spool=include_spool)
 
     def export(self, request: Request) -> Response:
-        """Every event of the current search as CSV or JSONL (`auditlock query --format` output), as a download."""
+        """Every event of the current search as CSV, JSONL or OCSF (`auditlock query --format`), as a download."""
         viewer = self.viewer_of(request)
         if viewer is None:
             return self.unauthorized(request)
@@ -141,7 +141,8 @@ class Views:
             return self.refused(request, viewer, exc)
         out.seek(0)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        filename = f"auditlock-{self.config.service}-{stamp}.{fmt}"
+        suffix = "ocsf.jsonl" if fmt == "ocsf" else fmt
+        filename = f"auditlock-{self.config.service}-{stamp}.{suffix}"
         return StreamingResponse(_chunks(out), media_type=EXPORT_FORMATS[fmt],
                                  headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
