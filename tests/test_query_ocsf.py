@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from auditlock.cli import main
 from auditlock.handler.event_types import RECORD_ACTIONS, STANDARD_FIELDS
+from auditlock.integrations.sqlalchemy import ATTEMPT_OF, SUCCESS_ACTIONS
 from auditlock.query import ocsf
 from auditlock.query.engine import AuditDatabase
 from auditlock.query.ocsf_view import create_ocsf_view
@@ -57,10 +58,10 @@ def event(event_type: str, **fields: Any) -> dict[str, Any]:
 
 
 def every_event_type() -> list[str]:
-    """The standard types, the view's own, and every record-mutation form (incl. bulk, truncate, attempted)."""
-    records = [f"order.{a}" for a in (*RECORD_ACTIONS, "bulk_created", "bulk_updated", "bulk_deleted", "truncated")]
+    """The standard types, the view's own, and every record-mutation form the integrations write."""
+    records = [f"order.{a}" for a in (*RECORD_ACTIONS, *SUCCESS_ACTIONS, *ATTEMPT_OF.values(), "truncated")]
     return sorted({*STANDARD_FIELDS, SEARCHED, VIEWED, EXPORTED, LOGIN_FAILED_SUMMARY, *records,
-                   *(f"{t}_attempted" for t in records), "order.shipped", "auditlock.batch_set_aside"})
+                   "order.shipped", "auditlock.batch_set_aside"})
 
 
 class TestEveryTypeIsValidOcsf:
@@ -98,9 +99,16 @@ class TestMapping:
         assert record["entity_result"] == {"type": "Order", "uid": "1001", "data": {"status": "paid", "total": 12}}
 
     def test_an_attempt_that_rolled_back_is_a_failure(self) -> None:
-        """`order.deleted_attempted` is a failed Delete."""
-        record = ocsf.to_ocsf(event("order.deleted_attempted"), product_version="1.0")
+        """`order.delete_attempted` is a failed Delete."""
+        record = ocsf.to_ocsf(event("order.delete_attempted"), product_version="1.0")
         assert (record["class_uid"], record["activity_id"], record["status_id"]) == (3004, 4, ocsf.FAILURE)
+
+    @pytest.mark.parametrize(("action", "attempt"), sorted(ATTEMPT_OF.items()))
+    def test_every_integration_attempt_form_is_the_failed_activity(self, action: str, attempt: str) -> None:
+        """Each `*_attempted` form the ORM integrations write is the failed form of its action's activity."""
+        done, tried = (ocsf.mapping_of(f"order.{a}") for a in (action, attempt))
+        assert (tried.ocsf_class, tried.activity_id) == (done.ocsf_class, done.activity_id)
+        assert (done.status_id, tried.status_id) == (ocsf.SUCCESS, ocsf.FAILURE)
 
     def test_a_failed_login_is_a_failed_logon_of_the_target_account(self) -> None:
         """auth.login_failed → Authentication Logon, Failure, `user` the account tried."""

@@ -7,11 +7,12 @@ from the same tables below, so the three agree). Decisions (docs/querying.md "OC
 - Schema version `OCSF_VERSION` (1.5.0: the first whose Entity Management class carries `actor` and
   `src_endpoint`). Every record validates against the published schema of that version (tests, with the
   `ocsf-json-schema` package).
-- Class by event type: record mutations (`<target>.created/updated/deleted`, `bulk_*`, `truncated`, and their
-  `*_attempted` forms, which failed) → Entity Management, with `entity` the target and its before-values and
-  `entity_result` the target and its after-values (from `payload.changes`); authentication → Authentication;
-  password, MFA enrolment, role and permission changes → Account Change; sensitive reads and the admin view's own
-  searches/exports → API Activity `Read`; every other type → API Activity `Other` with `api.operation` the type.
+- Class by event type: record mutations (`<target>.created/updated/deleted`, `bulk_*`, `truncated`, and the
+  integrations' `create_attempted`-style forms, which failed) → Entity Management, with `entity` the target and
+  its before-values and `entity_result` the target and its after-values (from `payload.changes`);
+  authentication → Authentication; password, MFA enrolment, role and permission changes → Account Change;
+  sensitive reads and the admin view's own searches/exports → API Activity `Read`; every other type → API
+  Activity `Other` with `api.operation` the type.
 - `metadata.uid` is the original `event_id`: an OCSF record leads back to the locked original. `unmapped.auditlock`
   keeps what OCSF has no place for (event type, target, payload, writer, seq, retention), so nothing is lost.
 - `time` is milliseconds since the epoch (OCSF's timestamp); `metadata.original_time` the archived text.
@@ -84,13 +85,19 @@ FIXED: dict[str, ClassActivity] = {
     "audit_log.viewed": ClassActivity(API_ACTIVITY, 2, "Read"),
     "audit_log.exported": ClassActivity(API_ACTIVITY, 2, "Read"),
 }
-# Record-mutation suffixes → Entity Management activity (Create 1, Update 3, Delete 4); `_attempted` → failed.
-RECORD_ACTIVITIES: dict[str, tuple[int, str]] = {
-    "created": (1, "Create"), "bulk_created": (1, "Create"),
-    "updated": (3, "Update"), "bulk_updated": (3, "Update"),
-    "deleted": (4, "Delete"), "bulk_deleted": (4, "Delete"), "truncated": (4, "Delete"),
+# Record-mutation actions (the event type's last part) → Entity Management (activity id, name, status): the
+# SQLAlchemy/Django integrations' forms, their `*_attempted` forms (rolled back or failed) and capture's truncate.
+RECORD_ACTIVITIES: dict[str, tuple[int, str, int]] = {
+    **{action: (1, "Create", status) for action, status in (("created", SUCCESS), ("bulk_created", SUCCESS),
+                                                             ("create_attempted", FAILURE),
+                                                             ("bulk_create_attempted", FAILURE))},
+    **{action: (3, "Update", status) for action, status in (("updated", SUCCESS), ("bulk_updated", SUCCESS),
+                                                             ("update_attempted", FAILURE),
+                                                             ("bulk_update_attempted", FAILURE))},
+    **{action: (4, "Delete", status) for action, status in (("deleted", SUCCESS), ("bulk_deleted", SUCCESS),
+                                                             ("truncated", SUCCESS), ("delete_attempted", FAILURE),
+                                                             ("bulk_delete_attempted", FAILURE))},
 }
-ATTEMPTED = "_attempted"
 OTHER_API = ClassActivity(API_ACTIVITY, OTHER, "Other")
 ACTOR_TYPE_IDS = {"user": 1, "svc": 3, "job": 3}
 POLICY_FIELDS = {"access.role_granted": "role", "access.role_revoked": "role",
@@ -110,13 +117,9 @@ def mapping_of(event_type: str) -> ClassActivity:
     fixed = FIXED.get(event_type)
     if fixed is not None:
         return fixed
-    action = event_type.rpartition(".")[2]
-    status = SUCCESS
-    if action.endswith(ATTEMPTED):
-        action, status = action[: -len(ATTEMPTED)], FAILURE
-    if action in RECORD_ACTIVITIES:
-        activity_id, activity_name = RECORD_ACTIVITIES[action]
-        return ClassActivity(ENTITY_MANAGEMENT, activity_id, activity_name, status)
+    record = RECORD_ACTIVITIES.get(event_type.rpartition(".")[2])
+    if record is not None:
+        return ClassActivity(ENTITY_MANAGEMENT, *record)
     return OTHER_API
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 from auditlock.query import ocsf
 
 _ACTION = "regexp_extract(event_type, '[^.]+$')"
-_BASE_ACTION = f"regexp_replace({_ACTION}, '_attempted$', '')"
-_ATTEMPTED = "regexp_like(event_type, '_attempted$')"
 
 
 def _quote(text: str) -> str:
@@ -28,7 +26,7 @@ def _quote(text: str) -> str:
 
 def _is_record() -> str:
     actions = ", ".join(_quote(a) for a in ocsf.RECORD_ACTIVITIES)
-    return f"({_BASE_ACTION} IN ({actions}))"
+    return f"({_ACTION} IN ({actions}))"
 
 
 def _by_type(value: str, record: str, other: str) -> str:
@@ -48,15 +46,14 @@ def _sql(value: object) -> str:
 
 
 def _record_activity(field: int) -> str:
-    whens = "\n".join(f"      WHEN {_quote(action)} THEN {_sql(pair[field])}"
-                      for action, pair in ocsf.RECORD_ACTIVITIES.items())
-    return f"CASE {_BASE_ACTION}\n{whens}\n    END"
+    whens = "\n".join(f"      WHEN {_quote(action)} THEN {_sql(found[field])}"
+                      for action, found in ocsf.RECORD_ACTIVITIES.items())
+    return f"CASE {_ACTION}\n{whens}\n    END"
 
 
 def classification_columns() -> list[tuple[str, str]]:
     """The class, activity, outcome and severity columns (the inner SELECT's)."""
     em, other = ocsf.ENTITY_MANAGEMENT, ocsf.OTHER_API
-    status = f"CASE WHEN {_ATTEMPTED} THEN {ocsf.FAILURE} ELSE {ocsf.SUCCESS} END"
     return [
         ("class_uid", _by_type("uid", str(em.uid), str(other.ocsf_class.uid))),
         ("class_name", _by_type("name", _quote(em.name), _quote(other.ocsf_class.name))),
@@ -65,7 +62,7 @@ def classification_columns() -> list[tuple[str, str]]:
                                    _quote(other.ocsf_class.category_name))),
         ("activity_id", _by_type("activity_id", _record_activity(0), str(other.activity_id))),
         ("activity_name", _by_type("activity_name", _record_activity(1), _quote(other.activity_name))),
-        ("status_id", _by_type("status_id", status, str(ocsf.SUCCESS))),
+        ("status_id", _by_type("status_id", _record_activity(2), str(ocsf.SUCCESS))),
     ]
 
 
