@@ -25,7 +25,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "provision": ("create or update the bucket to match the config (idempotent; never weakens a lock)",
                   provision.add_arguments, provision.run),
     "ui": ("the admin web view over the archive; every search is itself audited", ui.add_arguments, ui.run),
-    "hash": ("print the hmac form of a value, to search for a hashed field", hash.add_arguments, hash.run),
+    "hash": ("print the hmac forms of a value (one per key), to search for a hashed field", hash.add_arguments,
+             hash.run),
     "demo": ("run the whole pipeline on an embedded S3 server and show what it guarantees", demo.add_arguments,
              demo.run),
 }

@@ -3,7 +3,8 @@
 Every filter is ANDed. Without `--type`, writers' `auditlock.writer_closed` records are left out.
 `types` (repeatable `--type`) are ORed among themselves: each is a glob (`*` any run,
 `?` one character, case-sensitive, as `[events] include` matches) turned into a LIKE pattern. An hmac match
-looks for the hashed value in `payload.FIELD` or on either side of `payload.changes.FIELD`. `text` is a
+looks for any of the value's hashed forms (one per key of the hmac keyring) in `payload.FIELD` or on either side
+of `payload.changes.FIELD`. `text` is a
 case-insensitive substring of the payload's JSON text (field names and values alike; hashed fields only match
 their `hmac-sha256:` form).
 """
@@ -24,10 +25,11 @@ OLDEST_FIRST = "occurred_at ASC, event_id ASC"
 
 @dataclass(frozen=True)
 class HmacMatch:
-    """A payload field that must hold `hashed` (the `hmac-sha256:` form of the value searched for)."""
+    """A payload field that must hold one of `hashed`: the `hmac-sha256:` forms of the value searched for, one
+    per key of the keyring (`handler.hmac_keys.HmacKeyring.candidates`)."""
 
     field: str
-    hashed: str
+    hashed: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,10 @@ def _time_conditions(time_range: TimeRange, parts: list[str], params: list[Any])
 def _hmac_condition(match: HmacMatch, params: list[Any]) -> str:
     if not FIELD_NAME.match(match.field):
         raise ValueError(f"field name {match.field!r} must be letters, digits and underscores")
+    if not match.hashed:
+        raise ValueError(f"no hashed form to look for in {match.field!r}")
     paths = (f"$.{match.field}", f"$.changes.{match.field}[0]", f"$.changes.{match.field}[1]")
+    one_of = ", ".join("?" for _ in match.hashed)
     for path in paths:
-        params += [path, match.hashed]
-    return "(" + " OR ".join("json_extract_string(payload, ?) = ?" for _ in paths) + ")"
+        params += [path, *match.hashed]
+    return "(" + " OR ".join(f"json_extract_string(payload, ?) IN ({one_of})" for _ in paths) + ")"
