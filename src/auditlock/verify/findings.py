@@ -14,7 +14,9 @@ Design
   over the same archive give the same report (diffable, testable).
 - JSON (`--format json`) is one object: {"clean", "nothing_to_verify", "source", "counts", "by_kind",
   "findings": [{"kind", "subject", "detail"}], "open_writers": [{"writer", "last_seq", "last_occurred_at"}],
-  "skipped", "notes"}.
+  "skipped", "notes", "legal_holds": [keys under a legal hold]}.
+- Legal holds (`auditlock legal-hold`) are information too: the report lists the keys (objects and digests) a
+  hold keeps, with their count, after the findings.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     nothing_to_verify: bool = False
+    legal_holds: list[str] = field(default_factory=list)  # keys (objects and digests) under a legal hold
 
     def add(self, kind: str, subject: str, detail: str) -> None:
         """Record a finding."""
@@ -141,6 +144,7 @@ def as_json(report: Report) -> dict[str, Any]:
         "open_writers": [asdict(w) for w in sorted(report.open_writers, key=lambda w: w.writer)],
         "skipped": report.skipped,
         "notes": report.notes,
+        "legal_holds": sorted(report.legal_holds),
     }
 
 
@@ -171,9 +175,18 @@ def write_text(report: Report, out: IO[str]) -> None:
         line(f"open writers, not checked for a clean end ({len(report.open_writers)})")
         for w in sorted(report.open_writers, key=lambda w: w.writer):
             line(f"  writer {w.writer}: last seq {w.last_seq} at {w.last_occurred_at}")
+    _write_legal_holds(report, out)
     for title, lines in (("skipped", report.skipped), ("notes", report.notes)):
         if lines:
             out.write(f"\n{title}\n")
             for text in lines:
                 line(f"  {text}")
     out.write(f"\nresult: {report.verdict}\n")
+
+
+def _write_legal_holds(report: Report, out: IO[str]) -> None:
+    """Information, not a finding: which objects and digests a legal hold keeps (auditlock legal-hold)."""
+    if report.legal_holds:
+        out.write(f"\nunder a legal hold ({len(report.legal_holds)})\n")
+        for key in sorted(report.legal_holds):
+            out.write(terminal_safe(f"  {key}") + "\n")
