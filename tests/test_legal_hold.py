@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 
 from auditlock.archive.timerange import format_time
@@ -19,6 +20,7 @@ from tests.support.calendar import months_ago, to_ns
 from tests.support.s3servers import S3Endpoint
 from tests.support.shipping import drain_or_fail
 from tests.support.verify_env import verify
+from tests.test_lifecycle import TEMPLATE, CfnLoader, resource
 
 OPERATOR = "user#7"
 EARLIER, LATER = months_ago(2), months_ago(1)
@@ -201,3 +203,30 @@ class TestUsage:
             status = main(["legal-hold", *args, "--actor", OPERATOR, "--config", str(tmp_path / "absent.toml")])
         assert status == 2
         assert message in err.getvalue()
+
+
+class TestIam:
+    @staticmethod
+    def actions(policy: dict[str, Any]) -> set[str]:
+        """Every action a policy's statements (both branches of a condition) allow."""
+        found: set[str] = set()
+        for statement in policy["PolicyDocument"]["Statement"]:
+            for branch in statement["Fn::If"][1:] if "Fn::If" in statement else [statement]:
+                if isinstance(branch, dict) and "Action" in branch:
+                    action = branch["Action"]
+                    found |= {action} if isinstance(action, str) else set(action)
+        return found
+
+    def test_operators_get_the_legal_hold_permissions(self) -> None:
+        """The legal-hold policy gives Put/GetObjectLegalHold (plus reading and listing) to the operator roles."""
+        template = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
+        policy = resource(template, "LegalHoldPolicy")
+        assert self.actions(policy) == {"s3:PutObjectLegalHold", "s3:GetObjectLegalHold", "s3:GetObject",
+                                        "s3:ListBucket", "kms:Decrypt"}
+        assert policy["Roles"] == {"Fn::If": ["HasLegalHoldRoles", {"Ref": "LegalHoldRoleNames"},
+                                              {"Ref": "AWS::NoValue"}]}
+
+    def test_the_agent_never_gets_them(self) -> None:
+        """The agent's policy has no legal-hold action: a hold is an operator's decision."""
+        template = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
+        assert not {a for a in self.actions(resource(template, "AgentPolicy")) if "LegalHold" in a}
