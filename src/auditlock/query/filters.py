@@ -6,7 +6,8 @@ Every filter is ANDed. Without `--type`, writers' `auditlock.writer_closed` reco
 looks for any of the value's hashed forms (one per key of the hmac keyring) in `payload.FIELD` or on either side
 of `payload.changes.FIELD`. `text` is a
 case-insensitive substring of the payload's JSON text (field names and values alike; hashed fields only match
-their `hmac-sha256:` form).
+their `hmac-sha256:` form); `any_text` ORs several such substrings (the view's search for one hashed value
+under every key of the keyring).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class EventFilter:
     time_range: TimeRange = ALL_TIME
     hmac: tuple[HmacMatch, ...] = ()
     text: str | None = None
+    any_text: tuple[str, ...] = ()  # the payload holds one of these (the view: one hashed value's forms)
 
     def where(self) -> tuple[str, list[Any]]:
         """`(sql, params)`: the conditions joined by AND (`TRUE` when there are none)."""
@@ -65,6 +67,10 @@ class EventFilter:
         if self.text:
             parts.append("strpos(lower(CAST(payload AS VARCHAR)), ?) > 0")
             params.append(self.text.lower())
+        if self.any_text:
+            parts.append("(" + " OR ".join("strpos(lower(CAST(payload AS VARCHAR)), ?) > 0" for _ in self.any_text)
+                         + ")")
+            params += [text.lower() for text in self.any_text]
         return (" AND ".join(parts) or "TRUE"), params
 
 
