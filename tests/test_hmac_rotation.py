@@ -173,6 +173,18 @@ class TestRotation:
 
 
 class TestKeyringConfig:
+    def test_check_config_warns_about_a_missing_older_key(self, service: RotatingService,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        """check-config passes and warns about an older key missing here, saying who needs it."""
+        service.configure(ROTATED_TWICE)
+        monkeypatch.delenv("TEST_HMAC_K2")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["check-config", str(service.path)]) == 0
+        assert ("warning: [hmac.keys.k2] key_env: environment variable TEST_HMAC_K2 is not set or empty; set it to "
+                "the hmac secret (at least 16 characters) (an older key: needed by `auditlock hash` and "
+                "`query --hmac-field`") in out.getvalue()
+
     def test_keyring_loads_every_key_current_first(self, tmp_path: Path, keys: None) -> None:
         """`[hmac.keys]` + current, with the legacy key kept: three keys, current first, legacy as None."""
         config = build_config(config_dict(tmp_path / "spool", hmac={
