@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import itertools
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from auditlock.archive.timerange import format_time
 from auditlock.cli import main
 from tests.support.archive_env import ArchiveEnv
 from tests.support.calendar import months_ago, to_ns
-from tests.support.s3servers import S3Endpoint
+from tests.support.s3servers import S3Endpoint, content_md5
 from tests.support.shipping import drain_or_fail
 from tests.support.verify_env import verify
 from tests.test_lifecycle import TEMPLATE, CfnLoader, resource
@@ -162,6 +163,26 @@ class TestNarrowedHolds:
         status, out, _ = archive.hold("set", "--from", DISPUTE[0], "--to", DISPUTE[1], "--by-actor", "nobody",
                                       "--reason", "m")
         assert (status, out.strip()) == (0, "held: 0 objects and 0 digests")
+
+
+class TestWhatCannotBeRuledOut:
+    def test_object_without_bounds_is_held_and_named(self, archive: HeldArchive) -> None:
+        """An archive object in the period without readable event bounds, listed by no digest, is held, and both
+        are said; a key that is no archive object is not touched."""
+        stamp = LATER.day(2).strftime("%Y%m%dT%H%M%SZ")
+        partition = f"audit/events/year={LATER.year:04d}/month={LATER.month:02d}/"
+        odd, foreign = f"{partition}{stamp}-standard-{'ab' * 16}.jsonl.gz", f"{partition}notes.txt"
+        for key in (odd, foreign):
+            archive.client.put_object(Bucket=archive.env.bucket, Key=key, Body=b"x", ContentMD5=content_md5(b"x"),
+                                      ObjectLockMode="GOVERNANCE",
+                                      ObjectLockRetainUntilDate=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+        status, out, err = archive.hold("set", "--from", DISPUTE[0], "--to", DISPUTE[1], "--reason", "m")
+        assert status == 0, err
+        assert out.startswith("held: 3 objects and ")
+        assert archive.held(odd)
+        assert not archive.held(foreign)
+        assert f"note: {odd}: no readable event bounds in its metadata; held (cannot be ruled out)" in err
+        assert f"note: {odd}: no digest lists it (verify reports it); held all the same" in err
 
 
 class TestRecorded:
