@@ -33,6 +33,7 @@ settings.load_profile("auditlock")
 CALENDAR_MODULES = frozenset({
     "test_agent_archive.py",
     "test_calendar.py",
+    "test_legal_hold.py",
     "test_lifecycle.py",
     "test_query_archive.py",
     "test_query_athena.py",

@@ -178,9 +178,10 @@ class TestNamedQueries:
 
     def test_data_subject(self, story: QueryEnv, athena: AuditDatabase, tmp_path: Path) -> None:
         """Everything about Alice: the union of three `auditlock query` runs, newest first."""
-        hashed = hmac_value(HMAC_KEY.encode(), ALICE)
-        rows = run_named(athena, "data_subject", "user#7", "Customer", "7", "$.email", hashed,
-                         "$.changes.email[0]", hashed, "$.changes.email[1]", hashed, *PARTITIONS, *PERIOD)
+        # Every key's form, comma-separated (`auditlock hash VALUE | paste -sd,`); an unknown key's form is harmless.
+        hashed = ",".join([hmac_value(b"another-key-0123456789", ALICE, "k2"), hmac_value(HMAC_KEY.encode(), ALICE)])
+        rows = run_named(athena, "data_subject", "user#7", "Customer", "7", hashed, "$.email",
+                         hashed, "$.changes.email[0]", hashed, "$.changes.email[1]", *PARTITIONS, *PERIOD)
         union: dict[str, dict[str, Any]] = {}
         for flags in (["--actor", "user#7"], ["--target-type", "Customer", "--target-id", "7"],
                       ["--hmac-field", f"email={ALICE}"]):

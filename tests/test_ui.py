@@ -18,14 +18,15 @@ from starlette.testclient import TestClient
 
 from auditlock.config import UiConfig, build_config
 from auditlock.errors import ConfigError
+from auditlock.handler.encode import hmac_value
 from auditlock.query.columns import EVENT_NAMES
 from auditlock.spool.format import WRITER_CLOSED
 from auditlock.ui.app import SESSION_COOKIE, build_app
 from auditlock.ui.server import check_bind
 from auditlock.ui.throttle import LoginThrottle
-from tests.conftest import config_dict
+from tests.conftest import HMAC_KEY, config_dict
 from tests.support.calendar import occurred_at
-from tests.support.query_env import MIDDLE, OLDEST, QueryEnv
+from tests.support.query_env import ALICE, MIDDLE, OLDEST, QueryEnv
 from tests.support.ui_env import CLIENT, PASSWORD, TOKEN, UiEnv, event_ids, link, newest_first, password_hash
 
 SEARCHED, EXPORTED, VIEWED = "audit_log.searched", "audit_log.exported", "audit_log.viewed"
@@ -311,6 +312,19 @@ class TestSearch:
         assert response.status_code == 200
         assert event_ids(response.text) == newest_first(expected)
         assert f'<strong id="total">{len(expected)}</strong>' in response.text
+
+    def test_pasted_hashed_forms_match_under_every_key(self, ui: UiEnv, story: QueryEnv) -> None:
+        """Text holding several hashed forms (`auditlock hash` output, one per key) finds the value under any of
+        them in one search; the search's record holds the forms, never the value."""
+        stored = hmac_value(HMAC_KEY.encode(), ALICE)  # the story's key: legacy, no id
+        forms = f"{hmac_value(b'a-newer-key-0123456789', ALICE, 'k2')}\n{stored}"
+        expected = [e for e in story.written if stored in orjson.dumps(e["payload"]).decode()]
+        assert len(expected) == 4
+        with ui.client(ui.config(page_size=50)) as client:
+            response = client.get("/", params={"text": forms})
+        assert event_ids(response.text) == newest_first(expected)
+        [record] = ui.recorded(SEARCHED)
+        assert ALICE not in orjson.dumps(record).decode()
 
     def test_each_search_is_recorded(self, ui: UiEnv, story: QueryEnv) -> None:
         """One audit_log.searched per search — by the viewer, from the client, with filters, range and count —

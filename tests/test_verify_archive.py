@@ -196,11 +196,11 @@ class TestTamperingInTheLockBucket:
         assert f"the current version {current} differs" in finding["detail"]
 
     def test_bad_signature(self, archive: ArchiveEnv, tmp_path: Path) -> None:
-        """Verifying with another public key finds every digest's signature bad."""
+        """Verifying with another public key names every digest as signed by a key it was not given."""
         _private, other = make_keypair(tmp_path, "other")
         status, report = verify("--config", str(archive.config_path), "--public-key", str(other))
         assert status == 1
-        assert kinds(report) == {"bad signature"}
+        assert kinds(report) == {"unknown signing key"}
         assert len(report["findings"]) == report["counts"]["digests"]
 
 

@@ -17,8 +17,10 @@
 -- order; pass `since`/`until` in that form (`until` is exclusive). `auditlock query` answers the same
 -- questions locally; the equivalent command is given with each query.
 --
--- hmac'd fields (configured under [targets.X] hmac) hold 'hmac-sha256:<hex>', never the value: get the form
--- to search for with `auditlock hash VALUE`.
+-- hmac'd fields (configured under [targets.X] hmac) hold 'hmac-sha256:<key id>:<hex>' (or 'hmac-sha256:<hex>'
+-- under a legacy key without id), never the value: `auditlock hash VALUE` prints its form under every key of
+-- the [hmac] keyring, one per line; a query takes them as one comma-separated list (hashed_values), so values
+-- written before and after a key rotation are both found: hashed_values = $(auditlock hash VALUE | paste -sd,)
 
 
 -- name: record_history
@@ -83,19 +85,20 @@ ORDER BY occurred_at DESC, event_id DESC;
 -- Everything about one data subject (a GDPR access request): events the person did, events on their own
 -- record, and events whose payload holds their identifier in a hashed field (as a value, or on either side
 -- of a change) — one hashed field per run, e.g. `email`; run again for `customer_email` and so on.
--- params: actor_id, target_type, target_id, field_path, hashed_value, field_path_before, hashed_value,
---         field_path_after, hashed_value, first_year, last_year, first_month, last_month, since, until
+-- params: actor_id, target_type, target_id, hashed_values, field_path, hashed_values, field_path_before,
+--         hashed_values, field_path_after, first_year, last_year, first_month, last_month, since, until
 --   For the payload field `email`: field_path '$.email', field_path_before '$.changes.email[0]',
---   field_path_after '$.changes.email[1]'; hashed_value is `auditlock hash alice@example.com` (all three the same).
+--   field_path_after '$.changes.email[1]'; hashed_values is `auditlock hash alice@example.com | paste -sd,`
+--   (every key's form, comma-separated; all three the same).
 -- locally, the union of: auditlock query --actor ACTOR ...; auditlock query --target-type T --target-id ID ...;
 --          auditlock query --hmac-field email=VALUE ...   (each with --since SINCE --until UNTIL)
 SELECT occurred_at, event_type, actor_id, target_type, target_id, payload, event_id
 FROM auditlock.events_unique
 WHERE (actor_id = ?
        OR (target_type = ? AND target_id = ?)
-       OR json_extract_scalar(payload, ?) = ?
-       OR json_extract_scalar(payload, ?) = ?
-       OR json_extract_scalar(payload, ?) = ?)
+       OR contains(split(?, ','), json_extract_scalar(payload, ?))
+       OR contains(split(?, ','), json_extract_scalar(payload, ?))
+       OR contains(split(?, ','), json_extract_scalar(payload, ?)))
   AND year BETWEEN ? AND ? AND year || month BETWEEN ? AND ?
   AND occurred_at >= ? AND occurred_at < ?
 ORDER BY occurred_at DESC, event_id DESC;

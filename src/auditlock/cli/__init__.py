@@ -6,7 +6,19 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from auditlock.cli import agent, athena_ddl, check_config, demo, hash, lifecycle, provision, query, ui, verify
+from auditlock.cli import (
+    agent,
+    athena_ddl,
+    check_config,
+    demo,
+    hash,
+    legal_hold,
+    lifecycle,
+    provision,
+    query,
+    ui,
+    verify,
+)
 
 # Each command module offers `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -25,7 +37,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "provision": ("create or update the bucket to match the config (idempotent; never weakens a lock)",
                   provision.add_arguments, provision.run),
     "ui": ("the admin web view over the archive; every search is itself audited", ui.add_arguments, ui.run),
-    "hash": ("print the hmac form of a value, to search for a hashed field", hash.add_arguments, hash.run),
+    "legal-hold": ("set, release or show S3 legal holds on the archive objects of a period (and target or actor)",
+                   legal_hold.add_arguments, legal_hold.run),
+    "hash": ("print the hmac forms of a value (one per key), to search for a hashed field", hash.add_arguments,
+             hash.run),
     "demo": ("run the whole pipeline on an embedded S3 server and show what it guarantees", demo.add_arguments,
              demo.run),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from auditlock.config import load_config
+from auditlock.config import HmacConfig, load_config
 from auditlock.errors import ConfigError
 from auditlock.textsafe import error_text
 
@@ -24,8 +24,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"OK: {config.source} (service {config.service!r}, {len(config.targets)} targets, "
           f"{len(config.retention.classes)} retention classes)")
     if config.hmac.configured:
-        try:
-            config.hmac.load_key()
-        except ConfigError as exc:
-            print(f"warning: {error_text(exc)} (needed by the application and `auditlock hash`, not by the agent)")
+        _warn_missing_hmac_keys(config.hmac)
     return 0
+
+
+def _warn_missing_hmac_keys(hmac: HmacConfig) -> None:
+    """Warn about each key of the ring not available here: the current one (applications and readers need it)
+    and each older one (readers need it: `auditlock hash`, `query --hmac-field`)."""
+    try:
+        current_id, _ = hmac.load_current()
+    except ConfigError as exc:
+        print(f"warning: {error_text(exc)} (needed by the application and `auditlock hash`, not by the agent)")
+        return
+    older = [(f"[hmac.keys.{key_id}]", source) for key_id, source in sorted(hmac.keys.items()) if key_id != current_id]
+    if current_id is not None and hmac.legacy is not None:
+        older.append(("[hmac]", hmac.legacy))
+    for where, source in older:
+        try:
+            source.load(where)
+        except ConfigError as exc:
+            print(f"warning: {error_text(exc)} (an older key: needed by `auditlock hash` and `query --hmac-field` "
+                  "to find values hashed under it, not by the application or the agent)")

@@ -21,7 +21,7 @@ from auditlock.archive import timerange
 from auditlock.archive.timerange import TimeFormatError, TimeRange
 from auditlock.config import Config, load_config
 from auditlock.errors import AuditlockError
-from auditlock.handler.encode import hmac_value
+from auditlock.handler.hmac_keys import HmacKeyring
 from auditlock.query.errors import UsageError
 from auditlock.query.eviction import parse_size, trim
 from auditlock.query.filters import FIELD_NAME, EventFilter, HmacMatch
@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-spool", action="store_true", help="add events still in the local spool")
     parser.add_argument("--sql", help="run this SQL over the view `audit` instead of the filters")
     parser.add_argument("--hmac-field", action="append", metavar="FIELD=VALUE",
-                        help="payload FIELD (or either side of changes.FIELD) holds the hmac of VALUE")
+                        help="payload FIELD (or either side of changes.FIELD) holds the hmac of VALUE (under any "
+                             "key of the [hmac] keyring)")
     parser.add_argument("--cache-dir", type=Path, help="where downloaded objects are kept "
                         "(default: [query] cache_dir, else $XDG_CACHE_HOME/auditlock)")
     parser.add_argument("--cache-max-bytes", type=_size, metavar="SIZE",
@@ -189,9 +190,9 @@ def _hmac_pairs(items: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _hash(pairs: list[tuple[str, str]], config: Config) -> tuple[HmacMatch, ...]:
-    """Hash each VALUE as `auditlock hash` does (the config's [hmac] key)."""
-    key = config.hmac.load_key()
-    return tuple(HmacMatch(field, hmac_value(key, value)) for field, value in pairs)
+    """Hash each VALUE as `auditlock hash` does: under every key of the config's [hmac] keyring."""
+    keyring = HmacKeyring.load(config.hmac)
+    return tuple(HmacMatch(field, keyring.candidates(value)) for field, value in pairs)
 
 
 def _cache_dir(args: argparse.Namespace, config: Config) -> Path:

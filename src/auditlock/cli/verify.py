@@ -34,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file (default: $AUDITLOCK_CONFIG, else ./auditlock.toml)")
     parser.add_argument("--since", help="first month to check: 2026-11, a date, RFC 3339 or 30d (UTC)")
     parser.add_argument("--until", help="end, exclusive; a date or month means through its end (UTC)")
-    parser.add_argument("--public-key", type=Path, metavar="PATH",
-                        help="Ed25519 public key (PEM): every digest must carry a valid signature by it")
+    parser.add_argument("--public-key", type=Path, metavar="PATH", action="append",
+                        help="Ed25519 public key (PEM), or a directory of *.pem public keys; repeat for several "
+                             "(after a signing key rotation): every digest must carry a valid signature by the key "
+                             "its fingerprint names")
     parser.add_argument("--format", default="text", choices=["text", "json"], help="report format")
     parser.add_argument("--spool", type=Path, metavar="DIR", help="check this local spool instead of the archive")
     parser.add_argument("--source", type=Path, metavar="DIR",
@@ -113,18 +115,14 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def _public_key(args: argparse.Namespace) -> Any:
-    if args.public_key is None:
+    """The signing keyring of every `--public-key` (None without one)."""
+    if not args.public_key:
         return None
     try:
-        pem = args.public_key.read_bytes()
-    except OSError as exc:
-        raise _UsageError(f"argument --public-key: cannot read {args.public_key}: {exc.strerror}") from exc
-    try:
-        from auditlock.archive.digest import load_public_key  # noqa: PLC0415
+        from auditlock.verify.keyring import KeyringError, SigningKeyring  # noqa: PLC0415
     except ImportError as exc:
         raise _UsageError(f"argument --public-key: needs the 'cryptography' package ({exc})") from exc
     try:
-        return load_public_key(pem)
-    except (ValueError, TypeError) as exc:
-        raise _UsageError(f"argument --public-key: {args.public_key} is not an Ed25519 public key in PEM: {exc}") \
-            from exc
+        return SigningKeyring.from_paths(args.public_key)
+    except KeyringError as exc:
+        raise _UsageError(f"argument --public-key: {exc}") from exc

@@ -21,6 +21,7 @@ from auditlock.config.model import (
     Config,
     EventsConfig,
     HmacConfig,
+    HmacKeySource,
     QueryConfig,
     RetentionClass,
     RetentionConfig,
@@ -207,10 +208,37 @@ class _Reader(TableReader):
         return EventsConfig(**values)
 
     def _hmac(self, table: Mapping[str, Any]) -> HmacConfig:
-        values = self._scalars(table, "hmac")
+        scalars = {k: v for k, v in table.items() if k not in schema.SUB_TABLES["hmac"]}
+        values = self._scalars(scalars, "hmac")
         if "key_env" in values and "key_file" in values:
             self.problems.append("[hmac]: set either key_env or key_file, not both")
-        return HmacConfig(**values)
+        keys = self._hmac_keys(self._table(table, "keys", "hmac.keys"))
+        current = values.get("current")
+        if keys and current is None:
+            self.problems.append(f"[hmac] current is required with [hmac.keys]: the id of the key new values are "
+                                 f"hashed under, e.g. current = \"{sorted(keys)[-1]}\"")
+        elif current is not None and current not in keys:
+            self.problems.append(f"[hmac] current = \"{current}\" names no key in [hmac.keys]; add "
+                                 f"[hmac.keys.{current}] with key_env or key_file" + did_you_mean(current, set(keys)))
+        return HmacConfig(**values, keys=MappingProxyType(keys))
+
+    def _hmac_keys(self, table: Mapping[str, Any]) -> dict[str, HmacKeySource]:
+        keys = {}
+        for key_id, sub in table.items():
+            where = f"hmac.keys.{key_id}"
+            if not schema.HMAC_KEY_ID.fullmatch(key_id):
+                self.problems.append(f"[hmac.keys] {key_id!r} is not a valid key id ({schema.HMAC_KEY_ID_RULE}): "
+                                     "it becomes part of every value hashed under it; rename the key")
+                continue
+            if not isinstance(sub, dict):
+                self.problems.append(f"[{where}] must be a table with key_env or key_file")
+                continue
+            values = self._keys(sub, schema.HMAC_KEY_KEYS, where)
+            if ("key_env" in values) == ("key_file" in values):
+                self.problems.append(f"[{where}] needs exactly one of key_env or key_file")
+                continue
+            keys[key_id] = HmacKeySource(**values)
+        return keys
 
     def _agent(self, table: Mapping[str, Any]) -> AgentConfig:
         return AgentConfig(**self._scalars(table, "agent"))

@@ -65,39 +65,88 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
-class HmacConfig:
-    """`[hmac]`: where the key for hashed fields comes from (an environment variable or a file)."""
+class HmacKeySource:
+    """Where one hmac key comes from: an environment variable or a file (exactly one of them)."""
 
     key_env: str | None = None
     key_file: Path | None = None
 
-    @property
-    def configured(self) -> bool:
-        """Whether a key source is configured at all."""
-        return self.key_env is not None or self.key_file is not None
-
-    def load_key(self) -> bytes:
-        """Read the key from its source; a `ConfigError` says which source is missing or empty."""
+    def load(self, where: str) -> bytes:
+        """Read the key; a `ConfigError` names `where` (e.g. `[hmac.keys.k2]`) and the source, never the key."""
         if self.key_env is not None:
             value = os.environ.get(self.key_env, "")
             if not value:
                 raise ConfigError(
-                    f"[hmac] key_env: environment variable {self.key_env} is not set or empty; "
+                    f"{where} key_env: environment variable {self.key_env} is not set or empty; "
                     "set it to the hmac secret (at least 16 characters)"
                 )
             return value.encode()
         if self.key_file is not None:
-            return _read_key_file(self.key_file)
-        raise ConfigError("[hmac]: no key configured; set key_env or key_file")
+            return _read_key_file(self.key_file, where)
+        raise ConfigError(f"{where}: no key configured; set key_env or key_file")
 
 
-def _read_key_file(path: Path) -> bytes:
+@dataclass(frozen=True)
+class HmacConfig:
+    """`[hmac]`: the keys of hashed fields — a keyring `[hmac.keys.<id>]` with the `current` key's id, and/or the
+    id-less legacy key `key_env`/`key_file` (values `hmac-sha256:<hex>`, still readable after a rotation)."""
+
+    key_env: str | None = None
+    key_file: Path | None = None
+    current: str | None = None
+    keys: Mapping[str, HmacKeySource] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def legacy(self) -> HmacKeySource | None:
+        """The id-less key of `[hmac] key_env`/`key_file`, if configured."""
+        if self.key_env is None and self.key_file is None:
+            return None
+        return HmacKeySource(self.key_env, self.key_file)
+
+    @property
+    def configured(self) -> bool:
+        """Whether a key source is configured at all."""
+        return self.legacy is not None or bool(self.keys)
+
+    @property
+    def current_id(self) -> str | None:
+        """The id new values are hashed under (None: the legacy key, whose values carry no id)."""
+        return self.current if self.keys else None
+
+    def load_current(self) -> tuple[str | None, bytes]:
+        """The current key's id and bytes — all an application needs (old keys are for readers only)."""
+        if self.keys:
+            if self.current is None or self.current not in self.keys:
+                raise ConfigError("[hmac] current must name one of [hmac.keys] "
+                                  f"({', '.join(sorted(self.keys))}): the key new values are hashed under")
+            return self.current, self.keys[self.current].load(f"[hmac.keys.{self.current}]")
+        if self.legacy is not None:
+            return None, self.legacy.load("[hmac]")
+        raise ConfigError("[hmac]: no key configured; set key_env or key_file, or [hmac.keys.<id>] and current")
+
+    def load_keys(self) -> dict[str | None, bytes]:
+        """Every key by id (None for the legacy key), the current one first; a `ConfigError` names a missing one."""
+        current_id, current = self.load_current()
+        found: dict[str | None, bytes] = {current_id: current}
+        for key_id, source in sorted(self.keys.items()):
+            if key_id != current_id:
+                found[key_id] = source.load(f"[hmac.keys.{key_id}]")
+        if self.legacy is not None and current_id is not None:
+            found[None] = self.legacy.load("[hmac]")
+        return found
+
+    def load_key(self) -> bytes:
+        """The current key's bytes (the one new values are hashed under)."""
+        return self.load_current()[1]
+
+
+def _read_key_file(path: Path, where: str = "[hmac]") -> bytes:
     try:
         value = path.read_bytes().strip()
     except OSError as exc:
-        raise ConfigError(f"[hmac] key_file: cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(f"{where} key_file: cannot read {path}: {exc.strerror}") from exc
     if not value:
-        raise ConfigError(f"[hmac] key_file: {path} is empty; write the hmac secret into it")
+        raise ConfigError(f"{where} key_file: {path} is empty; write the hmac secret into it")
     return value
 
 

@@ -61,7 +61,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "warn_fraction": Key("float", minimum=0.01, maximum=1.0),
     },
     "events": {"include": LIST, "keep_in_app_log": BOOL, "max_event_bytes": positive_int(1024)},
-    "hmac": {"key_env": STR, "key_file": PATH},
+    "hmac": {"key_env": STR, "key_file": PATH, "current": STR},
     "sink": {
         "bucket": STR,
         "prefix": STR,
@@ -106,7 +106,14 @@ SECTIONS: dict[str, dict[str, Key]] = {
 }
 
 # Sub-tables of a scalar section: `[ui.users]` maps user names to argon2 password hashes.
-SUB_TABLES: dict[str, tuple[str, ...]] = {"ui": ("users",)}
+# `[hmac.keys.<id>]` are the keyring's keys (handler/hmac_keys.py).
+SUB_TABLES: dict[str, tuple[str, ...]] = {"ui": ("users",), "hmac": ("keys",)}
+
+HMAC_KEY_KEYS: dict[str, Key] = {"key_env": STR, "key_file": PATH}
+# An hmac key id becomes part of every value hashed under it (`hmac-sha256:<id>:<hex>`): no ':' (the separator),
+# no ',' (the Athena queries take a comma-separated list of hashed forms), nothing a terminal would interpret.
+HMAC_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+HMAC_KEY_ID_RULE = "1 to 32 letters, digits, '_' and '-'"
 
 TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL}
 RETENTION_KEYS: dict[str, Key] = {"default": STR}

@@ -34,10 +34,10 @@ class AuditCore:
 
     def __init__(self, config: Config, *, writer: SpoolWriter | None = None) -> None:
         self.config = config
-        self._hmac_key = config.hmac.load_key() if _uses_hmac(config) else b""
+        self._hmac_key_id, self._hmac_key = config.hmac.load_current() if _uses_hmac(config) else (None, b"")
         self._writer = self._attach(writer) if writer is not None else None
         self._writer_lock = threading.Lock()
-        self._builder = RecordBuilder(config, self._hmac_key)
+        self._builder = RecordBuilder(config, self._hmac_key, hmac_key_id=self._hmac_key_id)
         self._is_audit: dict[str, bool] = {}
         self._drops = DropCounter()
         install_sigterm_hook()  # a plain SIGTERM still writes every writer's clean end (see spool.shutdown)

@@ -126,9 +126,11 @@ _ENCODERS: tuple[tuple[type | types.UnionType, Callable[[Any, str, int], Any]], 
 )
 
 
-def hmac_value(key: bytes, encoded: Any) -> Any:
-    """`hmac-sha256:<hex>` of an encoded value: of a string's UTF-8 bytes, else of its JSON text. None stays."""
+def hmac_value(key: bytes, encoded: Any, key_id: str | None = None) -> Any:
+    """`hmac-sha256:<key id>:<hex>` (`hmac-sha256:<hex>` for the id-less legacy key) of an encoded value: of a
+    string's UTF-8 bytes, else of its JSON text. None stays None. The format is owned by `handler.hmac_keys`."""
     if encoded is None:
         return None
     data = encoded.encode() if isinstance(encoded, str) else orjson.dumps(encoded, option=orjson.OPT_SORT_KEYS)
-    return HMAC_PREFIX + hmac.new(key, data, hashlib.sha256).hexdigest()
+    tag = HMAC_PREFIX if key_id is None else f"{HMAC_PREFIX}{key_id}:"
+    return tag + hmac.new(key, data, hashlib.sha256).hexdigest()

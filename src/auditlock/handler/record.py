@@ -52,9 +52,10 @@ class RecordPlan:
 class RecordBuilder:
     """Turns `(event_type, fields)` into the ordered record the spool writer stamps and writes."""
 
-    def __init__(self, config: Config, hmac_key: bytes) -> None:
+    def __init__(self, config: Config, hmac_key: bytes, *, hmac_key_id: str | None = None) -> None:
         self.config = config
         self._hmac_key = hmac_key
+        self._hmac_key_id = hmac_key_id  # None: the legacy key (values without a key id)
         self._host = socket.gethostname()
         self._plans: dict[tuple[str, str | None], RecordPlan] = {}
         event_types.watch_standard_fields(self)
@@ -157,7 +158,7 @@ class RecordBuilder:
             encoded = value
         else:
             encoded = encode_value(value, f"{where}.{name}")
-        return hmac_value(self._hmac_key, encoded) if name in plan.hmac_fields else encoded
+        return hmac_value(self._hmac_key, encoded, self._hmac_key_id) if name in plan.hmac_fields else encoded
 
 
 def _differs(old: Any, new: Any) -> bool:

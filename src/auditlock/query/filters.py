@@ -3,9 +3,11 @@
 Every filter is ANDed. Without `--type`, writers' `auditlock.writer_closed` records are left out.
 `types` (repeatable `--type`) are ORed among themselves: each is a glob (`*` any run,
 `?` one character, case-sensitive, as `[events] include` matches) turned into a LIKE pattern. An hmac match
-looks for the hashed value in `payload.FIELD` or on either side of `payload.changes.FIELD`. `text` is a
+looks for any of the value's hashed forms (one per key of the hmac keyring) in `payload.FIELD` or on either side
+of `payload.changes.FIELD`. `text` is a
 case-insensitive substring of the payload's JSON text (field names and values alike; hashed fields only match
-their `hmac-sha256:` form).
+their `hmac-sha256:` form); `any_text` ORs several such substrings (the view's search for one hashed value
+under every key of the keyring).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ OLDEST_FIRST = "occurred_at ASC, event_id ASC"
 
 @dataclass(frozen=True)
 class HmacMatch:
-    """A payload field that must hold `hashed` (the `hmac-sha256:` form of the value searched for)."""
+    """A payload field that must hold one of `hashed`: the `hmac-sha256:` forms of the value searched for, one
+    per key of the keyring (`handler.hmac_keys.HmacKeyring.candidates`)."""
 
     field: str
-    hashed: str
+    hashed: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class EventFilter:
     time_range: TimeRange = ALL_TIME
     hmac: tuple[HmacMatch, ...] = ()
     text: str | None = None
+    any_text: tuple[str, ...] = ()  # the payload holds one of these (the view: one hashed value's forms)
 
     def where(self) -> tuple[str, list[Any]]:
         """`(sql, params)`: the conditions joined by AND (`TRUE` when there are none)."""
@@ -63,6 +67,10 @@ class EventFilter:
         if self.text:
             parts.append("strpos(lower(CAST(payload AS VARCHAR)), ?) > 0")
             params.append(self.text.lower())
+        if self.any_text:
+            parts.append("(" + " OR ".join("strpos(lower(CAST(payload AS VARCHAR)), ?) > 0" for _ in self.any_text)
+                         + ")")
+            params += [text.lower() for text in self.any_text]
         return (" AND ".join(parts) or "TRUE"), params
 
 
@@ -101,7 +109,10 @@ def _time_conditions(time_range: TimeRange, parts: list[str], params: list[Any])
 def _hmac_condition(match: HmacMatch, params: list[Any]) -> str:
     if not FIELD_NAME.match(match.field):
         raise ValueError(f"field name {match.field!r} must be letters, digits and underscores")
+    if not match.hashed:
+        raise ValueError(f"no hashed form to look for in {match.field!r}")
     paths = (f"$.{match.field}", f"$.changes.{match.field}[0]", f"$.changes.{match.field}[1]")
+    one_of = ", ".join("?" for _ in match.hashed)
     for path in paths:
-        params += [path, match.hashed]
-    return "(" + " OR ".join("json_extract_string(payload, ?) = ?" for _ in paths) + ")"
+        params += [path, *match.hashed]
+    return "(" + " OR ".join(f"json_extract_string(payload, ?) IN ({one_of})" for _ in paths) + ")"

@@ -3,7 +3,10 @@
 Parameters (all optional, all GET, so a search is a link): `actor`, `target_type`, `target_id`, `type` (event
 types or globs, separated by commas or spaces), `since`, `until` (the `--since`/`--until` forms: `24h`, `7d`,
 `2026-11`, `2026-11-26`, RFC 3339; all UTC; a date as `until` means through its end), `text` (a substring of the
-payload, any case), `spool` (also events not yet shipped), and the page position `older` / `newer`.
+payload, any case; several `hmac-sha256:` forms separated by spaces, commas or newlines — what `auditlock hash
+VALUE` prints, one per key of the keyring — match any of them, so one search finds a hashed value written before
+and after a key rotation: the view holds no hmac key and records no plain value), `spool` (also events not yet
+shipped), and the page position `older` / `newer`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ LABELS = {"actor": "Actor", "target_type": "Target type", "target_id": "Target i
           "since": "Since (UTC)", "until": "Until (UTC)", "text": "Text in payload"}
 QUICK_RANGES = (("24h", "Last 24 h"), ("7d", "Last 7 days"), ("30d", "Last 30 days"))
 MAX_INPUT = 200
+MAX_TEXT_INPUT = 1200  # `text` may hold a dozen pasted hashed forms (about 90 characters each)
+_HASHED_FORM = re.compile(r"hmac-sha256:(?:[A-Za-z0-9_-]{1,32}:)?[0-9a-f]{64}\Z")
 _TYPE_PATTERN = re.compile(r"^[a-z0-9_.*?]+\Z")
 _SEPARATORS = re.compile(r"[\s,]+")
 
@@ -51,8 +56,9 @@ class SearchForm:
         values = {}
         for name in FIELDS:
             value = params.get(name, "").strip()
-            if len(value) > MAX_INPUT:
-                raise FormError(name, f"is longer than {MAX_INPUT} characters")
+            limit = MAX_TEXT_INPUT if name == "text" else MAX_INPUT
+            if len(value) > limit:
+                raise FormError(name, f"is longer than {limit} characters")
             if value:
                 values[name] = value
         return cls(values, params.get("spool") == "1", _cursor(params, "older"), _cursor(params, "newer"))
@@ -68,9 +74,11 @@ class SearchForm:
             time_range = parse_range(self.values.get("since"), self.values.get("until"), now)
         except TimeFormatError as exc:
             raise FormError("until" if exc.flag == "--until" else "since", str(exc)) from exc
+        text = self.values.get("text")
+        forms = hashed_forms(text or "")
         return EventFilter(actor=self.values.get("actor"), target_type=self.values.get("target_type"),
                            target_id=self.values.get("target_id"), types=self._types(), time_range=time_range,
-                           text=self.values.get("text"))
+                           text=None if forms else text, any_text=forms)
 
     def audit_payload(self, event_filter: EventFilter) -> dict[str, Any]:
         """What the audit event of this search records: the filters as given, and the range as resolved."""
@@ -104,6 +112,14 @@ class SearchForm:
                 raise FormError("type", f"{pattern!r} is not an event type or glob: lowercase letters, digits, "
                                         "'_' and '.' (order.updated); a glob may use * and ?")
         return patterns
+
+
+def hashed_forms(text: str) -> tuple[str, ...]:
+    """The hashed forms of a text made only of several `hmac-sha256:` values (`auditlock hash` output); else ()."""
+    tokens = tuple(token for token in _SEPARATORS.split(text) if token)
+    if len(tokens) < 2 or not all(_HASHED_FORM.match(token) for token in tokens):
+        return ()
+    return tokens
 
 
 def _cursor(params: Mapping[str, str], name: str) -> Cursor | None:

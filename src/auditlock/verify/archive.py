@@ -124,6 +124,7 @@ def _verify_digests(source: ArchiveSource, options: ArchiveOptions, report: Repo
         for key, loaded in sorted(found.digests.items()):
             head = source.head(key, loaded.version_id)
             if head is not None:
+                _note_legal_hold(key, head, report)
                 retention, last = objects.digest_lock_basis(loaded.body, options.classes)
                 objects.check_lock(key, head, retention, last, classes=options.classes, report=report)
     return found
@@ -180,6 +181,7 @@ def _check_object(fetched: _Fetched, found: DigestSet, listed_sha256s: Mapping[s
         if skipped is not None:
             report.add(UNREADABLE_OBJECT, key, skipped)
     if fetched.head is not None:
+        _note_legal_hold(key, fetched.head, report)
         objects.check_lock(key, fetched.head, objects.class_of(key, listings), last, classes=options.classes,
                            report=report)
 
@@ -230,3 +232,9 @@ def _report_foreign(keys: set[str], report: Report) -> None:
             report.add(FOREIGN_OBJECT, key, "not an archive object (events/year=YYYY/month=MM/<stamp>-<class>-"
                                             "<32 hex>.jsonl.gz): no agent wrote it; query and the view do not "
                                             "read it, and neither does verify")
+
+
+def _note_legal_hold(key: str, head: ObjectHead, report: Report) -> None:
+    """A key under a legal hold is listed in the report (count and keys), as information."""
+    if head.legal_hold:
+        report.legal_holds.append(key)

@@ -19,7 +19,14 @@ import orjson
 
 from auditlock.archive import digest as digest_format
 from auditlock.archive.layout import DIGESTS_DIR
-from auditlock.verify.findings import BAD_SIGNATURE, BROKEN_DIGEST_CHAIN, DIGEST_MODIFIED, Report
+from auditlock.verify.findings import (
+    BAD_SIGNATURE,
+    BROKEN_DIGEST_CHAIN,
+    DIGEST_MODIFIED,
+    UNKNOWN_SIGNING_KEY,
+    Report,
+)
+from auditlock.verify.keyring import SHOWN_FINGERPRINT, SigningKeyring
 from auditlock.verify.source import ArchiveSource, KeyVersions, key_month, relative_key
 from auditlock.verify.versions import resolve
 
@@ -178,9 +185,19 @@ def _check_previous(found: DigestSet, loaded: LoadedDigest, previous_key: str, r
     report.add(BROKEN_DIGEST_CHAIN, key, f"its previous digest {previous_key} is missing")
 
 
-def check_signatures(found: DigestSet, public_key: Any, report: Report) -> None:
-    """Every digest carries a valid Ed25519 signature by `public_key`."""
+def check_signatures(found: DigestSet, public_keys: Any, report: Report) -> None:
+    """Every digest carries a valid Ed25519 signature by a key of `public_keys` (a `SigningKeyring`, one key or
+    several), the one its recorded fingerprint names; a digest signed by a key not given is named as such."""
+    ring = SigningKeyring.of(public_keys)
+    signed_by: dict[str, int] = {}
     for key, loaded in sorted(found.digests.items()):
-        problem = digest_format.signature_problem(loaded.body, public_key)
-        if problem is not None:
-            report.add(BAD_SIGNATURE, key, problem)
+        problem = ring.problem(loaded.body)
+        if problem is None:
+            fingerprint = ring.signer(loaded.body) or ""
+            signed_by[fingerprint] = signed_by.get(fingerprint, 0) + 1
+            continue
+        unknown, detail = problem
+        report.add(UNKNOWN_SIGNING_KEY if unknown else BAD_SIGNATURE, key, detail)
+    if len(ring.keys) > 1 and signed_by:
+        report.notes.append("digest signatures by key: " + ", ".join(
+            f"{n} by {fp[:SHOWN_FINGERPRINT]}…" for fp, n in sorted(signed_by.items())))

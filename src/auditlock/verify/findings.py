@@ -14,7 +14,9 @@ Design
   over the same archive give the same report (diffable, testable).
 - JSON (`--format json`) is one object: {"clean", "nothing_to_verify", "source", "counts", "by_kind",
   "findings": [{"kind", "subject", "detail"}], "open_writers": [{"writer", "last_seq", "last_occurred_at"}],
-  "skipped", "notes"}.
+  "skipped", "notes", "legal_holds": [keys under a legal hold]}.
+- Legal holds (`auditlock legal-hold`) are information too: the report lists the keys (objects and digests) a
+  hold keeps, with their count, after the findings.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ UNTAGGED_OBJECT = "untagged object"
 BROKEN_DIGEST_CHAIN = "broken digest chain"
 DIGEST_MODIFIED = "digest modified"
 BAD_SIGNATURE = "bad signature"
+UNKNOWN_SIGNING_KEY = "unknown signing key"
 DIGEST_HASH_MISMATCH = "digest hash mismatch"
 DIGEST_CLOSED_MISMATCH = "digest closed mismatch"
 # Events (archive and spool).
@@ -58,7 +61,8 @@ QUARANTINED_SEGMENT = "quarantined segment"
 KINDS = (
     MISSING_OBJECT, DELETE_MARKER, OVERWRITTEN_OBJECT, MODIFIED_OBJECT, SWAPPED_OBJECT, UNLISTED_OBJECT,
     UNREADABLE_OBJECT, OBJECT_TOO_LARGE, FOREIGN_OBJECT, BROKEN_DIGEST_CHAIN, DIGEST_MODIFIED, BAD_SIGNATURE,
-    DIGEST_HASH_MISMATCH, DIGEST_CLOSED_MISMATCH, SEQ_GAP, CHAIN_BREAK, DUPLICATE_EVENT, WRITER_TAIL_MISSING,
+    UNKNOWN_SIGNING_KEY, DIGEST_HASH_MISMATCH, DIGEST_CLOSED_MISMATCH, SEQ_GAP, CHAIN_BREAK, DUPLICATE_EVENT,
+    WRITER_TAIL_MISSING,
     UNLOCKED_OBJECT, UNDER_RETAINED_OBJECT, UNTAGGED_OBJECT, TORN_TAIL, DAMAGED_SEGMENT, QUARANTINED_SEGMENT,
 )
 
@@ -92,6 +96,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     nothing_to_verify: bool = False
+    legal_holds: list[str] = field(default_factory=list)  # keys (objects and digests) under a legal hold
 
     def add(self, kind: str, subject: str, detail: str) -> None:
         """Record a finding."""
@@ -139,6 +144,7 @@ def as_json(report: Report) -> dict[str, Any]:
         "open_writers": [asdict(w) for w in sorted(report.open_writers, key=lambda w: w.writer)],
         "skipped": report.skipped,
         "notes": report.notes,
+        "legal_holds": sorted(report.legal_holds),
     }
 
 
@@ -169,9 +175,18 @@ def write_text(report: Report, out: IO[str]) -> None:
         line(f"open writers, not checked for a clean end ({len(report.open_writers)})")
         for w in sorted(report.open_writers, key=lambda w: w.writer):
             line(f"  writer {w.writer}: last seq {w.last_seq} at {w.last_occurred_at}")
+    _write_legal_holds(report, out)
     for title, lines in (("skipped", report.skipped), ("notes", report.notes)):
         if lines:
             out.write(f"\n{title}\n")
             for text in lines:
                 line(f"  {text}")
     out.write(f"\nresult: {report.verdict}\n")
+
+
+def _write_legal_holds(report: Report, out: IO[str]) -> None:
+    """Information, not a finding: which objects and digests a legal hold keeps (auditlock legal-hold)."""
+    if report.legal_holds:
+        out.write(f"\nunder a legal hold ({len(report.legal_holds)})\n")
+        for key in sorted(report.legal_holds):
+            out.write(terminal_safe(f"  {key}") + "\n")

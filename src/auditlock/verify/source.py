@@ -51,11 +51,12 @@ def key_month(key: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class ObjectHead:
-    """What S3 says about an object besides its bytes: its lock and its tags."""
+    """What S3 says about an object besides its bytes: its lock, its tags, whether a legal hold is on it."""
 
     lock_mode: str | None
     retain_until: dt.datetime | None
     tags: dict[str, str] = field(default_factory=dict)
+    legal_hold: bool = False
 
 
 @dataclass
@@ -237,7 +238,8 @@ class S3Source:
                 return None
             raise SourceError(f"cannot HEAD {self.description}{key}: {exc}") from exc
         return ObjectHead(head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate"),
-                          {t["Key"]: t["Value"] for t in tag_set})
+                          {t["Key"]: t["Value"] for t in tag_set},
+                          legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON")
 
     def _call(self, paginate: Any, **kwargs: Any) -> Iterable[dict[str, Any]]:
         try:
