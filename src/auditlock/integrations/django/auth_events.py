@@ -1,7 +1,9 @@
 """Django's authentication signals as the standard events, and users' group and permission changes.
 
 - `user_logged_in` → `auth.login_succeeded` (actor and target the user; `method` the authentication backend's
-  class name); inside `AuditMiddleware` the request's actor becomes the user for the rest of the request.
+  class name); inside `AuditMiddleware` the request's actor becomes the user for the rest of the request, and
+  Django's own `last_login` update runs with the user as its actor (it runs before any other receiver, while
+  the request is still anonymous).
 - `user_logged_out` → `auth.logout`; `user_login_failed` → `auth.login_failed` (actor "anonymous" unless one is
   bound; `username` written only if `[targets.<User>]` allowlists it — list it under `hmac`). Django has already
   replaced the password in `credentials`; it is never read here.
@@ -26,13 +28,14 @@ from django.db import models, router
 from django.db.models.signals import m2m_changed, post_save, pre_save
 
 from auditlock.handler import event_types
-from auditlock.handler.context import current_request
+from auditlock.handler.context import actor, current_request
 from auditlock.integrations import auth
 from auditlock.integrations.django import m2m, transactions
 from auditlock.integrations.django.runtime import PERMISSION_CHANGE_FIELD, runtime
 from auditlock.integrations.request import set_request_actor
 
 _UID = "auditlock.integrations.django.auth_events"
+_LAST_LOGIN_UID = "update_last_login"  # django.contrib.auth.apps connects update_last_login under this uid
 _PASSWORD_STAGED = "_auditlock_password_staged"  # noqa: S105 - an attribute name
 
 
@@ -40,6 +43,7 @@ def connect() -> None:
     """Connect the receivers (idempotent: fixed dispatch uids)."""
     user_model = get_user_model()
     user_logged_in.connect(_logged_in, dispatch_uid=f"{_UID}.in", weak=False)
+    _update_last_login_as_the_user()
     user_logged_out.connect(_logged_out, dispatch_uid=f"{_UID}.out", weak=False)
     user_login_failed.connect(_login_failed, dispatch_uid=f"{_UID}.failed", weak=False)
     pre_save.connect(_password_pre_save, sender=user_model, dispatch_uid=f"{_UID}.pw_pre", weak=False)
@@ -54,6 +58,18 @@ def actor_id_of(user: Any) -> str | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     return f"user:{user.pk}"
+
+
+def _update_last_login_as_the_user() -> None:
+    """Django's own `user_logged_in` receiver saves `last_login` before ours runs, while the request is still
+    anonymous: replace it (same dispatch uid) with one that runs it with the logging-in user as the actor."""
+    from django.contrib.auth.models import update_last_login  # noqa: PLC0415
+
+    if user_logged_in.disconnect(dispatch_uid=_LAST_LOGIN_UID):
+        def update_last_login_as_user(sender: Any, user: Any, **kwargs: Any) -> None:
+            with actor(actor_id_of(user), type="user"):
+                update_last_login(sender, user, **kwargs)
+        user_logged_in.connect(update_last_login_as_user, dispatch_uid=_LAST_LOGIN_UID, weak=False)
 
 
 def _logged_in(sender: Any, request: Any = None, user: Any = None, **_: Any) -> None:
