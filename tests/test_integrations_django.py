@@ -244,3 +244,22 @@ class TestChecks:
         assert "[targets.Purchase]" in result["check"]
         assert result["save"].startswith("EventError")
         assert result["rows"] == 0
+
+
+class TestAdminHistory:
+    def test_the_history_page_shows_the_trail_and_records_who_looked(self, sqlite_project: Project) -> None:
+        """A superuser sees the object's events (escaped) with a link from the change form; the look is
+        recorded as audit_log.searched by that user; a staff user without permission is refused, unrecorded."""
+        result = sqlite_project.run("admin_history")
+        assert result["status"] == 200
+        assert result["form_link"]
+        page = result["page"]
+        assert "order.created" in page
+        assert "order.updated" in page
+        assert "&lt;b&gt;paid&lt;/b&gt;" in page
+        assert "<b>paid</b>" not in page
+        assert result["clerk_status"] == 403
+        [looked] = sqlite_project.events("audit_log.")
+        assert (looked["event_type"], looked["actor_id"]) == ("audit_log.searched", f"user:{result['boss']}")
+        assert looked["payload"]["filters"] == {"target_type": "Order", "target_id": str(result["order"])}
+        assert looked["payload"]["results"] == 2

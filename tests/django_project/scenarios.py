@@ -225,6 +225,31 @@ def fenced() -> dict[str, Any]:
     return {"check": check, "save": save, "rows": Order.objects.count()}
 
 
+@scenario
+def admin_history() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        boss = User.objects.create_superuser("boss", password="pw")
+        clerk = User.objects.create_user("clerk", password="pw", is_staff=True)  # staff, but no permission
+        order = Order.objects.create()
+        order.status = "<b>paid</b>"
+        order.save()
+    client = Client(REMOTE_ADDR="203.0.113.4")
+    client.force_login(boss)
+    page = client.get(f"/admin/shop/order/{order.pk}/audit-history/")
+    form = client.get(f"/admin/shop/order/{order.pk}/change/")
+    other = Client()
+    other.force_login(clerk)
+    refused = other.get(f"/admin/shop/order/{order.pk}/audit-history/")
+    return {"order": order.pk, "boss": boss.pk, "status": page.status_code, "page": page.content.decode(),
+            "form_link": "audit-history/" in form.content.decode(), "clerk_status": refused.status_code}
+
+
 def main() -> None:
     import django
     from django.core.management import call_command

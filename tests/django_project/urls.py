@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.contrib.auth import authenticate, login, logout
 from django.db import transaction
 from django.http import HttpResponse, JsonResponse
@@ -61,4 +62,5 @@ urlpatterns = [
     path("logout", sign_out),
     path("failing/<int:pk>", failing),
     path("whoami", whoami),
+    path("admin/", admin.site.urls),
 ]
