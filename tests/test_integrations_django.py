@@ -200,7 +200,7 @@ class TestAuthEvents:
             f"user:{user}", user, "ModelBackend")
         [logout] = by_type["auth.logout"]
         assert logout["target_id"] == user
-        [after_login] = [e for e in project.events("order.updated")]
+        [after_login] = project.events("order.updated")
         assert after_login["actor_id"] == f"user:{user}"
         assert ids["hash"].encode() not in project.spool_bytes()
         assert b"second-password" not in project.spool_bytes()

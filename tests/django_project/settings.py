@@ -7,7 +7,7 @@ AUDITLOCK_TEST_MODELS: JSON of AUDITLOCK["MODELS"] (default: Order, Customer and
 import json
 import os
 
-SECRET_KEY = "test-only-not-a-secret"  # noqa: S105
+SECRET_KEY = "test-only-not-a-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
