@@ -219,6 +219,16 @@ class TestMiddleware:
         assert (async_["actor_ip"], async_["payload"]["request_id"]) == ("198.51.100.7", "req-async-1")
         assert ids["async_request_id"] == "req-async-1"
 
+    def test_the_actor_holds_when_the_transaction_outlives_the_request(self, sqlite_project: Project) -> None:
+        """A request's change committed or rolled back after the request ended (as in a TestCase) keeps the
+        request's user as its actor (found trying the integration in a public Django project)."""
+        ids = sqlite_project.run("transaction_outlives_request")
+        events = {e["target_id"]: e for e in sqlite_project.events("order.update")}
+        kept, undone = events[str(ids["kept"])], events[str(ids["undone"])]
+        assert kept["event_type"] == "order.updated"
+        assert undone["event_type"] == "order.update_attempted"
+        assert kept["actor_id"] == undone["actor_id"] == f"user:{ids['user']}"
+
     def test_an_anonymous_change_is_refused_before_the_database(self, sqlite_project: Project) -> None:
         """A change from an anonymous request raises EventError naming the fix, and the row is unchanged."""
         result = sqlite_project.run("anonymous")

@@ -153,6 +153,31 @@ def web() -> dict[str, Any]:
 
 
 @scenario
+def transaction_outlives_request() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.db import transaction
+    from django.test import Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        user = User.objects.create_user("dee", password="pw")
+        kept, undone = Order.objects.create(), Order.objects.create()
+    client = Client()
+    client.force_login(user)
+    with transaction.atomic():  # as a test case's transaction: it ends after the request did
+        client.post(f"/pay/{kept.pk}")
+    try:
+        with transaction.atomic():
+            client.post(f"/pay/{undone.pk}")
+            raise RuntimeError("undo")
+    except RuntimeError:
+        pass
+    return {"user": user.pk, "kept": kept.pk, "undone": undone.pk}
+
+
+@scenario
 def anonymous() -> dict[str, Any]:
     from django.test import Client
 

@@ -25,6 +25,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from auditlock.handler.context import Actor, bind, current_actor, unbind
 from auditlock.integrations.emit import emit_event
 from auditlock.integrations.orm_events import ATTEMPT_OF
 
@@ -42,9 +43,12 @@ class Staged:
     attempt: bool = True  # written as `<prefix>.<ATTEMPT_OF[action]>` on rollback; else dropped
     done: bool = False
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    # The actor as bound when the change was made: a request's scope is closed when the request ends, and a
+    # transaction can end later (a test's, a job's), so the binding is kept as it was, not looked up at COMMIT.
+    bound: Actor | None = field(default_factory=current_actor)
 
 
-Writer = Callable[[str, dict[str, Any], contextvars.Context], None]
+Writer = Callable[[str, dict[str, Any], "Staged"], None]
 _write: Writer | None = None
 
 
@@ -132,13 +136,13 @@ def _rolled_back(connection: BaseDatabaseWrapper, sid: str | None) -> None:
 
 def _committed(alias: str, staged: Staged) -> None:
     discard(alias, staged)
-    _writer()(staged.event_type, staged.fields, staged.context)
+    _writer()(staged.event_type, staged.fields, staged)
 
 
 def _write_attempt(staged: Staged, outcome: str) -> None:
     prefix, _, action = staged.event_type.rpartition(".")
     fields = {**staged.fields, "payload": {**staged.fields.get("payload", {}), "outcome": outcome}}
-    _writer()(f"{prefix}.{ATTEMPT_OF[action]}", fields, staged.context)
+    _writer()(f"{prefix}.{ATTEMPT_OF[action]}", fields, staged)
 
 
 def _stash(connection: BaseDatabaseWrapper) -> list[Staged]:
@@ -156,7 +160,15 @@ def _writer() -> Writer:
 
 
 def write_through(logger: Any) -> Writer:
-    """A writer emitting on `logger` in the change's own context (its actor, job run, trace)."""
-    def write(event_type: str, fields: dict[str, Any], context: contextvars.Context) -> None:
-        context.run(emit_event, logger, event_type, **fields)
+    """A writer emitting on `logger` in the change's own context (its trace) with the actor bound when the change
+    was made (its job run, request id and address)."""
+    def emit_as_bound(event_type: str, fields: dict[str, Any], bound: Actor | None) -> None:
+        token = bind(bound)
+        try:
+            emit_event(logger, event_type, **fields)
+        finally:
+            unbind(token)
+
+    def write(event_type: str, fields: dict[str, Any], staged: Staged) -> None:
+        staged.context.run(emit_as_bound, event_type, fields, staged.bound)
     return write
