@@ -99,12 +99,6 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
     return Project(tmp_path, f"postgres:{url.hostname}:{url.port}:{url.path.lstrip('/')}")
 
 
-@pytest.fixture
-def sqlite_project(tmp_path: Path) -> Project:
-    """The project on SQLite only (behaviour that does not depend on the database)."""
-    return Project(tmp_path, f"sqlite:{tmp_path / 'db.sqlite3'}")
-
-
 class TestModelChanges:
     def test_create_update_delete_with_allowlisted_values(self, project: Project) -> None:
         """created / updated / deleted with allowlisted before/after only; a save that changes nothing writes
@@ -137,10 +131,10 @@ class TestModelChanges:
         assert ("order.updated", None, {"status": ["new", "outer"]}) in kinds
         assert len(kinds) == 4
 
-    def test_a_failing_request_leaves_an_attempt(self, sqlite_project: Project) -> None:
+    def test_a_failing_request_leaves_an_attempt(self, project: Project) -> None:
         """A view whose atomic block raises: its change is rolled back and recorded as an attempt by the user."""
-        ids = sqlite_project.run("failing_view")
-        [attempt] = sqlite_project.events("order.update")
+        ids = project.run("failing_view")
+        [attempt] = project.events("order.update")
         assert (attempt["event_type"], attempt["payload"]["outcome"]) == ("order.update_attempted", "rolled_back")
         assert attempt["actor_id"] == f"user:{ids['user']}"
 
@@ -207,11 +201,11 @@ class TestAuthEvents:
 
 
 class TestMiddleware:
-    def test_sync_and_async_views_are_attributed(self, sqlite_project: Project) -> None:
+    def test_sync_and_async_views_are_attributed(self, project: Project) -> None:
         """The logged-in user is the actor on a sync and an async view; X-Forwarded-For and X-Request-ID count
         only from a trusted proxy; the request id is echoed."""
-        ids = sqlite_project.run("web")
-        by_target = {e["target_id"]: e for e in sqlite_project.events("order.updated")}
+        ids = project.run("web")
+        by_target = {e["target_id"]: e for e in project.events("order.updated")}
         sync, async_ = by_target[str(ids["sync_order"])], by_target[str(ids["async_order"])]
         assert sync["actor_id"] == async_["actor_id"] == f"user:{ids['user']}"
         assert sync["actor_ip"] == "203.0.113.9"
@@ -219,37 +213,37 @@ class TestMiddleware:
         assert (async_["actor_ip"], async_["payload"]["request_id"]) == ("198.51.100.7", "req-async-1")
         assert ids["async_request_id"] == "req-async-1"
 
-    def test_the_actor_holds_when_the_transaction_outlives_the_request(self, sqlite_project: Project) -> None:
+    def test_the_actor_holds_when_the_transaction_outlives_the_request(self, project: Project) -> None:
         """A request's change committed or rolled back after the request ended (as in a TestCase) keeps the
         request's user as its actor (found trying the integration in a public Django project)."""
-        ids = sqlite_project.run("transaction_outlives_request")
-        events = {e["target_id"]: e for e in sqlite_project.events("order.update")}
+        ids = project.run("transaction_outlives_request")
+        events = {e["target_id"]: e for e in project.events("order.update")}
         kept, undone = events[str(ids["kept"])], events[str(ids["undone"])]
         assert kept["event_type"] == "order.updated"
         assert undone["event_type"] == "order.update_attempted"
         assert kept["actor_id"] == undone["actor_id"] == f"user:{ids['user']}"
 
-    def test_an_anonymous_change_is_refused_before_the_database(self, sqlite_project: Project) -> None:
+    def test_an_anonymous_change_is_refused_before_the_database(self, project: Project) -> None:
         """A change from an anonymous request raises EventError naming the fix, and the row is unchanged."""
-        result = sqlite_project.run("anonymous")
+        result = project.run("anonymous")
         assert result["raised"].startswith("EventError")
         assert result["status"] == "new"
-        assert sqlite_project.events("order.updated") == []
+        assert project.events("order.updated") == []
 
 
 class TestCommands:
-    def test_a_management_command_is_a_job(self, sqlite_project: Project) -> None:
+    def test_a_management_command_is_a_job(self, project: Project) -> None:
         """Changes made by `close_orders` carry actor job:close_orders and a run id."""
-        sqlite_project.run("command")
-        closing = sqlite_project.events("order.updated")
+        project.run("command")
+        closing = project.events("order.updated")
         assert [e["actor_id"] for e in closing] == ["job:close_orders"] * 2
         assert len({e["payload"]["job_run_id"] for e in closing}) == 1
 
 
 class TestChecks:
-    def test_a_model_without_a_target_fails_the_checks_and_its_saves(self, sqlite_project: Project) -> None:
+    def test_a_model_without_a_target_fails_the_checks_and_its_saves(self, project: Project) -> None:
         """`manage.py check` fails with auditlock.E001 naming the missing section, and a save is refused."""
-        result = sqlite_project.run("fenced", models={"shop.Order": "Purchase"})
+        result = project.run("fenced", models={"shop.Order": "Purchase"})
         assert "auditlock.E001" in result["check"]
         assert "[targets.Purchase]" in result["check"]
         assert result["save"].startswith("EventError")
@@ -257,10 +251,10 @@ class TestChecks:
 
 
 class TestAdminHistory:
-    def test_the_history_page_shows_the_trail_and_records_who_looked(self, sqlite_project: Project) -> None:
+    def test_the_history_page_shows_the_trail_and_records_who_looked(self, project: Project) -> None:
         """A superuser sees the object's events (escaped) with a link from the change form; the look is
         recorded as audit_log.searched by that user; a staff user without permission is refused, unrecorded."""
-        result = sqlite_project.run("admin_history")
+        result = project.run("admin_history")
         assert result["status"] == 200
         assert result["form_link"]
         page = result["page"]
@@ -269,7 +263,7 @@ class TestAdminHistory:
         assert "&lt;b&gt;paid&lt;/b&gt;" in page
         assert "<b>paid</b>" not in page
         assert result["clerk_status"] == 403
-        [looked] = sqlite_project.events("audit_log.")
+        [looked] = project.events("audit_log.")
         assert (looked["event_type"], looked["actor_id"]) == ("audit_log.searched", f"user:{result['boss']}")
         assert looked["payload"]["filters"] == {"target_type": "Order", "target_id": str(result["order"])}
         assert looked["payload"]["results"] == 2
