@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import auditlock
 from auditlock.config import Config
+from auditlock.integrations.orm_events import BULK_IDS_MAX
 from auditlock.integrations.sqlalchemy import SessionTracker, track
-from auditlock.integrations.sqlalchemy_bulk import BULK_IDS_MAX
 from tests.support.sqlalchemy_models import (
     INCLUDE,
     MODELS,

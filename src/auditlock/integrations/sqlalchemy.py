@@ -64,22 +64,26 @@ from auditlock.config.model import Config
 from auditlock.errors import ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.context import current_actor
-from auditlock.handler.event_types import record_event_type
 from auditlock.integrations.emit import AuditLogger, emit_event
+from auditlock.integrations.orm_events import (
+    ATTEMPT_OF,
+    SUCCESS_ACTIONS,
+    allow_integration_fields,
+    default_event_prefix,
+    emitted_event_types,
+    fit_ids,
+)
 from auditlock.integrations.sqlalchemy_async import sync_event_target
 from auditlock.integrations.sqlalchemy_bulk import (
-    BULK_FIELDS,
     KeyPlan,
     bulk_action,
     describe_statement,
-    fit_ids,
     plan_keys,
     returned_ids,
     rowcount_of,
     statement_model,
 )
 from auditlock.integrations.sqlalchemy_capture import (
-    ATTEMPT_FIELDS,
     PendingEvent,
     TrackedModel,
     flush_changes,
@@ -87,20 +91,9 @@ from auditlock.integrations.sqlalchemy_capture import (
 )
 from auditlock.integrations.sqlalchemy_check import EventCheck
 
-__all__ = ["SessionTracker", "default_event_prefix", "sync_event_target", "track"]
+__all__ = ["ATTEMPT_OF", "SUCCESS_ACTIONS", "SessionTracker", "default_event_prefix", "sync_event_target", "track"]
 
-SUCCESS_ACTIONS = ("created", "updated", "deleted", "bulk_created", "bulk_updated", "bulk_deleted")
 WIDEST_ROWCOUNT = 2**63 - 1  # a bulk event's row count as checked before the statement runs
-ATTEMPT_OF = {
-    "created": "create_attempted", "updated": "update_attempted", "deleted": "delete_attempted",
-    "bulk_created": "bulk_create_attempted", "bulk_updated": "bulk_update_attempted",
-    "bulk_deleted": "bulk_delete_attempted",
-}
-
-
-def default_event_prefix(target_type: str) -> str:
-    """The event type prefix of a target type: its name in snake case (`OrderLine` -> `order_line`)."""
-    return record_event_type(target_type, "created").rpartition(".")[0]
 
 
 def track(
@@ -138,7 +131,7 @@ def track(
     if problems:
         raise ConfigError(problems, source="auditlock.integrations.sqlalchemy.track")
     for model in tracked.values():
-        _allow_integration_fields(model.prefix)
+        allow_integration_fields(model.prefix)
     return SessionTracker(sync_event_target(session_or_factory), logger, tracked, check=check)
 
 
@@ -150,7 +143,7 @@ def _tracked_model(cls: type[Any], target_type: str, prefix: str | None, config:
         problems.append(f"models: {cls!r} is not a mapped class")
         return None
     prefix = prefix or default_event_prefix(target_type)
-    emitted = [t for action in SUCCESS_ACTIONS for t in (f"{prefix}.{action}", f"{prefix}.{ATTEMPT_OF[action]}")]
+    emitted = emitted_event_types(prefix)
     if not all(event_types.EVENT_TYPE_PATTERN.match(event_type) for event_type in emitted):
         problems.append(f"event prefix {prefix!r} of {cls.__name__} must be lowercase like 'order'")
         return None
@@ -165,17 +158,6 @@ def _tracked_model(cls: type[Any], target_type: str, prefix: str | None, config:
         return None
     columns = frozenset(prop.key for prop in mapper.column_attrs)
     return TrackedModel(target_type, prefix, target.allowed & columns, mapper)
-
-
-def _allow_integration_fields(prefix: str) -> None:
-    # The integration's own payload fields (outcome, error, criteria, columns, rowcount) carry no record values;
-    # they are registered as standard fields of its event types so the core's allowlist lets them through.
-    for action in SUCCESS_ACTIONS:
-        bulk = BULK_FIELDS if action.startswith("bulk_") else frozenset()
-        for event_type, names in ((f"{prefix}.{action}", bulk), (f"{prefix}.{ATTEMPT_OF[action]}",
-                                                                 bulk | ATTEMPT_FIELDS)):
-            if names:
-                event_types.register_standard_fields(event_type, names)
 
 
 @dataclass

@@ -10,7 +10,7 @@ SQLAlchemy uses for `synchronize_session="fetch"`. Where it cannot, the event sa
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,6 @@ from auditlock.handler.encode import encode_value
 from auditlock.integrations.sqlalchemy_capture import ModelLookup, TrackedModel, key_string
 
 # Payload fields the integration itself writes on bulk events (registered as standard fields of their types).
-BULK_FIELDS = frozenset({"criteria", "columns", "rowcount", "ids", "ids_truncated", "ids_unknown"})
-BULK_IDS_MAX = 1000  # ids kept per event (fewer if the event would exceed [events] max_event_bytes)
 BULK_IDS_OPTION = "auditlock_bulk_ids"  # execution option: False runs the statement without RETURNING
 _KEYS_ADDED = "auditlock_bulk_ids_added"  # marks a statement whose RETURNING this integration added
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
@@ -125,17 +123,6 @@ def returned_ids(result: Result[Any], model: TrackedModel) -> list[str] | None:
         return [key_string([row._mapping[column] for column in key]) for row in result.returned_defaults_rows or ()]
     except KeyError:
         return None  # rows returned for another purpose, without this model's key
-
-
-def fit_ids(payload: dict[str, Any], ids: list[str], accepted: Callable[[], bool]) -> None:
-    """Put at most `BULK_IDS_MAX` ids into `payload`, fewer while `accepted()` says the event is too large;
-    `ids_truncated` says whether any were left out."""
-    kept = ids[:BULK_IDS_MAX]
-    while True:
-        payload["ids"], payload["ids_truncated"] = kept, len(kept) < len(ids)
-        if not kept or accepted():
-            return
-        kept = kept[:len(kept) // 2]
 
 
 # -- what the statement says ----------------------------------------------------------------------------------

@@ -19,8 +19,6 @@ from sqlalchemy.orm import InstanceState, Mapper, Session
 
 from auditlock.handler.encode import encode_value
 
-# Payload fields the integration itself writes (registered as standard fields of its event types).
-ATTEMPT_FIELDS = frozenset({"outcome", "error"})
 _NOT_LOADED = object()
 
 ModelLookup = Callable[[type[Any]], "TrackedModel | None"]

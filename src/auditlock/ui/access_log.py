@@ -23,14 +23,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditlock.config.model import Config, HmacConfig, TargetConfig
 from auditlock.errors import AuditlockError, ConfigError, EventError, SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
-from auditlock.ui.auth import Viewer
+
+if TYPE_CHECKING:  # the Django admin's history page records through this module without the view's web stack
+    from auditlock.ui.auth import Viewer
 
 TARGET_TYPE = "AuditLog"
 SEARCHED = "audit_log.searched"

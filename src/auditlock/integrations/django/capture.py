@@ -1,0 +1,179 @@
+"""Model saves, deletes and many-to-many changes of tracked models, from Django's own signals.
+
+- `pre_save`: for an existing row, read its concrete columns (one SELECT) — the before-values, and what tells
+  whether the save changes anything; stage the event and ask the writing core whether it would accept it
+  (`EventCheck`: an unattributable actor, an oversized event, an unrouted type raise `EventError` here, before the
+  database is written). `post_save`: `created` with the after-values, or `updated` with the allowlisted fields
+  that changed; a save that changed no column writes no event.
+- `pre_delete` stages `deleted` with the instance's allowlisted values (as loaded: `QuerySet.delete()` loads them
+  fresh; for `obj.delete()` they are the object's); `post_delete` finishes it. Django sends these per row for
+  `QuerySet.delete()` too, because receivers are connected.
+- `m2m_changed` of an allowlisted many-to-many field: `updated` with `changes = {field: [ids before, ids after]}`,
+  either side of the relation (`order.tags.add(t)` and `t.order_set.add(order)` alike).
+
+Values are encoded (`encode_value`) when read, so later mutations of an object cannot change a staged event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models, router
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+
+from auditlock.errors import EventError
+from auditlock.handler.encode import encode_value
+from auditlock.integrations.django import m2m, transactions
+from auditlock.integrations.django.runtime import TrackedModel, runtime
+
+_STAGED = "_auditlock_staged_save"
+_OLD_ROW = "_auditlock_old_row"
+_STAGED_DELETE = "_auditlock_staged_delete"
+ID_PLACEHOLDER = "9" * 20  # a target id as wide as a 64-bit key, for checking an event before its key exists
+_UID = "auditlock.integrations.django.capture"
+
+
+def connect() -> None:
+    """Connect the receivers (idempotent: fixed dispatch uids)."""
+    pre_save.connect(_pre_save, dispatch_uid=f"{_UID}.pre_save", weak=False)
+    post_save.connect(_post_save, dispatch_uid=f"{_UID}.post_save", weak=False)
+    pre_delete.connect(_pre_delete, dispatch_uid=f"{_UID}.pre_delete", weak=False)
+    post_delete.connect(_post_delete, dispatch_uid=f"{_UID}.post_delete", weak=False)
+    m2m_changed.connect(_m2m_changed, dispatch_uid=f"{_UID}.m2m", weak=False)
+
+
+def tracked_or_fenced(model: type[Any]) -> TrackedModel | None:
+    """The tracking of `model`; `EventError` if it is listed but cannot be recorded (config problem)."""
+    rt = runtime()
+    fenced = rt.fenced.get(model)
+    if fenced is not None:
+        raise EventError(f"auditlock cannot record changes of {model._meta.label}: {fenced}")
+    return rt.tracked(model)
+
+
+def _pre_save(sender: type[models.Model], instance: models.Model, raw: bool = False, using: str | None = None,
+              update_fields: Any = None, **_: Any) -> None:
+    tracked = tracked_or_fenced(sender)
+    if tracked is None:
+        return
+    alias = using or router.db_for_write(sender, instance=instance)
+    old = None if instance._state.adding or instance.pk is None else _old_row(sender, alias, instance.pk)
+    setattr(instance, _OLD_ROW, old)
+    fields = _event_fields(tracked, instance, old, update_fields)
+    action = "created" if old is None else "updated"
+    check_fields = {**fields, "target_id": str(instance.pk) if instance.pk is not None else ID_PLACEHOLDER}
+    runtime().check.check(f"{tracked.prefix}.{action}", check_fields)
+    setattr(instance, _STAGED, transactions.stage(alias, f"{tracked.prefix}.{action}", fields))
+
+
+def _post_save(sender: type[models.Model], instance: models.Model, created: bool = False, using: str | None = None,
+               update_fields: Any = None, **_: Any) -> None:
+    staged: transactions.Staged | None = instance.__dict__.pop(_STAGED, None)
+    tracked = runtime().tracked(sender)
+    if staged is None or tracked is None:
+        return
+    alias = using or router.db_for_write(sender, instance=instance)
+    old = instance.__dict__.pop(_OLD_ROW, None)
+    if created:
+        staged.event_type = f"{tracked.prefix}.created"
+        staged.fields = {**_event_fields(tracked, instance, None, None), "target_id": str(instance.pk)}
+    else:
+        staged.event_type = f"{tracked.prefix}.updated"
+        if not _changed_columns(sender, instance, old, update_fields):
+            transactions.discard(alias, staged)
+            return
+        staged.fields = {**_event_fields(tracked, instance, old, update_fields), "target_id": str(instance.pk)}
+    transactions.finish(alias, staged)
+
+
+def _pre_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **_: Any) -> None:
+    tracked = tracked_or_fenced(sender)
+    if tracked is None:
+        return
+    alias = using or router.db_for_write(sender, instance=instance)
+    before = {name: _encoded(tracked, name, f.value_from_object(instance)) for name, f in tracked.fields.items()}
+    fields = {"target_type": tracked.target_type, "target_id": str(instance.pk), "before": before, "payload": {}}
+    runtime().check.check(f"{tracked.prefix}.deleted", fields)
+    setattr(instance, _STAGED_DELETE, transactions.stage(alias, f"{tracked.prefix}.deleted", fields))
+
+
+def _post_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **_: Any) -> None:
+    staged: transactions.Staged | None = instance.__dict__.pop(_STAGED_DELETE, None)
+    if staged is not None:
+        transactions.finish(using or router.db_for_write(sender, instance=instance), staged)
+
+
+def _m2m_changed(sender: type[models.Model], *, instance: models.Model, action: str, reverse: bool,
+                 pk_set: set[Any] | None, using: str | None = None, **_: Any) -> None:
+    for tracked, field in _tracked_m2m_fields(sender):
+        m2m.follow(field, instance=instance, action=action, reverse=reverse, pk_set=pk_set, using=using,
+                   write=_m2m_writer(tracked, field.name))
+
+
+def _tracked_m2m_fields(through: type[models.Model]) -> list[tuple[TrackedModel, models.ManyToManyField[Any, Any]]]:
+    rt = runtime()
+    return [(tracked, field) for tracked in rt.models.values() for field in tracked.m2m.values()
+            if field.remote_field.through is through]
+
+
+def _m2m_writer(tracked: TrackedModel, name: str) -> m2m.ChangeWriter:
+    def write(alias: str, owner_pk: Any, before: list[Any], after: list[Any], *, check: bool = False) -> None:
+        fields = {"target_type": tracked.target_type, "target_id": str(owner_pk), "payload": {},
+                  "before": {name: _encoded(tracked, name, before)}, "after": {name: _encoded(tracked, name, after)}}
+        runtime().check.check(f"{tracked.prefix}.updated", fields)
+        if not check:
+            transactions.finish(alias, transactions.stage(alias, f"{tracked.prefix}.updated", fields))
+    return write
+
+
+# -- values -------------------------------------------------------------------------------------------------------
+
+
+def _old_row(model: type[models.Model], alias: str, pk: Any) -> dict[str, Any] | None:
+    attnames = [f.attname for f in model._meta.concrete_fields]
+    return model._base_manager.using(alias).filter(pk=pk).values(*attnames).first()
+
+
+def _event_fields(tracked: TrackedModel, instance: models.Model, old: dict[str, Any] | None,
+                  update_fields: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"target_type": tracked.target_type, "target_id": _pk_text(instance), "payload": {}}
+    if old is None:
+        fields["after"] = {name: _encoded(tracked, name, f.value_from_object(instance))
+                           for name, f in tracked.fields.items()}
+        return fields
+    changed = _changed_columns(type(instance), instance, old, update_fields)
+    names = [name for name, f in tracked.fields.items() if f.attname in changed]
+    fields["before"] = {name: _encoded(tracked, name, old[tracked.fields[name].attname]) for name in names}
+    fields["after"] = {name: _encoded(tracked, name, tracked.fields[name].value_from_object(instance))
+                       for name in names}
+    return fields
+
+
+def _changed_columns(model: type[models.Model], instance: models.Model, old: dict[str, Any] | None,
+                     update_fields: Any) -> set[str]:
+    """The attnames the save writes with a value different from the stored one."""
+    if old is None:
+        return set()
+    written = {model._meta.get_field(n).attname for n in update_fields} if update_fields else set(old)
+    return {attname for attname in written if attname in old
+            and _differs(model._meta.get_field(_name_of(model, attname)), old[attname], getattr(instance, attname))}
+
+
+def _name_of(model: type[models.Model], attname: str) -> str:
+    return next(f.name for f in model._meta.concrete_fields if f.attname == attname)
+
+
+def _differs(field: models.Field[Any, Any], stored: Any, current: Any) -> bool:
+    try:
+        return bool(field.to_python(current) != stored)
+    except (ValidationError, TypeError, ValueError):
+        return True  # a value the field cannot even read back is a change
+
+
+def _pk_text(instance: models.Model) -> str | None:
+    return None if instance.pk is None else str(instance.pk)
+
+
+def _encoded(tracked: TrackedModel, name: str, value: Any) -> Any:
+    return encode_value(value, f"{tracked.target_type}.{name}")

@@ -1,0 +1,288 @@
+"""Scenarios run in a fresh process each (`python -m tests.django_project.scenarios NAME`), so every one starts
+Django with the settings its test chose; each prints one JSON object for the test to compare with the spool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_project.settings")
+
+SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+def scenario(function: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    SCENARIOS[function.__name__] = function
+    return function
+
+
+@scenario
+def crud() -> dict[str, Any]:
+    from auditlock import actor
+    from tests.django_project.shop.models import Customer, Order
+
+    with actor("user:7"):
+        customer = Customer.objects.create(name="Ann", email="ann@example.com")
+        order = Order.objects.create(customer=customer, total=Decimal("10.00"), note="SECRET-NOTE-MARKER")
+        order_id = order.pk
+        order.status = "paid"
+        order.save()
+        order.save()  # changes nothing: no event
+        order.note = "SECRET-NOTE-2"
+        order.save()  # a column outside the allowlist changed: an event with no values
+        order.status = "shipped"
+        order.save(update_fields=["status"])
+        order.delete()
+    return {"customer": customer.pk, "order": order_id}
+
+
+@scenario
+def rollback() -> dict[str, Any]:
+    from django.db import transaction
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:7"):
+        order = Order.objects.create()
+        try:
+            with transaction.atomic():
+                order.status = "rolled"
+                order.save()
+                raise RuntimeError("undo")
+        except RuntimeError:
+            pass
+        with transaction.atomic():
+            order.status = "outer"
+            order.save()
+            try:
+                with transaction.atomic():
+                    order.total = Decimal("5.00")
+                    order.save()
+                    raise RuntimeError("undo inner")
+            except RuntimeError:
+                pass
+    return {"order": order.pk}
+
+
+@scenario
+def many_to_many() -> dict[str, Any]:
+    from auditlock import actor
+    from tests.django_project.shop.models import Order, Tag
+
+    with actor("user:7"):
+        red, blue = Tag.objects.create(name="red"), Tag.objects.create(name="blue")
+        order = Order.objects.create()
+        order.tags.add(red, blue)
+        red.order_set.remove(order)  # the other side of the relation
+        order.tags.clear()
+    return {"order": order.pk, "red": red.pk, "blue": blue.pk}
+
+
+@scenario
+def bulk() -> dict[str, Any]:
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:7"):
+        created = Order.objects.bulk_create([Order(note="SECRET-BULK") for _ in range(3)])
+        updated = Order.objects.filter(status="new", total__gte=0).update(status="paid")
+        for order in created:
+            order.total = Decimal("3.00")
+        Order.objects.bulk_update(created, ["total"])
+        Order.objects.filter(status="paid").delete()
+    return {"ids": [o.pk for o in created], "updated": updated}
+
+
+@scenario
+def auth() -> dict[str, Any]:
+    from django.contrib.auth.models import Group, Permission, User
+    from django.test import Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        user = User.objects.create_user("ann", password="first-password")
+        staff = Group.objects.create(name="staff")
+        user.groups.add(staff)
+        staff.user_set.remove(user)  # the other side
+        perm = Permission.objects.get(codename="change_order")
+        user.user_permissions.add(perm)
+        staff.permissions.add(perm)
+        user.set_password("second-password")
+        user.save()
+        order = Order.objects.create()
+    client = Client(REMOTE_ADDR="203.0.113.5")
+    failed = client.post("/login", {"username": "ann", "password": "wrong", "order": order.pk}).status_code
+    ok = client.post("/login", {"username": "ann", "password": "second-password", "order": order.pk}).status_code
+    bye = client.post("/logout").status_code
+    return {"user": user.pk, "group": staff.pk, "order": order.pk, "hash": user.password,
+            "statuses": [failed, ok, bye]}
+
+
+@scenario
+def web() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.test import AsyncClient, Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        user = User.objects.create_user("bob", password="pw")
+        sync_order, async_order = Order.objects.create(), Order.objects.create()
+    client = Client(REMOTE_ADDR="203.0.113.9")  # not a proxy: its X-Forwarded-For and X-Request-ID are ignored
+    client.force_login(user)
+    sync = client.post(f"/pay/{sync_order.pk}", HTTP_X_FORWARDED_FOR="10.9.9.9", HTTP_X_REQUEST_ID="req-forged")
+
+    async def pay_async() -> Any:
+        async_client = AsyncClient()  # the ASGI test peer is 127.0.0.1, a trusted proxy
+        await async_client.aforce_login(user)
+        return await async_client.post(f"/apay/{async_order.pk}",
+                                       headers={"X-Forwarded-For": "198.51.100.7", "X-Request-ID": "req-async-1"})
+    response = asyncio.run(pay_async())
+    return {"user": user.pk, "sync_order": sync_order.pk, "async_order": async_order.pk,
+            "sync_request_id": sync.headers.get("X-Request-ID"), "async_status": response.status_code,
+            "async_request_id": response.headers.get("X-Request-ID")}
+
+
+@scenario
+def transaction_outlives_request() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.db import transaction
+    from django.test import Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        user = User.objects.create_user("dee", password="pw")
+        kept, undone = Order.objects.create(), Order.objects.create()
+    client = Client()
+    client.force_login(user)
+    with transaction.atomic():  # as a test case's transaction: it ends after the request did
+        client.post(f"/pay/{kept.pk}")
+    try:
+        with transaction.atomic():
+            client.post(f"/pay/{undone.pk}")
+            raise RuntimeError("undo")
+    except RuntimeError:
+        pass
+    return {"user": user.pk, "kept": kept.pk, "undone": undone.pk}
+
+
+@scenario
+def anonymous() -> dict[str, Any]:
+    from django.test import Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        order = Order.objects.create()
+    try:
+        Client().post(f"/pay/{order.pk}")
+    except Exception as exc:
+        raised = f"{type(exc).__name__}: {exc}"
+    else:
+        raised = None
+    order.refresh_from_db()
+    return {"raised": raised, "status": order.status}
+
+
+@scenario
+def failing_view() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        user = User.objects.create_user("cy", password="pw")
+        order = Order.objects.create()
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    status = client.post(f"/failing/{order.pk}").status_code
+    return {"order": order.pk, "user": user.pk, "status": status}
+
+
+@scenario
+def command() -> dict[str, Any]:
+    from django.core.management import call_command
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        orders = [Order.objects.create(status="paid") for _ in range(2)]
+    call_command("close_orders")
+    return {"orders": [o.pk for o in orders]}
+
+
+@scenario
+def fenced() -> dict[str, Any]:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    try:
+        call_command("check")
+    except SystemCheckError as exc:
+        check = str(exc)
+    else:
+        check = None
+    try:
+        with actor("user:admin"):
+            Order.objects.create()
+    except Exception as exc:
+        save = f"{type(exc).__name__}: {exc}"
+    else:
+        save = None
+    return {"check": check, "save": save, "rows": Order.objects.count()}
+
+
+@scenario
+def admin_history() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        boss = User.objects.create_superuser("boss", password="pw")
+        clerk = User.objects.create_user("clerk", password="pw", is_staff=True)  # staff, but no permission
+        order = Order.objects.create()
+        order.status = "<b>paid</b>"
+        order.save()
+    client = Client(REMOTE_ADDR="203.0.113.4")
+    client.force_login(boss)
+    page = client.get(f"/admin/shop/order/{order.pk}/audit-history/")
+    form = client.get(f"/admin/shop/order/{order.pk}/change/")
+    other = Client()
+    other.force_login(clerk)
+    refused = other.get(f"/admin/shop/order/{order.pk}/audit-history/")
+    return {"order": order.pk, "boss": boss.pk, "status": page.status_code, "page": page.content.decode(),
+            "form_link": "audit-history/" in form.content.decode(), "clerk_status": refused.status_code}
+
+
+def main() -> None:
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", run_syncdb=True, verbosity=0, skip_checks=True)
+    print(json.dumps(SCENARIOS[sys.argv[1]](), default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+from django.contrib import admin
+from django.contrib.auth import authenticate, login, logout
+from django.db import transaction
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+from tests.django_project.shop.models import Order
+
+
+@csrf_exempt
+def pay(request, pk):
+    order = Order.objects.get(pk=pk)
+    order.status = "paid"
+    order.save()
+    return HttpResponse("ok")
+
+
+@csrf_exempt
+async def apay(request, pk):
+    order = await Order.objects.aget(pk=pk)
+    order.status = "paid"
+    await order.asave()
+    return HttpResponse("ok")
+
+
+@csrf_exempt
+def sign_in(request):
+    user = authenticate(request, username=request.POST["username"], password=request.POST["password"])
+    if user is None:
+        return HttpResponse("no", status=401)
+    login(request, user)
+    order = Order.objects.get(pk=int(request.POST["order"]))
+    order.status = "logged_in_change"
+    order.save()
+    return HttpResponse("ok")
+
+
+@csrf_exempt
+def sign_out(request):
+    logout(request)
+    return HttpResponse("bye")
+
+
+@csrf_exempt
+def failing(request, pk):
+    with transaction.atomic():
+        order = Order.objects.get(pk=pk)
+        order.status = "never"
+        order.save()
+        raise RuntimeError("boom")
+
+
+def whoami(request):
+    return JsonResponse({"user": request.user.pk})
+
+
+urlpatterns = [
+    path("pay/<int:pk>", pay),
+    path("apay/<int:pk>", apay),
+    path("login", sign_in),
+    path("logout", sign_out),
+    path("failing/<int:pk>", failing),
+    path("whoami", whoami),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,269 @@
+"""The Django integration in a real Django project (tests/django_project), on SQLite and PostgreSQL: model
+changes written at commit and as attempts on rollback, many-to-many changes, bulk QuerySet calls, auth and
+permission signals, the middleware's actor on sync and async views, management commands as jobs, system checks.
+
+Each scenario runs in a process of its own (Django's settings are per process) and its events are read back
+from the spool the process closed."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+
+from auditlock.query.spool import copy_spool_events
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+service = "shop"
+
+[spool]
+dir = "{spool}"
+durability = "sync"
+
+[events]
+include = ["order.*", "customer.*", "user.*", "auth.*", "access.*"]
+
+[targets.Order]
+fields = ["status", "total", "customer", "tags"]
+
+[targets.Customer]
+fields = ["name"]
+
+[targets.User]
+fields = ["username", "is_staff"]
+
+[targets.Group]
+fields = []
+
+[retention]
+default = "standard"
+
+[retention.classes.standard]
+days = 30
+"""
+
+
+class Project:
+    """One scenario run of the test project against a database, and the events it left in its spool."""
+
+    def __init__(self, root: Path, database: str, config: str = CONFIG) -> None:
+        self.spool = root / "spool"
+        self.config = root / "auditlock.toml"
+        self.config.write_text(config.format(spool=self.spool))
+        self.database = database
+
+    def run(self, name: str, *, models: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run scenario `name`; its JSON result."""
+        env = {**os.environ, "AUDITLOCK_CONFIG": str(self.config), "AUDITLOCK_TEST_DB": self.database,
+               "PYTHONPATH": str(ROOT)}
+        if models is not None:
+            env["AUDITLOCK_TEST_MODELS"] = json.dumps(models)
+        done = subprocess.run([sys.executable, "-m", "tests.django_project.scenarios", name], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def events(self, *prefixes: str) -> list[dict[str, Any]]:
+        """The spool's events (those whose type starts with one of `prefixes`, if given), in write order."""
+        out = io.BytesIO()
+        copy_spool_events(self.spool, out)
+        events = [orjson.loads(line) for line in out.getvalue().splitlines()]
+        events.sort(key=lambda e: (e["occurred_at"], e["writer"], e["seq"]))
+        return [e for e in events if not prefixes or e["event_type"].startswith(prefixes)]
+
+    def spool_bytes(self) -> bytes:
+        """Every byte of every file in the spool."""
+        return b"".join(p.read_bytes() for p in sorted(self.spool.rglob("*")) if p.is_file())
+
+
+def changes(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's `payload.changes`."""
+    return event["payload"].get("changes", {})
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
+    """The project on SQLite (a file) or on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return Project(tmp_path, f"sqlite:{tmp_path / 'db.sqlite3'}")
+    url = urlsplit(request.getfixturevalue("postgres_url"))
+    return Project(tmp_path, f"postgres:{url.hostname}:{url.port}:{url.path.lstrip('/')}")
+
+
+class TestModelChanges:
+    def test_create_update_delete_with_allowlisted_values(self, project: Project) -> None:
+        """created / updated / deleted with allowlisted before/after only; a save that changes nothing writes
+        nothing; a column outside the allowlist never reaches the spool bytes."""
+        ids = project.run("crud")
+        order = str(ids["order"])
+        events = project.events("order.", "customer.")
+        assert [e["event_type"] for e in events] == ["customer.created", "order.created", "order.updated",
+                                                     "order.updated", "order.updated", "order.deleted"]
+        assert all(e["actor_id"] == "user:7" for e in events)
+        created, paid, noted, shipped, deleted = events[1:]
+        assert created["target_id"] == order
+        assert changes(created) == {"status": [None, "new"], "total": [None, "10.00"],
+                                    "customer": [None, ids["customer"]]}
+        assert changes(paid) == {"status": ["new", "paid"]}
+        assert changes(noted) == {}
+        assert changes(shipped) == {"status": ["paid", "shipped"]}
+        assert changes(deleted)["status"] == ["shipped", None]
+        assert b"SECRET-NOTE" not in project.spool_bytes()
+
+    def test_rolled_back_changes_are_attempts(self, project: Project) -> None:
+        """A change in a transaction or savepoint that rolls back is `update_attempted` (rolled_back); the
+        committed one is `updated`."""
+        project.run("rollback")
+        events = project.events("order.")
+        kinds = [(e["event_type"], e["payload"].get("outcome"), changes(e)) for e in events]
+        assert kinds[0][0] == "order.created"
+        assert ("order.update_attempted", "rolled_back", {"status": ["new", "rolled"]}) in kinds
+        assert ("order.update_attempted", "rolled_back", {"total": ["0.00", "5.00"]}) in kinds
+        assert ("order.updated", None, {"status": ["new", "outer"]}) in kinds
+        assert len(kinds) == 4
+
+    def test_a_failing_request_leaves_an_attempt(self, project: Project) -> None:
+        """A view whose atomic block raises: its change is rolled back and recorded as an attempt by the user."""
+        ids = project.run("failing_view")
+        [attempt] = project.events("order.update")
+        assert (attempt["event_type"], attempt["payload"]["outcome"]) == ("order.update_attempted", "rolled_back")
+        assert attempt["actor_id"] == f"user:{ids['user']}"
+
+
+class TestManyToMany:
+    def test_either_side_of_the_relation(self, project: Project) -> None:
+        """add, remove from the other side and clear are `updated` events with the id sets before and after."""
+        ids = project.run("many_to_many")
+        tag_changes = [changes(e)["tags"] for e in project.events("order.updated")]
+        red, blue = ids["red"], ids["blue"]
+        assert tag_changes == [[[], sorted([red, blue], key=str)], [sorted([red, blue], key=str), [blue]],
+                               [[blue], []]]
+
+
+class TestBulk:
+    def test_bulk_calls_are_bulk_events(self, project: Project) -> None:
+        """bulk_create, update() and bulk_update are one bulk event each with columns, criteria, row count and
+        ids; QuerySet.delete() is a deleted event per row."""
+        ids = project.run("bulk")
+        keys = sorted(str(i) for i in ids["ids"])
+        events = project.events("order.")
+        created, updated, bulk_updated = events[:3]
+        assert created["event_type"] == "order.bulk_created"
+        assert sorted(created["payload"]["ids"]) == keys
+        assert created["payload"]["rowcount"] == 3
+        assert updated["event_type"] == "order.bulk_updated"
+        assert updated["payload"]["columns"] == ["status"]
+        assert updated["payload"]["criteria"] == "status__exact AND total__gte"
+        assert sorted(updated["payload"]["ids"]) == keys
+        assert bulk_updated["payload"]["columns"] == ["total"]
+        deleted = [e for e in events if e["event_type"] == "order.deleted"]
+        assert sorted(e["target_id"] for e in deleted) == keys
+        assert b"SECRET-BULK" not in project.spool_bytes()
+
+
+class TestAuthEvents:
+    def test_logins_passwords_groups_and_permissions(self, project: Project) -> None:
+        """Failed and successful logins, logout, a password change (never the hash), group grants/revokes from
+        either side, user and group permission changes; the login makes the user the request's actor."""
+        ids = project.run("auth")
+        user = str(ids["user"])
+        assert ids["statuses"] == [401, 200, 200]
+        by_type = {}
+        for event in project.events("auth.", "access."):
+            by_type.setdefault(event["event_type"], []).append(event)
+        [changed] = by_type["auth.password_changed"]
+        assert (changed["target_id"], changed["actor_id"]) == (user, "user:admin")
+        assert [e["payload"]["role"] for e in by_type["access.role_granted"]] == ["staff"]
+        assert [e["payload"]["role"] for e in by_type["access.role_revoked"]] == ["staff"]
+        perms = [(e["target_type"], e["payload"]["permission"], e["payload"]["change"])
+                 for e in by_type["access.permission_changed"]]
+        assert perms == [("User", "shop.change_order", "granted"), ("Group", "shop.change_order", "granted")]
+        [failed] = by_type["auth.login_failed"]
+        assert (failed["actor_id"], failed["actor_ip"]) == ("anonymous", "203.0.113.5")
+        [login] = by_type["auth.login_succeeded"]
+        assert (login["actor_id"], login["target_id"], login["payload"]["method"]) == (
+            f"user:{user}", user, "ModelBackend")
+        [logout] = by_type["auth.logout"]
+        assert logout["target_id"] == user
+        [after_login] = project.events("order.updated")
+        assert after_login["actor_id"] == f"user:{user}"
+        assert ids["hash"].encode() not in project.spool_bytes()
+        assert b"second-password" not in project.spool_bytes()
+
+
+class TestMiddleware:
+    def test_sync_and_async_views_are_attributed(self, project: Project) -> None:
+        """The logged-in user is the actor on a sync and an async view; X-Forwarded-For and X-Request-ID count
+        only from a trusted proxy; the request id is echoed."""
+        ids = project.run("web")
+        by_target = {e["target_id"]: e for e in project.events("order.updated")}
+        sync, async_ = by_target[str(ids["sync_order"])], by_target[str(ids["async_order"])]
+        assert sync["actor_id"] == async_["actor_id"] == f"user:{ids['user']}"
+        assert sync["actor_ip"] == "203.0.113.9"
+        assert sync["payload"]["request_id"] == ids["sync_request_id"] != "req-forged"
+        assert (async_["actor_ip"], async_["payload"]["request_id"]) == ("198.51.100.7", "req-async-1")
+        assert ids["async_request_id"] == "req-async-1"
+
+    def test_the_actor_holds_when_the_transaction_outlives_the_request(self, project: Project) -> None:
+        """A request's change committed or rolled back after the request ended (as in a TestCase) keeps the
+        request's user as its actor (found trying the integration in a public Django project)."""
+        ids = project.run("transaction_outlives_request")
+        events = {e["target_id"]: e for e in project.events("order.update")}
+        kept, undone = events[str(ids["kept"])], events[str(ids["undone"])]
+        assert kept["event_type"] == "order.updated"
+        assert undone["event_type"] == "order.update_attempted"
+        assert kept["actor_id"] == undone["actor_id"] == f"user:{ids['user']}"
+
+    def test_an_anonymous_change_is_refused_before_the_database(self, project: Project) -> None:
+        """A change from an anonymous request raises EventError naming the fix, and the row is unchanged."""
+        result = project.run("anonymous")
+        assert result["raised"].startswith("EventError")
+        assert result["status"] == "new"
+        assert project.events("order.updated") == []
+
+
+class TestCommands:
+    def test_a_management_command_is_a_job(self, project: Project) -> None:
+        """Changes made by `close_orders` carry actor job:close_orders and a run id."""
+        project.run("command")
+        closing = project.events("order.updated")
+        assert [e["actor_id"] for e in closing] == ["job:close_orders"] * 2
+        assert len({e["payload"]["job_run_id"] for e in closing}) == 1
+
+
+class TestChecks:
+    def test_a_model_without_a_target_fails_the_checks_and_its_saves(self, project: Project) -> None:
+        """`manage.py check` fails with auditlock.E001 naming the missing section, and a save is refused."""
+        result = project.run("fenced", models={"shop.Order": "Purchase"})
+        assert "auditlock.E001" in result["check"]
+        assert "[targets.Purchase]" in result["check"]
+        assert result["save"].startswith("EventError")
+        assert result["rows"] == 0
+
+
+class TestAdminHistory:
+    def test_the_history_page_shows_the_trail_and_records_who_looked(self, project: Project) -> None:
+        """A superuser sees the object's events (escaped) with a link from the change form; the look is
+        recorded as audit_log.searched by that user; a staff user without permission is refused, unrecorded."""
+        result = project.run("admin_history")
+        assert result["status"] == 200
+        assert result["form_link"]
+        page = result["page"]
+        assert "order.created" in page
+        assert "order.updated" in page
+        assert "&lt;b&gt;paid&lt;/b&gt;" in page
+        assert "<b>paid</b>" not in page
+        assert result["clerk_status"] == 403
+        [looked] = project.events("audit_log.")
+        assert (looked["event_type"], looked["actor_id"]) == ("audit_log.searched", f"user:{result['boss']}")
+        assert looked["payload"]["filters"] == {"target_type": "Order", "target_id": str(result["order"])}
+        assert looked["payload"]["results"] == 2
