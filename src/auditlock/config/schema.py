@@ -103,12 +103,20 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "root_path": STR,
     },
     "query": {"cache_dir": PATH, "cache_max_bytes": positive_int(0)},
+    "erasure": {
+        "store": Key("str", choices=("sql", "file")),
+        "dsn_env": STR,
+        "dsn_file": PATH,
+        "dir": PATH,
+        "cache_ttl_s": positive_float(),
+    },
 }
 
 # Sub-tables of a scalar section: `[ui.users]` maps user names to argon2 password hashes.
 SUB_TABLES: dict[str, tuple[str, ...]] = {"ui": ("users",)}
 
-TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL}
+TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL,
+                               "erasable": LIST, "subject": STR}
 RETENTION_KEYS: dict[str, Key] = {"default": STR}
 RETENTION_CLASS_KEYS: dict[str, Key] = {
     "days": positive_int(1),
