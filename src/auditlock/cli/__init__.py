@@ -6,7 +6,20 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from auditlock.cli import agent, athena_ddl, check_config, demo, hash, lifecycle, provision, query, ui, verify
+from auditlock.cli import (
+    agent,
+    athena_ddl,
+    check_config,
+    demo,
+    erase,
+    hash,
+    lifecycle,
+    provision,
+    query,
+    subject,
+    ui,
+    verify,
+)
 
 # Each command module offers `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -26,6 +39,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                   provision.add_arguments, provision.run),
     "ui": ("the admin web view over the archive; every search is itself audited", ui.add_arguments, ui.run),
     "hash": ("print the hmac form of a value, to search for a hashed field", hash.add_arguments, hash.run),
+    "erase": ("crypto-shred a data subject: record privacy.subject_erased, destroy its keys (values read [erased])",
+              erase.add_arguments, erase.run),
+    "subject": ("data-subject requests: export a subject's events decrypted (recorded), record a request's step",
+                subject.add_arguments, subject.run),
     "demo": ("run the whole pipeline on an embedded S3 server and show what it guarantees", demo.add_arguments,
              demo.run),
 }
