@@ -21,8 +21,6 @@ from auditlock.privacy.erasable import revealer_for
 from auditlock.privacy.erase import erase_subject
 from tests.conftest import config_dict
 from tests.support.privacy_env import MARKER, erasable_config, erasable_doc, iter_bytes
-from tests.support.spool_files import spool_events
-
 
 
 def file_store(tmp: Path) -> dict[str, Any]:
@@ -55,7 +53,8 @@ class TestConfig:
         assert config.targets["Order"].erasable == {"shipping_address"}
         assert config.targets["Order"].subject_field == ("Customer", "customer_id")
         assert config.targets["Customer"].subject_field is None
-        assert config.erasure.store == "file" and config.erasable
+        assert config.erasure.store == "file"
+        assert config.erasable
 
     @pytest.mark.parametrize(("target", "erasure", "message"), [
         ({"fields": ["name"], "erasable": ["email"]}, {"store": "file", "dir": "k"},
@@ -89,15 +88,19 @@ class TestSealing:
                                            "before": {"email": f"{MARKER}-old"}, "after": {"email": None}})
         core.writer.close()
         scanned = list(iter_bytes(core.config.spool.dir))
-        assert scanned and not [path for path, data in scanned if MARKER.encode() in data]
+        assert scanned
+        assert not [path for path, data in scanned if MARKER.encode() in data]
 
     def test_sealed_values_and_plain_fields(self, core: AuditCore) -> None:
         """Erasable values are `enc:v1:` strings; other fields, nulls and the target stay plain."""
         record = customer_event(core, 42, "a@example.com", name="Ann", tier="gold")
         payload = record["payload"]
-        assert payload["name"].startswith(PREFIX) and payload["tier"] == "gold"
+        assert payload["name"].startswith(PREFIX)
+        assert payload["tier"] == "gold"
         before, after = payload["changes"]["email"]
-        assert before.startswith(PREFIX) and after.startswith(PREFIX) and before != after
+        assert before.startswith(PREFIX)
+        assert after.startswith(PREFIX)
+        assert before != after
         assert (record["target_type"], record["target_id"]) == ("Customer", "42")
         removed = customer_event(core, 42, None)  # type: ignore[arg-type]
         assert removed["payload"]["changes"]["email"][1] is None
@@ -120,7 +123,7 @@ class TestSealing:
 
     def test_event_without_its_subject_is_refused(self, core: AuditCore) -> None:
         """An erasable value with no subject id to pick its key is an EventError naming the field."""
-        with auditlock.actor("user:1"), pytest.raises(EventError, match="customer_id= .* is missing"):
+        with auditlock.actor("user:1"), pytest.raises(EventError, match=r"customer_id= .* is missing"):
             core.emit("order.created", {"target_type": "Order", "target_id": 7, "shipping_address": "Street 1"})
         with auditlock.actor("user:1"), pytest.raises(EventError, match="no target_id"):
             core.emit("customer.updated", {"target_type": "Customer", "name": "Ann"})
@@ -129,7 +132,8 @@ class TestSealing:
         """An Order event with no erasable value is written without a customer_id (and without a key)."""
         with auditlock.actor("user:1"):
             record = core.emit("order.created", {"target_type": "Order", "target_id": 7, "status": "new"})
-        assert record is not None and record["payload"] == {"status": "new"}
+        assert record is not None
+        assert record["payload"] == {"status": "new"}
         assert not (Path(core.config.erasure.dir or "") / "keys").exists()
 
 
@@ -162,7 +166,8 @@ class TestRevealing:
         assert revealer is not None
         shown = revealer.payload({"name": sealed, "email": forged, "tier": f"{PREFIX}nothex:AAAA"}, "e-1")
         assert shown == {"name": UNREADABLE, "email": UNREADABLE, "tier": UNREADABLE}
-        assert len(revealer.findings) == 3 and all(f.startswith("event e-1: payload field") for f in
+        assert len(revealer.findings) == 3
+        assert all(f.startswith("event e-1: payload field") for f in
                                                    revealer.findings)
         assert "does not authenticate for field 'name'" in revealer.findings[0]
 
