@@ -45,7 +45,8 @@ def key_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
         root = tmp_path / "keys"
 
         def unplug_directory() -> None:  # the store's path now names a regular file: every open fails
-            root.rename(tmp_path / "keys-away")
+            if root.exists():
+                root.rename(tmp_path / "keys-away")
             root.write_bytes(b"")
 
         return KeyStoreKind("file", {"store": "file", "dir": str(root)}, unplug_directory)
@@ -64,15 +65,15 @@ def key_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     return KeyStoreKind("sql", {"store": "sql", "dsn_env": DSN_ENV}, drop_database)
 
 
-def erasable_doc(spool: Path, store: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+def erasable_doc(spool_path: Path, store: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """The test config document with erasable Customer/Order targets and `[erasure]` = `store`."""
-    return config_dict(spool, targets=ERASABLE_TARGETS, erasure=store,
+    return config_dict(spool_path, targets=ERASABLE_TARGETS, erasure=store,
                        events={"include": ["order.*", "customer.*", "privacy.*"]}, **overrides)
 
 
-def erasable_config(spool: Path, store: dict[str, Any], **overrides: Any) -> Config:
+def erasable_config(spool_path: Path, store: dict[str, Any], **overrides: Any) -> Config:
     """`erasable_doc` validated."""
-    return build_config(erasable_doc(spool, store, **overrides))
+    return build_config(erasable_doc(spool_path, store, **overrides))
 
 
 def write_toml(path: Path, doc: dict[str, Any]) -> Path:
