@@ -200,3 +200,26 @@ print("cryptography" in sys.modules, "sqlalchemy" in sys.modules)
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
         assert result.stdout.split("\n")[:2] == ["False False", "True False"]
 
+
+
+class TestNonces:
+    def test_nonces_never_repeat(self, core: AuditCore) -> None:
+        """A thousand sealed values of one field and subject carry a thousand different nonces."""
+        key = core._builder._sealer.keys.key_for("Customer:1")  # type: ignore[union-attr]
+        nonces = {parse_sealed(key.seal("email", "same"))[1][:12] for _ in range(1000)}
+        assert len(nonces) == 1000
+
+    def test_forked_child_uses_no_nonce_of_its_parent(self, core: AuditCore) -> None:
+        """After fork, the child's next nonce is not the one the parent uses next (the pool is not inherited)."""
+        key = core._builder._sealer.keys.key_for("Customer:1")  # type: ignore[union-attr]
+        key.seal("email", "warm the pool")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: send its next nonce, exit at once
+            os.write(write, parse_sealed(key.seal("email", "child"))[1][:12])
+            os._exit(0)
+        os.close(write)
+        child_nonce = os.read(read, 12)
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert child_nonce != parse_sealed(key.seal("email", "parent"))[1][:12]

@@ -2,15 +2,15 @@
 
 Format (a JSON string in `payload.<field>` or either side of `payload.changes.<field>`):
 
-    enc:v1:<key id>:<base64url without padding of nonce (12 bytes) || AES-256-GCM ciphertext and tag>
+    enc:v1:<key id>:<base64 (standard alphabet, padded) of nonce (12 bytes) || AES-256-GCM ciphertext and tag>
 
 Invariants:
 - The plaintext is the JSON text (orjson) of the value as `handler.encode` encoded it, so revealing gives back
   exactly what a plain field would hold. `None` is never encrypted: it stays null (nothing to hide).
 - One data key per subject: 256 random bits (`AESGCM.generate_key`), named by a key id of 128 random bits as
   32 lowercase hex characters. The key id says nothing about the subject; only the key store links the two.
-- A fresh random 96-bit nonce per value. At the handler's rates (far below 2**32 values per key) a nonce
-  collision is negligible.
+- A fresh random 96-bit nonce per value (from `os.urandom`, fetched 256 at a time; a forked child never uses
+  its parent's). With far fewer than 2**32 values per key, a nonce collision is negligible.
 - The associated data binds a ciphertext to its subject and field: `auditlock/enc/v1 NUL subject NUL field`.
   A value moved to another field or copied under another subject's key id fails authentication (a finding,
   never a wrong plaintext). Moving it between `before` and `after` of one field, or between events of one
@@ -51,13 +51,15 @@ class DecryptError(ValueError):
 class DataKey:
     """One subject's data key with its AES-GCM object ready (built once, reused for every value)."""
 
-    __slots__ = ("_aead", "key", "key_id", "subject")
+    __slots__ = ("_aad", "_aead", "_prefix", "key", "key_id", "subject")
 
     def __init__(self, key_id: str, subject: str, key: bytes) -> None:
         self.key_id = key_id
         self.subject = subject
         self.key = key
         self._aead = AESGCM(key)
+        self._prefix = f"{PREFIX}{key_id}:"
+        self._aad: dict[str, bytes] = {}
 
     @classmethod
     def generate(cls, subject: str) -> DataKey:
@@ -66,9 +68,15 @@ class DataKey:
 
     def seal(self, field: str, encoded: Any) -> str:
         """`enc:v1:...` of an encoded (JSON-native) value of `field`."""
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, orjson.dumps(encoded), associated_data(self.subject, field))
-        return f"{PREFIX}{self.key_id}:{base64.urlsafe_b64encode(nonce + sealed).rstrip(b'=').decode('ascii')}"
+        aad = self._aad.get(field)
+        if aad is None:
+            aad = self._aad[field] = associated_data(self.subject, field)
+        try:
+            nonce = _nonces.pop()
+        except IndexError:
+            nonce = _refill_nonces()
+        sealed = self._aead.encrypt(nonce, orjson.dumps(encoded), aad)
+        return self._prefix + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
 
     def reveal(self, field: str, body: bytes) -> Any:
         """The value of a parsed sealed value's body (nonce ‖ ciphertext); `DecryptError` if it does not open."""
@@ -81,6 +89,19 @@ class DataKey:
             return orjson.loads(plain)
         except orjson.JSONDecodeError:
             raise DecryptError(f"key {self.key_id}: the decrypted value is not JSON") from None
+
+
+def _refill_nonces() -> bytes:
+    """One nonce now, and 255 more into `_nonces` (one `os.urandom` call: a syscall per value would cost more
+    than the encryption). `list.pop` hands each out once, to one thread."""
+    batch = os.urandom(NONCE_BYTES * _NONCE_BATCH)
+    _nonces.extend(batch[i:i + NONCE_BYTES] for i in range(NONCE_BYTES, len(batch), NONCE_BYTES))
+    return batch[:NONCE_BYTES]
+
+
+_NONCE_BATCH = 256
+_nonces: list[bytes] = []
+os.register_at_fork(after_in_child=_nonces.clear)  # a child never uses the nonces its parent goes on using
 
 
 def associated_data(subject: str, field: str) -> bytes:
@@ -101,9 +122,9 @@ def parse_sealed(value: str) -> tuple[str, bytes]:
     if not sep or not KEY_ID.match(key_id):
         raise DecryptError("a sealed value without a valid key id (32 lowercase hex characters)")
     try:
-        body = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        body = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise DecryptError(f"key {key_id}: the sealed value is not base64url") from None
+        raise DecryptError(f"key {key_id}: the sealed value is not base64") from None
     if len(body) < NONCE_BYTES + TAG_BYTES:
         raise DecryptError(f"key {key_id}: the sealed value is too short to hold a nonce and a tag")
     return key_id, body

@@ -26,6 +26,7 @@ from auditlock.privacy.crypto import ERASED, PREFIX, SUBJECT, UNREADABLE, DataKe
 from auditlock.privacy.keystore import KeyCache, KeyStore, open_store
 
 MAX_FINDINGS = 100
+_NO_CHANGES: dict[str, list[Any]] = {}  # never written to: a field is sealed in `changes` only if it is there
 _SUBJECT_ID_TYPES = (str, int)
 
 
@@ -38,17 +39,28 @@ class Sealer:
     def seal(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None, *,
              fields: Mapping[str, Any], payload: dict[str, Any]) -> None:
         """Replace the erasable values of `payload` (built from `fields`) by their sealed form, in place."""
-        erasable = target.erasable
-        changes: dict[str, list[Any]] = payload.get("changes") or {}
-        present = [name for name in erasable if payload.get(name) is not None]
-        changed = [name for name in erasable if name in changes]
-        if not present and not changed:
-            return
-        key = self.keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
-        for name in present:
-            payload[name] = key.seal(name, payload[name])
-        for name in changed:
-            changes[name] = [_seal_or_none(key, name, value) for value in changes[name]]
+        changes: dict[str, list[Any]] = payload.get("changes") or _NO_CHANGES
+        key: DataKey | None = None
+        for name in target.erasable:
+            value, pair = payload.get(name), changes.get(name)
+            if value is None and pair is None:
+                continue
+            if key is None:
+                key = self._key(event_type, target, target_type, target_id, fields)
+            if value is not None:
+                payload[name] = key.seal(name, value)
+            if pair is not None:
+                changes[name] = [_seal_or_none(key, name, item) for item in pair]
+
+    def _key(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
+             fields: Mapping[str, Any]) -> DataKey:
+        # The common case first: the target is the subject and its key is cached (a subject is checked once,
+        # before its key is first asked for).
+        if target.subject is None and target_id is not None:
+            key = self.keys.fresh(f"{target_type}:{target_id}")
+            if key is not None:
+                return key
+        return self.keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
 
 
 def _seal_or_none(key: DataKey, name: str, value: Any) -> Any:

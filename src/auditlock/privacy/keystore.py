@@ -72,6 +72,13 @@ class KeyCache:
         self._subjects: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()
         self._ids: dict[str, Lookup] = {}
 
+    def fresh(self, subject: str) -> DataKey | None:
+        """The subject's cached key if it is fresh, else None (no store access)."""
+        cached = self._subjects.get(subject)
+        if cached is not None and self._clock() - cached[1] < self._ttl:
+            return cached[0]
+        return None
+
     def key_for(self, subject: str) -> DataKey:
         """The subject's key: cached while fresh; from the store otherwise (a stale key if it is unreachable)."""
         cached = self._subjects.get(subject)
