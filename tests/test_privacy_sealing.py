@@ -14,7 +14,7 @@ import pytest
 import auditlock
 from auditlock import EventError
 from auditlock.config import build_config
-from auditlock.errors import ConfigError
+from auditlock.errors import ConfigError, KeyStoreError
 from auditlock.handler.core import AuditCore
 from auditlock.privacy.crypto import ERASED, PREFIX, UNREADABLE, parse_sealed
 from auditlock.privacy.erasable import revealer_for
@@ -223,3 +223,19 @@ class TestNonces:
         os.close(read)
         os.waitpid(pid, 0)
         assert child_nonce != parse_sealed(key.seal("email", "parent"))[1][:12]
+
+
+class TestStoreOpenedOnUse:
+    def test_core_that_never_seals_needs_no_store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  closing: Callable[[Any], Any]) -> None:
+        """Without the store's URL a core still starts and writes events with no erasable value (the agent's
+        trail, the view's access log); the first erasable value is refused with KeyStoreError naming the
+        variable."""
+        monkeypatch.delenv("AUDITLOCK_TEST_NO_SUCH_DSN", raising=False)
+        core = AuditCore(erasable_config(tmp_path / "spool", {"store": "sql",
+                                                              "dsn_env": "AUDITLOCK_TEST_NO_SUCH_DSN"}))
+        closing(core.writer)
+        with auditlock.actor("user:1"):
+            assert core.emit("customer.updated", {"target_type": "Customer", "target_id": 1, "tier": "gold"})
+            with pytest.raises(KeyStoreError, match="AUDITLOCK_TEST_NO_SUCH_DSN is not set"):
+                core.emit("customer.updated", {"target_type": "Customer", "target_id": 1, "name": "Ann"})

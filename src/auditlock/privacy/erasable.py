@@ -15,13 +15,14 @@ rather than show every value as erased.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from auditlock.config.model import Config, TargetConfig
-from auditlock.errors import EventError
+from auditlock.errors import ConfigError, EventError, KeyStoreError
 from auditlock.privacy.crypto import ERASED, PREFIX, SUBJECT, UNREADABLE, DataKey, DecryptError, is_sealed, parse_sealed
 from auditlock.privacy.keystore import KeyCache, KeyStore, open_store
 
@@ -31,10 +32,30 @@ _SUBJECT_ID_TYPES = (str, int)
 
 
 class Sealer:
-    """Seals a record's erasable values under its subject's data key (cached, see `keystore.KeyCache`)."""
+    """Seals a record's erasable values under its subject's data key (cached, see `keystore.KeyCache`).
+
+    The store is opened at the first erasable value, not before: a core that never seals (the agent's trail,
+    the view's access log) needs no key store, and its URL, at all. A store that cannot even be opened (its URL
+    missing) is then a `KeyStoreError` like an unreachable one: the event is refused.
+    """
 
     def __init__(self, config: Config, store: KeyStore | None = None) -> None:
-        self.keys = KeyCache(store or open_store(config.erasure), config.erasure.cache_ttl_s)
+        self._config = config.erasure
+        self._keys = None if store is None else KeyCache(store, config.erasure.cache_ttl_s)
+        self._lock = threading.Lock()
+
+    @property
+    def keys(self) -> KeyCache:
+        """The key cache over the store (opened on first use)."""
+        if self._keys is None:
+            with self._lock:
+                if self._keys is None:
+                    try:
+                        store = open_store(self._config)
+                    except ConfigError as exc:
+                        raise KeyStoreError(f"the key store cannot be opened: {exc}") from exc
+                    self._keys = KeyCache(store, self._config.cache_ttl_s)
+        return self._keys
 
     def seal(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None, *,
              fields: Mapping[str, Any], payload: dict[str, Any]) -> None:
