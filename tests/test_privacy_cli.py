@@ -139,3 +139,14 @@ class TestSubjectCommands:
         assert status == 1
         assert "[erasure]" in err
         assert not (tmp_path / "spool").exists()
+
+
+class TestCheckConfig:
+    def test_missing_key_store_url_is_a_warning(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """check-config accepts a SQL store whose URL variable is unset here, and warns naming it."""
+        monkeypatch.delenv("AUDITLOCK_TEST_NO_SUCH_DSN", raising=False)
+        path = write_toml(tmp_path / "auditlock.toml", erasable_doc(
+            tmp_path / "spool", {"store": "sql", "dsn_env": "AUDITLOCK_TEST_NO_SUCH_DSN"}))
+        status, out, _ = run("check-config", str(path))
+        assert status == 0
+        assert "warning: [erasure] dsn_env: environment variable AUDITLOCK_TEST_NO_SUCH_DSN is not set" in out

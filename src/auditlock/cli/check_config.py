@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the file; also warn when a configured hmac key is not available here."""
+    """Validate the file; also warn when a configured hmac key or key store URL is not available here."""
     try:
         config = load_config(args.path)
     except ConfigError as exc:
@@ -28,4 +28,10 @@ def run(args: argparse.Namespace) -> int:
             config.hmac.load_key()
         except ConfigError as exc:
             print(f"warning: {error_text(exc)} (needed by the application and `auditlock hash`, not by the agent)")
+    if config.erasure.store == "sql":
+        try:
+            config.erasure.load_dsn()
+        except ConfigError as exc:
+            print(f"warning: {error_text(exc)} (needed by the application, query, the view and the privacy "
+                  "commands, not by the agent)")
     return 0
