@@ -1,5 +1,5 @@
-"""Erasure end to end on a real S3 server (moto): sealed values in the archive, `auditlock subject export`,
-`auditlock erase`, and what query, the admin view's reader and verify show afterwards."""
+"""Erasure end to end on real S3 servers (moto, RADOS Gateway): sealed values in the archive,
+`auditlock subject export`, `auditlock erase`, and what query, the admin view's reader and verify show afterwards."""
 
 from __future__ import annotations
 
@@ -94,24 +94,25 @@ def emit_story(config: Config) -> None:
     core.writer.close()
 
 
-@pytest.fixture(scope="module")
-def erased(tmp_path_factory: pytest.TempPathFactory, moto_s3: S3Endpoint) -> Iterator[ErasedArchive]:
-    """The story shipped, Customer:42 exported then erased, the privacy events shipped too."""
+@pytest.fixture(scope="module", params=["moto", pytest.param("rgw", marks=pytest.mark.rgw)], ids=["moto", "rgw"])
+def erased(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErasedArchive]:
+    """The story shipped to each S3 server, Customer:42 exported then erased, the privacy events shipped too."""
+    endpoint: S3Endpoint = request.getfixturevalue(f"{request.param}_s3")
     root = tmp_path_factory.mktemp("erasure")
-    bucket = make_lock_bucket(moto_s3.client(), f"auditlock-erasure-{uuid.uuid4().hex[:12]}")
+    bucket = make_lock_bucket(endpoint.client(), f"auditlock-erasure-{uuid.uuid4().hex[:12]}")
     doc = erasable_doc(root / "spool", {"store": "file", "dir": str(root / "keys")},
-                       sink={"bucket": bucket, "prefix": "audit", "endpoint_url": moto_s3.url,
-                             "region": moto_s3.region, "batch_max_age_s": 0.2},
+                       sink={"bucket": bucket, "prefix": "audit", "endpoint_url": endpoint.url,
+                             "region": endpoint.region, "batch_max_age_s": 0.2},
                        agent={"http_port": 0, "backoff_initial_s": 0.05, "backoff_max_s": 0.5})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-        patch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+        patch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
         path = write_toml(root / "auditlock.toml", doc)
         config = load_config(path)
         emit_story(config)
         spool_bytes = list(iter_bytes(root / "spool"))
         assert drain_or_fail(config).segments_left == 0
-        env = ErasedArchive(root, path, moto_s3, bucket, spool_bytes, [], "")
+        env = ErasedArchive(root, path, endpoint, bucket, spool_bytes, [], "")
         status, out, err = env.cli("subject", "export", "--subject", "Customer:42", "--actor", "user#7",
                                    "--request-id", "R-17")
         assert status == 0, err
