@@ -167,6 +167,10 @@ class Revealer:
             self._finding(f"event {event_id or '?'}: payload field {field!r}: {exc}")
             return UNREADABLE
 
+    def close(self) -> None:
+        """Release the store's connections (the reader is done)."""
+        self.keys.store.close()
+
     def subject_key_id(self, subject: str) -> str | None:
         """The key id of the subject's data key, if it has one (to find its events)."""
         key = self.keys.store.subject_key(subject)

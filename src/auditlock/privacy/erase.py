@@ -48,15 +48,18 @@ def erase_subject(config: Config, subject: str, *, actor: str, reason: str, requ
     if not reason.strip():
         raise EventError("--reason is empty: say why the subject is erased (e.g. the request it answers)")
     store = store or open_store(config.erasure)
-    keys = 0 if store.subject_key(subject) is None else 1
-    payload = {"subject": subject, "reason": reason, "request_id": request_id, "keys": keys}
-    event_id = record(config, event_types.SUBJECT_ERASED, actor, payload)
     try:
-        destroyed = store.erase(subject)
-    except KeyStoreError as exc:
-        raise ErasureIncomplete(f"the erasure of {subject} was recorded (event {event_id}) but its keys were not "
-                                f"destroyed: {exc}; run the same `auditlock erase` again once the store is "
-                                "reachable") from exc
+        keys = 0 if store.subject_key(subject) is None else 1
+        payload = {"subject": subject, "reason": reason, "request_id": request_id, "keys": keys}
+        event_id = record(config, event_types.SUBJECT_ERASED, actor, payload)
+        try:
+            destroyed = store.erase(subject)
+        except KeyStoreError as exc:
+            raise ErasureIncomplete(f"the erasure of {subject} was recorded (event {event_id}) but its keys were "
+                                    f"not destroyed: {exc}; run the same `auditlock erase` again once the store "
+                                    "is reachable") from exc
+    finally:
+        store.close()
     return ErasureReport(subject, destroyed, event_id)
 
 

@@ -37,7 +37,10 @@ def export_subject(config: Config, subject: str, out: IO[str], *, actor: str, ca
     if revealer is None:
         raise ConfigError("auditlock subject export needs [erasure] (the key store that decrypts the subject's "
                           "values); see docs/privacy.md")
-    key_id = revealer.subject_key_id(subject)
+    try:
+        key_id = revealer.subject_key_id(subject)
+    finally:
+        revealer.close()
     record(config, event_types.SUBJECT_EXPORTED, actor,
            {"subject": subject, "request_id": request_id, "reason": reason})
     where, params = subject_condition(subject, key_id, time_range)

@@ -98,6 +98,9 @@ class FileKeyStore:
         self._unlink(self._subject_file(subject))
         return [key.key_id]
 
+    def close(self) -> None:
+        """Nothing to release: every operation opens and closes its own files."""
+
     # files
 
     def _subject_file(self, subject: str) -> Path:

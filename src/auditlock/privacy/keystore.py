@@ -46,6 +46,9 @@ class KeyStore(Protocol):
     def erase(self, subject: str) -> list[str]:
         """Destroy the subject's keys (tombstones keep only the ids); the ids destroyed, empty if none."""
 
+    def close(self) -> None:
+        """Release connections (safe to call twice; the store may be used again afterwards)."""
+
 
 def open_store(config: ErasureConfig) -> KeyStore:
     """The store `[erasure]` configures (its connection or directory is opened on first use)."""

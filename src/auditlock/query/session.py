@@ -114,6 +114,7 @@ def open_database(config: Config, time_range: TimeRange, cache_dir: Path, err: I
             finally:
                 database.close()
                 if revealer is not None:
+                    revealer.close()
                     _note_undecryptable(err, revealer)
     finally:  # the lease has ended: trim even after an error (a failed fetch may have downloaded)
         trimmed = _trim(cache_dir, max_bytes, stale, err)
