@@ -32,6 +32,11 @@ class SpoolError(AuditlockError):
     """An audit event could not be made durable in the spool (disk full, spool over max_bytes, I/O error)."""
 
 
+class KeyStoreError(SpoolError):
+    """The erasure key store could not give the data key an event's erasable values need (unreachable, unreadable,
+    refused): the event is refused, as for every other failure to record (counted under `on_error = "drop"`)."""
+
+
 class UploadError(AuditlockError):
     """The agent could not deliver an object to S3, or found a conflicting object already there."""
 

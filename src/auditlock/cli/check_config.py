@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the file; also warn when a configured hmac key is not available here."""
+    """Validate the file; also warn when a configured hmac key or key store URL is not available here."""
     try:
         config = load_config(args.path)
     except ConfigError as exc:
@@ -25,6 +25,12 @@ def run(args: argparse.Namespace) -> int:
           f"{len(config.retention.classes)} retention classes)")
     if config.hmac.configured:
         _warn_missing_hmac_keys(config.hmac)
+    if config.erasure.store == "sql":
+        try:
+            config.erasure.load_dsn()
+        except ConfigError as exc:
+            print(f"warning: {error_text(exc)} (needed by the application, query, the view and the privacy "
+                  "commands, not by the agent)")
     return 0
 
 

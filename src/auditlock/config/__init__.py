@@ -4,6 +4,7 @@ from auditlock.config.load import build_config, load_config
 from auditlock.config.model import (
     AgentConfig,
     Config,
+    ErasureConfig,
     EventsConfig,
     HmacConfig,
     HmacKeySource,
@@ -19,6 +20,7 @@ from auditlock.config.model import (
 __all__ = [
     "AgentConfig",
     "Config",
+    "ErasureConfig",
     "EventsConfig",
     "HmacConfig",
     "HmacKeySource",

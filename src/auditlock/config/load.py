@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from auditlock.config import schema
+from auditlock.config.erasure import check_erasable, read_erasure
 from auditlock.config.model import (
     AgentConfig,
     Config,
@@ -178,7 +179,9 @@ class _Reader(TableReader):
         agent = self._agent(self._table(raw, "agent"))
         ui = self._ui(self._table(raw, "ui"))
         query = QueryConfig(**self._scalars(self._table(raw, "query"), "query"))
+        erasure = read_erasure(self, self._table(raw, "erasure"))
         self._cross_check(targets, hmac, retention)
+        check_erasable(targets, erasure, self.problems)
         if spool is not None and sizes_valid and spool.segment_max_bytes > sink.batch_max_bytes:
             self.problems.append(
                 f"[spool] segment_max_bytes = {spool.segment_max_bytes} is more than [sink] batch_max_bytes = "
@@ -187,7 +190,8 @@ class _Reader(TableReader):
         if self.problems or service is None or spool is None or retention is None:
             return None
         return Config(service=service, spool=spool, events=events, targets=targets, hmac=hmac,
-                      retention=retention, sink=sink, agent=agent, ui=ui, query=query, source=self.source)
+                      retention=retention, sink=sink, agent=agent, ui=ui, query=query, erasure=erasure,
+                      source=self.source)
 
     # sections
 
@@ -295,6 +299,7 @@ class _Reader(TableReader):
             values = self._keys(sub, schema.TARGET_KEYS, where)
             values["fields"] = frozenset(values.get("fields", ()))
             values["hmac"] = frozenset(values.get("hmac", ()))
+            values["erasable"] = frozenset(values.get("erasable", ()))
             targets[name] = TargetConfig(**values)
         return MappingProxyType(targets)
 

@@ -57,11 +57,21 @@ class TargetConfig:
     hmac: frozenset[str] = frozenset()
     retention: str | None = None
     sensitive_reads: bool = False
+    erasable: frozenset[str] = frozenset()  # a subset of `fields`: written encrypted under the subject's data key
+    subject: str | None = None  # "<Type>:<field>": whose data the values are; None: the target itself
 
     @property
     def allowed(self) -> frozenset[str]:
         """Every payload field that may be written (hmac fields are written in hashed form)."""
         return self.fields | self.hmac
+
+    @property
+    def subject_field(self) -> tuple[str, str] | None:
+        """`(subject type, field)` of `subject = "<Type>:<field>"`, or None when the target is the subject."""
+        if self.subject is None:
+            return None
+        kind, _, name = self.subject.partition(":")
+        return kind, name
 
 
 @dataclass(frozen=True)
@@ -276,6 +286,43 @@ class QueryConfig:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # least recently used entries are evicted beyond this
 
 
+ErasureStore = Literal["sql", "file"]
+
+
+@dataclass(frozen=True)
+class ErasureConfig:
+    """`[erasure]`: the key store of erasable fields' data keys (docs/privacy.md)."""
+
+    store: ErasureStore | None = None
+    dsn_env: str | None = None  # store = "sql": the SQLAlchemy URL, from this environment variable ...
+    dsn_file: Path | None = None  # ... or from this file
+    dir: Path | None = None  # store = "file": one file per subject under this directory
+    cache_ttl_s: float = 300.0  # how long a replica uses a cached key before asking the store again
+
+    @property
+    def configured(self) -> bool:
+        """Whether a store is configured at all."""
+        return self.store is not None
+
+    def load_dsn(self) -> str:
+        """The SQL store's URL from `dsn_env` or `dsn_file`; a `ConfigError` names the source that failed."""
+        if self.dsn_env is not None:
+            value = os.environ.get(self.dsn_env, "").strip()
+            if not value:
+                raise ConfigError(f"[erasure] dsn_env: environment variable {self.dsn_env} is not set or empty; "
+                                  "set it to the key store's SQLAlchemy URL (postgresql+psycopg://...)")
+            return value
+        if self.dsn_file is None:
+            raise ConfigError('[erasure] store = "sql" needs dsn_env or dsn_file')
+        try:
+            value = self.dsn_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"[erasure] dsn_file: cannot read {self.dsn_file}: {exc.strerror}") from exc
+        if not value:
+            raise ConfigError(f"[erasure] dsn_file: {self.dsn_file} is empty; write the SQLAlchemy URL into it")
+        return value
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole `auditlock.toml`, validated."""
@@ -290,4 +337,10 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    erasure: ErasureConfig = field(default_factory=ErasureConfig)
     source: str | None = None
+
+    @property
+    def erasable(self) -> bool:
+        """Whether any target has erasable fields (the handler then loads `auditlock.privacy`)."""
+        return any(target.erasable for target in self.targets.values())

@@ -103,6 +103,13 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "root_path": STR,
     },
     "query": {"cache_dir": PATH, "cache_max_bytes": positive_int(0)},
+    "erasure": {
+        "store": Key("str", choices=("sql", "file")),
+        "dsn_env": STR,
+        "dsn_file": PATH,
+        "dir": PATH,
+        "cache_ttl_s": positive_float(),
+    },
 }
 
 # Sub-tables of a scalar section: `[ui.users]` maps user names to argon2 password hashes.
@@ -115,7 +122,8 @@ HMAC_KEY_KEYS: dict[str, Key] = {"key_env": STR, "key_file": PATH}
 HMAC_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 HMAC_KEY_ID_RULE = "1 to 32 letters, digits, '_' and '-'"
 
-TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL}
+TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL,
+                               "erasable": LIST, "subject": STR}
 RETENTION_KEYS: dict[str, Key] = {"default": STR}
 RETENTION_CLASS_KEYS: dict[str, Key] = {
     "days": positive_int(1),

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeGuard
 
 from auditlock.config.model import Config
-from auditlock.errors import EventError, SpoolError
+from auditlock.errors import EventError, KeyStoreError, SpoolError
 from auditlock.handler import event_types
-from auditlock.handler.record import AUDIT_ARGUMENTS, RecordBuilder, shown
+from auditlock.handler.record import AUDIT_ARGUMENTS, PayloadSealer, RecordBuilder, shown
 from auditlock.spool.shutdown import install_sigterm_hook
 from auditlock.spool.writer import SpoolWriter
 
@@ -37,7 +37,7 @@ class AuditCore:
         self._hmac_key_id, self._hmac_key = config.hmac.load_current() if _uses_hmac(config) else (None, b"")
         self._writer = self._attach(writer) if writer is not None else None
         self._writer_lock = threading.Lock()
-        self._builder = RecordBuilder(config, self._hmac_key, hmac_key_id=self._hmac_key_id)
+        self._builder = RecordBuilder(config, self._hmac_key, _sealer(config), hmac_key_id=self._hmac_key_id)
         self._is_audit: dict[str, bool] = {}
         self._drops = DropCounter()
         install_sigterm_hook()  # a plain SIGTERM still writes every writer's clean end (see spool.shutdown)
@@ -86,7 +86,11 @@ class AuditCore:
 
     def emit(self, event_type: str, fields: Mapping[str, Any]) -> dict[str, Any] | None:
         """Build and write one audit event; returns the record, or None when it was dropped by policy."""
-        record = self.build(event_type, fields)
+        try:
+            record = self.build(event_type, fields)
+        except KeyStoreError as exc:  # no data key for its erasable values: a failure to record, like the spool's
+            self._refuse(exc)
+            return None
         return self.write(record)
 
     def build(self, event_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,14 +106,18 @@ class AuditCore:
         try:
             self.writer.append(record)
         except SpoolError as exc:
-            if self.config.spool.on_error != "drop":
-                raise
-            self._drops.add(exc)
-            self.writer.record_drop(exc)  # where the agent reads it (auditlock_app_events_dropped_total)
+            self._refuse(exc)
             return None
         if self._drops.unreported:
             self._report_drops()
         return record
+
+    def _refuse(self, exc: SpoolError) -> None:
+        """An event that could not be recorded: raise, or count the drop when `on_error = "drop"`."""
+        if self.config.spool.on_error != "drop":
+            raise exc
+        self._drops.add(exc)
+        self.writer.record_drop(exc)  # where the agent reads it (auditlock_app_events_dropped_total)
 
     def _report_drops(self) -> None:
         # Put the fact of the loss into the trail itself, so an auditor sees it, not only an operator.
@@ -174,6 +182,15 @@ def _unmatched_message(name: object, found: Iterable[str], include: tuple[str, .
         "application log. Fix the event type if it is misspelt, or add a pattern matching it to [events] include; "
         f"a plain log event must not use the names {', '.join(sorted(AUDIT_ARGUMENTS))}"
     )
+
+
+def _sealer(config: Config) -> PayloadSealer | None:
+    if not config.erasable:
+        return None
+    # `cryptography` (and SQLAlchemy for the SQL store) only for applications with erasable fields.
+    from auditlock.privacy.erasable import Sealer  # noqa: PLC0415
+
+    return Sealer(config)
 
 
 def _uses_hmac(config: Config) -> bool:

@@ -29,6 +29,14 @@ ROLE_REVOKED = "access.role_revoked"
 PERMISSION_CHANGED = "access.permission_changed"
 # Sensitive reads
 DATA_ACCESSED = "data.accessed"
+# Data-subject requests (docs/privacy.md): the request's lifecycle, recorded by the application or an operator,
+# and what `auditlock erase` / `auditlock subject export` did.
+PRIVACY_REQUEST_RECEIVED = "privacy.request_received"
+PRIVACY_REQUEST_FULFILLED = "privacy.request_fulfilled"
+PRIVACY_REQUEST_REFUSED = "privacy.request_refused"
+SUBJECT_ERASED = "privacy.subject_erased"
+SUBJECT_EXPORTED = "privacy.subject_exported"
+PRIVACY_REQUEST_TYPES = ("access", "erasure", "rectification")
 # Emitted by auditlock itself: when `on_error = "drop"` dropped events, and as a writer's last event on close.
 EVENTS_DROPPED = "auditlock.events_dropped"
 WRITER_CLOSED = spool_format.WRITER_CLOSED
@@ -49,6 +57,11 @@ STANDARD_FIELDS: dict[str, frozenset[str]] = {
     ROLE_REVOKED: frozenset({"role", "scope"}),
     PERMISSION_CHANGED: frozenset({"permission", "scope"}),
     DATA_ACCESSED: frozenset({"justification", "fields", "purpose"}),
+    PRIVACY_REQUEST_RECEIVED: frozenset({"request_type", "request_id", "subject", "channel"}),
+    PRIVACY_REQUEST_FULFILLED: frozenset({"request_type", "request_id", "subject"}),
+    PRIVACY_REQUEST_REFUSED: frozenset({"request_type", "request_id", "subject", "reason"}),
+    SUBJECT_ERASED: frozenset({"subject", "reason", "request_id", "keys"}),
+    SUBJECT_EXPORTED: frozenset({"subject", "reason", "request_id"}),
     EVENTS_DROPPED: frozenset({"count", "first_dropped_at", "last_dropped_at", "reason"}),
     WRITER_CLOSED: frozenset({"events"}),
 }

@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from auditlock.config.model import Config, TargetConfig
 from auditlock.errors import EventError
@@ -47,15 +47,26 @@ class RecordPlan:
     hmac_fields: frozenset[str]
     retention: str
     needs_justification: bool
+    erasable: bool  # the target has erasable fields: the sealer sees the payload
+
+
+class PayloadSealer(Protocol):
+    """Seals a payload's erasable values (`auditlock.privacy.erasable.Sealer`, loaded only when configured)."""
+
+    def seal(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None, *,
+             fields: Mapping[str, Any], payload: dict[str, Any]) -> None:
+        """Replace the erasable values of `payload` by their sealed form, in place."""
 
 
 class RecordBuilder:
     """Turns `(event_type, fields)` into the ordered record the spool writer stamps and writes."""
 
-    def __init__(self, config: Config, hmac_key: bytes, *, hmac_key_id: str | None = None) -> None:
+    def __init__(self, config: Config, hmac_key: bytes, sealer: PayloadSealer | None = None, *,
+                 hmac_key_id: str | None = None) -> None:
         self.config = config
         self._hmac_key = hmac_key
         self._hmac_key_id = hmac_key_id  # None: the legacy key (values without a key id)
+        self._sealer = sealer
         self._host = socket.gethostname()
         self._plans: dict[tuple[str, str | None], RecordPlan] = {}
         event_types.watch_standard_fields(self)
@@ -73,7 +84,10 @@ class RecordBuilder:
         plan = plan or self._new_plan(event_type, target_type)
         actor_id, actor_type, actor_ip, run_id, request_id = _actor_of(event_type, fields)
         trace_id, span_id = _trace_ids()
+        target_id = _target_id(event_type, target_type, fields.get("target_id"))
         payload = self._payload(event_type, fields, plan)
+        if plan.erasable and self._sealer is not None:
+            self._sealer.seal(event_type, plan.target, target_type, target_id, fields=fields, payload=payload)
         if run_id is not None:
             payload["job_run_id"] = run_id
         if request_id is not None:
@@ -81,7 +95,7 @@ class RecordBuilder:
         return {
             "schema": SCHEMA, "event_id": None, "event_type": event_type, "occurred_at": None,
             "actor_id": actor_id, "actor_type": actor_type, "actor_ip": actor_ip,
-            "target_type": target_type, "target_id": _target_id(event_type, target_type, fields.get("target_id")),
+            "target_type": target_type, "target_id": target_id,
             "payload": payload,
             "service": self.config.service, "host": self._host, "retention": plan.retention,
             "trace_id": trace_id, "span_id": span_id,
@@ -100,6 +114,7 @@ class RecordBuilder:
             target=target, payload_fields=target.allowed | standard, change_fields=target.allowed,
             hmac_fields=target.hmac, retention=self.config.retention.class_for(event_type, target),
             needs_justification=event_type == event_types.DATA_ACCESSED and target.sensitive_reads,
+            erasable=bool(target.erasable),
         )
         if len(self._plans) >= _PLAN_CACHE_MAX:
             self._plans.clear()

@@ -10,7 +10,7 @@ in it. With spool events, an event already in the archive is taken from the arch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,9 @@ from auditlock.query.errors import QueryError, UsageError
 from auditlock.query.filters import NEWEST_FIRST, OLDEST_FIRST
 
 VIEW = "audit"
+# Reveals an event's erasable values: (payload JSON text, event_id) -> payload JSON text (privacy.erasable).
+PayloadRevealer = Callable[[str | None, str | None], str | None]
+_PAYLOAD, _EVENT_ID = EVENT_NAMES.index("payload"), EVENT_NAMES.index("event_id")
 MAX_OBJECT_BYTES = 16 * 1024 * 1024  # far above [events] max_event_bytes' useful range
 _BATCH = 10_000
 
@@ -39,19 +42,27 @@ class AuditDatabase:
     """An in-memory DuckDB connection with the `audit` view over archive files and, optionally, spool events."""
 
     def __init__(self, archive_files: Sequence[Path], *, spool_file: Path | None = None,
-                 time_range: TimeRange = ALL_TIME) -> None:
+                 time_range: TimeRange = ALL_TIME, reveal: PayloadRevealer | None = None) -> None:
         self.connection = duckdb.connect(":memory:")
         self.connection.execute(audit_view_sql(archive_files, spool_file, time_range))
+        self._reveal = reveal
 
     def events(self, where: str, params: Sequence[Any], limit: int | None = None, *,
                oldest_first: bool = False) -> Result:
-        """Whole events matching `where` (a parameterised condition on `audit`), newest first (or oldest)."""
+        """Whole events matching `where` (a parameterised condition on `audit`), newest first (or oldest).
+
+        Erasable values are revealed (or shown erased) when the database was given a revealer; `--sql` results
+        (`sql`) are never: they show the archive's bytes.
+        """
         order = OLDEST_FIRST if oldest_first else NEWEST_FIRST
         sql = f"SELECT {', '.join(EVENT_NAMES)} FROM {VIEW} WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += " LIMIT ?"
             params = [*params, limit]
-        return _result(self._execute(sql, params))
+        result = _result(self._execute(sql, params))
+        if self._reveal is not None:
+            result.rows = _revealed(result.rows, self._reveal)
+        return result
 
     def count(self, where: str, params: Sequence[Any]) -> int:
         """How many events match `where`."""
@@ -82,6 +93,13 @@ class AuditDatabase:
 def _result(cursor: duckdb.DuckDBPyConnection) -> Result:
     columns = [d[0] for d in cursor.description or ()]
     return Result(columns, _batches(cursor))
+
+
+def _revealed(rows: Iterator[tuple[Any, ...]], reveal: PayloadRevealer) -> Iterator[tuple[Any, ...]]:
+    for row in rows:
+        payload = row[_PAYLOAD]
+        revealed = reveal(payload, row[_EVENT_ID])
+        yield row if revealed is payload else (*row[:_PAYLOAD], revealed, *row[_PAYLOAD + 1:])
 
 
 def _batches(cursor: duckdb.DuckDBPyConnection) -> Iterator[tuple[Any, ...]]:

@@ -37,6 +37,8 @@ from auditlock.textsafe import terminal_safe
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from auditlock.privacy.erasable import Revealer
+
 log = logging.getLogger("auditlock.query")
 
 
@@ -103,16 +105,38 @@ def open_database(config: Config, time_range: TimeRange, cache_dir: Path, err: I
                 _note(err, "[sink] bucket is not set: the archive was not read; these are the spool's events only")
                 files, fetch = [], FetchReport()
             stale = fetch.stale
-            database = AuditDatabase(files, spool_file=spool_file, time_range=time_range)
+            revealer = _revealer(config)
+            database = AuditDatabase(files, spool_file=spool_file, time_range=time_range,
+                                     reveal=None if revealer is None else revealer.payload_text)
             report = QueryReport(fetch, spool_events, archive_read=archive_read)
             try:
                 yield database, report
             finally:
                 database.close()
+                if revealer is not None:
+                    revealer.close()
+                    _note_undecryptable(err, revealer)
     finally:  # the lease has ended: trim even after an error (a failed fetch may have downloaded)
         trimmed = _trim(cache_dir, max_bytes, stale, err)
         if report is not None:
             report.trim = trimmed
+
+
+def _revealer(config: Config) -> Revealer | None:
+    """The key store's revealer when `[erasure]` is configured (erasable values then show decrypted or erased)."""
+    if not config.erasure.configured:
+        return None
+    from auditlock.privacy.erasable import revealer_for  # noqa: PLC0415 - cryptography only with [erasure]
+
+    return revealer_for(config)
+
+
+def _note_undecryptable(err: IO[str] | None, revealer: Revealer) -> None:
+    """Notes for values shown as `[undecryptable]`: each names the event, the field and the cause."""
+    for finding in revealer.findings:
+        _note(err, f"finding: {finding}")
+    if revealer.finding_count > len(revealer.findings):
+        _note(err, f"{revealer.finding_count - len(revealer.findings)} more values could not be decrypted")
 
 
 def _note_skipped(err: IO[str] | None, fetch: FetchReport) -> None:

@@ -1,0 +1,189 @@
+"""Erasable values in records: sealed by the handler (`Sealer`), revealed by the readers (`Revealer`).
+
+Which values: the target's `erasable` fields, in `payload` and on either side of `payload.changes`; `None` stays
+null. Whose: the target itself (`"<target type>:<target id>"`) unless `subject = "<Type>:<field>"` names a field
+holding the subject's id — read from the call's fields, its `payload=`, then `after=`, then `before=` (the field
+need not be allowlisted: it picks the key and is written only if `fields` lists it). An event carrying an
+erasable value but no subject is refused (`EventError`): a value sealed under a guessed subject could never be
+erased with the right one.
+
+Readers show an erased subject's values as `crypto.ERASED`; a value that cannot be revealed for any other reason
+(altered, a key this store never had, malformed) as `crypto.UNREADABLE`, with a finding naming the event, the
+field and the cause — never a crash. A key store that cannot be reached stops the reader with `KeyStoreError`
+rather than show every value as erased.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from auditlock.config.model import Config, TargetConfig
+from auditlock.errors import ConfigError, EventError, KeyStoreError
+from auditlock.privacy.crypto import ERASED, PREFIX, SUBJECT, UNREADABLE, DataKey, DecryptError, is_sealed, parse_sealed
+from auditlock.privacy.keystore import KeyCache, KeyStore, open_store
+
+MAX_FINDINGS = 100
+_NO_CHANGES: dict[str, list[Any]] = {}  # never written to: a field is sealed in `changes` only if it is there
+_SUBJECT_ID_TYPES = (str, int)
+
+
+class Sealer:
+    """Seals a record's erasable values under its subject's data key (cached, see `keystore.KeyCache`).
+
+    The store is opened at the first erasable value, not before: a core that never seals (the agent's trail,
+    the view's access log) needs no key store, and its URL, at all. A store that cannot even be opened (its URL
+    missing) is then a `KeyStoreError` like an unreachable one: the event is refused.
+    """
+
+    def __init__(self, config: Config, store: KeyStore | None = None) -> None:
+        self._config = config.erasure
+        self._keys = None if store is None else KeyCache(store, config.erasure.cache_ttl_s)
+        self._lock = threading.Lock()
+
+    @property
+    def keys(self) -> KeyCache:
+        """The key cache over the store (opened on first use)."""
+        if self._keys is None:
+            with self._lock:
+                if self._keys is None:
+                    try:
+                        store = open_store(self._config)
+                    except ConfigError as exc:
+                        raise KeyStoreError(f"the key store cannot be opened: {exc}") from exc
+                    self._keys = KeyCache(store, self._config.cache_ttl_s)
+        return self._keys
+
+    def seal(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None, *,
+             fields: Mapping[str, Any], payload: dict[str, Any]) -> None:
+        """Replace the erasable values of `payload` (built from `fields`) by their sealed form, in place."""
+        changes: dict[str, list[Any]] = payload.get("changes") or _NO_CHANGES
+        key: DataKey | None = None
+        for name in target.erasable:
+            value, pair = payload.get(name), changes.get(name)
+            if value is None and pair is None:
+                continue
+            if key is None:
+                key = self._key(event_type, target, target_type, target_id, fields)
+            if value is not None:
+                payload[name] = key.seal(name, value)
+            if pair is not None:
+                changes[name] = [_seal_or_none(key, name, item) for item in pair]
+
+    def _key(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
+             fields: Mapping[str, Any]) -> DataKey:
+        # The common case first: the target is the subject and its key is cached (a subject is checked once,
+        # before its key is first asked for).
+        if target.subject is None and target_id is not None:
+            key = self.keys.fresh(f"{target_type}:{target_id}")
+            if key is not None:
+                return key
+        return self.keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
+
+
+def _seal_or_none(key: DataKey, name: str, value: Any) -> Any:
+    return None if value is None else key.seal(name, value)
+
+
+def subject_of(event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
+               fields: Mapping[str, Any]) -> str:
+    """The subject id whose key seals this event's erasable values; `EventError` if the event names none."""
+    named = target.subject_field
+    if named is None:
+        if target_id is None:
+            raise EventError(f"event {event_type!r} on {target_type} carries erasable values but no target_id: "
+                             "pass target_id= (the target is the data subject whose key encrypts them)")
+        subject = f"{target_type}:{target_id}"
+    else:
+        kind, name = named
+        value = _subject_value(fields, name)
+        if isinstance(value, bool) or not isinstance(value, _SUBJECT_ID_TYPES):
+            raise EventError(f"event {event_type!r} on {target_type} carries erasable values but {name}= "
+                             f"(subject = \"{target.subject}\") is {'missing' if value is None else repr(value)}: "
+                             f"pass {name}= as the {kind}'s id (a str or int), in the call or in payload=/after=")
+        subject = f"{kind}:{value}"
+    if not SUBJECT.match(subject):
+        raise EventError(f"event {event_type!r}: subject {subject[:80]!r} is not a printable id of at most 256 "
+                         "characters; pass the subject's id, not a description")
+    return subject
+
+
+def _subject_value(fields: Mapping[str, Any], name: str) -> Any:
+    if name in fields:
+        return fields[name]
+    for source in ("payload", "after", "before"):
+        part = fields.get(source)
+        if isinstance(part, Mapping) and name in part:
+            return part[name]
+    return None
+
+
+class Revealer:
+    """Reveals sealed values in payloads read back from the trail; collects findings for what fails."""
+
+    def __init__(self, store: KeyStore, ttl_s: float = 300.0) -> None:
+        self.keys = KeyCache(store, ttl_s)
+        self.findings: list[str] = []
+        self.finding_count = 0
+
+    def payload_text(self, text: str | None, event_id: str | None = None) -> str | None:
+        """A payload as JSON text, its sealed values revealed (unchanged if it holds none)."""
+        if text is None or PREFIX not in text:
+            return text
+        try:
+            payload = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+        if not isinstance(payload, dict):
+            return text
+        return orjson.dumps(self.payload(payload, event_id)).decode()
+
+    def payload(self, payload: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        """A copy of `payload` with its sealed values revealed (top-level fields and both sides of changes)."""
+        out = {name: self.value(name, value, event_id) for name, value in payload.items()}
+        changes = payload.get("changes")
+        if isinstance(changes, dict):
+            out["changes"] = {name: [self.value(name, v, event_id) for v in pair] if isinstance(pair, list) else pair
+                              for name, pair in changes.items()}
+        return out
+
+    def value(self, field: str, value: Any, event_id: str | None = None) -> Any:
+        """The plaintext of a sealed value, `[erased]`, or `[undecryptable]` with a finding; others unchanged."""
+        if not is_sealed(value):
+            return value
+        try:
+            key_id, body = parse_sealed(value)
+            found = self.keys.lookup(key_id)
+            if found == "erased":
+                return ERASED
+            if found == "unknown":
+                raise DecryptError(f"key {key_id} is not in this key store (a different [erasure] store, or a "
+                                   "restored backup missing it)")
+            return found.reveal(field, body)
+        except DecryptError as exc:
+            self._finding(f"event {event_id or '?'}: payload field {field!r}: {exc}")
+            return UNREADABLE
+
+    def close(self) -> None:
+        """Release the store's connections (the reader is done)."""
+        self.keys.store.close()
+
+    def subject_key_id(self, subject: str) -> str | None:
+        """The key id of the subject's data key, if it has one (to find its events)."""
+        key = self.keys.store.subject_key(subject)
+        return None if key is None else key.key_id
+
+    def _finding(self, text: str) -> None:
+        self.finding_count += 1
+        if len(self.findings) < MAX_FINDINGS:
+            self.findings.append(text)
+
+
+def revealer_for(config: Config) -> Revealer | None:
+    """The revealer of the config's key store, or None when `[erasure]` is not configured."""
+    if not config.erasure.configured:
+        return None
+    return Revealer(open_store(config.erasure), config.erasure.cache_ttl_s)
