@@ -43,6 +43,7 @@ class IdentityCheck:
         self.spool = spool
         self.uid = os.geteuid() if uid is None else uid
         self.done = False
+        self.shares_writer_uid = False
         self.gauge = Gauge("auditlock_agent_shares_writer_uid", "1 if every writer file of the spool belongs to the "
                            "agent's own user (one identity: the application could rewrite unshipped history)",
                            registry=registry)
@@ -57,6 +58,7 @@ class IdentityCheck:
             return  # no writer has written yet: look again at the next refresh
         self.done = True
         if owners == {self.uid}:
+            self.shares_writer_uid = True
             self.gauge.set(1)
             log.warning(same_identity_warning(self.spool, self.uid))
 
