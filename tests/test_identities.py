@@ -26,6 +26,7 @@ from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.spool_files import segment_paths
 from tests.support.users import TwoUsers, User, attempt, child_env
+from tests.support.waiting import wait_for
 
 WARNING = "run as this agent's own user"
 REFUSED = {"EACCES", "EPERM"}
@@ -58,6 +59,13 @@ class Deployment:
         return subprocess.run(self.env.agent_command("--once"), capture_output=True, text=True, timeout=180,
                               check=False, env={**self.env.env(), "HOME": str(self.root)},
                               **self.users.popen_args(self.users.agent))
+
+    def start_agent(self, log: Path) -> subprocess.Popen[bytes]:
+        """The long-running `auditlock agent` as the agent's user, its stderr into `log`."""
+        with log.open("wb") as stderr:
+            return subprocess.Popen(self.env.agent_command(), stdout=subprocess.DEVNULL, stderr=stderr,
+                                    env={**self.env.env(), "HOME": str(self.root)},
+                                    **self.users.popen_args(self.users.agent))
 
     def ship(self) -> str:
         """Run the agent once, which must succeed; its stderr."""
@@ -158,6 +166,29 @@ class TestAgentStateIsTheAgents:
         assert "Two identities" in result.stderr
 
 
+class TestAgentDirectories:
+    def test_agent_narrows_a_state_directory_an_fsgroup_widened(self, deployment: Deployment) -> None:
+        """A state directory made group-writable (as a volume's fsGroup does) is narrowed back to 0700, with a
+        warning."""
+        deployment.write(1)
+        deployment.ship()
+        state = deployment.spool / STATE_DIR
+        state.chmod(0o2770)
+        deployment.write(1)
+        stderr = deployment.ship()
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert "narrowed to 0700" in stderr
+
+    def test_agent_refuses_a_sticky_spool_it_does_not_own(self, deployment: Deployment) -> None:
+        """A sticky spool owned by the application's user is refused at start, with the chown that fixes it."""
+        os.chown(deployment.spool, deployment.users.app.uid, deployment.users.spool_gid)
+        deployment.write(1)
+        result = deployment.agent_once()
+        assert result.returncode == 1
+        assert f"chown {deployment.users.agent.uid}" in result.stderr
+        assert len(segment_paths(deployment.spool)) == 1
+
+
 class TestSameIdentityWarning:
     def test_warns_when_the_writers_run_as_the_agents_user(self, deployment: Deployment) -> None:
         """Events written by the agent's own user make the agent warn what that gives up, and still ship."""
@@ -166,3 +197,16 @@ class TestSameIdentityWarning:
         assert WARNING in stderr
         assert "rewrite sealed, not yet shipped segments" in stderr
         assert [e["event_id"] for e in deployment.env.archive_events()] == written
+
+    def test_an_agent_started_first_warns_once_a_writer_of_its_own_user_appears(
+            self, deployment: Deployment, processes: list[subprocess.Popen[bytes]]) -> None:
+        """An agent that found no writer at start warns when the first segment of its own user shows up."""
+        log = deployment.root / "agent.log"
+        agent = deployment.start_agent(log)
+        processes.append(agent)
+        wait_for((deployment.spool / AGENT_LOCK_FILE).exists, what="the agent's lock")
+        deployment.write(2, user=deployment.users.agent)
+        wait_for(lambda: WARNING in log.read_text(), what="the same-user warning")
+        agent.terminate()
+        assert agent.wait(timeout=120) == 0
+        assert log.read_text().count(WARNING) == 1

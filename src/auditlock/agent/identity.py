@@ -8,10 +8,10 @@ refuse that setup (a laptop, the demo, an old deployment), so it says so:
 
 - `IdentityCheck` looks at who owns the spool's writer files (segments in every state, drop files). When every one
   belongs to the agent's own user it logs one WARNING naming what is given up and the fix (docs/operations.md,
-  "Two identities") and sets `auditlock_agent_shares_writer_uid` to 1. It checks at start and then at every gauge
-  refresh until some writer file exists (an agent that starts first sees an empty spool), then stops. Its own
-  trail's segments are the agent user's too: the check counts them, so a spool holding nothing but those (after a
-  crash) warns wrongly; a spool that holds any application's file does not.
+  "Two identities") and sets `auditlock_agent_shares_writer_uid` to 1. It checks at start and then at the start
+  of every shipping pass until some writer file exists (an agent that starts first sees an empty spool), then
+  stops. Its own trail's segments are the agent user's too: the check counts them, so a spool holding nothing but
+  those (after a crash) warns wrongly; a spool that holds any application's file does not.
 - `ensure_private_dir` creates the agent's own directories 0700, refuses one another user owns (planted before
   the agent created it) and narrows one a volume's fsGroup widened.
 - `refuse_foreign_sticky_spool`: a sticky spool directory that is not the agent's would keep the agent from

@@ -185,6 +185,7 @@ class Agent:
     def _pass(self, *, force: bool, deadline: float | None = None) -> int:
         if self.http is not None:
             self.http.beat()
+        self.identity.check()  # before shipping: afterwards the writers' segments may be gone
         self.shipper.recover()
         shipped = self.shipper.ship_due(force=force, deadline=deadline)
         self._update_gauges()
@@ -276,7 +277,6 @@ class Agent:
             self._refresh_gauges()
 
     def _refresh_gauges(self) -> None:
-        self.identity.check()
         backlog = self.shipper.backlog()
         self.metrics.backlog_bytes.set(backlog.bytes)
         self.metrics.backlog_segments.set(len(backlog.segments))
