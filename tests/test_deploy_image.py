@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from auditlock.spool.format import SPOOL_DIR_MODE
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, free_port, make_lock_bucket
 from tests.support.spool_files import segment_paths
@@ -96,7 +95,7 @@ def hand_spool_to_image_user(env: ArchiveEnv) -> None:
     """Lay the spool out as in deploy/k8s: the agent's (the image's user), group the spool's, 3770, and segments
     owned by the application's user, as if the app container had written them."""
     os.chown(env.spool, IMAGE_UID, SPOOL_GID)
-    os.chmod(env.spool, SPOOL_DIR_MODE)
+    os.chmod(env.spool, 0o3770)  # docs/operations.md, "Two identities"
     for path in env.spool.rglob("*"):
         os.chown(path, APP_UID, SPOOL_GID)
 

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from auditlock.agent.service import AGENT_LOCK_FILE, STATE_DIR
-from auditlock.spool.format import QUARANTINE_DIR, SEGMENT_FILE_MODE, SPOOL_DIR_MODE
+from auditlock.spool.format import QUARANTINE_DIR
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.spool_files import segment_paths
@@ -29,6 +29,8 @@ from tests.support.users import TwoUsers, User, attempt, child_env
 from tests.support.waiting import wait_for
 
 WARNING = "run as this agent's own user"
+SPOOL_MODE = 0o3770  # docs/operations.md, "Two identities": the agent's, setgid, sticky, the group may write
+SEGMENT_MODE = 0o640  # written by the application, read by the agent through the group
 REFUSED = {"EACCES", "EPERM"}
 
 
@@ -42,7 +44,7 @@ class Deployment:
         self.spool = env.spool
         self.spool.mkdir()
         os.chown(self.spool, users.agent.uid, users.spool_gid)  # install -d -o agent -g spool -m 3770
-        os.chmod(self.spool, SPOOL_DIR_MODE)
+        os.chmod(self.spool, SPOOL_MODE)
         env.config_path.chmod(0o644)
 
     def write(self, count: int, *, user: User | None = None, torn: bool = False) -> list[str]:
@@ -97,7 +99,7 @@ class TestShippingAcrossUsers:
         [segment] = segment_paths(deployment.spool)
         st = segment.stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
-            deployment.users.app.uid, deployment.users.spool_gid, SEGMENT_FILE_MODE)
+            deployment.users.app.uid, deployment.users.spool_gid, SEGMENT_MODE)
 
     def test_agent_ships_the_apps_events_exactly_once(self, deployment: Deployment) -> None:
         """The agent's user ships what the application's user wrote, once each, and deletes the segments."""
