@@ -16,12 +16,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from auditlock.agent.service import AGENT_LOCK_FILE, STATE_DIR
-from auditlock.spool.format import QUARANTINE_DIR
+from auditlock.spool.format import DROPS_DIR, QUARANTINE_DIR
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.spool_files import segment_paths
@@ -75,6 +76,12 @@ class Deployment:
         assert result.returncode == 0, result.stderr
         return result.stderr
 
+    def digests(self) -> list[dict[str, Any]]:
+        """Every digest the agent stored, parsed."""
+        client = self.env.endpoint.client()
+        listed = client.list_objects_v2(Bucket=self.env.bucket, Prefix="audit/digests/").get("Contents", [])
+        return [orjson.loads(client.get_object(Bucket=self.env.bucket, Key=o["Key"])["Body"].read()) for o in listed]
+
     def attempt_as_app(self, *operations: list[str]) -> dict[str, str]:
         """File operations tried as the application's user."""
         return attempt(self.users, self.users.app, self.root, [list(op) for op in operations])
@@ -116,6 +123,26 @@ class TestShippingAcrossUsers:
         deployment.ship()
         assert [e["event_id"] for e in deployment.env.archive_events()] == written
         assert sorted(p.name for p in deployment.spool.iterdir() if not p.name.startswith(".")) == []
+
+
+    def test_agent_reads_the_drop_counts_of_an_app_user(self, deployment: Deployment) -> None:
+        """Drop files (and drops/) an application user writes under a tight umask reach the agent's digest."""
+        config = deployment.root / "app.toml"
+        config.write_text(deployment.env.config_path.read_text().replace(
+            "[spool]\n", '[spool]\non_error = "drop"\nmax_bytes = 65536\n', 1))
+        config.chmod(0o644)
+        argv = [sys.executable, "-m", "tests.support.users", "overflow", str(config), "400"]
+        done = subprocess.run(argv, capture_output=True, timeout=120, check=False, env=child_env(deployment.root),
+                              umask=0o077, **deployment.users.popen_args(deployment.users.app))
+        assert done.returncode == 0, done.stderr.decode()
+        dropped = int(done.stdout)
+        assert dropped > 0, "the test meant the spool to overflow"
+        drops = deployment.spool / DROPS_DIR
+        [drop_file] = list(drops.iterdir())
+        assert (stat.S_IMODE(drops.stat().st_mode), stat.S_IMODE(drop_file.stat().st_mode)) == (SPOOL_MODE, 0o640)
+        deployment.ship()
+        recorded = [d["app_drops"] for d in deployment.digests() if "app_drops" in d]
+        assert [drops["dropped"] for drops in recorded[0].values()] == [{"spool_full": dropped}]
 
 
 class TestAgentStateIsTheAgents:

@@ -11,6 +11,8 @@ skips naming the fix: give the directories on both paths o+x (traverse, not list
 Run as ``python -m tests.support.users write CONFIG COUNT [--torn]`` it is the application's side: it writes
 COUNT events through the real writer with that config and prints their event ids as one JSON list; with
 ``--torn`` it leaves its segment open and appends half a line, as a writer killed mid-write does. As
+``... overflow CONFIG COUNT`` it emits COUNT events with a config that drops them when the spool is full
+(``on_error = "drop"``) and prints how many it dropped. As
 ``... attempt OPERATIONS_JSON`` it tries file operations and prints what each gave (``attempt`` runs it as a user).
 """
 
@@ -168,6 +170,19 @@ def _write(config_path: str, count: int, torn: bool) -> None:
     os.write(1, orjson.dumps(ids) + b"\n")
 
 
+def _overflow(config_path: str, count: int) -> None:
+    import auditlock
+    from auditlock.config import load_config
+    from auditlock.handler.core import AuditCore
+
+    core = AuditCore(load_config(Path(config_path)))
+    with auditlock.actor("user#16"):
+        for n in range(count):
+            core.emit("order.updated", {"target_type": "Order", "target_id": n, "status": "paid"})
+    core.writer.close()
+    os.write(1, orjson.dumps(core.dropped) + b"\n")
+
+
 def _attempt(operations: list[list[str]]) -> None:
     results = {}
     for op, *paths in operations:
@@ -205,17 +220,23 @@ def attempt(users: TwoUsers, user: User, home: Path, operations: list[list[str]]
 
 
 def main() -> None:
-    """`write CONFIG COUNT [--torn]`, `attempt OPERATIONS_JSON`: see the module docstring."""
+    """`write CONFIG COUNT [--torn]`, `overflow CONFIG COUNT`, `attempt OPERATIONS_JSON`: see the module
+    docstring."""
     parser = argparse.ArgumentParser(prog="python -m tests.support.users")
     commands = parser.add_subparsers(dest="command", required=True)
     write = commands.add_parser("write")
     write.add_argument("config")
     write.add_argument("count", type=int)
     write.add_argument("--torn", action="store_true")
+    overflow = commands.add_parser("overflow")
+    overflow.add_argument("config")
+    overflow.add_argument("count", type=int)
     commands.add_parser("attempt").add_argument("operations")
     args = parser.parse_args()
     if args.command == "write":
         _write(args.config, args.count, args.torn)
+    elif args.command == "overflow":
+        _overflow(args.config, args.count)
     else:
         _attempt(orjson.loads(args.operations))
 
