@@ -106,8 +106,8 @@ def _is_drop_file(name: str) -> bool:
 
 def ensure_private_dir(path: Path, what: str) -> Path:
     """Create `path` 0700 if it is missing; refuse one that is not a directory or not this user's; narrow one that
-    others may use (a volume's fsGroup adds group bits) back to 0700. Returns `path`."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    the group or others may use (a volume's fsGroup adds group bits) back to 0700. Returns `path`."""
+    created = _make_dir(path)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):  # a symlink planted there would take the agent's files elsewhere
         raise SpoolError(f"{path} is not a directory (a symbolic link?); remove it so the agent can create {what}")
@@ -115,11 +115,21 @@ def ensure_private_dir(path: Path, what: str) -> Path:
         raise SpoolError(f"{path} belongs to uid {st.st_uid}, not to the agent's user (uid {os.geteuid()}): another "
                          f"user created it, and could change what the agent keeps there. Move it away so the agent "
                          f"can create {what} ({FIX})")
-    if stat.S_IMODE(st.st_mode) != DIR_MODE:
+    if created:
+        os.chmod(path, DIR_MODE)  # exactly: not the setgid bit a directory inherits in the spool
+    elif st.st_mode & 0o077:
         os.chmod(path, DIR_MODE)
         log.warning("auditlock agent: %s was mode %04o; narrowed to %04o (%s is the agent's alone)", path,
                     stat.S_IMODE(st.st_mode), DIR_MODE, what)
     return path
+
+
+def _make_dir(path: Path) -> bool:
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True)
+    except FileExistsError:
+        return False
+    return True
 
 
 def refuse_foreign_sticky_spool(spool: Path) -> None:
