@@ -57,6 +57,11 @@ class TestDemo:
         email = next(line for line in demo.stdout.splitlines() if "changes.email" in line)
         assert "hmac-sha256:" in email
 
+    def test_says_its_service_and_agent_share_one_user(self, demo: subprocess.CompletedProcess[str]) -> None:
+        """One user runs both: the agent's warning is shown, then what a deployment does instead."""
+        assert "run as this agent's own user" in demo.stderr
+        assert "a deployment runs the agent as a user of its own" in demo.stdout
+
     def test_keep_leaves_data_that_verifies(self, tmp_path: Path) -> None:
         """--keep DIR leaves config, keys, spool, cache and an archive copy that `verify --source` finds clean."""
         kept = tmp_path / "demo"

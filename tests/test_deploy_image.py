@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD_ENV = "AUDITLOCK_BUILD_IMAGE"
 TAG = "localhost/auditlock-agent:test"
 BUILDAH = ["buildah", "--storage-driver", "vfs"]  # the store deploy/build-image builds into
-IMAGE_UID = 10001  # USER in deploy/Dockerfile; the app container writes the spool as this UID too
+IMAGE_UID = 10002  # USER in deploy/Dockerfile: the agent's own user
+SPOOL_GID = 10003  # the image's group: the spool's group, shared with the application
+APP_UID = 10001  # the application's user in deploy/k8s: it owns the segments
 SPOOL = "/var/spool/auditlock"
 CONFIG = "/etc/auditlock/auditlock.toml"
 BUILD_TIMEOUT_S = 1100  # ~2 min on an idle machine, several times that on a loaded one
@@ -90,9 +92,12 @@ def container_config(env: ArchiveEnv, **agent: str) -> Path:
 
 
 def hand_spool_to_image_user(env: ArchiveEnv) -> None:
-    """chown the spool to the image's UID, as if the app container (same UID) had written it."""
-    for path in [env.spool, *env.spool.rglob("*")]:
-        os.chown(path, IMAGE_UID, IMAGE_UID)
+    """Lay the spool out as in deploy/k8s: the agent's (the image's user), group the spool's, 3770, and segments
+    owned by the application's user, as if the app container had written them."""
+    os.chown(env.spool, IMAGE_UID, SPOOL_GID)
+    os.chmod(env.spool, 0o3770)  # docs/operations.md, "Two identities"
+    for path in env.spool.rglob("*"):
+        os.chown(path, APP_UID, SPOOL_GID)
 
 
 def run_argv(container: str, env: ArchiveEnv, etc: Path, *command: str, **environ: str) -> list[str]:
@@ -139,10 +144,10 @@ def agent_pid(parent: int) -> int | None:
 
 class TestAgentImage:
     def test_image_runs_the_agent_as_non_root(self, agent_image: str) -> None:
-        """The image's entrypoint is `auditlock agent`, as UID 10001, with a HEALTHCHECK on /healthz."""
+        """The image's entrypoint is `auditlock agent`, as UID 10002 (not the app's), with a HEALTHCHECK on /healthz."""
         config = image_config(agent_image)
         assert config["Entrypoint"] == ["auditlock", "agent"]
-        assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+        assert config["User"] == f"{IMAGE_UID}:{SPOOL_GID}"
         assert "/healthz" in " ".join(config["Healthcheck"]["Test"])  # type: ignore[index]
 
     def test_once_ships_the_spool(self, container: str, archive: ArchiveEnv) -> None:

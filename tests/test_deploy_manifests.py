@@ -63,19 +63,49 @@ class TestWorkloads:
         assert agent["args"] == ["--config", f"{CONFIG_MOUNT}/auditlock.toml"]
         assert {"name": "auditlock-config", "mountPath": CONFIG_MOUNT, "readOnly": True} in agent["volumeMounts"]
 
-    def test_app_and_agent_share_the_spool_at_the_configured_dir(self, workload: Path,
-                                                                 shipped_config: Config) -> None:
-        """Every container mounts the spool volume at the parent of `[spool] dir` (a volume's root may be 0777, which
-        the agent refuses; auditlock creates the subdirectory 0700)."""
-        for container in containers(pod_spec(workload)):
-            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-            assert mounts.get(str(shipped_config.spool.dir.parent)) == "spool", container["name"]
+    def test_agent_mounts_the_spool_volume_above_the_configured_dir(self, workload: Path,
+                                                                    shipped_config: Config) -> None:
+        """The agent mounts the spool volume at the parent of `[spool] dir` and creates the directory itself (a
+        volume's root may be 0777, which the agent refuses)."""
+        mounts = {m["mountPath"]: m for m in agent_container(pod_spec(workload))["volumeMounts"]}
+        assert mounts[str(shipped_config.spool.dir.parent)] == {
+            "name": "spool", "mountPath": str(shipped_config.spool.dir.parent)}
 
-    def test_app_and_agent_run_as_one_uid(self, workload: Path) -> None:
-        """The spool is 0700 with 0600 files: the agent can lock and delete them only as the app's user."""
+    def test_app_mounts_only_the_spool_directory(self, workload: Path, shipped_config: Config) -> None:
+        """The app mounts the spool directory the agent created (subPath), not the volume's root it could rename
+        the spool away in, and never the agent's state."""
+        for app in pod_spec(workload)["containers"]:
+            mounts = {m["name"]: m for m in app["volumeMounts"]}
+            assert mounts["spool"] == {"name": "spool", "mountPath": str(shipped_config.spool.dir),
+                                       "subPath": shipped_config.spool.dir.name}
+            assert "agent-state" not in mounts
+
+    def test_app_and_agent_run_as_different_uids_sharing_the_spool_group(self, workload: Path) -> None:
+        """Two identities: the app and the agent (the image's USER) have different UIDs, neither root; the agent's
+        group is the pod's fsGroup, which every container has as a supplementary group."""
         spec = pod_spec(workload)
-        pod_uid = spec["securityContext"]["runAsUser"]
-        assert {c.get("securityContext", {}).get("runAsUser", pod_uid) for c in containers(spec)} == {pod_uid}
+        agent = agent_container(spec)["securityContext"]
+        apps = [c["securityContext"] for c in spec["containers"]]
+        assert all(ctx["runAsUser"] not in (0, agent["runAsUser"]) for ctx in apps)
+        assert agent["runAsUser"] != 0
+        assert f"USER {agent['runAsUser']}:{agent['runAsGroup']}" in (REPO / "deploy" / "Dockerfile").read_text()
+        assert agent["runAsGroup"] == spec["securityContext"]["fsGroup"]
+        assert all(ctx["runAsGroup"] != spec["securityContext"]["fsGroup"] for ctx in apps)
+
+    def test_agent_state_is_on_a_volume_only_the_agent_mounts(self, workload: Path) -> None:
+        """`[agent] state_dir` (set in the agent's environment) lies under a mount of a volume no app container
+        mounts."""
+        spec = pod_spec(workload)
+        agent = agent_container(spec)
+        state_dir = {e["name"]: e["value"] for e in agent["env"]}["AUDITLOCK_AGENT_STATE_DIR"]
+        [volume] = [m["name"] for m in agent["volumeMounts"] if state_dir.startswith(m["mountPath"] + "/")]
+        assert volume == "agent-state"
+        assert all(m["name"] != volume for c in spec["containers"] for m in c["volumeMounts"])
+
+    def test_volume_modes_are_not_widened_on_restart(self, workload: Path) -> None:
+        """fsGroup re-chmods a volume only when its root does not match, not at every start (which would make the
+        agent's quarantine and the segments group-writable)."""
+        assert pod_spec(workload)["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
 
     def test_probes_reach_the_configured_port(self, workload: Path, shipped_config: Config) -> None:
         """The agent listens on all interfaces at `[agent] http_port`, where its probes look."""

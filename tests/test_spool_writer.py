@@ -195,13 +195,22 @@ class TestDurabilityModes:
 
 
 class TestFiles:
-    def test_modes_are_private(self, config: Config, closing: Callable[[Any], Any]) -> None:
-        """The spool directory is 0700 and segments are 0600."""
-        os.umask(0o022)
+    def test_modes_are_the_two_identities_ones(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """The spool directory is created 3770 and segments 0640 (the agent's group reads them), whatever the umask."""
+        old = os.umask(0o077)
+        try:
+            emit_orders(AuditCore(config, writer=writer_for(config, closing)), 1)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(config.spool.dir.stat().st_mode) == 0o3770
+        [path] = segment_paths(config.spool.dir)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+    def test_an_existing_spool_keeps_its_mode(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """A spool directory that exists (a single-user deployment's 0700) is left as it is."""
+        config.spool.dir.mkdir(mode=0o700)
         emit_orders(AuditCore(config, writer=writer_for(config, closing)), 1)
         assert stat.S_IMODE(config.spool.dir.stat().st_mode) == 0o700
-        [path] = segment_paths(config.spool.dir)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     def test_descriptor_is_close_on_exec(self, config: Config, closing: Callable[[Any], Any]) -> None:
         """The open segment's descriptor is not inherited by exec'd children."""

@@ -1,9 +1,11 @@
 """Recovering what dead writers left, and quarantining damaged segments.
 
 An `.open.jsonl` segment whose flock can be taken has no live writer (writers rename a segment to that name
-only once they hold its lock; see `spool.format`). Recovery truncates a torn *last* line, then seals the
-segment like its writer would have. A bad line anywhere else is damage: the segment moves to `quarantine/`
-with a reason file — never deleted, never shipped, never blocking the rest.
+only once they hold its lock; see `spool.format`). Recovery drops a torn *last* line, then seals the segment like
+its writer would have. The agent never writes a writer's file (it is the application user's, 0640): a torn tail
+is dropped by replacing the segment with a copy of its whole lines, through the spool directory the agent owns.
+A bad line anywhere else is damage: the segment moves to `quarantine/` with a reason file — never deleted, never
+shipped, never blocking the rest.
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ import contextlib
 import fcntl
 import logging
 import os
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from auditlock.agent.identity import ensure_private_dir
 from auditlock.errors import SpoolError
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import (
-    DIR_MODE,
     FILE_MODE,
     NEW_SUFFIX,
     OPEN_SUFFIX,
     QUARANTINE_DIR,
+    RECOVERING_SUFFIX,
+    SEGMENT_FILE_MODE,
     SegmentName,
     fsync_dir,
     parse_segment_name,
@@ -70,7 +73,7 @@ def _lock_if_dead(path: Path, max_bytes: int | None = None) -> Iterator[BinaryIO
     """The segment, opened safely and flock'd, if no live writer holds it. The size bound is checked only once
     the lock is ours: a live writer's segment is never refused."""
     try:
-        f = open_spool_file(path, write=True)
+        f = open_spool_file(path)  # read-only: flock needs no write access, and the file is the writer's
     except FileNotFoundError:
         yield None  # sealed or removed since we listed it
         return
@@ -95,7 +98,7 @@ def _recover(spool: Path, path: Path, name: SegmentName, f: BinaryIO, report: Re
         report.quarantined.append(path.name)
         return
     if scan.torn_tail:
-        os.ftruncate(fd, scan.good_bytes)
+        _drop_torn_tail(spool, path, fd, scan.good_bytes)
         report.truncated.append(path.name)
         log.warning("auditlock agent: truncated the torn last line of %s (dead writer) at byte %d",
                     path.name, scan.good_bytes)
@@ -110,7 +113,39 @@ def _recover(spool: Path, path: Path, name: SegmentName, f: BinaryIO, report: Re
     report.sealed.append(path.name)
 
 
+def _drop_torn_tail(spool: Path, path: Path, fd: int, good_bytes: int) -> None:
+    """Replace the segment by a copy of its first `good_bytes` (its whole lines): written to `<name>.recovering`,
+    fsync'd, renamed over the segment. A crash leaves the torn segment or the copy, and a stale copy is replaced."""
+    copy = spool / (path.name + RECOVERING_SUFFIX)
+    with contextlib.suppress(FileNotFoundError):
+        copy.unlink()  # a copy an earlier pass left when it crashed (or anything planted under its name)
+    out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, SEGMENT_FILE_MODE)
+    try:
+        os.fchmod(out, SEGMENT_FILE_MODE)
+        _copy_prefix(fd, out, good_bytes)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    os.rename(copy, path)
+    fsync_dir(spool)
+
+
+def _copy_prefix(src: int, dst: int, length: int, chunk: int = 1 << 20) -> None:
+    offset = 0
+    while offset < length:
+        data = os.pread(src, min(chunk, length - offset), offset)
+        if not data:
+            raise SpoolError(f"segment shrank to {offset} bytes while its torn tail was being dropped")
+        os.write(dst, data)
+        offset += len(data)
+
+
 def _remove_dead_staging_files(spool: Path, report: RecoveryReport) -> None:
+    # A `.recovering` copy whose segment is gone (sealed or quarantined since) is debris of a crashed pass.
+    for path in spool.glob(f"*{OPEN_SUFFIX}{RECOVERING_SUFFIX}"):
+        if not os.path.lexists(spool / path.name.removesuffix(RECOVERING_SUFFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
     # A `.new` file is a segment its writer died creating; it never held an event.
     for path in spool.glob(f"*{NEW_SUFFIX}"):
         try:
@@ -138,12 +173,8 @@ def quarantine(spool: Path, path: Path, reason: str) -> Path:
 
 
 def _quarantine_dir(spool: Path) -> Path:
-    target_dir = spool / QUARANTINE_DIR
-    target_dir.mkdir(mode=DIR_MODE, exist_ok=True)
-    if not stat.S_ISDIR(os.lstat(target_dir).st_mode):  # a symlink planted there would take segments elsewhere
-        raise SpoolError(f"{target_dir} is not a directory (a symbolic link?); remove it so the agent can create "
-                         "its quarantine directory")
-    return target_dir
+    # The agent's alone: a symlink or a directory a writer planted there would take segments out of its reach.
+    return ensure_private_dir(spool / QUARANTINE_DIR, "its quarantine directory")
 
 
 def _free_name(directory: Path, name: str) -> Path:

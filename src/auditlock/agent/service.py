@@ -20,6 +20,7 @@ import watchfiles
 
 from auditlock.agent import signals
 from auditlock.agent.digests import DigestChain
+from auditlock.agent.identity import IdentityCheck, ensure_private_dir, refuse_foreign_sticky_spool
 from auditlock.agent.ledger import Ledger
 from auditlock.agent.metrics import AgentMetrics, HealthServer
 from auditlock.agent.open_segments import OpenSegmentsWaiting, open_segments_waiting
@@ -62,6 +63,7 @@ def agent_lock(spool: Path) -> Iterator[None]:
     """Hold the spool's single-agent lock, or raise `AgentAlreadyRunningError` naming the holder."""
     ensure_spool_dir(spool)
     refuse_world_writable(spool)
+    refuse_foreign_sticky_spool(spool)
     path = spool / AGENT_LOCK_FILE
     fd = _open_lock_file(path)
     try:
@@ -103,7 +105,8 @@ class Agent:
         self.stop = threading.Event()
         self.abort = threading.Event()
         self.wake = threading.Event()
-        state_dir = config.agent.state_dir or self.spool / STATE_DIR
+        state_dir = ensure_private_dir(config.agent.state_dir or self.spool / STATE_DIR, "its state directory")
+        self.identity = IdentityCheck(self.spool, self.metrics.registry)  # warns if the writers are the agent's user
         trail = AgentTrail(config)
         uploader = Uploader(config.sink, config.retention.classes, make_s3_client(config.sink),
                             on_floored=FlooredObjects(self.metrics, trail, config.retention.classes))
@@ -182,6 +185,7 @@ class Agent:
     def _pass(self, *, force: bool, deadline: float | None = None) -> int:
         if self.http is not None:
             self.http.beat()
+        self.identity.check()  # before shipping: afterwards the writers' segments may be gone
         self.shipper.recover()
         shipped = self.shipper.ship_due(force=force, deadline=deadline)
         self._update_gauges()

@@ -149,8 +149,12 @@ def _emit(config: Config, n: Narrator) -> int:
 def _ship(config: Config, n: Narrator) -> int:
     from auditlock.agent.service import Agent  # noqa: PLC0415 - boto3, watchfiles
 
-    result = Agent(config, serve_http=False).run_once()
+    agent = Agent(config, serve_http=False)
+    result = agent.run_once()
     n.step(f"agent: drained the spool: {result.events_shipped} events shipped, {result.segments_left} segments left")
+    if agent.identity.shares_writer_uid:  # its WARNING is on stderr above: say why, and what a deployment does
+        n.say("one user here: the demo's service and agent share it, as one laptop user must; a deployment runs the "
+              "agent as a user of its own (docs/operations.md, \"Two identities\")")
     return result.events_shipped
 
 

@@ -31,7 +31,7 @@ import orjson
 
 from auditlock.errors import SpoolError
 from auditlock.spool.files import open_spool_file
-from auditlock.spool.format import DIR_MODE, DROPS_DIR, FILE_MODE, fsync_dir
+from auditlock.spool.format import DROPS_DIR, SEGMENT_FILE_MODE, ensure_shared_dir, fsync_dir
 
 SPOOL_FULL = "spool_full"  # over [spool] max_bytes
 DISK_FULL = "disk_full"
@@ -97,10 +97,11 @@ class DropFile:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+    ensure_shared_dir(path.parent)  # 3770 like the spool: every writer's user creates its own file there
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SEGMENT_FILE_MODE)
     try:
+        os.fchmod(fd, SEGMENT_FILE_MODE)  # the agent reads it through the group, whatever the umask
         os.write(fd, data)
         os.fsync(fd)
     finally:

@@ -42,9 +42,9 @@ def refuse_world_writable(spool: Path) -> None:
     if mode & stat.S_IWOTH:
         raise SpoolError(
             f"spool directory {spool} is writable by every local user (mode {stat.S_IMODE(mode):04o}): anyone could "
-            f"plant segments that would be shipped as audit events. Run `chmod 0700 {spool}` (or 0770 for a group "
-            "the application and the agent share), or point [spool] dir at a subdirectory, which auditlock creates "
-            "0700")
+            f"plant segments that would be shipped as audit events. Run `chmod 0700 {spool}` (or 3770 for a group "
+            "the application and the agent share: docs/operations.md, \"Two identities\"), or point [spool] dir at "
+            "a subdirectory, which auditlock creates 3770")
 
 
 def largest_segment_bytes(segment_max_bytes: int, max_event_bytes: int) -> int:

@@ -2,13 +2,14 @@
 
 Layout (DESIGN.md, "The spool"):
 
-    <spool dir>/                                    mode 0700
-        <writer>.<first_seq:016x>.open.jsonl        open segment: appended by its writer, flock'd (LOCK_EX)
-        <writer>.<first_seq:016x>.jsonl             sealed segment: complete, fsync'd, never written again
+    <spool dir>/                                    agent:<spool group> 3770 (setgid, sticky)
+        <writer>.<first_seq:016x>.open.jsonl        open segment: appended by its writer, flock'd (LOCK_EX); 0640
+        <writer>.<first_seq:016x>.jsonl             sealed segment: complete, fsync'd, never written again; 0640
         <writer>.<first_seq:016x>.open.jsonl.new    being created (empty, renamed once locked)
-        .agent.lock, .agent/                        the agent's single-instance lock and its state (ledger)
-        quarantine/<segment name> + .reason.txt     damaged segments the agent refused to ship
-        drops/<writer>.json                         drop counts of a writer under on_error = "drop"
+        <writer>.<first_seq:016x>.open.jsonl.recovering   the agent's copy of a dead writer's segment (torn tail)
+        .agent.lock, .agent/                        the agent's single-instance lock (0600) and its state (0700)
+        quarantine/<segment name> + .reason.txt     damaged segments the agent refused to ship; agent's, 0700
+        drops/<writer>.json                         drop counts of a writer under on_error = "drop"; dir 3770, 0640
 
 Invariants
 - A segment belongs to exactly one writer (one process start, or one fork of it). No two processes ever
@@ -29,9 +30,29 @@ Invariants
   last line, seals it). Only the agent deletes segments, and only after S3 confirmed every object made from
   them. Damaged segments are moved to `quarantine/`, never deleted.
 
+Two identities (issue #16): who may do what
+- The application (the writers) and the agent run as different users that share one group, the spool's group,
+  which holds no one else. The spool directory belongs to the agent's user, group the spool's group, mode 3770:
+  the group may create files (the writers' segments); setgid gives every file in it the spool's group whoever
+  creates it; the sticky bit lets a user delete or rename only the files it owns — so the application can create
+  and seal (rename) its own segments but never delete or rename another writer's, the agent's lock, the agent's
+  `.agent/`, `quarantine/` or anything in them, while the agent, owning the directory, renames (seals, quarantines)
+  and deletes everyone's.
+- Writers create their segments and drop files 0640 (set with fchmod: not whatever the application's umask
+  left): the agent reads them through the group and never writes them. A dead writer's torn tail is therefore not
+  truncated in place: the agent writes the whole lines to `<name>.recovering` (its own file), renames that over the
+  open segment (an atomic replace: a crash leaves the old file or the copy, never neither), then seals it.
+- The agent's own directories (`quarantine/`, its state directory, `.agent/` by default) are the agent's alone:
+  0700 and owned by the agent's user; the agent refuses one owned by anyone else (planted by a writer before the
+  agent created it) and narrows one a volume's fsGroup widened.
+- Same-user deployments still work (every permission above then holds trivially), but give up what this buys:
+  the application could rewrite sealed, unshipped segments and the agent's state (its ledger, its witness) to
+  match. The agent says so at start (`agent.identity`). auditlock creates a missing spool directory 3770 as
+  above; it never changes the mode of one that exists (a single-user deployment may keep its spool 0700).
+
 Reading the spool (everything in it is hostile: anyone who can write the directory can plant anything)
 - Only the application's and the agent's users may write the spool: the agent refuses a world-writable spool
-  directory (`spool.files.refuse_world_writable`); a group-writable one is trusted.
+  directory (`spool.files.refuse_world_writable`); a group-writable one is trusted (the spool's group, above).
 - Every reader opens a spool file with `spool.files.open_spool_file`: no symlink followed, no FIFO waited on,
   regular files only, within a size bound (the agent's: `largest_segment_bytes`, twice the largest segment a
   writer with its config writes). A valid line is what `spool.lines` defines (the writer's exact JSON form).
@@ -67,8 +88,11 @@ NEW_SUFFIX = ".new"  # a segment being created: renamed to .open.jsonl once its 
 SEALED_SUFFIX = ".jsonl"
 QUARANTINE_DIR = "quarantine"
 DROPS_DIR = "drops"
-DIR_MODE = 0o700
-FILE_MODE = 0o600
+RECOVERING_SUFFIX = ".recovering"  # the agent's copy of a dead writer's open segment without its torn tail
+SPOOL_DIR_MODE = 0o3770  # the spool and drops/: setgid (the spool's group), sticky (delete only your own), rwx group
+SEGMENT_FILE_MODE = 0o640  # segments and drop files: written by their writer, read by the agent through the group
+DIR_MODE = 0o700  # the agent's own directories (quarantine/, its state)
+FILE_MODE = 0o600  # the agent's own files (reasons, ledger, digests, its lock)
 
 # The schema's keys in their required order.
 EVENT_KEYS = (
@@ -122,5 +146,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def ensure_spool_dir(path: Path) -> None:
-    """Create the spool directory (mode 0700) if it does not exist."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Create the spool directory (mode 3770, see "Two identities") if it does not exist; an existing one keeps its
+    owner and mode."""
+    ensure_shared_dir(path, parents=True)
+
+
+def ensure_shared_dir(path: Path, *, parents: bool = False) -> None:
+    """Create a directory writers and the agent share, mode `SPOOL_DIR_MODE` whatever the umask (mkdir drops setgid
+    and the umask may drop the group's bits); leave an existing one as it is."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=parents)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return
+    os.chmod(path, SPOOL_DIR_MODE)

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from auditlock.spool.format import FILE_MODE, NEW_SUFFIX, SegmentName, fsync_dir
+from auditlock.spool.format import NEW_SUFFIX, SEGMENT_FILE_MODE, SegmentName, fsync_dir
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
 
@@ -36,8 +36,9 @@ class OpenSegment:
         """
         name = SegmentName(writer_id, first_seq, is_open=True)
         staging = directory / (name.filename + NEW_SUFFIX)
-        fd = os.open(staging, _CREATE_FLAGS, FILE_MODE)
+        fd = os.open(staging, _CREATE_FLAGS, SEGMENT_FILE_MODE)
         try:
+            os.fchmod(fd, SEGMENT_FILE_MODE)  # group-readable for the agent whatever the application's umask
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.rename(staging, directory / name.filename)
             fsync_dir(directory)
