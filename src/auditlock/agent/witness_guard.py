@@ -34,11 +34,10 @@ from auditlock.agent.witness import Copy, Witness
 from auditlock.spool.chain import uuid7_hex
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import DIR_MODE, FILE_MODE, QUARANTINE_DIR, fsync_dir, parse_segment_name
+from auditlock.spool.witnessed import MISSING, REWRITTEN
 
 log = logging.getLogger("auditlock.agent")
 
-REWRITTEN = "rewritten before shipping"
-MISSING = "witnessed segment missing"
 FINDINGS_FILE = "findings.jsonl"
 MAX_FINDINGS_BYTES = 16 * 1024 * 1024
 EVIDENCE_KEYS = ("id", "finding", "segment", "detail", "writer", "witnessed_seq", "witnessed_hash", "witnessed_bytes",

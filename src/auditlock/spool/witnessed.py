@@ -16,6 +16,9 @@ from auditlock.spool.files import open_spool_file
 from auditlock.spool.format import SegmentName
 
 WITNESS_DIR = "witness"  # under the agent's state directory
+# The findings of a segment that disagrees with its witness (the agent's, `verify --spool`'s and the archive's).
+REWRITTEN = "rewritten before shipping"
+MISSING = "witnessed segment missing"
 COMPARE_CHUNK = 1024 * 1024
 
 
