@@ -321,3 +321,39 @@ class TestWitnessIsDurable:
         assert "REWRITTEN BEFORE SHIPPING" in result.stderr
         assert_set_aside(env, segments[0].name, original, REWRITTEN)
         assert_archive_reports(env, REWRITTEN, [segments[0].name])
+
+
+class TestVerifySpool:
+    """`auditlock verify --spool` compares the spool with the agent's witness before anything ships."""
+
+    def test_rewritten_and_deleted_segments_are_named(self, env: ArchiveEnv) -> None:
+        """A rechained segment is `rewritten before shipping`, a deleted one `witnessed segment missing`."""
+        env.write_events(30)
+        segments = sealed(env)
+        witnessing_agent(env)
+        status, clean = verify("--spool", str(env.spool))
+        assert status == 0, clean["findings"]
+        assert clean["counts"]["witnessed segments"] == len(segments)
+        rewrite_chain(segments[:1], 0, 2, forge_actor)
+        segments[1].unlink()
+
+        status, report = verify("--spool", str(env.spool))
+
+        assert status == 1
+        assert subjects(report, REWRITTEN) == {segments[0].name}
+        assert subjects(report, MISSING) == {segments[1].name}
+
+    def test_witness_in_another_state_dir(self, env: ArchiveEnv, tmp_path: Path) -> None:
+        """`--state-dir` points at an agent whose state lives outside the spool."""
+        env.write_events(10)
+        config = env.config_path.read_text().replace("[agent]\n", f'[agent]\nstate_dir = "{tmp_path / "state"}"\n')
+        env.config_path.write_text(config)
+        witnessing_agent(env)
+        append_forged_line(sealed(env)[0])
+
+        _status, default = verify("--spool", str(env.spool))
+        status, report = verify("--spool", str(env.spool), "--state-dir", str(tmp_path / "state"))
+
+        assert REWRITTEN not in kinds(default)
+        assert status == 1
+        assert subjects(report, REWRITTEN) == {sealed(env)[0].name}
