@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from auditlock.spool.drops import REASONS, read_drop_totals
 
-WITNESS_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+WITNESS_LAG_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
