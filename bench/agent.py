@@ -3,6 +3,7 @@
     uv run python bench/agent.py                         # 500k events, 1 GiB RSS backlog, 5 latency trials
     uv run python bench/agent.py --quick                 # smoke run (small sizes)
     uv run python bench/agent.py --profile agent.prof    # cProfile (CPU clock) of one `agent --once` drain instead
+    uv run python bench/agent.py --witness-only          # (4) alone: 100k events at --witness-rate 10000
 
 One moto server (ThreadedMotoServer on 127.0.0.1, in this process) serves every part; each part ships to a fresh
 Object Lock bucket.
@@ -739,6 +740,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=None, help="end-to-end latency trials, median reported (5)")
     parser.add_argument("--witness-rate", type=float, default=10_000,
                         help="events/s the writers emit while the witness follows them (10000)")
+    parser.add_argument("--witness-only", action="store_true", help="run only (4), the witness")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temp dir (default: $TMPDIR)")
     parser.add_argument("--profile", type=Path, default=None, metavar="OUT.prof",
@@ -766,7 +768,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         client = endpoint.client()
         print(f"warm-up (bytecode cache in {PYCACHE}): {warm_up(root, endpoint, client):.1f} s", flush=True)
-        if args.profile is not None:
+        if args.witness_only:
+            result = run_witness_only(root, endpoint, client, events=args.events or 100_000, rate=args.witness_rate)
+        elif args.profile is not None:
             result = profile(root, endpoint, client, events=events, out=args.profile.resolve(), top=args.top,
                              clock=args.profile_clock)
         else:
@@ -786,7 +790,6 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
     rss_run, rss = peak_rss(root, endpoint, client, rss_gib)
     latencies, e2e = e2e_latency(root, endpoint, client, trials)
     witness = witness_run(root, endpoint, client, events, witness_rate)
-    witness_ratio = witness["floor"].wall_s / witness["agent"].wall_s
 
     agent = sorted(runs, key=lambda r: r.agent.wall_s)[len(runs) // 2].agent
     floor_run = sorted(runs, key=lambda r: r.floor.wall_s)[len(runs) // 2]
@@ -831,13 +834,7 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
         ("(3) end-to-end latency, median", f"{latency:.3f} s", "",
          "batch_max_age_s = 1, segment_max_age_s = 1; trials " + ", ".join(f"{x:.2f}" for x in latencies)
          + f"; agent exit {e2e.get('agent_exit_code')}"),
-        ("(4) witness lag p50", f"{witness['lag_p50_s'] * 1000:.0f} ms", "",
-         f"writers at {witness['rate']:,} events/s ({events} events); {witness['lag_samples']} reads"),
-        ("(4) witness lag p99", f"{witness['lag_p99_s'] * 1000:.0f} ms", "<= 100 ms",
-         "occurred_at of a read's oldest line → its copy fsync'd (histogram, interpolated)"),
-        ("(4) agent / floor, witnessed spool", f"{witness_ratio:.3f}", ">= 0.8",
-         f"agent --once {witness['agent'].wall_s:.2f} s ({witness['agent'].cpu_s:.2f} s cpu) comparing every "
-         f"segment with its copy; floor {witness['floor'].wall_s:.2f} s; one run"),
+        *witness_rows(witness, events),
     ]
     for name, value, target, notes in rows:
         print(f"{name:<44} {value:>14} {target:>12}  {notes}")
@@ -862,8 +859,47 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
         "fill_events_per_s": round(events / fill["fill_s"]), "problems": problems,
         "witness_rate": witness["rate"], "witness_lag_p50_ms": round(witness["lag_p50_s"] * 1000, 1),
         "witness_lag_p99_ms": round(witness["lag_p99_s"] * 1000, 1), "witness_lag_reads": witness["lag_samples"],
-        "witnessed_agent_vs_floor": round(witness_ratio, 3),
+        **witness_summary(witness),
     }
+
+
+def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, str, str]]:
+    """The table rows of (4)."""
+    agent, floor = witness["agent"], witness["floor"]
+    return [
+        ("(4) witness lag p50", f"{witness['lag_p50_s'] * 1000:.0f} ms", "",
+         f"writers at {witness['rate']:,} events/s ({events} events); {witness['lag_samples']} reads"),
+        ("(4) witness lag p99", f"{witness['lag_p99_s'] * 1000:.0f} ms", "<= 100 ms",
+         "occurred_at of a read's oldest line → its copy fsync'd (histogram, interpolated)"),
+        ("(4) agent / floor, witnessed spool", f"{floor.wall_s / agent.wall_s:.3f}", ">= 0.8",
+         f"agent --once {agent.wall_s:.2f} s comparing every segment with its copy; floor {floor.wall_s:.2f} s; "
+         "one run"),
+        ("(4) agent / floor, witnessed, child CPU", f"{floor.cpu_s / agent.cpu_s:.3f}", "",
+         f"cpu: agent {agent.cpu_s:.2f} s, floor {floor.cpu_s:.2f} s"),
+    ]
+
+
+def witness_summary(witness: dict[str, Any]) -> dict[str, Any]:
+    """The JSON keys of (4)."""
+    agent, floor = witness["agent"], witness["floor"]
+    return {"witness_rate": witness["rate"], "witness_lag_p50_ms": round(witness["lag_p50_s"] * 1000, 1),
+            "witness_lag_p99_ms": round(witness["lag_p99_s"] * 1000, 1), "witness_lag_reads": witness["lag_samples"],
+            "witnessed_agent_vs_floor": round(floor.wall_s / agent.wall_s, 3),
+            "witnessed_agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3)}
+
+
+def run_witness_only(root: Path, endpoint: S3Endpoint, client: S3Client, *, events: int,
+                     rate: float) -> dict[str, Any]:
+    """(4) alone (`--witness-only`): print its rows; return its JSON summary."""
+    load_before = os.getloadavg()
+    witness = witness_run(root, endpoint, client, events, rate)
+    load_after = os.getloadavg()
+    print(f"\n{'measurement':<44} {'value':>14} {'target':>12}  notes")
+    for name, value, target, notes in witness_rows(witness, events):
+        print(f"{name:<44} {value:>14} {target:>12}  {notes}")
+    print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs")
+    return {**witness_summary(witness), "events": events, "loadavg_before": round(load_before[0], 2),
+            "loadavg_after": round(load_after[0], 2), "problems": witness["problems"]}
 
 
 def _moto_version() -> str:
