@@ -361,6 +361,7 @@ def _epoch(occurred_at: str) -> float:
 
 def ensure_witness_dir(state_dir: Path) -> Path:
     """The witness directory (0700), created if needed."""
+    state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     path = state_dir / WITNESS_DIR
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    path.mkdir(mode=DIR_MODE, exist_ok=True)
     return path
