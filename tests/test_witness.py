@@ -23,8 +23,9 @@ import pytest
 
 import auditlock
 from auditlock.agent.service import STATE_DIR, Agent
+from auditlock.agent.witness import Witness
 from auditlock.handler.core import AuditCore
-from auditlock.spool.format import OPEN_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
+from auditlock.spool.format import OPEN_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX, parse_segment_name
 from auditlock.spool.witnessed import MISSING, REWRITTEN, WITNESS_DIR
 from auditlock.spool.writer import SpoolWriter
 from tests.support.archive_env import ArchiveEnv
@@ -357,3 +358,55 @@ class TestVerifySpool:
         assert REWRITTEN not in kinds(default)
         assert status == 1
         assert subjects(report, REWRITTEN) == {sealed(env)[0].name}
+
+
+def new_witness(env: ArchiveEnv) -> Witness:
+    """The witness of the env's agent, as a start of the agent would load it."""
+    config = env.config
+    return Witness(env.spool / STATE_DIR, env.spool, 2 * config.spool.segment_max_bytes,
+                   2 * config.events.max_event_bytes)
+
+
+class TestWitnessCopies:
+    """The copies themselves: whole lines only, continuing the chain, durable across a crash mid-append."""
+
+    def test_a_torn_copy_is_cut_back_to_whole_lines_at_start(self, env: ArchiveEnv) -> None:
+        """A crash mid-append leaves half a line: the next start cuts it and re-reads the rest from the spool."""
+        env.write_events(5)
+        [segment] = sealed(env)
+        new_witness(env).follow_once()
+        copy = witness_dir(env) / segment.name
+        whole = copy.read_bytes()
+        first_line = whole.split(b"\n")[0] + b"\n"
+        copy.rename(witness_dir(env) / segment.name.replace(SEALED_SUFFIX, OPEN_SUFFIX))
+        (witness_dir(env) / segment.name.replace(SEALED_SUFFIX, OPEN_SUFFIX)).write_bytes(first_line + b'{"sch')
+
+        witness = new_witness(env)
+        witness.follow_once()
+
+        assert copy.read_bytes() == whole, "cut back, then caught up and sealed"
+        assert witness.compare(segment, parse_segment_name(segment.name)) is None  # type: ignore[arg-type]
+
+    def test_lines_that_do_not_continue_the_copy_are_not_copied(self, env: ArchiveEnv) -> None:
+        """Witnessed lines rewritten to another length under the witness: it stops, keeping what it saw."""
+        config = env.config
+        writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes)
+        core = AuditCore(config, writer=writer)
+        with auditlock.actor("user#1"):
+            core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
+            core.emit("order.updated", {"target_type": "Order", "target_id": 2, "status": "paid"})
+        [open_segment] = env.spool.glob(f"*{OPEN_SUFFIX}")
+        witness = new_witness(env)
+        witness.follow_once()
+        seen = (witness_dir(env) / open_segment.name).read_bytes()
+        rewrite_chain([open_segment], 0, 0, forge_actor)  # longer: the writer's next line lands past the old end
+        with auditlock.actor("user#1"):
+            core.emit("order.updated", {"target_type": "Order", "target_id": 3, "status": "paid"})
+
+        witness.follow_once()
+
+        assert (witness_dir(env) / open_segment.name).read_bytes() == seen
+        problem = witness.compare(open_segment, parse_segment_name(open_segment.name))  # type: ignore[arg-type]
+        assert problem is not None
+        assert problem.startswith("line 1 ")
+        writer.close()

@@ -46,7 +46,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
@@ -87,6 +87,7 @@ class _Chunk:
     first_occurred_at: str
     last_seq: int
     last_hash: str
+    seals: bool = False  # the chunk ends the sealed segment: the copy is sealed once it is durable
 
 
 class Witness:
@@ -200,9 +201,8 @@ class Witness:
         if problem is not None:
             self._stop(copy, problem)
             return None
-        if sealed_to_end and cut == len(data):
-            copy.sealed = True  # marked now, the copy renamed once its bytes are durable
-        return chunk
+        assert chunk is not None
+        return replace(chunk, seals=sealed_to_end and cut == len(data))
 
     def _make_durable(self, grown: list[tuple[Copy, _Chunk]]) -> None:
         if not grown:
@@ -210,14 +210,14 @@ class Witness:
         created = False
         for copy, chunk in grown:
             created |= copy.size == 0
-            _append(copy.path, chunk.data)
+            _append(copy.path, chunk.data, copy.size)
             copy.size += len(chunk.data)
             copy.head_seq, copy.head_hash = chunk.last_seq, chunk.last_hash
         if created:
             fsync_dir(self.dir)
-        for copy, _chunk in grown:
-            if copy.sealed:
-                self._rename_sealed(copy)
+        for copy, chunk in grown:
+            if chunk.seals:
+                self._seal(copy)
         now = time.time()
         for _copy, chunk in grown:
             self.on_lag(max(now - _epoch(chunk.first_occurred_at), 0.0))
@@ -334,13 +334,19 @@ def _continuation(copy: Copy, name: SegmentName, data: bytes) -> tuple[_Chunk | 
     return _Chunk(data, first["occurred_at"], last["seq"], line_hash(data[last_start:-1])), None
 
 
-def _append(path: Path, data: bytes) -> None:
+def _append(path: Path, data: bytes, size: int) -> None:
+    """Append whole lines to a copy of `size` bytes and fsync; on a failure take them back (the copy stays a prefix
+    of whole lines, and the next tick appends them again)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
     finally:
         os.close(fd)
 
