@@ -25,7 +25,8 @@ Invariants
   so a crash in between repeats the release) or set the segment aside (the copy then moves next to it in
   `quarantine/`, as evidence of what the agent saw).
 - Bounded: copies exist only for segments in the spool (the same bytes again, outside the spool's `max_bytes`);
-  each tick reads at most `READ_CHUNK` bytes of a segment; a line longer than a writer writes stops the copy; a
+  each tick reads at most `READ_CHUNK` bytes of a segment and starts no read after `TICK_BUDGET` (open segments
+  first, so a backlog does not delay live writers); a line longer than a writer writes stops the copy; a
   sealed copy or a stopped one is never read again. Copies are read back as hostile (`spool.files`): a torn last
   line (a crash mid-append) is cut off at start.
 
@@ -50,14 +51,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
-from auditlock.spool.format import DIR_MODE, FILE_MODE, SegmentName, fsync_dir, line_hash, parse_segment_name
+from auditlock.spool.format import (
+    DIR_MODE,
+    FILE_MODE,
+    OPEN_SUFFIX,
+    SegmentName,
+    fsync_dir,
+    line_hash,
+    parse_segment_name,
+)
 from auditlock.spool.lines import valid_event
 from auditlock.spool.witnessed import WITNESS_DIR, compare_with_copy, copy_names
 
 log = logging.getLogger("auditlock.agent")
 
 WITNESS_INTERVAL_S = 0.02
-READ_CHUNK = 4 * 1024 * 1024
+READ_CHUNK = 4 * 1024 * 1024  # at most this much of one segment per tick
+TICK_BUDGET = 8 * 1024 * 1024  # no further segment is read in a tick once this much was (memory: budget + chunk)
 Key = tuple[str, int]  # (writer, first_seq): a segment whether open or sealed
 
 
@@ -157,13 +167,17 @@ class Witness:
         """Append every whole line segments gained since the last tick to their copies, durably."""
         with self.lock:
             grown: list[tuple[Copy, _Chunk]] = []
-            for filename, size in _segment_sizes(self.spool):
+            read = 0
+            for filename, size in _segment_sizes(self.spool):  # live writers' open segments first: the lag
                 name = parse_segment_name(filename)
                 if name is None:
                     continue
                 chunk = self._grown(filename, name, size)
                 if chunk is not None:
                     grown.append(chunk)
+                    read += len(chunk[1].data)
+                    if read >= TICK_BUDGET:
+                        break  # a backlog is caught up over several ticks
             self._make_durable(grown)
 
     def _grown(self, filename: str, name: SegmentName, size: int) -> tuple[Copy, _Chunk] | None:
@@ -313,7 +327,7 @@ def _segment_sizes(spool: Path) -> list[tuple[str, int]]:
             except FileNotFoundError:
                 continue
             found.append((entry.name, st.st_size))
-    return sorted(found)
+    return sorted(found, key=lambda found: (not found[0].endswith(OPEN_SUFFIX), found[0]))
 
 
 def _continuation(copy: Copy, name: SegmentName, data: bytes) -> tuple[_Chunk | None, str | None]:
