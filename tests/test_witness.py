@@ -31,7 +31,8 @@ from auditlock.spool.writer import SpoolWriter
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint
 from tests.support.shipping import drain_or_fail
-from tests.support.verify_env import kinds, subjects, verify
+from tests.support.verify_env import download, enable_signing, kinds, make_keypair, subjects, verify
+from tests.support.verify_forgery import ArchiveCopy, reseal
 from tests.support.waiting import wait_for
 from tests.test_agent_service import SHIP_TIMEOUT, AgentProcess
 
@@ -410,3 +411,29 @@ class TestWitnessCopies:
         assert problem is not None
         assert problem.startswith("line 1 ")
         writer.close()
+
+
+class TestArchiveAgainstTheWitness:
+    """Digests carry the witnessed heads: an archive re-sealed after an edit still disagrees with them."""
+
+    def test_resealed_copy_names_the_writer_whose_chain_differs(self, env: ArchiveEnv, tmp_path: Path) -> None:
+        """A forger with the signing key edits a shipped event and recomputes every hash: `witness mismatch`."""
+        private, public = make_keypair(tmp_path)
+        enable_signing(env, private)
+        written = env.write_events(30)
+        drain_or_fail(env.config, agent=witnessing_agent(env))
+        pristine = download(env, tmp_path / "pristine")
+        status, clean = verify("--source", str(pristine), "--public-key", str(public))
+        assert status == 0, clean["findings"]
+        forged = ArchiveCopy.of(pristine, tmp_path / "forged")
+        [key] = forged.stored()
+        events = forged.events(key)
+        events[3]["actor_id"] = FORGED_ACTOR
+        forged.write_events(key, events)
+        reseal(forged, private.read_bytes())
+
+        status, report = verify("--source", str(forged.root), "--public-key", str(public))
+
+        assert status == 1
+        assert kinds(report) == {"witness mismatch"}, report["findings"]
+        assert subjects(report, "witness mismatch") == {f"writer {written[0]['writer']}"}
