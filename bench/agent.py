@@ -27,7 +27,8 @@ Object Lock bucket.
     histogram (occurred_at of the oldest line of each read → its copy fsync'd; interpolated within buckets, as
     Prometheus' histogram_quantile does). Once every segment's copy is complete the agent is SIGKILLed and the
     spool drained by `agent --once`, which compares every segment with its copy before shipping, against the floor
-    on the same spool: the drain ratio with witnessing on.
+    on the same spool: the drain ratio with witnessing on; and against `agent --once` on a copy of the spool
+    without the witness's copies (nothing to compare): the cost of the check itself.
 
 Before timing, the agent and the floor each run once on a tiny spool with a private PYTHONPYCACHEPREFIX, so every
 timed child starts from cached bytecode (as an installed agent does) even where PYTHONDONTWRITEBYTECODE is set.
@@ -662,15 +663,21 @@ def witness_run(root: Path, endpoint: S3Endpoint, client: S3Client, events: int,
             "batch_max_bytes": BATCH_MAX_BYTES}
     floor = run_child([sys.executable, str(Path(__file__).resolve()), "--floor-child", json.dumps(spec)], env,
                       part.root, timeout=1800)
+    plain = Part.create(root, endpoint, client, "witness-plain")
+    shutil.copytree(part.spool, plain.spool, ignore=shutil.ignore_patterns(".agent"))  # the same spool, no copies
     agent = run_child(part.agent_argv("--once"), env, part.root, timeout=1800)
+    unwitnessed = run_child(plain.agent_argv("--once"), env, plain.root, timeout=1800)
     problems = check_drained(part, client, agent, events + CLEAN_END_RECORDS)
+    problems += check_drained(plain, client, unwitnessed, events + CLEAN_END_RECORDS)
     if "REWRITTEN" in agent.stderr or "MISSING" in agent.stderr:
         problems.append("the witness reported an untouched segment")
-    print(f"    drain of the witnessed spool: agent {agent.wall_s:.2f} s, floor {floor.wall_s:.2f} s"
+    print(f"    drain of the witnessed spool: agent {agent.wall_s:.2f} s, floor {floor.wall_s:.2f} s; the same spool "
+          f"without copies: agent {unwitnessed.wall_s:.2f} s"
           + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""), flush=True)
     shutil.rmtree(part.root)
+    shutil.rmtree(plain.root)
     return {"rate": achieved, "write_s": write_s, "lag_p50_s": p50, "lag_p99_s": p99, "lag_samples": samples,
-            "agent": agent, "floor": floor, "problems": problems}
+            "agent": agent, "floor": floor, "unwitnessed": unwitnessed, "problems": problems}
 
 
 # --- profile -------------------------------------------------------------------------------------------
@@ -865,7 +872,7 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
 
 def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, str, str]]:
     """The table rows of (4)."""
-    agent, floor = witness["agent"], witness["floor"]
+    agent, floor, plain = witness["agent"], witness["floor"], witness["unwitnessed"]
     return [
         ("(4) witness lag p50", f"{witness['lag_p50_s'] * 1000:.0f} ms", "",
          f"writers at {witness['rate']:,} events/s ({events} events); {witness['lag_samples']} reads"),
@@ -876,16 +883,20 @@ def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, s
          "one run"),
         ("(4) agent / floor, witnessed, child CPU", f"{floor.cpu_s / agent.cpu_s:.3f}", "",
          f"cpu: agent {agent.cpu_s:.2f} s, floor {floor.cpu_s:.2f} s"),
+        ("(4) witnessed / unwitnessed drain, CPU", f"{agent.cpu_s / plain.cpu_s:.3f}", "",
+         f"the same spool without copies: {plain.wall_s:.2f} s wall, {plain.cpu_s:.2f} s cpu (the check's cost)"),
     ]
 
 
 def witness_summary(witness: dict[str, Any]) -> dict[str, Any]:
     """The JSON keys of (4)."""
-    agent, floor = witness["agent"], witness["floor"]
+    agent, floor, plain = witness["agent"], witness["floor"], witness["unwitnessed"]
     return {"witness_rate": witness["rate"], "witness_lag_p50_ms": round(witness["lag_p50_s"] * 1000, 1),
             "witness_lag_p99_ms": round(witness["lag_p99_s"] * 1000, 1), "witness_lag_reads": witness["lag_samples"],
             "witnessed_agent_vs_floor": round(floor.wall_s / agent.wall_s, 3),
-            "witnessed_agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3)}
+            "witnessed_agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3),
+            "witnessed_vs_unwitnessed_cpu": round(agent.cpu_s / plain.cpu_s, 3),
+            "witnessed_vs_unwitnessed_wall": round(agent.wall_s / plain.wall_s, 3)}
 
 
 def run_witness_only(root: Path, endpoint: S3Endpoint, client: S3Client, *, events: int,
