@@ -78,9 +78,9 @@ class WitnessGuard:
     def _set_aside(self, segment: SealedSegment, problem: str) -> None:
         copy = self.witness.copy_of(segment.name)
         assert copy is not None  # compare found a difference, so there is a copy
-        target = quarantine(self.spool, segment.path, f"{REWRITTEN}: {problem}. The witness's copy of what the agent "
-                            f"saw is {segment.path.name}.witnessed beside it; do not ship this segment")
-        self._report(REWRITTEN, copy, problem, target.name)
+        reason = (f"{REWRITTEN}: {problem}. The witness's copy of what the agent saw is {segment.path.name}.witnessed "
+                  "beside it; do not ship this segment")
+        self._report(REWRITTEN, copy, problem, lambda: quarantine(self.spool, segment.path, reason).name)
 
     def release(self, names: Iterable[str]) -> None:
         """The agent deleted these segments (shipped) or set them aside itself: their copies go."""
@@ -116,16 +116,19 @@ class WitnessGuard:
         directory.mkdir(mode=DIR_MODE, exist_ok=True)
         return self.witness.move_copy(copy, _free(directory, f"{base}.witnessed"))
 
-    def _report(self, finding: str, copy: Copy, detail: str, base: str) -> None:
-        """Keep the evidence (the copy and the finding, beside the segment in quarantine/), then count, log, record
-        in the pending findings (durable before the trail) and in the trail."""
+    def _report(self, finding: str, copy: Copy, detail: str, set_aside: str | Callable[[], str]) -> None:
+        """Record the finding in the pending findings (durable first: a crash after it repeats the rest as a
+        `witnessed segment missing`, never loses it); set the segment aside (`set_aside` does it and returns its
+        name in quarantine/, or is that name: already there, or gone); keep the evidence beside it (the copy and
+        the finding); count, log, record in the trail."""
         record = {"id": uuid7_hex(time.time_ns()), "finding": finding, "segment": copy.name.filename,
                   "detail": detail, "writer": copy.name.writer, "witnessed_seq": copy.head_seq,
                   "witnessed_hash": copy.head_hash, "witnessed_bytes": copy.size,
                   "detected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.pending.add(record)
+        base = set_aside if isinstance(set_aside, str) else set_aside()
         evidence = self._keep_copy(copy, base)
         _write_private(_free(evidence.parent, f"{base}.witness.json"), orjson.dumps(record, option=orjson.OPT_INDENT_2))
-        self.pending.add(record)
         self.metrics.segments_rewritten.labels(finding=finding).inc()
         log.error("auditlock agent: %s: %s: %s (not shipped; the agent's copy of what it saw is %s)",
                   finding.upper(), copy.name.filename, detail, evidence)
