@@ -156,12 +156,15 @@ class Witness:
     # --- following the segments ----------------------------------------------------------------------
 
     def follow(self, stop: threading.Event, interval: float = WITNESS_INTERVAL_S) -> None:
-        """Follow the spool every `interval` seconds until `stop` is set (the agent's witness thread)."""
-        while not stop.wait(interval):
+        """Follow the spool every `interval` seconds until `stop` is set (the agent's witness thread). Ticks start
+        at a fixed rate, so a slow tick (a slow fsync) shortens the next wait instead of adding to the lag."""
+        next_tick = time.monotonic() + interval
+        while not stop.wait(max(next_tick - time.monotonic(), 0.0)):
             try:
                 self.follow_once()
             except OSError as exc:  # a full disk must not end the thread: the next tick tries again
                 log.error("auditlock agent: the witness could not record what it read: %s", exc)
+            next_tick = max(next_tick + interval, time.monotonic() + interval / 4)  # behind: soon, not in a burst
 
     def follow_once(self) -> None:
         """Append every whole line segments gained since the last tick to their copies, durably."""
