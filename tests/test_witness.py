@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,14 @@ from auditlock.handler.core import AuditCore
 from auditlock.spool.format import OPEN_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX, parse_segment_name
 from auditlock.spool.witnessed import MISSING, REWRITTEN, WITNESS_DIR
 from auditlock.spool.writer import SpoolWriter
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.s3servers import S3Endpoint
 from tests.support.shipping import drain_or_fail
+from tests.support.spool_child import LineReader
 from tests.support.verify_env import download, enable_signing, kinds, make_keypair, subjects, verify
 from tests.support.verify_forgery import ArchiveCopy, reseal
 from tests.support.waiting import wait_for
-from tests.test_agent_service import SHIP_TIMEOUT, AgentProcess
+from tests.test_agent_service import SHIP_TIMEOUT, WRITER_SCRIPT, AgentProcess
 
 FORGED_ACTOR = "user#999"
 
@@ -437,3 +440,34 @@ class TestArchiveAgainstTheWitness:
         assert status == 1
         assert kinds(report) == {"witness mismatch"}, report["findings"]
         assert subjects(report, "witness mismatch") == {f"writer {written[0]['writer']}"}
+
+
+class TestDeadWritersSegment:
+    """A witnessed open segment of a dead writer that recovery quarantines keeps its copy; a change is named."""
+
+    def test_edited_segment_of_a_killed_writer_is_reported_as_rewritten(self, env: ArchiveEnv) -> None:
+        """Edited without re-chaining, recovery quarantines it as damaged; the witness names the rewrite too."""
+        writer = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(env.config_path), "6"], env=env.env(),
+                                  cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            LineReader(writer).until_count(6, timeout=SHIP_TIMEOUT)
+        finally:
+            writer.kill()
+            writer.wait(timeout=30)
+        [open_segment] = env.spool.glob(f"*{OPEN_SUFFIX}")
+        agent = witnessing_agent(env)
+        seen = open_segment.read_bytes()
+        lines = seen.splitlines(keepends=True)
+        lines[2] = lines[2].replace(b'"user#7"', b'"user#9"')  # the chain now breaks at line 4
+        open_segment.write_bytes(b"".join(lines))
+
+        drain_or_fail(env.config, agent=agent)
+
+        quarantine = env.spool / QUARANTINE_DIR
+        assert "damaged open segment" in (quarantine / f"{open_segment.name}.reason.txt").read_text()
+        assert (quarantine / f"{open_segment.name}.witnessed").read_bytes() == seen, "what the agent saw is kept"
+        evidence = orjson.loads((quarantine / f"{open_segment.name}.witness.json").read_bytes())
+        assert evidence["finding"] == REWRITTEN
+        assert evidence["segment"] == open_segment.name.replace(OPEN_SUFFIX, SEALED_SUFFIX)
+        assert evidence["detail"].startswith("line 3 ")
+        assert rewritten_count(agent, REWRITTEN) == 1
