@@ -3,6 +3,7 @@
     uv run python bench/agent.py                         # 500k events, 1 GiB RSS backlog, 5 latency trials
     uv run python bench/agent.py --quick                 # smoke run (small sizes)
     uv run python bench/agent.py --profile agent.prof    # cProfile (CPU clock) of one `agent --once` drain instead
+    uv run python bench/agent.py --witness-only          # (4) alone: 100k events at --witness-rate 10000
 
 One moto server (ThreadedMotoServer on 127.0.0.1, in this process) serves every part; each part ships to a fresh
 Object Lock bucket.
@@ -20,6 +21,14 @@ Object Lock bucket.
 (3) end-to-end latency: a long-running `python -m auditlock agent` (batch_max_age_s = 1) and a long-lived
     AuditCore here (durability "group", segment_max_age_s = 1): time from emit() to the object being listed by
     list_objects_v2 (polled every 10 ms); median of `--trials`. The agent is stopped with SIGTERM.
+(4) the witness (issue #16): a long-running `python -m auditlock agent` (batch_max_age_s = 3600: nothing ships)
+    follows a spool that an AuditCore here (durability "process") fills at `--witness-rate` events/s (paced every
+    10 ms) with `--events` events. Witness lag p50/p99 come from the agent's `auditlock_witness_lag_seconds`
+    histogram (occurred_at of the oldest line of each read → its copy fsync'd; interpolated within buckets, as
+    Prometheus' histogram_quantile does). Once every segment's copy is complete the agent is SIGKILLed and the
+    spool drained by `agent --once`, which compares every segment with its copy before shipping, against the floor
+    on the same spool: the drain ratio with witnessing on; and against `agent --once` on a copy of the spool
+    without the witness's copies (nothing to compare): the cost of the check itself.
 
 Before timing, the agent and the floor each run once on a tiny spool with a private PYTHONPYCACHEPREFIX, so every
 timed child starts from cached bytecode (as an installed agent does) even where PYTHONDONTWRITEBYTECODE is set.
@@ -564,6 +573,113 @@ def e2e_latency(root: Path, endpoint: S3Endpoint, client: S3Client, trials: int)
     return latencies, extra
 
 
+# --- (4) the witness ------------------------------------------------------------------------------------
+
+
+def paced_fill(config_path: Path, events: int, rate: float) -> tuple[float, int]:
+    """Emit `events` through AuditCore + SpoolWriter at about `rate` events/s (a burst every 10 ms), then close;
+    returns (seconds, events/s achieved)."""
+    import auditlock
+    from auditlock.config import load_config
+    from auditlock.handler.core import AuditCore
+    from auditlock.spool.writer import SpoolWriter
+
+    config = load_config(config_path)
+    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes)
+    emit = AuditCore(config, writer=writer).emit
+    burst = max(int(rate / 100), 1)
+    start = time.perf_counter()
+    with auditlock.actor(ACTOR):
+        for i in range(events):
+            if i % burst == 0:
+                ahead = start + i / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            emit(EVENT, {"target_type": "Order", "target_id": 4_100_000 + i, "status": "shipped"})
+    seconds = time.perf_counter() - start
+    writer.close()
+    return seconds, round(events / seconds)
+
+
+def copies_complete(spool: Path) -> bool:
+    """Every sealed segment has a sealed witness copy of its size (the agent's default state directory)."""
+    witness = spool / ".agent" / "witness"
+    segments = sealed_in_order(spool)
+    return bool(segments) and all((witness / path.name).exists() and (witness / path.name).stat().st_size == size
+                                  for path, size in segments)
+
+
+def histogram_quantiles(metrics_text: str, name: str, quantiles: tuple[float, ...]) -> tuple[list[float], int]:
+    """Quantiles of a Prometheus histogram (linear within a bucket, like histogram_quantile), and its count."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(metrics_text):
+        buckets += [(float(s.labels["le"]), s.value) for s in family.samples if s.name == f"{name}_bucket"]
+    buckets.sort()
+    count = buckets[-1][1] if buckets else 0
+    results = []
+    for q in quantiles:
+        target, lower, below = q * count, 0.0, 0.0
+        for bound, cumulative in buckets:
+            if cumulative >= target and cumulative > below:
+                upper = bound if bound != float("inf") else lower
+                results.append(lower + (upper - lower) * (target - below) / (cumulative - below))
+                break
+            lower, below = bound, cumulative
+        else:
+            results.append(float("nan"))
+    return results, int(count)
+
+
+def witness_run(root: Path, endpoint: S3Endpoint, client: S3Client, events: int, rate: float) -> dict[str, Any]:
+    """(4): lag of a live agent's witness under writers at `rate`, then the drain of the witnessed spool."""
+    part = Part.create(root, endpoint, client, "witness", batch_max_age_s=3600)
+    err_path = part.root / "agent.err"
+    env = child_env(endpoint)
+    with err_path.open("wb") as err:
+        proc = subprocess.Popen(part.agent_argv(), env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                stdin=subprocess.DEVNULL, cwd=REPO)
+    try:
+        port = agent_port(err_path, proc, 60)
+        wait_ready(port, 60)
+        write_s, achieved = paced_fill(part.config_path, events, rate)
+        deadline = time.monotonic() + 600
+        while not copies_complete(part.spool):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"witness copies incomplete: {err_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            (p50, p99), samples = histogram_quantiles(response.read().decode(), "auditlock_witness_lag_seconds",
+                                                      (0.5, 0.99))
+    finally:
+        proc.kill()
+        proc.wait()
+    print(f"(4) witness: {events} events written at {achieved:,} events/s in {write_s:.1f} s; lag p50 "
+          f"{p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over {samples} reads", flush=True)
+    floor_bucket = f"bench-floor-w-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=floor_bucket, ObjectLockEnabledForBucket=True)
+    spec = {"endpoint": endpoint.url, "region": endpoint.region, "bucket": floor_bucket, "spool": str(part.spool),
+            "batch_max_bytes": BATCH_MAX_BYTES}
+    floor = run_child([sys.executable, str(Path(__file__).resolve()), "--floor-child", json.dumps(spec)], env,
+                      part.root, timeout=1800)
+    plain = Part.create(root, endpoint, client, "witness-plain")
+    shutil.copytree(part.spool, plain.spool, ignore=shutil.ignore_patterns(".agent"))  # the same spool, no copies
+    agent = run_child(part.agent_argv("--once"), env, part.root, timeout=1800)
+    unwitnessed = run_child(plain.agent_argv("--once"), env, plain.root, timeout=1800)
+    problems = check_drained(part, client, agent, events + CLEAN_END_RECORDS)
+    problems += check_drained(plain, client, unwitnessed, events + CLEAN_END_RECORDS)
+    if "REWRITTEN" in agent.stderr or "MISSING" in agent.stderr:
+        problems.append("the witness reported an untouched segment")
+    print(f"    drain of the witnessed spool: agent {agent.wall_s:.2f} s, floor {floor.wall_s:.2f} s; the same spool "
+          f"without copies: agent {unwitnessed.wall_s:.2f} s"
+          + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""), flush=True)
+    shutil.rmtree(part.root)
+    shutil.rmtree(plain.root)
+    return {"rate": achieved, "write_s": write_s, "lag_p50_s": p50, "lag_p99_s": p99, "lag_samples": samples,
+            "agent": agent, "floor": floor, "unwitnessed": unwitnessed, "problems": problems}
+
+
 # --- profile -------------------------------------------------------------------------------------------
 
 
@@ -629,6 +745,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rss-gib", type=float, default=None, help="backlog drained for peak RSS, GiB (1.0)")
     parser.add_argument("--repeats", type=int, default=None, help="throughput repeats, median reported (3)")
     parser.add_argument("--trials", type=int, default=None, help="end-to-end latency trials, median reported (5)")
+    parser.add_argument("--witness-rate", type=float, default=10_000,
+                        help="events/s the writers emit while the witness follows them (10000)")
+    parser.add_argument("--witness-only", action="store_true", help="run only (4), the witness")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temp dir (default: $TMPDIR)")
     parser.add_argument("--profile", type=Path, default=None, metavar="OUT.prof",
@@ -656,12 +775,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         client = endpoint.client()
         print(f"warm-up (bytecode cache in {PYCACHE}): {warm_up(root, endpoint, client):.1f} s", flush=True)
-        if args.profile is not None:
+        if args.witness_only:
+            result = run_witness_only(root, endpoint, client, events=args.events or 100_000, rate=args.witness_rate)
+        elif args.profile is not None:
             result = profile(root, endpoint, client, events=events, out=args.profile.resolve(), top=args.top,
                              clock=args.profile_clock)
         else:
             result = run_benchmark(root, endpoint, client, events=events, rss_gib=rss_gib, repeats=repeats,
-                                   trials=trials)
+                                   trials=trials, witness_rate=args.witness_rate)
     finally:
         stop_moto()
         shutil.rmtree(root, ignore_errors=True)
@@ -669,12 +790,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events: int, rss_gib: float,
-                  repeats: int, trials: int) -> dict[str, Any]:
-    """(1), (2), (3); print the table; return the JSON summary."""
+                  repeats: int, trials: int, witness_rate: float) -> dict[str, Any]:
+    """(1), (2), (3), (4); print the table; return the JSON summary."""
     load_before = os.getloadavg()
     runs, fill = throughput(root, endpoint, client, events, repeats)
     rss_run, rss = peak_rss(root, endpoint, client, rss_gib)
     latencies, e2e = e2e_latency(root, endpoint, client, trials)
+    witness = witness_run(root, endpoint, client, events, witness_rate)
 
     agent = sorted(runs, key=lambda r: r.agent.wall_s)[len(runs) // 2].agent
     floor_run = sorted(runs, key=lambda r: r.floor.wall_s)[len(runs) // 2]
@@ -683,7 +805,7 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
     agent_eps, floor_eps, floor_work_eps = events / agent.wall_s, events / floor.wall_s, events / floor_work_s
     rss_eps = rss["events"] / rss_run.wall_s
     latency = statistics.median(latencies)
-    problems = [p for r in runs for p in r.problems] + rss["problems"]
+    problems = [p for r in runs for p in r.problems] + rss["problems"] + witness["problems"]
     load_after = os.getloadavg()
     agent_cpu = statistics.median(r.agent.cpu_s for r in runs)
     floor_cpu = statistics.median(r.floor.cpu_s for r in runs)
@@ -719,6 +841,7 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
         ("(3) end-to-end latency, median", f"{latency:.3f} s", "",
          "batch_max_age_s = 1, segment_max_age_s = 1; trials " + ", ".join(f"{x:.2f}" for x in latencies)
          + f"; agent exit {e2e.get('agent_exit_code')}"),
+        *witness_rows(witness, events),
     ]
     for name, value, target, notes in rows:
         print(f"{name:<44} {value:>14} {target:>12}  {notes}")
@@ -741,7 +864,53 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
         "e2e_trials_s": [round(x, 3) for x in latencies], "events": events, "event_bytes": round(event_bytes),
         "segments": fill["segments"], "batches": fill["batches"], "repeats": repeats,
         "fill_events_per_s": round(events / fill["fill_s"]), "problems": problems,
+        "witness_rate": witness["rate"], "witness_lag_p50_ms": round(witness["lag_p50_s"] * 1000, 1),
+        "witness_lag_p99_ms": round(witness["lag_p99_s"] * 1000, 1), "witness_lag_reads": witness["lag_samples"],
+        **witness_summary(witness),
     }
+
+
+def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, str, str]]:
+    """The table rows of (4)."""
+    agent, floor, plain = witness["agent"], witness["floor"], witness["unwitnessed"]
+    return [
+        ("(4) witness lag p50", f"{witness['lag_p50_s'] * 1000:.0f} ms", "",
+         f"writers at {witness['rate']:,} events/s ({events} events); {witness['lag_samples']} reads"),
+        ("(4) witness lag p99", f"{witness['lag_p99_s'] * 1000:.0f} ms", "<= 100 ms",
+         "occurred_at of a read's oldest line → its copy fsync'd (histogram, interpolated)"),
+        ("(4) agent / floor, witnessed spool", f"{floor.wall_s / agent.wall_s:.3f}", ">= 0.8",
+         f"agent --once {agent.wall_s:.2f} s comparing every segment with its copy; floor {floor.wall_s:.2f} s; "
+         "one run"),
+        ("(4) agent / floor, witnessed, child CPU", f"{floor.cpu_s / agent.cpu_s:.3f}", "",
+         f"cpu: agent {agent.cpu_s:.2f} s, floor {floor.cpu_s:.2f} s"),
+        ("(4) witnessed / unwitnessed drain, CPU", f"{agent.cpu_s / plain.cpu_s:.3f}", "",
+         f"the same spool without copies: {plain.wall_s:.2f} s wall, {plain.cpu_s:.2f} s cpu (the check's cost)"),
+    ]
+
+
+def witness_summary(witness: dict[str, Any]) -> dict[str, Any]:
+    """The JSON keys of (4)."""
+    agent, floor, plain = witness["agent"], witness["floor"], witness["unwitnessed"]
+    return {"witness_rate": witness["rate"], "witness_lag_p50_ms": round(witness["lag_p50_s"] * 1000, 1),
+            "witness_lag_p99_ms": round(witness["lag_p99_s"] * 1000, 1), "witness_lag_reads": witness["lag_samples"],
+            "witnessed_agent_vs_floor": round(floor.wall_s / agent.wall_s, 3),
+            "witnessed_agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3),
+            "witnessed_vs_unwitnessed_cpu": round(agent.cpu_s / plain.cpu_s, 3),
+            "witnessed_vs_unwitnessed_wall": round(agent.wall_s / plain.wall_s, 3)}
+
+
+def run_witness_only(root: Path, endpoint: S3Endpoint, client: S3Client, *, events: int,
+                     rate: float) -> dict[str, Any]:
+    """(4) alone (`--witness-only`): print its rows; return its JSON summary."""
+    load_before = os.getloadavg()
+    witness = witness_run(root, endpoint, client, events, rate)
+    load_after = os.getloadavg()
+    print(f"\n{'measurement':<44} {'value':>14} {'target':>12}  notes")
+    for name, value, target, notes in witness_rows(witness, events):
+        print(f"{name:<44} {value:>14} {target:>12}  {notes}")
+    print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs")
+    return {**witness_summary(witness), "events": events, "loadavg_before": round(load_before[0], 2),
+            "loadavg_after": round(load_after[0], 2), "problems": witness["problems"]}
 
 
 def _moto_version() -> str:

@@ -28,10 +28,10 @@ class _RetryErrors(logging.Handler):
             self.lines.append(record.getMessage())
 
 
-def drain_or_fail(config: Config, timeout: float = DRAIN_TIMEOUT_S) -> DrainResult:
+def drain_or_fail(config: Config, timeout: float = DRAIN_TIMEOUT_S, *, agent: Agent | None = None) -> DrainResult:
     """`Agent.run_once()` for a spool whose deliveries must succeed; the first failed one stops the agent and
-    fails the test."""
-    agent = Agent(config, serve_http=False)
+    fails the test. `agent`: one the test built already (to read its metrics after), else a new one."""
+    agent = agent or Agent(config, serve_http=False)
     errors = _RetryErrors()
     outcome: list[DrainResult | BaseException] = []
 

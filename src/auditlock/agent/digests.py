@@ -115,8 +115,10 @@ class DigestChain:
         os.rename(tmp, self.path)
         fsync_dir(self.state_dir)
 
-    def next_digest(self, objects: list[ArchiveObject], writers: Mapping[str, WriterRange]) -> ArchiveObject:
-        """The digest object covering `objects`, chained to the last one (not yet delivered)."""
+    def next_digest(self, objects: list[ArchiveObject], writers: Mapping[str, WriterRange],
+                    witness: dict[str, Any] | None = None) -> ArchiveObject:
+        """The digest object covering `objects`, chained to the last one (not yet delivered); `witness` is what the
+        agent's witness records in it (`agent.witness_guard.WitnessGuard.digest_record`)."""
         created_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         digest = {
             "schema": digest_format.DIGEST_SCHEMA,
@@ -128,6 +130,8 @@ class DigestChain:
         }
         if self.state_recovery is not None:
             digest["state_recovery"] = self.state_recovery
+        if witness is not None:
+            digest["witness"] = witness
         drops = self._new_app_drops()
         if drops:
             digest["app_drops"] = drops

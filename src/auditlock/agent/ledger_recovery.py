@@ -130,6 +130,7 @@ class LedgerRecovery:
                         segment.path.name, head[0])
         if delivered:
             fsync_dir(self.shipper.spool)
+            self.shipper.witness.release(s.path.name for s in delivered)
         return [s.path.name for s in delivered]
 
     def _object_line_hashes(self, key: str) -> set[bytes]:

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from auditlock.spool.drops import REASONS, read_drop_totals
 
+WITNESS_LAG_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
@@ -42,6 +43,12 @@ class AgentMetrics:
         self.objects_retention_floored = Counter(
             "auditlock_objects_retention_floored", "Events objects shipped so late that their retain-until was "
             "raised to the floor (one day from the PUT)", registry=r)
+        self.segments_rewritten = Counter(
+            "auditlock_segments_rewritten", "Segments set aside because they disagreed with what the agent's witness "
+            "saw, by finding (rewritten before shipping, witnessed segment missing)", ["finding"], registry=r)
+        self.witness_lag = Histogram(
+            "auditlock_witness_lag_seconds", "From an event's occurred_at to the witness's durable copy of its line "
+            "(the first line of each read)", buckets=WITNESS_LAG_BUCKETS, registry=r)
         self.backlog_bytes = Gauge("auditlock_spool_backlog_bytes", "Bytes of segments not yet shipped", registry=r)
         self.backlog_segments = Gauge("auditlock_spool_backlog_segments", "Segments not yet shipped", registry=r)
         self.oldest_event_age = Gauge(

@@ -152,6 +152,8 @@ class Agent:
         watcher = threading.Thread(target=self._watch, name="auditlock-agent-watch", daemon=True)
         watcher.start()  # watch before the first scan, so nothing that arrives in between is missed
         threading.Thread(target=self._tick_gauges, name="auditlock-agent-gauges", daemon=True).start()
+        threading.Thread(target=self.shipper.witness.witness.follow, args=(self.stop,), name="auditlock-agent-witness",
+                         daemon=True).start()
         try:
             self.sink.wait(self.stop, fail_fast=False)
             self.shipper.resume()

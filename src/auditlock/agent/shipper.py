@@ -32,6 +32,8 @@ from auditlock.agent.s3errors import ObjectRejectedError, Permanence, SinkUnusab
 from auditlock.agent.spool_guard import quarantine_unsafe_segments
 from auditlock.agent.trail import BATCH_SET_ASIDE, AgentTrail
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
+from auditlock.agent.witness import Witness
+from auditlock.agent.witness_guard import WitnessGuard
 from auditlock.config.model import Config
 from auditlock.spool.files import largest_segment_bytes
 from auditlock.spool.format import fsync_dir, parse_segment_name
@@ -81,6 +83,10 @@ class Shipper:
         self.trail: AgentTrail | None = None
         # No segment larger than this is read (spool.files): none can take the agent's memory on every restart.
         self.max_segment_bytes = largest_segment_bytes(config.spool.segment_max_bytes, config.events.max_event_bytes)
+        # What the agent saw of every segment (agent.witness): a segment that disagrees is set aside, not shipped.
+        self.witness = WitnessGuard(Witness(ledger.state_dir, self.spool, self.max_segment_bytes,
+                                            2 * config.events.max_event_bytes, metrics.witness_lag.observe),
+                                    metrics, lambda: self.trail)
 
     # --- one pass ------------------------------------------------------------------------------------
 
@@ -88,6 +94,7 @@ class Shipper:
         """Seal dead writers' open segments; quarantine damaged ones."""
         refused = quarantine_unsafe_segments(self.spool, self.max_segment_bytes)
         report = recover_dead_writers(self.spool, self.max_segment_bytes)
+        self.witness.quarantined(refused + report.quarantined)
         self.metrics.recovered.inc(len(report.sealed))
         self.metrics.quarantined.inc(len(report.quarantined) + len(refused))
 
@@ -106,8 +113,9 @@ class Shipper:
             backlog = self.backlog()
             if not backlog.segments or not (force or self._due(backlog)):
                 return shipped
-            batch = plan_batch(backlog.segments, self.config.sink.batch_max_bytes)
-            shipped += self.ship_batch(batch, deadline)
+            batch = self.witness.screen(plan_batch(backlog.segments, self.config.sink.batch_max_bytes))
+            if batch:
+                shipped += self.ship_batch(batch, deadline)
 
     def _due(self, backlog: Backlog) -> bool:
         if backlog.bytes >= self.config.sink.batch_max_bytes:
@@ -124,6 +132,7 @@ class Shipper:
             for path, reason in built.damaged.items():
                 quarantine(self.spool, path, f"damaged sealed segment: {reason}")
                 self.metrics.quarantined.inc()
+            self.witness.release(path.name for path in built.damaged)
             return 0
         names = tuple(s.path.name for s in batch)
         self.ledger.write(Intent(UPLOADING, names, _keys(built.objects)))
@@ -137,7 +146,7 @@ class Shipper:
     def _deliver_and_ack(self, names: tuple[str, ...], built: BuiltBatch, deadline: float | None) -> int:
         for obj in built.objects:
             self._deliver_with_retry(obj, deadline)
-        digest = self.digests.next_digest(built.objects, built.writers)
+        digest = self.digests.next_digest(built.objects, built.writers, self.witness.digest_record(names))
         self.ledger.write(Intent(DIGESTING, names, _keys(built.objects), (digest.key, digest.body)))
         failpoints.hit("before_digest_put")
         return self._finish(names, _keys(built.objects), digest, deadline)
@@ -146,6 +155,7 @@ class Shipper:
                 deadline: float | None) -> int:
         self._deliver_with_retry(digest, deadline, count=False)
         self.digests.advance(digest.key, digest.sha256)
+        self.witness.delivered(digest.body)
         self.ledger.write(Intent(CONFIRMED, names, keys))
         failpoints.hit("after_ledger_confirmed")
         self._delete_segments(names)
@@ -208,6 +218,7 @@ class Shipper:
         for name in moved:
             quarantine(self.spool, self.spool / name, reason)
         self.metrics.segments_set_aside.inc(len(moved))
+        self.witness.release(moved)
         self.ledger.clear()
         self.backoff.reset()
         if self.trail is not None:
@@ -231,6 +242,7 @@ class Shipper:
                 continue  # deleted before a crash, on the previous run
             failpoints.hit("during_delete")
         fsync_dir(self.spool)
+        self.witness.release(names)  # after the deletes, before the ledger is cleared: a crash repeats it
 
     # --- resuming after a restart --------------------------------------------------------------------
 

@@ -5,6 +5,10 @@
   `retention` (class), `retain_until` (what it got), `class_retain_until` (what the class asked for), `events`.
 - `auditlock.batch_set_aside` — S3 permanently rejected an object of a batch; the batch's segments were moved
   to `quarantine/` instead of being retried forever. Payload: `key`, `code`, `reason`, `segments`.
+- `auditlock.spool_rewritten` — a segment disagreed with what the agent's witness saw, or a witnessed segment
+  vanished (`agent.witness_guard`); it was set aside. Payload: `finding` (`rewritten before shipping` or
+  `witnessed segment missing`), `segment`, `detail`, `writer`, `witnessed_seq`, `witnessed_hash`,
+  `witnessed_bytes` (the head of what the witness saw).
 
 They are written like any application's events: through auditlock's own core (`AuditCore`), with a spool
 writer of the agent's own (its own writer id and chain) into the spool the agent ships, and shipped with the
@@ -38,7 +42,10 @@ log = logging.getLogger("auditlock.agent")
 
 RETENTION_FLOORED = "auditlock.retention_floored"
 BATCH_SET_ASIDE = "auditlock.batch_set_aside"
+SPOOL_REWRITTEN = "auditlock.spool_rewritten"
 PAYLOAD_FIELDS = {
+    SPOOL_REWRITTEN: frozenset({"finding", "segment", "detail", "writer", "witnessed_seq", "witnessed_hash",
+                                "witnessed_bytes"}),
     RETENTION_FLOORED: frozenset({"key", "retention", "retain_until", "class_retain_until", "events"}),
     BATCH_SET_ASIDE: frozenset({"key", "code", "reason", "segments"}),
 }

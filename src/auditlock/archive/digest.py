@@ -15,6 +15,9 @@ Format (`auditlock-digest/1`, one JSON object, keys sorted):
      "writers": {"<writer>": {"first_seq": n, "last_seq": n, "last_hash": "<hex>", "closed": bool}, ...},
      "state_recovery": {"damaged_file": "<name>", "recovered_at": "<RFC 3339>"},   # optional, see below
      "app_drops": {"<writer>": {"dropped": {"<reason>": n}, "first_dropped_at", "last_dropped_at"}},  # optional
+     "witness": {"heads": {"<writer>": {"seq": n, "hash": "<hex>"}, ...},                          # optional
+                 "findings": [{"id", "finding", "segment", "detail", "writer", "witnessed_seq", "witnessed_hash",
+                               "witnessed_bytes", "detected_at"}, ...]},
      "signature": {"algorithm": "ed25519", "public_key_sha256": "<hex>", "value": "<base64>"}}   # optional
 
 Invariants
@@ -24,6 +27,12 @@ Invariants
 - `state_recovery` appears in the first digest after the agent recovered from a damaged ledger or chain state
   (docs/agent.md); `app_drops` carries applications' drop files (`spool.drops`) that changed since the previous
   digest of the agent process. Both are evidence for an auditor; verify shows them as notes.
+- `witness` (issue #16, `agent.witness`): `heads` holds, per writer of the batch, the last line the agent's witness
+  had copied before the batch shipped (its seq and line hash; verify checks the archive's line against it:
+  `witness mismatch`); `findings` the segments the agent set aside since its last delivered digest because they
+  disagreed with the witness (`rewritten before shipping`) or vanished (`witnessed segment missing`), which verify
+  reports as findings. Added to `auditlock-digest/1` as an optional key, like `app_drops`: digests without it
+  stay valid, and a verifier that does not know it ignores it.
 - The signature covers the canonical bytes (sorted keys, compact) of the digest without `signature`;
   verifying needs only the public key. Unsigned digests are still chained.
 """

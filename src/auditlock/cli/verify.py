@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "its fingerprint names")
     parser.add_argument("--format", default="text", choices=["text", "json"], help="report format")
     parser.add_argument("--spool", type=Path, metavar="DIR", help="check this local spool instead of the archive")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="with --spool: the agent's state directory ([agent] state_dir; default DIR/.agent), "
+                             "whose witness the spool is compared with")
     parser.add_argument("--source", type=Path, metavar="DIR",
                         help="check a downloaded copy of the archive prefix (DIR/events/…, DIR/digests/…)")
     parser.add_argument("--open-grace", default="1h", metavar="DURATION",
@@ -66,13 +69,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> Any:
+    if args.state_dir is not None and args.spool is None:
+        raise _UsageError("argument --state-dir: only with --spool")
     if args.spool is not None:
         for flag in ("source", "public_key", "since", "until"):
             if getattr(args, flag) is not None:
                 raise _UsageError(f"argument --spool: cannot be combined with --{flag.replace('_', '-')}")
         from auditlock.verify.spool import verify_spool  # noqa: PLC0415
 
-        return verify_spool(args.spool)
+        return verify_spool(args.spool, args.state_dir)
     from auditlock.verify.archive import ArchiveOptions, verify_archive  # noqa: PLC0415
 
     now = dt.datetime.now(dt.UTC)

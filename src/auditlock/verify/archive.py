@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from auditlock.archive.layout import DIGESTS_DIR, EVENTS_DIR, parse_events_key
 from auditlock.archive.timerange import ALL_TIME, TimeRange, format_time
 from auditlock.config.model import RetentionClass
-from auditlock.verify import objects
+from auditlock.verify import objects, witness
 from auditlock.verify.digests import DigestSet, check_chains, check_signatures, load_digests
 from auditlock.verify.events import EventStreams, LineRecord, TailPolicy
 from auditlock.verify.findings import FOREIGN_OBJECT, MISSING_OBJECT, OBJECT_TOO_LARGE, UNREADABLE_OBJECT, Report
@@ -66,9 +66,12 @@ def verify_archive(source: ArchiveSource, options: ArchiveOptions) -> Report:
     streams = EventStreams(report)
     # A range may cut a digest's writer ranges; then only the events count (and the recorded lines present).
     _expect_recorded_writers(found, streams, ranges=options.time_range == ALL_TIME)
+    heads = witness.expect_heads(found, streams)
     event_versions = _list_versions(source, EVENTS_DIR, _months(options.time_range, widen=0), report)
     _verify_objects(source, options, found, streams, report, versions=event_versions)
     streams.finish(_tail_policy(options))
+    witness.check_heads(heads, streams, report)
+    witness.report_findings(found, report)
     _mark_nothing_to_verify(report, options)
     return report
 
