@@ -1,15 +1,18 @@
 """The witness with two real users (issue #16): the application's user can rewrite its own spool segment, but not
 the agent's state, so the rewrite is still found at shipping.
 
-The application runs as a second user (`tests/support/witness_users.py`) in a spool directory shared through its
+The application runs as a second user (`tests/support/users.py`) in a spool directory shared through its
 group (0770); the agent runs as root with its state in the spool's `.agent` (0700, root's).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -21,7 +24,7 @@ from auditlock.spool.witnessed import REWRITTEN, WITNESS_DIR
 from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.s3servers import S3Endpoint
 from tests.support.shipping import drain_or_fail
-from tests.support.witness_users import AppUser, app_user, shared_root  # noqa: F401 - fixtures
+from tests.support.users import TwoUsers, User
 from tests.test_agent_service import WRITER_SCRIPT
 
 # Run as the application's user: rewrite a segment (its own file) with a recomputed chain, then try the same on the
@@ -55,9 +58,21 @@ def s3(moto_s3: S3Endpoint) -> S3Endpoint:
     return moto_s3
 
 
-def run_as(user: AppUser, env: ArchiveEnv, *argv: str) -> str:
-    """Run a Python script as the application's user; its stdout."""
-    result = subprocess.run([sys.executable, *argv], user=user.uid, group=user.gid, extra_groups=[], env=env.env(),
+@pytest.fixture
+def shared_root() -> Iterator[Path]:
+    """A fresh directory (0755) under /tmp that every user can traverse; removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="auditlock-witness-uids-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_as(user: User, spool_gid: int, env: ArchiveEnv, *argv: str) -> str:
+    """Run a Python script as the application's user (with the spool's group); its stdout."""
+    result = subprocess.run([sys.executable, *argv], user=user.uid, group=user.gid, extra_groups=[spool_gid],
+                            env=env.env(),
                             cwd=REPO, input=b"", capture_output=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout.decode()
@@ -67,7 +82,7 @@ class TestTwoUsers:
     """The application's user cannot write the agent's witness, so its rewrite of the spool is still caught."""
 
     def test_application_user_rewrites_its_segment_but_not_the_witness(
-        self, app_user: AppUser, shared_root: Path,  # noqa: F811 - the fixtures imported above
+        self, two_users: TwoUsers, shared_root: Path,
         bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """The copy refuses the application's user (EACCES); the rewritten segment is set aside at shipping."""
@@ -76,18 +91,18 @@ class TestTwoUsers:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
         env = ArchiveEnv.create(shared_root, endpoint, name, batch_max_age_s=3600)
         env.spool.mkdir(mode=0o770)
-        os.chown(env.spool, 0, app_user.gid)
+        os.chown(env.spool, 0, two_users.spool_gid)
         env.spool.chmod(0o770)  # the application's group writes the spool; nobody else
-        run_as(app_user, env, "-c", WRITER_SCRIPT, str(env.config_path), "10")
+        run_as(two_users.app, two_users.spool_gid, env, "-c", WRITER_SCRIPT, str(env.config_path), "10")
         segment = sorted(env.spool.glob(f"*{SEALED_SUFFIX}"))[0]
-        assert segment.stat().st_uid == app_user.uid, "written by the application's user"
+        assert segment.stat().st_uid == two_users.app.uid, "written by the application's user"
         agent = Agent(env.config, serve_http=False)
         agent.shipper.witness.witness.follow_once()
         assert (env.spool / STATE_DIR).stat().st_uid == 0, "the agent's state is the agent's user's"
         copy = env.spool / STATE_DIR / WITNESS_DIR / segment.name
         assert copy.read_bytes() == segment.read_bytes()
 
-        outcome = orjson.loads(run_as(app_user, env, "-c", TAMPER_SCRIPT, str(segment), str(copy)))
+        outcome = orjson.loads(run_as(two_users.app, two_users.spool_gid, env, "-c", TAMPER_SCRIPT, str(segment), str(copy)))
 
         assert outcome == {"segment": "rewritten", "copy": "PermissionError"}
         drain_or_fail(env.config, agent=agent)
