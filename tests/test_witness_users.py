@@ -102,7 +102,8 @@ class TestTwoUsers:
         copy = env.spool / STATE_DIR / WITNESS_DIR / segment.name
         assert copy.read_bytes() == segment.read_bytes()
 
-        outcome = orjson.loads(run_as(two_users.app, two_users.spool_gid, env, "-c", TAMPER_SCRIPT, str(segment), str(copy)))
+        tampered = run_as(two_users.app, two_users.spool_gid, env, "-c", TAMPER_SCRIPT, str(segment), str(copy))
+        outcome = orjson.loads(tampered)
 
         assert outcome == {"segment": "rewritten", "copy": "PermissionError"}
         drain_or_fail(env.config, agent=agent)
