@@ -26,6 +26,13 @@ class OpenSegment:
         self.month = month
         self.size = 0
         self.opened_at = time.monotonic()
+        # durability "sync" (spool/commit.py): lines appended, what of them an fdatasync made durable, a failed
+        # fdatasync not yet settled, and the failure the unsynced lines' callers get once they are taken back
+        self.lines = 0
+        self.durable_size = 0
+        self.durable_lines = 0
+        self.sync_error: OSError | None = None
+        self.failure: OSError | None = None
 
     @classmethod
     def create(cls, directory: Path, writer_id: str, first_seq: int, month: int) -> OpenSegment:

@@ -1,6 +1,7 @@
 """The in-process spool writer: makes audit events durable in segment files (see `spool.format`).
 
-Thread-safe (one lock around stamp + write), fork-safe (a child gets a new writer id and never touches the
+Thread-safe (one lock around stamp + write; in durability "sync" the fdatasync runs after it, shared by concurrent
+callers: `spool.commit`), fork-safe (a child gets a new writer id and never touches the
 parent's segment), fail-closed (every failure to make an event durable raises `SpoolError`). `close()` writes the
 clean-end record; it runs from an `atexit` hook registered when a segment opens, and — for a process that stops
 without running `atexit` (uvicorn re-raising SIGTERM, a plain SIGTERM) — from `spool.shutdown`, which closes every
@@ -23,6 +24,7 @@ from typing import Any
 from auditlock.config.model import SpoolConfig
 from auditlock.errors import EventError, SpoolError
 from auditlock.spool.chain import EventChain, uuid7_hex
+from auditlock.spool.commit import GroupCommit
 from auditlock.spool.drops import DropFile, drop_reason
 from auditlock.spool.format import OPEN_SUFFIX, SEALED_SUFFIX, ensure_spool_dir
 from auditlock.spool.segment import OpenSegment, TornSegmentError
@@ -79,6 +81,7 @@ class SpoolWriter:
         self._sync_lock = threading.Lock()
         self.stats = {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
         self._drops = DropFile(self.directory, self.chain.writer_id)  # named after the first id; no I/O yet
+        self._commit = GroupCommit(self._lock, lambda: self._segment, self._abandon, self.stats)
 
     @property
     def writer_id(self) -> str:
@@ -88,22 +91,35 @@ class SpoolWriter:
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Stamp `record` with the chain fields, write it durably per the durability mode, return it."""
         with self._lock:
-            line, month = self.chain.stamp(record)
+            segment = self._append_locked(record)
+            end = segment.size
+        if self._sync_each:
             try:
-                self._write(line, month)
+                self._commit.wait_durable(segment, end)
             except OSError as exc:
-                self.stats["errors"] += 1
+                with self._lock:
+                    self.stats["errors"] += 1
                 raise _spool_error(exc, self.directory) from exc
-            self.chain.advance(line)
-            self._unclosed = True
-            self.stats["events"] += 1
-            self.stats["bytes"] += len(line)
         return record
 
-    def _write(self, line: bytes, month: int) -> None:
+    def _append_locked(self, record: dict[str, Any]) -> OpenSegment:
+        """Stamp and write (not yet durable in "sync" mode); the segment the line is in."""
+        line, month = self.chain.stamp(record)
+        try:
+            segment = self._write(line, month)
+        except OSError as exc:
+            self.stats["errors"] += 1
+            raise _spool_error(exc, self.directory) from exc
+        self.chain.advance(line)
+        self._unclosed = True
+        self.stats["events"] += 1
+        self.stats["bytes"] += len(line)
+        return segment
+
+    def _write(self, line: bytes, month: int) -> OpenSegment:
         segment = self._segment
         size = len(line)
-        if (segment is None or self._must_rotate(segment, size, month)
+        if (segment is None or segment.sync_error is not None or self._must_rotate(segment, size, month)
                 or self._spool_bytes + size > self.config.max_bytes):
             segment = self._prepare_segment(size, month)
         try:
@@ -111,16 +127,19 @@ class SpoolWriter:
         except TornSegmentError:
             self._abandon()
             raise
+        segment.lines += 1
         self._spool_bytes += size
         self._written_total += size
-        if self._sync_each:
-            self._sync_or_take_back(segment, size)
-        elif self._group:
+        if self._group:
             self._dirty = True
+        return segment
 
     def _prepare_segment(self, size: int, month: int) -> OpenSegment:
         """The slow path: rotate, check capacity, open — whatever the next line needs."""
         segment = self._segment
+        if segment is not None and segment.sync_error is not None:
+            self._abandon()  # a failed group fsync: its lines are taken back first (spool.commit)
+            segment = None
         if segment is not None and self._must_rotate(segment, size, month):
             self._seal()
             segment = None
@@ -198,23 +217,12 @@ class SpoolWriter:
         self._dirty = False
         return True
 
-    def _sync_or_take_back(self, segment: OpenSegment, size: int) -> None:
-        """sync mode: fsync the line just written; if that fails, try to remove the line before raising."""
-        try:
-            segment.sync()
-        except OSError:
-            self.stats["sync_failures"] += 1
-            log.error("auditlock: fsync of %s failed; abandoning the segment", segment.path)
-            try:
-                os.ftruncate(segment.fd, segment.size - size)
-            except OSError:
-                log.error("auditlock: could not remove the unsynced line from %s; it may still be shipped",
-                          segment.path)
-            self._abandon()
-            raise
-
     def _seal(self) -> None:
-        segment, self._segment = self._segment, None
+        segment = self._segment
+        if segment is not None and self._sync_each and not self._commit.settle(segment):
+            self._abandon()  # a failed fsync: the unsynced lines were taken back
+            return
+        self._segment = None
         self._dirty = False
         if segment is None:
             return
@@ -235,6 +243,8 @@ class SpoolWriter:
         segment, self._segment = self._segment, None
         self._dirty = False
         if segment is not None:
+            if self._sync_each:
+                self._commit.settle(segment)  # answer its waiting callers: fsync'd, or taken back
             segment.abandon()
             old = self.chain.writer_id
             self.chain = EventChain(uuid7_hex(time_ns()), max_event_bytes=self._max_event_bytes, clock=self._clock)
@@ -256,6 +266,11 @@ class SpoolWriter:
             segment = self._segment
             if segment is None:
                 return True
+            if self._sync_each:
+                if self._commit.settle(segment):
+                    return True
+                self._abandon()
+                return False
             return self._sync(segment, raise_errors=False)
         finally:
             self._lock.release()
@@ -284,7 +299,7 @@ class SpoolWriter:
         if self.closing_record is None or not self._unclosed:
             return
         try:
-            self.append(self.closing_record(self.chain.seq))
+            self._append_locked(self.closing_record(self.chain.seq))  # made durable by the seal that follows
         except (SpoolError, EventError) as exc:
             log.error("auditlock: could not record the clean end of writer %s: %s", self.writer_id, exc)
         self._unclosed = False
