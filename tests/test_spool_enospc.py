@@ -21,6 +21,7 @@ import auditlock
 from auditlock.config import build_config
 from auditlock.spool.drops import read_drop_totals
 from auditlock.spool.format import OPEN_SUFFIX
+from tests.support.held_fsync import HeldFdatasync, emit_from_threads
 from tests.support.spool_child import SpoolContents, read_spool, scan_spool
 from tests.support.waiting import wait_for
 
@@ -376,3 +377,26 @@ class TestFsyncFailure:
         assert len({writer for writer, _seq in positions}) == 2
         assert len(positions) == 6  # the line whose fsync failed was taken back
         assert not contents.chain_breaks()
+
+    def test_a_failed_shared_fsync_fails_every_caller_it_did_not_make_durable(
+        self, audit: Audit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """8 threads wait on one fdatasync that fails: all 8 raise SpoolError, their lines are taken back, the
+        events written before stay, and writing continues under a new writer id with no seq used twice."""
+        audit.events(2)
+        writer = audit.core.writer
+        monkeypatch.setattr(os, "fdatasync", HeldFdatasync(lambda: writer.stats["events"] == 2 + 8, fail_first=True))
+        results = emit_from_threads(audit.core, 8)
+        assert all(isinstance(result, auditlock.SpoolError) and "I/O error" in str(result) for result in results), \
+            results
+        assert writer.stats["sync_failures"] == 1
+        assert writer.stats["events"] == 2
+        audit.events(3)
+        audit.close()
+        contents = scan_spool(audit.spool)
+        assert [event["event_id"] for event in contents.events] == audit.returned
+        positions = [(event["writer"], event["seq"]) for event in contents.events]
+        assert len({writer for writer, _seq in positions}) == 2
+        assert [seq for _writer, seq in positions] == [0, 1, 0, 1, 2]
+        assert not contents.chain_breaks()
+        assert not contents.damage()
