@@ -18,7 +18,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from time import monotonic_ns, time_ns
+from time import monotonic, monotonic_ns, time_ns
 from typing import Any
 
 from auditlock.config.model import SpoolConfig
@@ -52,6 +52,7 @@ class SpoolWriter:
         self.closing_record: Callable[[int], dict[str, Any]] | None = None
         self.directory = Path(config.dir)
         self._max_event_bytes = max_event_bytes
+        self._max_bytes, self._segment_max_bytes = config.max_bytes, config.segment_max_bytes
         self._init_state()
         _live_writers.add(self)
 
@@ -119,8 +120,9 @@ class SpoolWriter:
     def _write(self, line: bytes, month: int) -> OpenSegment:
         segment = self._segment
         size = len(line)
-        if (segment is None or segment.sync_error is not None or self._must_rotate(segment, size, month)
-                or self._spool_bytes + size > self.config.max_bytes):
+        if (segment is None or segment.sync_error is not None or segment.month != month
+                or segment.size + size > self._segment_max_bytes or monotonic() >= segment.seal_at
+                or self._spool_bytes + size > self._max_bytes):  # the fast path's share of `_must_rotate`
             segment = self._prepare_segment(size, month)
         try:
             segment.append(line)
@@ -149,13 +151,14 @@ class SpoolWriter:
     def _must_rotate(self, segment: OpenSegment, size: int, month: int) -> bool:
         return (
             segment.month != month
-            or (segment.size > 0 and segment.size + size > self.config.segment_max_bytes)
-            or segment.age() >= self.config.segment_max_age_s
+            or (segment.size > 0 and segment.size + size > self._segment_max_bytes)
+            or monotonic() >= segment.seal_at
         )
 
     def _open(self, month: int) -> OpenSegment:
         ensure_spool_dir(self.directory)
         segment = OpenSegment.create(self.directory, self.writer_id, self.chain.seq, month)
+        segment.seal_at = segment.opened_at + self.config.segment_max_age_s
         self._segment = segment
         self._register_atexit()
         self._start_flusher()  # group mode: fsync; every mode: seal by age, rescan capacity
@@ -166,14 +169,13 @@ class SpoolWriter:
     def _check_capacity(self, size: int) -> None:
         if self._scanned_at_ns == 0:
             self._rescan()
-        if self._spool_bytes + size <= self.config.max_bytes:
+        if self._spool_bytes + size <= self._max_bytes:
             return
         if not self._count_is_exact or monotonic_ns() - self._scanned_at_ns > _RESCAN_MIN_INTERVAL_NS:
             self._rescan()
-            if self._spool_bytes + size <= self.config.max_bytes:
+            if self._spool_bytes + size <= self._max_bytes:
                 return
-        raise OSError(errno.EDQUOT, f"spool holds {self._spool_bytes} bytes, [spool] max_bytes is "
-                                    f"{self.config.max_bytes}")
+        raise OSError(errno.EDQUOT, f"spool holds {self._spool_bytes} bytes, [spool] max_bytes is {self._max_bytes}")
 
     def _rescan(self) -> None:
         """Measure the spool under the lock: exact, nothing of ours can change while it runs."""
@@ -326,7 +328,7 @@ class SpoolWriter:
                 if stop.is_set():
                     return
                 segment = self._segment
-                if segment is not None and segment.age() >= self.config.segment_max_age_s:
+                if segment is not None and monotonic() >= segment.seal_at:
                     self._seal()
                     segment = None
                 sync_fd = os.dup(segment.fd) if segment is not None and self._dirty else -1
