@@ -2,8 +2,10 @@
 
 Each run starts `tests/support/spool_child.py --mode crash` (small segments, so rotations are frequent) in its
 own spool directory, counts the events it reports as returned, and SIGKILLs it after a seeded random number of
-them (in the threaded runs, after that many events of its 8 threads together). Because the child keeps writing while the kill is delivered, the kill lands anywhere in the write path:
-mid-append, between append and fsync, mid-rotation (seal, rename, create). Several children run at once.
+them (in the threaded runs, after that many events of its 8 threads together). Because the child keeps writing
+while the kill is delivered, the kill lands anywhere in the write path: mid-append, between append and fsync,
+mid-rotation (seal, rename, create), and with threads while one fdatasync covers other threads' lines. Several
+children run at once.
 
 The campaign runs once per module; each test then checks one property over every run and names the seeds
 of the runs that broke it. A failing seed is reproduced with `_crash_once(tmp, 0, seed, durability, threads)`.

@@ -21,7 +21,8 @@ from auditlock.handler.core import AuditCore
 from auditlock.spool.chain import EventChain, check_stampable
 from auditlock.spool.format import EVENT_KEYS, OPEN_SUFFIX, SEALED_SUFFIX, ZERO_HASH, parse_segment_name
 from auditlock.spool.reader import scan_segment
-from auditlock.spool.writer import SpoolWriter, spool_size
+from auditlock.spool.space import spool_size
+from auditlock.spool.writer import SpoolWriter
 from tests.support.spool_files import segment_paths, spool_events, spool_lines
 from tests.support.waiting import wait_for
 

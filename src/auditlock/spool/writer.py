@@ -1,11 +1,10 @@
 """The in-process spool writer: makes audit events durable in segment files (see `spool.format`).
 
 Thread-safe (one lock around stamp + write; in durability "sync" the fdatasync runs after it, shared by concurrent
-callers: `spool.commit`), fork-safe (a child gets a new writer id and never touches the
-parent's segment), fail-closed (every failure to make an event durable raises `SpoolError`). `close()` writes the
-clean-end record; it runs from an `atexit` hook registered when a segment opens, and — for a process that stops
-without running `atexit` (uvicorn re-raising SIGTERM, a plain SIGTERM) — from `spool.shutdown`, which closes every
-live writer of the process.
+callers: `spool.commit`), fork-safe (a child gets a new writer id and never touches the parent's segment),
+fail-closed (every failure to make an event durable raises `SpoolError`). `close()` writes the clean-end record; it
+runs from an `atexit` hook registered when a segment opens, and — for a process that stops without running `atexit`
+(uvicorn re-raising SIGTERM, a plain SIGTERM) — from `spool.shutdown`, which closes every live writer.
 """
 
 from __future__ import annotations
@@ -26,8 +25,9 @@ from auditlock.errors import EventError, SpoolError
 from auditlock.spool.chain import EventChain, uuid7_hex
 from auditlock.spool.commit import GroupCommit
 from auditlock.spool.drops import DropFile, drop_reason
-from auditlock.spool.format import OPEN_SUFFIX, SEALED_SUFFIX, ensure_spool_dir
+from auditlock.spool.format import ensure_spool_dir
 from auditlock.spool.segment import OpenSegment, TornSegmentError
+from auditlock.spool.space import spool_error, spool_size
 
 log = logging.getLogger("auditlock.spool")
 
@@ -100,7 +100,7 @@ class SpoolWriter:
             except OSError as exc:
                 with self._lock:
                     self.stats["errors"] += 1
-                raise _spool_error(exc, self.directory) from exc
+                raise spool_error(exc, self.directory) from exc
         return record
 
     def _append_locked(self, record: dict[str, Any]) -> OpenSegment:
@@ -110,7 +110,7 @@ class SpoolWriter:
             segment = self._write(line, month)
         except OSError as exc:
             self.stats["errors"] += 1
-            raise _spool_error(exc, self.directory) from exc
+            raise spool_error(exc, self.directory) from exc
         self.chain.advance(line)
         self._unclosed = True
         self.stats["events"] += 1
@@ -205,7 +205,8 @@ class SpoolWriter:
 
     # --- durability, sealing -------------------------------------------------------------------------
 
-    def _sync(self, segment: OpenSegment, *, raise_errors: bool) -> bool:
+    def _sync(self, segment: OpenSegment) -> bool:
+        """group/process mode: fsync now; False (the segment abandoned) if that failed."""
         try:
             segment.sync()
         except OSError as exc:
@@ -213,8 +214,6 @@ class SpoolWriter:
             self.stats["sync_failures"] += 1
             log.error("auditlock: fsync of %s failed (%s); abandoning the segment", segment.path, exc.strerror)
             self._abandon()
-            if raise_errors:
-                raise
             return False
         self._dirty = False
         return True
@@ -273,7 +272,7 @@ class SpoolWriter:
                     return True
                 self._abandon()
                 return False
-            return self._sync(segment, raise_errors=False)
+            return self._sync(segment)
         finally:
             self._lock.release()
 
@@ -372,33 +371,6 @@ class SpoolWriter:
         if self._atexit_registered:
             atexit.unregister(self.close)
         self._init_state()
-
-
-def spool_size(directory: Path) -> int:
-    """Bytes held by segment files (open and sealed) directly in the spool directory."""
-    total = 0
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.endswith((OPEN_SUFFIX, SEALED_SUFFIX)):
-                    try:
-                        total += entry.stat(follow_symlinks=False).st_size
-                    except FileNotFoundError:
-                        continue  # the agent deleted it while we looked
-    except FileNotFoundError:
-        return 0
-    return total
-
-
-def _spool_error(exc: OSError, directory: Path) -> SpoolError:
-    hints = {
-        errno.ENOSPC: "the disk holding the spool is full; free space or ship the backlog (is the agent running?)",
-        errno.EDQUOT: "the spool is over [spool] max_bytes; is the agent running and can it reach S3?",
-        errno.EIO: "the disk reported an I/O error; check the volume",
-        errno.EACCES: "the process may not write there; check ownership (spool dir 0700, files 0600)",
-    }
-    hint = hints.get(exc.errno or 0, "check the spool volume")
-    return SpoolError(f"audit event not written to spool {directory}: {exc.strerror or exc}; {hint}")
 
 
 _live_writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()
