@@ -86,8 +86,7 @@ class AuditCore:
 
     def emit(self, event_type: str, fields: Mapping[str, Any]) -> dict[str, Any] | None:
         """Build and write one audit event; returns the record, or None when it was dropped by policy."""
-        record = self.build(event_type, fields)
-        return self.write(record)
+        return self.write(self.build(event_type, fields))
 
     def build(self, event_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The record of an event, chain fields still empty; raises `EventError` on bad input."""
@@ -100,7 +99,7 @@ class AuditCore:
                 hook(record)
             return record
         try:
-            self.writer.append(record)
+            (self._writer or self.writer).append(record)  # the property only until the writer exists
         except SpoolError as exc:
             if self.config.spool.on_error != "drop":
                 raise
