@@ -569,11 +569,36 @@ def micro(pool: list[Any], root: Path) -> list[tuple[str, float]]:
             ("line_hash(memoryview(line)[:-1])", lambda: line_hash(memoryview(line)[:-1])),
             ("os.write(O_APPEND) of a line", lambda: os.write(core.writer._segment.fd, line)),  # type: ignore[union-attr]
             ("raise+catch DropEvent", _drop_event),
+            ("MAP_SHARED copy of a line + commit byte", MappedAppend(work / "mapped", line).append),
         ]
         results = [(name, _best_ns(fn)) for name, fn in cases]
     processor.close()
     shutil.rmtree(work)
     return results
+
+
+class MappedAppend:
+    """What an append into a preallocated MAP_SHARED segment would cost (docs/architecture.md: not done)."""
+
+    SIZE = 64 * 1024 * 1024
+
+    def __init__(self, path: Path, line: bytes) -> None:
+        import mmap
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.posix_fallocate(fd, 0, self.SIZE)
+        self.map = mmap.mmap(fd, self.SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        os.close(fd)
+        self.line, self.offset = line, 0
+
+    def append(self) -> None:
+        """Copy the line, then its commit byte (readers would stop at the first line without one)."""
+        end = self.offset + len(self.line)
+        if end + 1 > self.SIZE:
+            self.offset, end = 0, len(self.line)
+        self.map[self.offset:end] = self.line
+        self.map[end:end + 1] = b"\x01"
+        self.offset = end + 1
 
 
 def _swallow(processor: Any, fields: dict[str, Any]) -> None:

@@ -69,14 +69,10 @@ class SpoolWriter:
         # set by a measurement and grows by every line written. A refusal rests only on an exact count
         # (`_count_is_exact`) measured at `_scanned_at_ns`. `_written_total` and `_renames` (this writer's bytes
         # appended and segments renamed, ever) let a measurement taken outside the lock be settled under it.
-        self._spool_bytes = 0
-        self._count_is_exact = False
-        self._scanned_at_ns = 0
-        self._written_total = 0
-        self._renames = 0
+        self._spool_bytes, self._count_is_exact, self._scanned_at_ns = 0, False, 0
+        self._written_total = self._renames = 0
         self._unclosed = False  # events written since the last closing record
-        self._sync_each = self.config.durability == "sync"
-        self._group = self.config.durability == "group"
+        self._sync_each, self._group = self.config.durability == "sync", self.config.durability == "group"
         # Held by the flusher around its background fsync (dup'd descriptor) and by the fork hook, so a child
         # never inherits that descriptor. Order: _sync_lock before _lock.
         self._sync_lock = threading.Lock()
@@ -105,25 +101,35 @@ class SpoolWriter:
 
     def _append_locked(self, record: dict[str, Any]) -> OpenSegment:
         """Stamp and write (not yet durable in "sync" mode); the segment the line is in."""
-        line, month = self.chain.stamp(record)
-        try:
-            segment = self._write(line, month)
-        except OSError as exc:
-            self.stats["errors"] += 1
-            raise spool_error(exc, self.directory) from exc
-        self.chain.advance(line)
+        if self._segment is not None and self._segment.sync_error is not None:
+            self._abandon()  # a failed shared fsync: its lines are taken back, a new chain begins (spool.commit)
+        while True:
+            chain = self.chain
+            line, month = chain.stamp(record)
+            try:
+                segment = self._write(line, month)
+            except OSError as exc:
+                self.stats["errors"] += 1
+                raise spool_error(exc, self.directory) from exc
+            if segment is not None:
+                break
+            # The rotation found a failed fsync and abandoned the segment: stamp again, for the new chain.
+        chain.advance(line)
         self._unclosed = True
         self.stats["events"] += 1
         self.stats["bytes"] += len(line)
         return segment
 
-    def _write(self, line: bytes, month: int) -> OpenSegment:
+    def _write(self, line: bytes, month: int) -> OpenSegment | None:
+        """Append a stamped line; None, with nothing written, if the chain it was stamped for has ended."""
         segment = self._segment
         size = len(line)
-        if (segment is None or segment.sync_error is not None or segment.month != month
-                or segment.size + size > self._segment_max_bytes or monotonic() >= segment.seal_at
+        if (segment is None or segment.month != month or segment.size + size > self._segment_max_bytes
+                or monotonic() >= segment.seal_at
                 or self._spool_bytes + size > self._max_bytes):  # the fast path's share of `_must_rotate`
             segment = self._prepare_segment(size, month)
+            if segment is None:
+                return None
         try:
             segment.append(line)
         except TornSegmentError:
@@ -136,14 +142,14 @@ class SpoolWriter:
             self._dirty = True
         return segment
 
-    def _prepare_segment(self, size: int, month: int) -> OpenSegment:
-        """The slow path: rotate, check capacity, open — whatever the next line needs."""
-        segment = self._segment
-        if segment is not None and segment.sync_error is not None:
-            self._abandon()  # a failed group fsync: its lines are taken back first (spool.commit)
-            segment = None
+    def _prepare_segment(self, size: int, month: int) -> OpenSegment | None:
+        """The slow path: rotate, check capacity, open — whatever the next line needs. None if sealing found a
+        failed fsync and ended the chain the line was stamped for (`sync` mode)."""
+        segment, chain = self._segment, self.chain
         if segment is not None and self._must_rotate(segment, size, month):
             self._seal()
+            if self.chain is not chain:
+                return None
             segment = None
         self._check_capacity(size)
         return segment or self._open(month)
@@ -381,19 +387,14 @@ def live_writers() -> list[SpoolWriter]:
     return list(_live_writers)
 
 
-def _before_fork() -> None:
-    for writer in list(_live_writers):
-        writer._before_fork()
+def _for_every_writer(method: str) -> Callable[[], None]:
+    """A fork hook calling `method` of every live writer."""
+    def hook() -> None:
+        for writer in list(_live_writers):
+            getattr(writer, method)()
+    return hook
 
 
-def _after_fork_in_parent() -> None:
-    for writer in list(_live_writers):
-        writer._after_fork_in_parent()
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_live_writers):
-        writer._after_fork_in_child()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_for_every_writer("_before_fork"),
+                    after_in_parent=_for_every_writer("_after_fork_in_parent"),
+                    after_in_child=_for_every_writer("_after_fork_in_child"))
