@@ -93,14 +93,18 @@ class GroupCommit:
                 return
             with self._cond:
                 self._in_flight = segment
-        error = _fdatasync(fd)
-        with self._cond:
-            self._in_flight = None
-            if error is None:
-                _mark_durable(segment, size, lines)
-            else:
-                segment.sync_error = error
-            self._cond.notify_all()
+        error: OSError | None = None
+        completed = False
+        try:
+            error, completed = _fdatasync(fd), True
+        finally:  # even if interrupted (KeyboardInterrupt): a closer waits until nothing is in flight
+            with self._cond:
+                self._in_flight = None
+                if completed and error is None:
+                    _mark_durable(segment, size, lines)
+                elif error is not None:
+                    segment.sync_error = error
+                self._cond.notify_all()
         if error is not None:
             with self._writer_lock:
                 if segment is self._current():
