@@ -61,10 +61,6 @@ class OpenSegment:
         """Where the open segment is."""
         return self.directory / self.name.filename
 
-    def age(self) -> float:
-        """Seconds since the segment was opened."""
-        return time.monotonic() - self.opened_at
-
     def append(self, data: bytes) -> None:
         """Append whole lines; on failure nothing of `data` stays behind (or `TornSegmentError` is raised)."""
         written = 0
