@@ -14,6 +14,7 @@ import pytest
 
 import auditlock
 from auditlock.config import build_config
+from tests.support.held_fsync import HeldFdatasync, emit_from_threads
 from tests.support.spool_child import LineReader, check_reported, read_spool, run_to_end, start_child
 
 TwoRun = tuple[Path, list[dict[str, Any]]]  # spool, report lines
@@ -278,3 +279,48 @@ class TestThreads:
         for records in returned:  # each thread saw its own events in increasing seq order
             seqs = [record["seq"] for record in records]
             assert seqs == sorted(seqs)
+
+
+class TestGroupCommit:
+    """Durability "sync" with concurrent callers: each call returns once its line is fdatasync'd, and the callers
+    share the fdatasyncs instead of queueing for one each."""
+
+    def test_callers_append_while_an_fdatasync_runs_and_share_the_next(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While the first fdatasync is held, the 7 other threads still append; one more fdatasync covers them all."""
+        core = auditlock.AuditProcessor(_config(tmp_path / "spool", durability="sync")).core
+        held = HeldFdatasync(lambda: core.writer.stats["events"] == 8)
+        monkeypatch.setattr(os, "fdatasync", held)
+        try:
+            results = emit_from_threads(core, 8)
+            fdatasyncs = len(held.calls)  # before close() fsyncs its clean-end line
+        finally:
+            core.writer.close()
+        assert all(isinstance(result, dict) for result in results), results
+        assert fdatasyncs <= 2, f"{fdatasyncs} fdatasyncs for 8 concurrent events"
+        contents = read_spool(tmp_path / "spool")
+        assert sorted(contents.ids) == sorted(result["event_id"] for result in results)
+        assert contents.seqs(core.writer.writer_id) == list(range(8))
+
+    def test_no_call_returns_before_the_fdatasync_covering_its_line(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While the first fdatasync is held no call returns, though all 8 lines are appended by then."""
+        core = auditlock.AuditProcessor(_config(tmp_path / "spool", durability="sync")).core
+        released = threading.Event()
+        early: list[int] = []
+
+        def release_when_all_appended() -> bool:
+            if core.writer.stats["events"] < 8:
+                return False
+            released.set()
+            return True
+
+        monkeypatch.setattr(os, "fdatasync", HeldFdatasync(release_when_all_appended))
+        try:
+            results = emit_from_threads(core, 8, after_call=lambda: released.is_set() or early.append(1))
+        finally:
+            core.writer.close()
+        assert all(isinstance(result, dict) for result in results), results
+        assert not early, f"{len(early)} calls returned before any fdatasync completed"

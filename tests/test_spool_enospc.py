@@ -9,11 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 
@@ -21,6 +23,7 @@ import auditlock
 from auditlock.config import build_config
 from auditlock.spool.drops import read_drop_totals
 from auditlock.spool.format import OPEN_SUFFIX
+from tests.support.held_fsync import HeldFdatasync, emit_from_threads
 from tests.support.spool_child import SpoolContents, read_spool, scan_spool
 from tests.support.waiting import wait_for
 
@@ -376,3 +379,93 @@ class TestFsyncFailure:
         assert len({writer for writer, _seq in positions}) == 2
         assert len(positions) == 6  # the line whose fsync failed was taken back
         assert not contents.chain_breaks()
+
+    def test_a_failed_shared_fsync_fails_every_caller_it_did_not_make_durable(
+        self, audit: Audit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """8 threads wait on one fdatasync that fails: all 8 raise SpoolError, their lines are taken back, the
+        events written before stay, and writing continues under a new writer id with no seq used twice."""
+        audit.events(2)
+        writer = audit.core.writer
+        monkeypatch.setattr(os, "fdatasync", HeldFdatasync(lambda: writer.stats["events"] == 2 + 8, fail_first=True))
+        results = emit_from_threads(audit.core, 8)
+        assert all(isinstance(result, auditlock.SpoolError) and "I/O error" in str(result) for result in results), \
+            results
+        assert writer.stats["sync_failures"] == 1
+        assert writer.stats["events"] == 2
+        audit.events(3)
+        audit.close()
+        contents = scan_spool(audit.spool)
+        assert [event["event_id"] for event in contents.events] == audit.returned
+        positions = [(event["writer"], event["seq"]) for event in contents.events]
+        assert len({writer for writer, _seq in positions}) == 2
+        assert [seq for _writer, seq in positions] == [0, 1, 0, 1, 2]
+        assert not contents.chain_breaks()
+        assert not contents.damage()
+
+    def test_a_line_rotating_while_a_shared_fsync_fails_starts_the_next_chain(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A caller whose line must rotate the segment while another caller's fdatasync is in flight, which then
+        fails, writes its line under the new writer id into the new segment — never a stale-stamped foreign line."""
+        audit = Audit(tmp_path / "spool", segment_max_bytes=4096, flush_interval_ms=600_000)
+        writer = audit.core.writer
+        try:
+            line_bytes = len(orjson.dumps(_emit_one(audit, 0))) + 1  # the length of a line _emit_one writes
+            while 4096 - _open_segment_size(audit.spool) >= 2 * line_bytes:  # room for one more such line, not two
+                with auditlock.actor("user#0"):
+                    audit.core.emit("order.updated", {"target_type": "Order", "target_id": 0})  # a shorter line
+            first_writer = writer.writer_id
+            in_flight, rotating = _fail_in_flight_while_one_rotates(audit, monkeypatch)
+        finally:
+            audit.close()
+        assert isinstance(in_flight, auditlock.SpoolError), in_flight
+        assert isinstance(rotating, dict), rotating
+        assert rotating["writer"] != first_writer
+        assert rotating["seq"] == 0
+        assert writer.stats["sync_failures"] == 1
+        read_spool(audit.spool)  # no foreign line, no damage, every chain intact
+
+
+def _emit_one(audit: Audit, index: int) -> Any:
+    """One order.updated event through the core; the record, or the exception the call raised."""
+    try:
+        with auditlock.actor(f"user#{index}"):
+            return audit.core.emit("order.updated", {"target_type": "Order", "target_id": index,
+                                                     "after": {"status": "paid", "n": index}})
+    except auditlock.SpoolError as exc:
+        return exc
+
+
+def _open_segment_size(spool: Path) -> int:
+    [segment] = spool.glob(f"*{OPEN_SUFFIX}")
+    return segment.stat().st_size
+
+
+def _fail_in_flight_while_one_rotates(audit: Audit, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """Caller A's fdatasync is held; caller B's line does not fit, so B (holding the writer lock) waits to seal the
+    segment until A's fdatasync is over; then A's fails. What A's and B's calls returned."""
+    writer = audit.core.writer
+    b_started = threading.Event()
+
+    def b_holds_the_writer_lock() -> bool:
+        if not b_started.is_set():
+            return False
+        if writer._lock.acquire(blocking=False):  # free: B has not reached it yet
+            writer._lock.release()
+            return False
+        return True  # nobody else takes it: the flusher's interval is 10 minutes
+
+    held = HeldFdatasync(b_holds_the_writer_lock, fail_first=True)
+    monkeypatch.setattr(os, "fdatasync", held)
+    results: dict[str, Any] = {}
+    a = threading.Thread(target=lambda: results.update(a=_emit_one(audit, 1)))
+    b = threading.Thread(target=lambda: results.update(b=_emit_one(audit, 2)))
+    a.start()
+    wait_for(lambda: held.calls, 30, "caller A's fdatasync started")
+    b_started.set()
+    b.start()
+    for thread in (a, b):
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in (a, b)), "a logging call did not return"
+    return results["a"], results["b"]

@@ -8,6 +8,7 @@ import itertools
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import pytest
 from auditlock.config import Config
 from auditlock.errors import EventError, SpoolError
 from auditlock.handler.core import AuditCore
-from auditlock.spool.chain import EventChain, check_stampable
+from auditlock.spool.chain import EventChain, check_stampable, uuid7_str
 from auditlock.spool.format import EVENT_KEYS, OPEN_SUFFIX, SEALED_SUFFIX, ZERO_HASH, parse_segment_name
 from auditlock.spool.reader import scan_segment
-from auditlock.spool.writer import SpoolWriter, spool_size
+from auditlock.spool.space import spool_size
+from auditlock.spool.writer import SpoolWriter
 from tests.support.spool_files import segment_paths, spool_events, spool_lines
 from tests.support.waiting import wait_for
 
@@ -88,6 +90,40 @@ class TestChain:
             assert name is not None
             first = orjson.loads(path.read_bytes().splitlines()[0])
             assert (name.writer, name.first_seq) == (writer.writer_id, first["seq"])
+
+
+class TestStamp:
+    """The chain's stamp caches what stays the same for a second or a millisecond; the result must not show it."""
+
+    BOUNDARY_NS = calendar.timegm((2027, 1, 1, 0, 0, 0)) * 10**9  # a month, a year, a second and a ms begin
+
+    def test_cached_stamp_equals_a_fresh_one_across_boundaries(self) -> None:
+        """event_id's time part, occurred_at and the month are what a fresh computation gives, before and after
+        a millisecond, a second and a month (and year) boundary, and for several events within one millisecond."""
+        times = [self.BOUNDARY_NS + delta for delta in (-10**9 - 1, -1_000_001, -1_000_000, -1000, -1, 0, 1, 999,
+                                                         1000, 999_999, 1_000_000, 10**9, 10**9 + 123_456)]
+        clock = iter(times)
+        chain = EventChain("f" * 32, max_event_bytes=65536, clock=lambda: next(clock))
+        for now in times:
+            record: dict[str, Any] = {"event_id": None, "event_type": "order.updated", "occurred_at": None}
+            line, month = chain.stamp(record)
+            seconds, ns = divmod(now, 10**9)
+            tm = time.gmtime(seconds)
+            assert record["occurred_at"] == time.strftime("%Y-%m-%dT%H:%M:%S", tm) + f".{ns // 1000:06d}Z"
+            assert month == tm.tm_year * 12 + tm.tm_mon - 1
+            assert record["event_id"][:19] == uuid7_str(now, 0)[:19]
+            assert record["event_id"][19] in "89ab"
+            assert orjson.loads(line)["event_id"] == record["event_id"]
+
+    def test_random_tails_differ(self) -> None:
+        """2000 stamps in one millisecond still get 2000 different event ids (the pool refills past 512)."""
+        chain = EventChain("f" * 32, max_event_bytes=65536, clock=lambda: self.BOUNDARY_NS)
+        ids = set()
+        for _ in range(2000):
+            record: dict[str, Any] = {"event_id": None}
+            chain.stamp(record)
+            ids.add(record["event_id"])
+        assert len(ids) == 2000
 
 
 class TestStampableCheck:

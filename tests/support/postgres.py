@@ -56,8 +56,11 @@ class PostgresError(RuntimeError):
 class PostgresServer:
     """initdb + pg_ctl start in a temporary directory; `url(database)` for SQLAlchemy (psycopg 3)."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        """`durable`: fsync and synchronous_commit on, as in production (bench/handler.py compares with it);
+        off by default, since the tests need no crash safety from their database."""
         self.bindir = bindir
+        self.durable = durable
         self.port = free_port()
         # A short /tmp path: the socket path must fit in sun_path (107 bytes).
         self.root = Path(tempfile.mkdtemp(prefix="auditlock-pg-"))
@@ -75,8 +78,9 @@ class PostgresServer:
         try:
             self._pg(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                       "--no-sync", "--no-instructions"])
-            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off")
+            safety = ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on" if self.durable else
+                      "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {safety}"
             self._pg(["pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
                       "start"])
         except BaseException:

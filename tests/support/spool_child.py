@@ -11,7 +11,8 @@ stdout with one unbuffered ``os.write`` (atomic for a pipe, so forked children n
 so the parent knows exactly which calls returned. Modes:
 
 - ``plain``: emit ``--count`` events and exit normally (the writer seals its segment at exit).
-- ``crash``: emit until killed (``--count`` is only a safety cap), small segments so rotations happen.
+- ``crash``: emit until killed (``--count`` is only a safety cap), small segments so rotations happen. With
+  ``--threads N`` (``--api core`` only) N threads emit at once through one writer.
 - ``fork``: emit ``--count`` events (first use, so a segment is open), then ``os.fork()`` ``--children``
   children that each emit ``--child-events`` more while the parent emits ``--after-events``; the parent waits
   for its children. With ``--hold`` the children then wait for EOF on stdin before exiting, and the parent
@@ -85,7 +86,7 @@ class _Emitter:
             _args, view = self.log.info("order.updated", **fields)
             event_id = view["event_id"]
             writer = self.processor.core.writer
-            seq, writer_id = writer.chain.seq - 1, writer.writer_id  # one thread per process: exact
+            seq, writer_id = writer.chain.seq - 1, writer.writer_id  # one thread per process (--threads 1): exact
         else:
             record = self.processor.core.emit("order.updated", fields)
             assert record is not None
@@ -107,6 +108,19 @@ def _emit_many(emitter: _Emitter, start: int, count: int) -> None:
     with auditlock.actor("user#1"):
         for n in range(start, start + count):
             emitter.emit(n)
+
+
+def _threads_mode(emitter: _Emitter, args: argparse.Namespace) -> None:
+    """`--threads` emitters through one writer, each on its own range of n, until killed (or the cap)."""
+    import threading
+
+    count = args.count if args.count > 0 else 10**9
+    threads = [threading.Thread(target=_emit_many, args=(emitter, (index + 1) * 10**10, count))
+               for index in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _fork_mode(emitter: _Emitter, args: argparse.Namespace) -> None:
@@ -153,8 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--after-events", type=int, default=100)
     parser.add_argument("--segment-max-bytes", type=int, default=4096)
     parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="crash mode: emitting threads (needs --api core)")
     parser.add_argument("--gate", action="store_true", help="wait for a byte on stdin before the first event")
     args = parser.parse_args(argv)
+    if args.threads > 1 and (args.api != "core" or args.mode != "crash"):
+        parser.error("--threads needs --mode crash --api core (a structlog view has no seq)")
 
     emitter = _Emitter(args)
     if args.gate:
@@ -162,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode == "plain":
         _emit_many(emitter, 0, args.count)
         emitter.processor.close()
+    elif args.mode == "crash" and args.threads > 1:
+        _threads_mode(emitter, args)
     elif args.mode == "crash":
         _emit_many(emitter, 0, args.count if args.count > 0 else 10**9)
     else:

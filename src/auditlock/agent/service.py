@@ -35,7 +35,7 @@ from auditlock.errors import AuditlockError, SpoolError
 from auditlock.spool.files import refuse_world_writable
 from auditlock.spool.format import ensure_spool_dir, parse_segment_name
 from auditlock.spool.reader import first_occurred_at
-from auditlock.spool.writer import spool_size
+from auditlock.spool.space import spool_size
 
 log = logging.getLogger("auditlock.agent")
 

@@ -104,7 +104,7 @@ class AuditCore:
                 hook(record)
             return record
         try:
-            self.writer.append(record)
+            (self._writer or self.writer).append(record)  # the property only until the writer exists
         except SpoolError as exc:
             self._refuse(exc)
             return None

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from hashlib import sha256
 from typing import Any
 
 import orjson
 
 from auditlock.errors import EventError
-from auditlock.spool.format import ZERO_HASH, line_hash
+from auditlock.spool.format import ZERO_HASH
 
 
 def uuid7_hex(now_ns: int, rand62: int | None = None) -> str:
@@ -35,7 +36,8 @@ _RAND62 = (1 << 62) - 1
 
 
 class RandomPool:
-    """62-bit random numbers from `os.urandom`, fetched 4 KiB at a time (one syscall per 512 ids).
+    """The random tails of UUIDv7 strings (`vxxx-xxxxxxxxxxxx`: the variant and 62 random bits), made from
+    `os.urandom` 4 KiB at a time (one syscall and one batch of formatting per 512 ids).
 
     A writer makes a new pool after fork, so parent and child never hand out the same numbers.
     """
@@ -43,33 +45,57 @@ class RandomPool:
     _SIZE = 4096
 
     def __init__(self) -> None:
-        self._numbers: list[int] = []
+        self._tails: list[str] = []
 
-    def next62(self) -> int:
-        """The next random 62-bit number."""
-        if not self._numbers:
-            data = os.urandom(self._SIZE)
-            self._numbers = [int.from_bytes(data[i:i + 8]) & _RAND62 for i in range(0, self._SIZE, 8)]
-        return self._numbers.pop()
+    def next_tail(self) -> str:
+        """The next random tail."""
+        if not self._tails:
+            digits = os.urandom(self._SIZE).hex()
+            self._tails = [f"{_VARIANT_DIGIT[digits[i]]}{digits[i + 1:i + 4]}-{digits[i + 4:i + 16]}"
+                           for i in range(0, len(digits), 16)]
+        return self._tails.pop()
+
+
+# A random hex digit -> the digit holding RFC 9562's variant (0b10) in its top two bits and its own low two bits.
+_VARIANT_DIGIT = {f"{d:x}": f"{0b1000 | d & 0b11:x}" for d in range(16)}
 
 
 class UtcClock:
-    """Formats `time.time_ns()` as RFC 3339 UTC with microseconds and Z, caching the per-second prefix."""
+    """Formats `time.time_ns()` as RFC 3339 UTC with microseconds and Z, and as the time part of a UUIDv7, caching
+    what stays the same for a second (date, time, month) and for a millisecond (the id's 48-bit time)."""
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
         self._month = 0
+        self._ms = -1
+        self._ms_prefix = ""
+        self._id_prefix = ""
 
     def format(self, now_ns: int) -> tuple[str, int]:
         """The `occurred_at` string and the month index (year * 12 + month - 1) of a time."""
-        second, ns = divmod(now_ns, 1_000_000_000)
+        occurred_at, _id, month = self.stamp(now_ns, "")
+        return occurred_at, month
+
+    def stamp(self, now_ns: int, tail: str) -> tuple[str, str, int]:
+        """`occurred_at`, the UUIDv7 string of this time ending in `tail` (`RandomPool.next_tail`), the month."""
+        ms, sub_ns = divmod(now_ns, 1_000_000)
+        if ms != self._ms:
+            self._new_millisecond(ms)
+        return (f"{self._ms_prefix}{sub_ns // 1000:03d}Z", f"{self._id_prefix}{sub_ns * 4096 // 1_000_000:03x}-{tail}",
+                self._month)
+
+    def _new_millisecond(self, ms: int) -> None:
+        second, ms_of_second = divmod(ms, 1000)
         if second != self._second:
             tm = time.gmtime(second)
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", tm)
             self._month = tm.tm_year * 12 + tm.tm_mon - 1
-        return f"{self._prefix}.{ns // 1000:06d}Z", self._month
+        self._ms = ms
+        self._ms_prefix = f"{self._prefix}.{ms_of_second:03d}"
+        h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+        self._id_prefix = f"{h[:8]}-{h[8:]}-7"
 
 
 class EventChain:
@@ -86,20 +112,22 @@ class EventChain:
 
     def stamp(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Fill in the chain's fields and serialise; returns the line (with newline) and its month index."""
-        now_ns = self._now_ns()
-        record["event_id"] = uuid7_str(now_ns, self._random.next62())
-        record["occurred_at"], month = self._clock.format(now_ns)
+        record["occurred_at"], record["event_id"], month = self._clock.stamp(self._now_ns(), self._random.next_tail())
         record["writer"] = self.writer_id
         record["seq"] = self.seq
         record["prev"] = self.prev
-        line = _serialise(record)
-        _refuse_oversized(record, len(line), self.max_event_bytes)
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError as exc:
+            raise _unencodable(record, exc) from exc
+        if len(line) > self.max_event_bytes:
+            _refuse_oversized(record, len(line), self.max_event_bytes)
         return line, month
 
     def advance(self, line: bytes) -> None:
         """Record that `line` (as returned by `stamp`) is now in the spool."""
         self.seq += 1
-        self.prev = line_hash(memoryview(line)[:-1])
+        self.prev = sha256(memoryview(line)[:-1]).hexdigest()  # `format.line_hash`, without a call
 
 
 # The widest values `stamp` can give the chain's fields (seq as the largest signed 64-bit number).
@@ -129,8 +157,12 @@ def _serialise(record: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError as exc:
-        path = find_unencodable(record) or "?"
-        raise EventError(f"event {record.get('event_type')!r}: field {path} cannot be written as JSON: {exc}") from exc
+        raise _unencodable(record, exc) from exc
+
+
+def _unencodable(record: dict[str, Any], exc: orjson.JSONEncodeError) -> EventError:
+    path = find_unencodable(record) or "?"
+    return EventError(f"event {record.get('event_type')!r}: field {path} cannot be written as JSON: {exc}")
 
 
 def find_unencodable(value: Any, path: str = "") -> str | None:

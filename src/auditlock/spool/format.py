@@ -21,6 +21,11 @@ Invariants
   SHA-256 of the previous line of the same writer, *without* its trailing newline (64 zeros for seq 0).
 - Only the last line of an open segment can be incomplete ("torn"): the writer never writes a line after a
   partial one (it truncates back, or abandons the segment).
+- Durability "sync" acknowledges a line once an fdatasync that began after the line was written succeeded; one
+  fdatasync covers every line written before it (group commit, `spool.commit`). After a failed fdatasync the
+  writer truncates the open segment back to its last durable line — taking back lines no caller was told were
+  written — and abandons the segment. So the lines of an open segment after its last fdatasync are provisional
+  for its readers (`query --include-spool`, `verify --spool`); a sealed segment never changes.
 - A writer creates a segment as `<name>.open.jsonl.new`, takes the flock, then renames it to `.open.jsonl`:
   an `.open.jsonl` file without a lock therefore always belongs to a dead writer. An unlocked `.new` file is
   debris of a writer that died while creating it (it holds no events).

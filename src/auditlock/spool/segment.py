@@ -26,6 +26,14 @@ class OpenSegment:
         self.month = month
         self.size = 0
         self.opened_at = time.monotonic()
+        self.seal_at = float("inf")  # the monotonic time from which its writer seals it for age
+        # durability "sync" (spool/commit.py): lines appended, what of them an fdatasync made durable, a failed
+        # fdatasync not yet settled, and the failure the unsynced lines' callers get once they are taken back
+        self.lines = 0
+        self.durable_size = 0
+        self.durable_lines = 0
+        self.sync_error: OSError | None = None
+        self.failure: OSError | None = None
 
     @classmethod
     def create(cls, directory: Path, writer_id: str, first_seq: int, month: int) -> OpenSegment:
@@ -54,16 +62,13 @@ class OpenSegment:
         """Where the open segment is."""
         return self.directory / self.name.filename
 
-    def age(self) -> float:
-        """Seconds since the segment was opened."""
-        return time.monotonic() - self.opened_at
-
     def append(self, data: bytes) -> None:
         """Append whole lines; on failure nothing of `data` stays behind (or `TornSegmentError` is raised)."""
         written = 0
         try:
-            while written < len(data):
-                written += os.write(self.fd, data[written:] if written else data)
+            written = os.write(self.fd, data)
+            while written < len(data):  # a short write: a signal, a nearly full disk
+                written += os.write(self.fd, data[written:])
         except OSError as exc:
             if written:
                 self._truncate_back(exc)

@@ -1,10 +1,10 @@
 """The in-process spool writer: makes audit events durable in segment files (see `spool.format`).
 
-Thread-safe (one lock around stamp + write), fork-safe (a child gets a new writer id and never touches the
-parent's segment), fail-closed (every failure to make an event durable raises `SpoolError`). `close()` writes the
-clean-end record; it runs from an `atexit` hook registered when a segment opens, and — for a process that stops
-without running `atexit` (uvicorn re-raising SIGTERM, a plain SIGTERM) — from `spool.shutdown`, which closes every
-live writer of the process.
+Thread-safe (one lock around stamp + write; in durability "sync" the fdatasync runs after it, shared by concurrent
+callers: `spool.commit`), fork-safe (a child gets a new writer id and never touches the parent's segment),
+fail-closed (every failure to make an event durable raises `SpoolError`). `close()` writes the clean-end record; it
+runs from an `atexit` hook registered when a segment opens, and — for a process that stops without running `atexit`
+(uvicorn re-raising SIGTERM, a plain SIGTERM) — from `spool.shutdown`, which closes every live writer.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from time import monotonic_ns, time_ns
+from time import monotonic, monotonic_ns, time_ns
 from typing import Any
 
 from auditlock.config.model import SpoolConfig
 from auditlock.errors import EventError, SpoolError
 from auditlock.spool.chain import EventChain, uuid7_hex
+from auditlock.spool.commit import GroupCommit
 from auditlock.spool.drops import DropFile, drop_reason
-from auditlock.spool.format import OPEN_SUFFIX, SEALED_SUFFIX, ensure_spool_dir
+from auditlock.spool.format import ensure_spool_dir
 from auditlock.spool.segment import OpenSegment, TornSegmentError
+from auditlock.spool.space import spool_error, spool_size
 
 log = logging.getLogger("auditlock.spool")
 
@@ -50,6 +52,7 @@ class SpoolWriter:
         self.closing_record: Callable[[int], dict[str, Any]] | None = None
         self.directory = Path(config.dir)
         self._max_event_bytes = max_event_bytes
+        self._max_bytes, self._segment_max_bytes = config.max_bytes, config.segment_max_bytes
         self._init_state()
         _live_writers.add(self)
 
@@ -66,19 +69,16 @@ class SpoolWriter:
         # set by a measurement and grows by every line written. A refusal rests only on an exact count
         # (`_count_is_exact`) measured at `_scanned_at_ns`. `_written_total` and `_renames` (this writer's bytes
         # appended and segments renamed, ever) let a measurement taken outside the lock be settled under it.
-        self._spool_bytes = 0
-        self._count_is_exact = False
-        self._scanned_at_ns = 0
-        self._written_total = 0
-        self._renames = 0
+        self._spool_bytes, self._count_is_exact, self._scanned_at_ns = 0, False, 0
+        self._written_total = self._renames = 0
         self._unclosed = False  # events written since the last closing record
-        self._sync_each = self.config.durability == "sync"
-        self._group = self.config.durability == "group"
+        self._sync_each, self._group = self.config.durability == "sync", self.config.durability == "group"
         # Held by the flusher around its background fsync (dup'd descriptor) and by the fork hook, so a child
         # never inherits that descriptor. Order: _sync_lock before _lock.
         self._sync_lock = threading.Lock()
         self.stats = {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
         self._drops = DropFile(self.directory, self.chain.writer_id)  # named after the first id; no I/O yet
+        self._commit = GroupCommit(self._lock, lambda: self._segment, self._abandon, self.stats)
 
     @property
     def writer_id(self) -> str:
@@ -88,41 +88,68 @@ class SpoolWriter:
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Stamp `record` with the chain fields, write it durably per the durability mode, return it."""
         with self._lock:
-            line, month = self.chain.stamp(record)
+            segment = self._append_locked(record)
+            end = segment.size
+        if self._sync_each:
             try:
-                self._write(line, month)
+                self._commit.wait_durable(segment, end)
             except OSError as exc:
-                self.stats["errors"] += 1
-                raise _spool_error(exc, self.directory) from exc
-            self.chain.advance(line)
-            self._unclosed = True
-            self.stats["events"] += 1
-            self.stats["bytes"] += len(line)
+                with self._lock:
+                    self.stats["errors"] += 1
+                raise spool_error(exc, self.directory) from exc
         return record
 
-    def _write(self, line: bytes, month: int) -> None:
+    def _append_locked(self, record: dict[str, Any]) -> OpenSegment:
+        """Stamp and write (not yet durable in "sync" mode); the segment the line is in."""
+        if self._segment is not None and self._segment.sync_error is not None:
+            self._abandon()  # a failed shared fsync: its lines are taken back, a new chain begins (spool.commit)
+        while True:
+            chain = self.chain
+            line, month = chain.stamp(record)
+            try:
+                segment = self._write(line, month)
+            except OSError as exc:
+                self.stats["errors"] += 1
+                raise spool_error(exc, self.directory) from exc
+            if segment is not None:
+                break
+            # The rotation found a failed fsync and abandoned the segment: stamp again, for the new chain.
+        chain.advance(line)
+        self._unclosed = True
+        self.stats["events"] += 1
+        self.stats["bytes"] += len(line)
+        return segment
+
+    def _write(self, line: bytes, month: int) -> OpenSegment | None:
+        """Append a stamped line; None, with nothing written, if the chain it was stamped for has ended."""
         segment = self._segment
         size = len(line)
-        if (segment is None or self._must_rotate(segment, size, month)
-                or self._spool_bytes + size > self.config.max_bytes):
+        if (segment is None or segment.month != month or segment.size + size > self._segment_max_bytes
+                or monotonic() >= segment.seal_at
+                or self._spool_bytes + size > self._max_bytes):  # the fast path's share of `_must_rotate`
             segment = self._prepare_segment(size, month)
+            if segment is None:
+                return None
         try:
             segment.append(line)
         except TornSegmentError:
             self._abandon()
             raise
+        segment.lines += 1
         self._spool_bytes += size
         self._written_total += size
-        if self._sync_each:
-            self._sync_or_take_back(segment, size)
-        elif self._group:
+        if self._group:
             self._dirty = True
+        return segment
 
-    def _prepare_segment(self, size: int, month: int) -> OpenSegment:
-        """The slow path: rotate, check capacity, open — whatever the next line needs."""
-        segment = self._segment
+    def _prepare_segment(self, size: int, month: int) -> OpenSegment | None:
+        """The slow path: rotate, check capacity, open — whatever the next line needs. None if sealing found a
+        failed fsync and ended the chain the line was stamped for (`sync` mode)."""
+        segment, chain = self._segment, self.chain
         if segment is not None and self._must_rotate(segment, size, month):
             self._seal()
+            if self.chain is not chain:
+                return None
             segment = None
         self._check_capacity(size)
         return segment or self._open(month)
@@ -130,13 +157,14 @@ class SpoolWriter:
     def _must_rotate(self, segment: OpenSegment, size: int, month: int) -> bool:
         return (
             segment.month != month
-            or (segment.size > 0 and segment.size + size > self.config.segment_max_bytes)
-            or segment.age() >= self.config.segment_max_age_s
+            or (segment.size > 0 and segment.size + size > self._segment_max_bytes)
+            or monotonic() >= segment.seal_at
         )
 
     def _open(self, month: int) -> OpenSegment:
         ensure_spool_dir(self.directory)
         segment = OpenSegment.create(self.directory, self.writer_id, self.chain.seq, month)
+        segment.seal_at = segment.opened_at + self.config.segment_max_age_s
         self._segment = segment
         self._register_atexit()
         self._start_flusher()  # group mode: fsync; every mode: seal by age, rescan capacity
@@ -147,14 +175,13 @@ class SpoolWriter:
     def _check_capacity(self, size: int) -> None:
         if self._scanned_at_ns == 0:
             self._rescan()
-        if self._spool_bytes + size <= self.config.max_bytes:
+        if self._spool_bytes + size <= self._max_bytes:
             return
         if not self._count_is_exact or monotonic_ns() - self._scanned_at_ns > _RESCAN_MIN_INTERVAL_NS:
             self._rescan()
-            if self._spool_bytes + size <= self.config.max_bytes:
+            if self._spool_bytes + size <= self._max_bytes:
                 return
-        raise OSError(errno.EDQUOT, f"spool holds {self._spool_bytes} bytes, [spool] max_bytes is "
-                                    f"{self.config.max_bytes}")
+        raise OSError(errno.EDQUOT, f"spool holds {self._spool_bytes} bytes, [spool] max_bytes is {self._max_bytes}")
 
     def _rescan(self) -> None:
         """Measure the spool under the lock: exact, nothing of ours can change while it runs."""
@@ -184,7 +211,8 @@ class SpoolWriter:
 
     # --- durability, sealing -------------------------------------------------------------------------
 
-    def _sync(self, segment: OpenSegment, *, raise_errors: bool) -> bool:
+    def _sync(self, segment: OpenSegment) -> bool:
+        """group/process mode: fsync now; False (the segment abandoned) if that failed."""
         try:
             segment.sync()
         except OSError as exc:
@@ -192,29 +220,16 @@ class SpoolWriter:
             self.stats["sync_failures"] += 1
             log.error("auditlock: fsync of %s failed (%s); abandoning the segment", segment.path, exc.strerror)
             self._abandon()
-            if raise_errors:
-                raise
             return False
         self._dirty = False
         return True
 
-    def _sync_or_take_back(self, segment: OpenSegment, size: int) -> None:
-        """sync mode: fsync the line just written; if that fails, try to remove the line before raising."""
-        try:
-            segment.sync()
-        except OSError:
-            self.stats["sync_failures"] += 1
-            log.error("auditlock: fsync of %s failed; abandoning the segment", segment.path)
-            try:
-                os.ftruncate(segment.fd, segment.size - size)
-            except OSError:
-                log.error("auditlock: could not remove the unsynced line from %s; it may still be shipped",
-                          segment.path)
-            self._abandon()
-            raise
-
     def _seal(self) -> None:
-        segment, self._segment = self._segment, None
+        segment = self._segment
+        if segment is not None and self._sync_each and not self._commit.settle(segment):
+            self._abandon()  # a failed fsync: the unsynced lines were taken back
+            return
+        self._segment = None
         self._dirty = False
         if segment is None:
             return
@@ -235,6 +250,8 @@ class SpoolWriter:
         segment, self._segment = self._segment, None
         self._dirty = False
         if segment is not None:
+            if self._sync_each:
+                self._commit.settle(segment)  # answer its waiting callers: fsync'd, or taken back
             segment.abandon()
             old = self.chain.writer_id
             self.chain = EventChain(uuid7_hex(time_ns()), max_event_bytes=self._max_event_bytes, clock=self._clock)
@@ -256,7 +273,12 @@ class SpoolWriter:
             segment = self._segment
             if segment is None:
                 return True
-            return self._sync(segment, raise_errors=False)
+            if self._sync_each:
+                if self._commit.settle(segment):
+                    return True
+                self._abandon()
+                return False
+            return self._sync(segment)
         finally:
             self._lock.release()
 
@@ -284,7 +306,7 @@ class SpoolWriter:
         if self.closing_record is None or not self._unclosed:
             return
         try:
-            self.append(self.closing_record(self.chain.seq))
+            self._append_locked(self.closing_record(self.chain.seq))  # made durable by the seal that follows
         except (SpoolError, EventError) as exc:
             log.error("auditlock: could not record the clean end of writer %s: %s", self.writer_id, exc)
         self._unclosed = False
@@ -311,7 +333,7 @@ class SpoolWriter:
                 if stop.is_set():
                     return
                 segment = self._segment
-                if segment is not None and segment.age() >= self.config.segment_max_age_s:
+                if segment is not None and monotonic() >= segment.seal_at:
                     self._seal()
                     segment = None
                 sync_fd = os.dup(segment.fd) if segment is not None and self._dirty else -1
@@ -357,33 +379,6 @@ class SpoolWriter:
         self._init_state()
 
 
-def spool_size(directory: Path) -> int:
-    """Bytes held by segment files (open and sealed) directly in the spool directory."""
-    total = 0
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.endswith((OPEN_SUFFIX, SEALED_SUFFIX)):
-                    try:
-                        total += entry.stat(follow_symlinks=False).st_size
-                    except FileNotFoundError:
-                        continue  # the agent deleted it while we looked
-    except FileNotFoundError:
-        return 0
-    return total
-
-
-def _spool_error(exc: OSError, directory: Path) -> SpoolError:
-    hints = {
-        errno.ENOSPC: "the disk holding the spool is full; free space or ship the backlog (is the agent running?)",
-        errno.EDQUOT: "the spool is over [spool] max_bytes; is the agent running and can it reach S3?",
-        errno.EIO: "the disk reported an I/O error; check the volume",
-        errno.EACCES: "the process may not write there; check ownership (spool dir 0700, files 0600)",
-    }
-    hint = hints.get(exc.errno or 0, "check the spool volume")
-    return SpoolError(f"audit event not written to spool {directory}: {exc.strerror or exc}; {hint}")
-
-
 _live_writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()
 
 
@@ -392,19 +387,14 @@ def live_writers() -> list[SpoolWriter]:
     return list(_live_writers)
 
 
-def _before_fork() -> None:
-    for writer in list(_live_writers):
-        writer._before_fork()
+def _for_every_writer(method: str) -> Callable[[], None]:
+    """A fork hook calling `method` of every live writer."""
+    def hook() -> None:
+        for writer in list(_live_writers):
+            getattr(writer, method)()
+    return hook
 
 
-def _after_fork_in_parent() -> None:
-    for writer in list(_live_writers):
-        writer._after_fork_in_parent()
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_live_writers):
-        writer._after_fork_in_child()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_for_every_writer("_before_fork"),
+                    after_in_parent=_for_every_writer("_after_fork_in_parent"),
+                    after_in_child=_for_every_writer("_after_fork_in_child"))

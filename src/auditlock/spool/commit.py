@@ -1,0 +1,165 @@
+"""Group commit for durability "sync": a logging call returns only once its own line is fdatasync'd, but concurrent
+callers share the fdatasync (the leader/follower pattern of a database's group commit).
+
+A caller appends its line under the writer lock, releases it, then waits for its segment's `durable_size` to reach
+the end of its line. If no fdatasync is running it becomes the leader: it notes the segment's size under the writer
+lock and fdatasyncs outside every lock, which makes every line appended before that point durable at once; the
+followers wait on a condition for the leader's result and, if it did not cover them, one of them leads next.
+
+A failed fdatasync fails every caller whose line it did not make durable, and takes those lines back — the segment
+is truncated to its last durable size and abandoned (`SpoolWriter._abandon`: the writer continues under a new id),
+exactly as a single caller's failure does. Whoever holds the writer lock next settles a failure (the leader, an
+appender, a rotation, `flush` or `close`), before anything else is appended or the segment's descriptor is closed.
+
+Invariants (the writer lock is the `SpoolWriter`'s; the condition's lock is taken after it, never before):
+- The leader takes the segment's descriptor under the writer lock and marks the segment in flight before releasing
+  it; whoever closes a segment's descriptor (seal, abandon) holds the writer lock and first waits until no
+  fdatasync is in flight on it (`settle`). So no fdatasync ever runs on a closed or reused descriptor, and no two
+  fdatasyncs of one segment run at once: after a failed one a second on the same open file could report success
+  although the kernel dropped the pages (the error is reported once per open file).
+- A segment leaves the writer (sealed or abandoned) only settled: every line in it durable, or taken back and its
+  callers failed. Followers of an older segment are therefore answered by the rotation that sealed it.
+- `durable_size` and `failure` only change under the condition's lock, with every waiter notified.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from auditlock.spool.segment import OpenSegment
+
+log = logging.getLogger("auditlock.spool")
+
+
+class GroupCommit:
+    """One writer's shared fdatasyncs in durability "sync"."""
+
+    def __init__(self, writer_lock: threading.RLock, current: Callable[[], OpenSegment | None],
+                 abandon_current: Callable[[], None], stats: dict[str, Any]) -> None:
+        """`current` returns the writer's open segment and `abandon_current` abandons it (both under the writer
+        lock); `stats` is the writer's counters (`sync_failures`, and `events`/`bytes` less what is taken back)."""
+        self._writer_lock = writer_lock
+        self._current = current
+        self._abandon_current = abandon_current
+        self._stats = stats
+        self._cond = threading.Condition(threading.Lock())
+        self._leading = False
+        self._in_flight: OpenSegment | None = None
+
+    def wait_durable(self, segment: OpenSegment, end: int) -> None:
+        """Return once `segment` is durable up to byte `end`; raise `OSError` if that line was taken back.
+
+        The caller must not hold the writer lock (a leader needs it to pick up the segment).
+        """
+        while True:
+            with self._cond:
+                while not self._answered(segment, end):
+                    if not self._leading:
+                        self._leading = True
+                        break
+                    self._cond.wait()
+                else:
+                    return
+            try:
+                self._lead()
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
+
+    @staticmethod
+    def _answered(segment: OpenSegment, end: int) -> bool:
+        if segment.durable_size >= end:
+            return True
+        if segment.failure is not None:
+            raise OSError(segment.failure.errno, segment.failure.strerror)
+        return False
+
+    def _lead(self) -> None:
+        """fdatasync the writer's open segment as it is now, covering every line appended to it so far."""
+        with self._writer_lock:
+            segment = self._current()
+            if segment is None:
+                return  # sealed or abandoned since: already settled, the caller's line is answered
+            if segment.sync_error is not None:
+                self._abandon_current()  # a failed leader's lines are taken back before anything else
+                return
+            size, lines, fd = segment.size, segment.lines, segment.fd
+            if segment.durable_size >= size:
+                return
+            with self._cond:
+                self._in_flight = segment
+        error: OSError | None = None
+        completed = False
+        try:
+            error, completed = _fdatasync(fd), True
+        finally:  # even if interrupted (KeyboardInterrupt): a closer waits until nothing is in flight
+            with self._cond:
+                self._in_flight = None
+                if completed and error is None:
+                    _mark_durable(segment, size, lines)
+                elif error is not None:
+                    segment.sync_error = error
+                self._cond.notify_all()
+        if error is not None:
+            with self._writer_lock:
+                if segment is self._current():
+                    self._abandon_current()
+
+    def settle(self, segment: OpenSegment) -> bool:
+        """Before `segment` is sealed, abandoned or flushed (writer lock held): make every line in it durable, or
+        take back the lines no fdatasync covered (a failed one) and fail their callers. False if lines were taken
+        back: the caller must then abandon the segment (it may hold pages the kernel dropped)."""
+        with self._cond:
+            while self._in_flight is segment:
+                self._cond.wait()
+        if segment.failure is not None:
+            return False
+        if segment.sync_error is None and segment.durable_size < segment.size:
+            size, lines = segment.size, segment.lines
+            error = _fdatasync(segment.fd)
+            with self._cond:
+                if error is None:
+                    _mark_durable(segment, size, lines)
+                    self._cond.notify_all()
+                else:
+                    segment.sync_error = error
+        if segment.sync_error is None:
+            return True
+        self._take_back(segment)
+        return False
+
+    def _take_back(self, segment: OpenSegment) -> None:
+        error = segment.sync_error
+        assert error is not None
+        self._stats["sync_failures"] += 1
+        log.error("auditlock: fsync of %s failed (%s); taking back %d unsynced line(s) and abandoning the segment",
+                  segment.path, error.strerror, segment.lines - segment.durable_lines)
+        try:
+            os.ftruncate(segment.fd, segment.durable_size)
+        except OSError:
+            log.error("auditlock: could not remove the unsynced lines from %s; they may still be shipped",
+                      segment.path)
+        self._stats["events"] -= segment.lines - segment.durable_lines
+        self._stats["bytes"] -= segment.size - segment.durable_size
+        with self._cond:
+            segment.size, segment.lines = segment.durable_size, segment.durable_lines
+            segment.failure = error
+            self._cond.notify_all()
+
+
+def _fdatasync(fd: int) -> OSError | None:
+    try:
+        os.fdatasync(fd)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _mark_durable(segment: OpenSegment, size: int, lines: int) -> None:
+    if size > segment.durable_size:
+        segment.durable_size, segment.durable_lines = size, lines
