@@ -17,6 +17,8 @@ Variants (each repeat writes to a fresh directory under one temp dir, so all on 
                after its write completed (one fdatasync covers every line written before it: leader/follower), and
 (pN) PostgreSQL: N connections, each INSERT (the same JSON line) + COMMIT with fsync and synchronous_commit on, on a
                throwaway server in the same temp dir (skipped when no PostgreSQL server binaries are installed).
+(e0)/(e2) erasable fields (issue #19): a customer event through AuditProcessor, plain against two erasable fields
+               sealed under the subject's cached key (bench/erasure.py builds both; goal e2 <= 1.5 x e0 in CPU time).
 
 Fairness: the variants run in a new shuffled order each repeat (seed printed, `--seed`), each in a fresh directory;
 nothing is deleted until the end (an fdatasync right after deleting 100 MB was measured 2x slower), and
@@ -684,6 +686,9 @@ def variants_of(root: Path, pool: list[Any], args: argparse.Namespace, server: A
         "(r) structlog, drop at once": lambda: run_structlog_drop(root, n, pool),
         "(a') audit, group, no flusher": lambda: run_audit(root, n, pool, "group", flush_interval_ms=3_600_000),
     }
+    for erasable in (False, True):  # issue #19: two erasable fields (cached key) against the plain event
+        name = "(e2) customer, 2 erasable fields" if erasable else "(e0) customer, plain"
+        variants[name] = lambda e=erasable: run_erasure(root, n, erasable=e)
     lines = audit_lines(pool)
     for threads in SYNC_THREADS:
         variants[f"(s{threads}) audit, sync"] = lambda t=threads: run_audit(root, sync_n, pool, "sync", threads=t)
@@ -691,6 +696,15 @@ def variants_of(root: Path, pool: list[Any], args: argparse.Namespace, server: A
         if server is not None:
             variants[f"(p{threads}) postgres sync commit"] = lambda t=threads: run_postgres(server, sync_n, lines, t)
     return variants
+
+
+def run_erasure(root: Path, n: int, *, erasable: bool) -> Run:
+    """A customer event through AuditProcessor (group mode), plain or with two erasable fields sealed under the
+    subject's cached key (`bench/erasure.py` builds both; its own script compares them on their own)."""
+    import erasure
+
+    wall, cpu = erasure.run(fresh_dir(root, "erasure"), n, erasable=erasable)
+    return Run(int(wall * 1e9), int(cpu * 1e9), n, 0, "sealed (AES-GCM)" if erasable else "")
 
 
 def run_benchmark(root: Path, pool: list[Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -724,6 +738,8 @@ def run_benchmark(root: Path, pool: list[Any], args: argparse.Namespace) -> dict
     print(f"\ngroup: a/b = {result['audit_vs_structlog']:.3f} (goal <= 1.5)   a/c = {result['audit_vs_floor']:.3f} "
           f"(goal <= 1.3); in CPU time a/b = {result['audit_vs_structlog_cpu']:.3f}, "
           f"a/c = {result['audit_vs_floor_cpu']:.3f}")
+    print(f"erasable: an event with two erasable fields costs {result['erasable_vs_plain_cpu']:.3f}x a plain one in "
+          f"CPU time (goal <= 1.5), {result['erasable_vs_plain']:.3f}x in wall time")
     for threads in SYNC_THREADS:
         vs_pg = result.get(f"sync_{threads}t_vs_postgres")
         vs_floor, scaling = result[f"sync_{threads}t_vs_group_floor"], result[f"sync_{threads}t_scaling"]
@@ -752,6 +768,10 @@ def summary(med: dict[str, Run], cpu: dict[str, float], args: argparse.Namespace
         "audit_vs_floor_cpu": round(cpu["(a) audit, group"] / cpu["(c) floor"], 3),
         "audit_no_flusher_us": round(med["(a') audit, group, no flusher"].us, 3),
         "structlog_drop_us": round(med["(r) structlog, drop at once"].us, 3),
+        "erasable_us": round(med["(e2) customer, 2 erasable fields"].us, 3),
+        "erasable_plain_us": round(med["(e0) customer, plain"].us, 3),
+        "erasable_vs_plain": round(med["(e2) customer, 2 erasable fields"].us / med["(e0) customer, plain"].us, 3),
+        "erasable_vs_plain_cpu": round(cpu["(e2) customer, 2 erasable fields"] / cpu["(e0) customer, plain"], 3),
     }
     one_thread = med["(s1) audit, sync"].us
     for threads in SYNC_THREADS:
