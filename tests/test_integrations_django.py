@@ -30,7 +30,8 @@ dir = "{spool}"
 durability = "sync"
 
 [events]
-include = ["order.*", "customer.*", "user.*", "auth.*", "access.*"]
+include = ["order.*", "customer.*", "user.*", "auth.*", "access.*", "item.*", "sku.*", "place.*", "car.*",
+           "ticket.*", "document.*"]
 
 [targets.Order]
 fields = ["status", "total", "customer", "tags"]
@@ -43,6 +44,24 @@ fields = ["username", "is_staff"]
 
 [targets.Group]
 fields = []
+
+[targets.Item]
+fields = ["name"]
+
+[targets.Sku]
+fields = ["code", "name"]
+
+[targets.Place]
+fields = ["name"]
+
+[targets.Car]
+fields = ["wheels", "plate"]
+
+[targets.Ticket]
+fields = ["status"]
+
+[targets.Document]
+fields = ["title", "body", "blob", "data", "due", "day"]
 
 [retention]
 default = "standard"
@@ -139,6 +158,38 @@ class TestModelChanges:
         assert attempt["actor_id"] == f"user:{ids['user']}"
 
 
+class TestKeysAndInheritance:
+    def test_keys_inheritance_proxies_and_managers(self, project: Project) -> None:
+        """UUID and char keys (preset, changed in place), a tracked parent saved through its untracked child, a
+        tracked child, a proxy and a model whose default manager hides the row are all recorded."""
+        ids = project.run("keys_and_inheritance")
+        seen = [(e["event_type"], e["target_type"], e["target_id"], changes(e))
+                for e in project.events("item.", "sku.", "place.", "car.", "order.", "ticket.")
+                if not e["event_type"].startswith("place.bulk")]
+        item, preset, place, car = ids["item"], ids["preset"], str(ids["place"]), str(ids["car"])
+        assert seen == [
+            ("item.created", "Item", item, {"name": [None, "a"]}),
+            ("item.updated", "Item", item, {"name": ["a", "b"]}),
+            ("item.created", "Item", preset, {"name": [None, "preset"]}),
+            ("sku.created", "Sku", "A1", {"code": [None, "A1"], "name": [None, "x"]}),
+            ("sku.created", "Sku", "B2", {"code": [None, "B2"], "name": [None, "x"]}),
+            ("place.created", "Place", place, {"name": [None, "Luigi's"]}),
+            ("place.updated", "Place", place, {"name": ["Luigi's", "Mario's"]}),
+            ("place.deleted", "Place", place, {"name": ["Mario's", None]}),
+            ("car.created", "Car", car, {"wheels": [None, 3], "plate": [None, "P1"]}),
+            ("car.updated", "Car", car, {"wheels": [3, 4], "plate": ["P1", "P2"]}),
+            ("car.deleted", "Car", car, {"wheels": [4, None], "plate": ["P2", None]}),
+            ("order.created", "Order", str(ids["rush"]), {"customer": [None, None], "status": [None, "rush"],
+                                                          "total": [None, 0]}),
+            ("order.updated", "Order", str(ids["rush"]), {"status": ["rush", "rushed"]}),
+            ("ticket.created", "Ticket", str(ids["ticket"]), {"status": [None, "closed"]}),
+            ("ticket.updated", "Ticket", str(ids["ticket"]), {"status": ["closed", "reopened"]}),
+        ]
+        assert ids["skus"] == ["A1", "B2"]
+        [bulk] = project.events("place.bulk")
+        assert (bulk["payload"]["columns"], bulk["payload"]["ids"]) == (["name"], [place])
+
+
 class TestManyToMany:
     def test_either_side_of_the_relation(self, project: Project) -> None:
         """add, remove from the other side and clear are `updated` events with the id sets before and after."""
@@ -156,7 +207,9 @@ class TestBulk:
         ids = project.run("bulk")
         keys = sorted(str(i) for i in ids["ids"])
         events = project.events("order.")
-        created, updated, bulk_updated = events[:3]
+        assert [e["event_type"] for e in events if ".bulk" in e["event_type"]] == [
+            "order.bulk_created", "order.bulk_updated", "order.bulk_updated"]  # bulk_update's own update() calls
+        created, updated, bulk_updated = events[:3]                             # are not recorded twice
         assert created["event_type"] == "order.bulk_created"
         assert sorted(created["payload"]["ids"]) == keys
         assert created["payload"]["rowcount"] == 3
@@ -247,6 +300,7 @@ class TestChecks:
         assert "auditlock.E001" in result["check"]
         assert "[targets.Purchase]" in result["check"]
         assert result["save"].startswith("EventError")
+        assert result["proxy_save"].startswith("EventError")
         assert result["rows"] == 0
 
 

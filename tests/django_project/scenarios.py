@@ -240,14 +240,17 @@ def fenced() -> dict[str, Any]:
         check = str(exc)
     else:
         check = None
-    try:
-        with actor("user:admin"):
-            Order.objects.create()
-    except Exception as exc:
-        save = f"{type(exc).__name__}: {exc}"
-    else:
-        save = None
-    return {"check": check, "save": save, "rows": Order.objects.count()}
+    from tests.django_project.shop.models import RushOrder
+
+    def refused(model: Any) -> str | None:
+        try:
+            with actor("user:admin"):
+                model.objects.create()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+    save, proxy_save = refused(Order), refused(RushOrder)  # a proxy of a fenced model is fenced too
+    return {"check": check, "save": save, "proxy_save": proxy_save, "rows": Order.objects.count()}
 
 
 @scenario
@@ -273,6 +276,43 @@ def admin_history() -> dict[str, Any]:
     refused = other.get(f"/admin/shop/order/{order.pk}/audit-history/")
     return {"order": order.pk, "boss": boss.pk, "status": page.status_code, "page": page.content.decode(),
             "form_link": "audit-history/" in form.content.decode(), "clerk_status": refused.status_code}
+
+
+@scenario
+def keys_and_inheritance() -> dict[str, Any]:
+    import uuid
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Car, Item, Place, Restaurant, RushOrder, Sku, Ticket
+
+    with actor("user:7"):
+        item = Item.objects.create(name="a")  # UUID key from its default
+        item.name = "b"
+        item.save()
+        preset = Item(id=uuid.uuid4(), name="preset")  # a preset key: _state.adding, not a row yet
+        preset.save()
+        sku = Sku.objects.create(code="A1", name="x")
+        sku.code = "B2"  # a key changed in place: Django inserts a second row
+        sku.save()
+        restaurant = Restaurant.objects.create(name="Luigi's", serves="pizza")  # tracked parent, untracked child
+        restaurant.name = "Mario's"
+        restaurant.save()
+        place = restaurant.pk
+        Restaurant.objects.filter(pk=place).update(name="Bulk")
+        restaurant.delete()
+        car = Car.objects.create(plate="P1", wheels=3)  # tracked child, untracked parent
+        car.plate, car.wheels = "P2", 4
+        car.save()
+        car_id = car.pk
+        car.delete()
+        rush = RushOrder.objects.create(status="rush")  # a proxy of the tracked Order
+        rush.status = "rushed"
+        rush.save()
+        ticket = Ticket.objects.create(status="closed")  # hidden by its default manager
+        ticket.status = "reopened"
+        ticket.save()
+    return {"item": str(item.pk), "preset": str(preset.pk), "skus": sorted(Sku.objects.values_list("code", flat=True)),
+            "place": place, "places_left": Place.objects.count(), "car": car_id, "rush": rush.pk, "ticket": ticket.pk}
 
 
 def main() -> None:

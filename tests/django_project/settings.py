@@ -46,6 +46,8 @@ else:
 AUDITLOCK = {
     "CONFIG": os.environ["AUDITLOCK_CONFIG"],
     "MODELS": json.loads(os.environ.get("AUDITLOCK_TEST_MODELS", "null"))
-    or {"shop.Order": "Order", "shop.Customer": "Customer", "auth.User": "User"},
+    or {"shop.Order": "Order", "shop.Customer": "Customer", "auth.User": "User", "shop.Item": "Item",
+        "shop.Sku": "Sku", "shop.Place": "Place", "shop.Car": "Car", "shop.Ticket": "Ticket",
+        "shop.Document": "Document"},
     "TRUSTED_PROXIES": ["127.0.0.1/32"],
 }

@@ -14,12 +14,18 @@ attempt form on rollback or failure — with:
   `BULK_IDS_MAX` (`ids_truncated`); `ids_unknown` when `bulk_create()` could not learn the keys (a database
   without RETURNING).
 
+A call made by another audited call (`bulk_update()` runs `update()` per batch) is covered by the outer call's
+event and not recorded again. A subclass's call records as the model's nearest tracked multi-table parent when the
+subclass itself is not tracked (`capture`). Django's own `update()` for `on_delete=SET_NULL`/`SET_DEFAULT`/`SET()`
+of a deleted row's referrers comes through here too: a `bulk_updated` event (criteria `<fk>__in`).
+
 `QuerySet.delete()` needs no wrapping: with receivers connected Django loads the rows and sends `pre_delete` /
 `post_delete` per row, so each is a `deleted` event with its before-values.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,6 +40,8 @@ from auditlock.integrations.django.runtime import TrackedModel, runtime
 from auditlock.integrations.orm_events import BULK_IDS_MAX, fit_ids
 
 _INSTALLED = "_auditlock_bulk_wrapped"
+# Inside an audited call: `bulk_update()` runs its batches through `update()`, which the call's own event covers.
+_inside: contextvars.ContextVar[bool] = contextvars.ContextVar("auditlock_django_bulk_inside", default=False)
 
 
 def install() -> None:
@@ -53,7 +61,7 @@ Describe = Callable[..., tuple[str, dict[str, Any], Callable[[Any], tuple[int, l
 def _wrapped(method: Callable[..., Any], describe: Describe, *, objs_first: bool = False) -> Callable[..., Any]:
     @functools.wraps(method)
     def audited(self: models.QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
-        tracked = tracked_or_fenced(self.model)
+        tracked = None if _inside.get() else tracked_or_fenced(self.model, parents=True)
         if tracked is None:
             return method(self, *args, **kwargs)
         if objs_first and args:
@@ -63,11 +71,14 @@ def _wrapped(method: Callable[..., Any], describe: Describe, *, objs_first: bool
         fields = {"target_type": tracked.target_type, "payload": payload}
         runtime().check.check(event_type, {**fields, "payload": {**payload, "rowcount": 2**63 - 1}})
         staged = transactions.stage(self.db, event_type, fields)
+        token = _inside.set(True)
         try:
             result = method(self, *args, **kwargs)
         except BaseException as exc:
             transactions.fail(self.db, staged, exc)
             raise
+        finally:
+            _inside.reset(token)
         rowcount, ids, ids_unknown = outcome(result)
         payload["rowcount"] = rowcount
         if ids_unknown:

@@ -43,18 +43,19 @@ def connect() -> None:
     m2m_changed.connect(_m2m_changed, dispatch_uid=f"{_UID}.m2m", weak=False)
 
 
-def tracked_or_fenced(model: type[Any]) -> TrackedModel | None:
-    """The tracking of `model`; `EventError` if it is listed but cannot be recorded (config problem)."""
+def tracked_or_fenced(model: type[Any], *, parents: bool = False) -> TrackedModel | None:
+    """The tracking of `model` (with `parents`, of a save or bulk write: else its nearest tracked multi-table
+    parent's); `EventError` if it or its concrete model (or such a parent) is listed but cannot be recorded."""
     rt = runtime()
-    fenced = rt.fenced.get(model)
+    fenced = rt.fenced_problem(model, parents=parents)
     if fenced is not None:
         raise EventError(f"auditlock cannot record changes of {model._meta.label}: {fenced}")
-    return rt.tracked(model)
+    return rt.tracked_write(model) if parents else rt.tracked(model)
 
 
 def _pre_save(sender: type[models.Model], instance: models.Model, raw: bool = False, using: str | None = None,
               update_fields: Any = None, **_: Any) -> None:
-    tracked = tracked_or_fenced(sender)
+    tracked = tracked_or_fenced(sender, parents=True)
     if tracked is None:
         return
     alias = using or router.db_for_write(sender, instance=instance)
@@ -70,7 +71,7 @@ def _pre_save(sender: type[models.Model], instance: models.Model, raw: bool = Fa
 def _post_save(sender: type[models.Model], instance: models.Model, created: bool = False, using: str | None = None,
                update_fields: Any = None, **_: Any) -> None:
     staged: transactions.Staged | None = instance.__dict__.pop(_STAGED, None)
-    tracked = runtime().tracked(sender)
+    tracked = runtime().tracked_write(sender)
     if staged is None or tracked is None:
         return
     alias = using or router.db_for_write(sender, instance=instance)
