@@ -7,6 +7,7 @@ from the spool the process closed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -188,6 +189,63 @@ class TestKeysAndInheritance:
         assert ids["skus"] == ["A1", "B2"]
         [bulk] = project.events("place.bulk")
         assert (bulk["payload"]["columns"], bulk["payload"]["ids"]) == (["name"], [place])
+
+
+class TestExpressionsAndQuerySets:
+    def test_expressions_querysets_and_conflicts(self, project: Project) -> None:
+        """An F() or Now() value is recorded as the value the database computed (never the expression, no
+        crash); update() with F(), slices refused as failed attempts, ordered querysets, deferred fields,
+        update_fields=[], get_or_create/update_or_create, select_for_update, bulk_create on conflict."""
+        ids = project.run("expressions_and_querysets")
+        order = str(ids["order"])
+        mine = [e for e in project.events("order.", "document.", "sku.") if e.get("target_id") in (order, None)
+                or e["event_type"].startswith(("document.", "sku."))]
+        kinds = [(e["event_type"], changes(e) if "changes" in e["payload"] else e["payload"].get("columns"))
+                 for e in mine]
+        assert kinds[:2] == [("order.created", {"customer": [None, None], "status": [None, "new"],
+                                                "total": [None, "10.00"]}),
+                             ("order.updated", {"total": ["10.00", "11.00"]})]
+        [doc] = project.events("document.")
+        assert doc["event_type"] == "document.created"
+        assert dt.datetime.fromisoformat(changes(doc)["due"][1]) == dt.datetime.fromisoformat(ids["due"])
+        bulk = [e for e in mine if e["event_type"].startswith("order.bulk")]
+        assert [(e["event_type"], e["payload"]["columns"], e["payload"].get("outcome")) for e in bulk] == [
+            ("order.bulk_updated", ["total"], None),
+            ("order.bulk_update_attempted", ["status"], "failed"),
+            ("order.bulk_updated", ["status"], None)]
+        assert bulk[1]["payload"]["error"] == "TypeError"
+        assert "slice" in ids["sliced"]
+        updates = [changes(e) for e in mine if e["event_type"] == "order.updated"]
+        assert updates == [{"total": ["10.00", "11.00"]}, {"status": ["ordered", "deferred"]},
+                           {"status": ["deferred", "locked"]}]
+        goc = [e for e in project.events("order.") if e.get("target_id") not in (order, None)]
+        assert [(e["event_type"], changes(e).get("total")) for e in goc] == [
+            ("order.created", [None, "1.00"]), ("order.updated", ["1.00", "2.00"])]
+        assert (ids["made"], ids["updated"], ids["total"]) == (True, False, "12.00")
+        skus = [(e["event_type"], e["payload"].get("on_conflict"), e["payload"].get("ids"),
+                 e["payload"].get("ids_unknown")) for e in project.events("sku.")]
+        assert skus == [("sku.created", None, None, None), ("sku.bulk_created", "update", ["A1", "B2"], None),
+                        ("sku.bulk_created", "ignore", ["A1"], None)]  # given keys, written or skipped
+        assert ids["skus"] == {"A1": "new", "B2": "b"}
+
+
+class TestHostileValues:
+    def test_control_characters_binary_json_datetimes_and_huge_values(self, project: Project) -> None:
+        """Control characters and nested JSON kept exactly, bytes as base64, a naive datetime as the instant Django
+        stores (the default zone's; saving it again is no change); a value too large for an event refuses the save."""
+        ids = project.run("hostile_values")
+        events = project.events("document.")
+        assert [e["event_type"] for e in events] == ["document.created", "document.updated", "document.updated"]
+        created, moved, blob = (changes(e) for e in events)
+        assert created["title"] == [None, "a\x01b\x1b[31m\u2028\r\n"]
+        assert created["data"] == [None, {"a": [1, {"b": None, "c": ["\x07"]}]}]
+        assert (created["blob"], created["due"], created["day"]) == (
+            [None, "AP8="], [None, "2026-03-01T12:00:00.000000Z"], [None, "2026-03-01"])
+        assert moved == {"due": ["2026-03-01T12:00:00.000000Z", "2026-03-01T18:00:00.000000Z"]}
+        assert blob == {"blob": ["AP8=", "AQI="]}
+        assert ids["refused"].startswith("EventError")
+        assert "max_event_bytes" in ids["refused"]
+        assert ids["body_len"] == 0
 
 
 class TestManyToMany:

@@ -315,6 +315,82 @@ def keys_and_inheritance() -> dict[str, Any]:
             "place": place, "places_left": Place.objects.count(), "car": car_id, "rush": rush.pk, "ticket": ticket.pk}
 
 
+@scenario
+def expressions_and_querysets() -> dict[str, Any]:
+    from django.db import transaction
+    from django.db.models import F
+    from django.db.models.functions import Now
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Document, Order, Sku
+
+    result: dict[str, Any] = {}
+    with actor("user:7"):
+        order = Order.objects.create(total=Decimal("10.00"))
+        order.total = F("total") + 1  # an expression: the event holds the value the database computed
+        order.save()
+        order.refresh_from_db()
+        order.save()  # refreshed: nothing changed, no event
+        doc = Document.objects.create(due=Now())  # an expression on insert
+        Order.objects.filter(pk=order.pk).update(total=F("total") + 1)
+        try:
+            Order.objects.all()[:1].update(status="sliced")  # Django refuses: a failed attempt, nothing written
+        except TypeError as exc:
+            result["sliced"] = str(exc)
+        Order.objects.order_by("-total").filter(pk=order.pk).update(status="ordered")
+        deferred = Order.objects.only("status").get(pk=order.pk)  # Django saves the loaded fields only
+        deferred.status = "deferred"
+        deferred.save()
+        deferred.save(update_fields=[])  # Django saves nothing and sends no signal
+        made = Order.objects.get_or_create(status="goc", defaults={"total": Decimal("1.00")})[1]
+        updated = Order.objects.update_or_create(status="goc", defaults={"total": Decimal("2.00")})[1]
+        with transaction.atomic():
+            locked = Order.objects.select_for_update().get(pk=order.pk)
+            locked.status = "locked"
+            locked.save()
+        Sku.objects.create(code="A1", name="old")
+        upserted = Sku.objects.bulk_create([Sku(code="A1", name="new"), Sku(code="B2", name="b")],
+                                           update_conflicts=True, unique_fields=["code"], update_fields=["name"])
+        Sku.objects.bulk_create([Sku(code="A1", name="ignored")], ignore_conflicts=True)
+    doc.refresh_from_db()
+    order.refresh_from_db()
+    result.update({"order": order.pk, "total": order.total, "doc": doc.pk, "due": doc.due, "made": made,
+                   "updated": updated, "upserted": [s.pk for s in upserted],
+                   "skus": dict(Sku.objects.values_list("code", "name"))})
+    return result
+
+
+@scenario
+def hostile_values() -> dict[str, Any]:
+    import datetime as dt
+    import warnings
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Document
+
+    due = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    with actor("user:7"):
+        doc = Document.objects.create(title="a\x01b\x1b[31m\u2028\r\n", blob=b"\x00\xff",
+                                      data={"a": [1, {"b": None, "c": ["\x07"]}]}, due=due, day=due.date())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # Django warns of the naive datetime
+            doc.due = due.replace(tzinfo=None)  # naive: stored in the default zone (America/Chicago), 18:00Z
+            doc.save()
+            doc.due = dt.datetime(2026, 3, 1, 12, 0)  # the same naive value again: no change, no event
+            doc.save()
+        doc.blob = memoryview(b"\x01\x02")
+        doc.save()
+        try:
+            doc.body = "x" * 70_000  # over max_event_bytes: refused before the write
+            doc.save()
+        except Exception as exc:
+            refused = f"{type(exc).__name__}: {exc}"
+        else:
+            refused = None
+    doc.refresh_from_db()
+    return {"doc": doc.pk, "refused": refused, "body_len": len(doc.body)}
+
+
 def main() -> None:
     import django
     from django.core.management import call_command

@@ -9,6 +9,8 @@ attempt form on rollback or failure — with:
   column for `bulk_create()`), never their values;
 - `criteria`: for `update()`, the filter as field lookups without values (`status__exact AND total__gt`);
 - `rowcount`: what Django returned (rows matched for `update()`/`bulk_update()`, objects for `bulk_create()`);
+- `on_conflict`: `bulk_create(ignore_conflicts=True)` → "ignore" (the rows that conflicted were skipped; Django
+  learns no keys: `ids_unknown`), `update_conflicts=True` → "update" (they were updated; `ids` lists both kinds);
 - `ids`: the primary keys — for `update()` read just before the statement in the same transaction (rows that a
   concurrent transaction makes match in between are not listed), for the others the objects' keys — at most
   `BULK_IDS_MAX` (`ids_truncated`); `ids_unknown` when `bulk_create()` could not learn the keys (a database
@@ -110,11 +112,17 @@ Outcome = Callable[[Any], tuple[int, list[str], bool]]  # Django's return value 
 def _create_event(queryset: models.QuerySet[Any], tracked: TrackedModel, objs: Iterable[models.Model],
                   *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any], Outcome]:
     columns = sorted(f.name for f in tracked.model._meta.concrete_fields)
+    payload: dict[str, Any] = {"columns": columns}
+    # bulk_create(objs, batch_size=None, ignore_conflicts=False, update_conflicts=False, ...)
+    ignore_conflicts = kwargs.get("ignore_conflicts", args[1] if len(args) > 1 else False)
+    update_conflicts = kwargs.get("update_conflicts", args[2] if len(args) > 2 else False)
+    if ignore_conflicts or update_conflicts:  # some rows may have been skipped / updated rather than inserted
+        payload["on_conflict"] = "update" if update_conflicts else "ignore"
 
     def outcome(created: list[models.Model]) -> tuple[int, list[str], bool]:
         keys = [obj.pk for obj in created]
         return len(created), [str(k) for k in keys if k is not None], any(k is None for k in keys)
-    return "bulk_created", {"columns": columns}, outcome
+    return "bulk_created", payload, outcome
 
 
 def _bulk_update_event(queryset: models.QuerySet[Any], tracked: TrackedModel, objs: Iterable[models.Model],

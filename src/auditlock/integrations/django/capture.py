@@ -12,15 +12,25 @@
   either side of the relation (`order.tags.add(t)` and `t.order_set.add(order)` alike).
 
 Values are encoded (`encode_value`) when read, so later mutations of an object cannot change a staged event.
+A value assigned as an expression (`order.total = F("total") + 1`, `Now()`) is known only once the database
+computed it: `post_save` reads those columns back (one SELECT, same transaction) and records what was stored — the
+instance keeps the expression until refreshed; the check in `pre_save` uses the stored value in its place. A naive
+datetime of a `DateTimeField` under `USE_TZ` is recorded as the instant Django stores (made aware in the default
+time zone), so assigning it again is no change. A tracked multi-table parent is recorded when an untracked child
+class is saved (Django sends the save signals for the child only).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, router
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+from django.utils import timezone
 
 from auditlock.errors import EventError
 from auditlock.handler.encode import encode_value
@@ -61,7 +71,10 @@ def _pre_save(sender: type[models.Model], instance: models.Model, raw: bool = Fa
     alias = using or router.db_for_write(sender, instance=instance)
     old = None if instance._state.adding or instance.pk is None else _old_row(sender, alias, instance.pk)
     setattr(instance, _OLD_ROW, old)
-    fields = _event_fields(tracked, instance, old, update_fields)
+    # An expression (`F("total") + 1`, `Now()`) has no value before the database computes it: the stored value
+    # stands in for it in the check (the event is written with the value read back after the save).
+    stand_ins = {a: (old or {}).get(a) for a in _expression_columns(instance, tracked)}
+    fields = _event_fields(tracked, _reader(instance, stand_ins), old, update_fields, instance)
     action = "created" if old is None else "updated"
     check_fields = {**fields, "target_id": str(instance.pk) if instance.pk is not None else ID_PLACEHOLDER}
     runtime().check.check(f"{tracked.prefix}.{action}", check_fields)
@@ -76,15 +89,18 @@ def _post_save(sender: type[models.Model], instance: models.Model, created: bool
         return
     alias = using or router.db_for_write(sender, instance=instance)
     old = instance.__dict__.pop(_OLD_ROW, None)
+    stored = _read_back(sender, alias, instance.pk, _expression_columns(instance, tracked))
+    values = _reader(instance, stored)
     if created:
         staged.event_type = f"{tracked.prefix}.created"
-        staged.fields = {**_event_fields(tracked, instance, None, None), "target_id": str(instance.pk)}
+        staged.fields = {**_event_fields(tracked, values, None, None, instance), "target_id": str(instance.pk)}
     else:
         staged.event_type = f"{tracked.prefix}.updated"
-        if not _changed_columns(sender, instance, old, update_fields):
+        if not _changed_columns(sender, values, old, update_fields):
             transactions.discard(alias, staged)
             return
-        staged.fields = {**_event_fields(tracked, instance, old, update_fields), "target_id": str(instance.pk)}
+        staged.fields = {**_event_fields(tracked, values, old, update_fields, instance),
+                         "target_id": str(instance.pk)}
     transactions.finish(alias, staged)
 
 
@@ -136,29 +152,51 @@ def _old_row(model: type[models.Model], alias: str, pk: Any) -> dict[str, Any] |
     return model._base_manager.using(alias).filter(pk=pk).values(*attnames).first()
 
 
-def _event_fields(tracked: TrackedModel, instance: models.Model, old: dict[str, Any] | None,
-                  update_fields: Any) -> dict[str, Any]:
+Values = Callable[[str], Any]  # attname -> the value the save writes
+
+
+def _reader(instance: models.Model, replaced: dict[str, Any]) -> Values:
+    """The instance's values by attname, with `replaced` ones (expressions) taken from `replaced` instead."""
+    return lambda attname: replaced[attname] if attname in replaced else getattr(instance, attname)
+
+
+def _is_expression(value: Any) -> bool:
+    return hasattr(value, "resolve_expression")
+
+
+def _expression_columns(instance: models.Model, tracked: TrackedModel) -> list[str]:
+    """The allowlisted attnames the instance holds an expression for (only loaded ones: no deferred loading)."""
+    return [f.attname for f in tracked.fields.values() if _is_expression(instance.__dict__.get(f.attname))]
+
+
+def _read_back(model: type[models.Model], alias: str, pk: Any, attnames: list[str]) -> dict[str, Any]:
+    """The stored values of `attnames` just after the save (same transaction): what the expressions became."""
+    if not attnames:
+        return {}
+    return model._base_manager.using(alias).filter(pk=pk).values(*attnames).first() or {}
+
+
+def _event_fields(tracked: TrackedModel, values: Values, old: dict[str, Any] | None, update_fields: Any,
+                  instance: models.Model) -> dict[str, Any]:
     fields: dict[str, Any] = {"target_type": tracked.target_type, "target_id": _pk_text(instance), "payload": {}}
     if old is None:
-        fields["after"] = {name: _encoded(tracked, name, f.value_from_object(instance))
-                           for name, f in tracked.fields.items()}
+        fields["after"] = {name: _encoded(tracked, name, values(f.attname)) for name, f in tracked.fields.items()}
         return fields
-    changed = _changed_columns(type(instance), instance, old, update_fields)
+    changed = _changed_columns(type(instance), values, old, update_fields)
     names = [name for name, f in tracked.fields.items() if f.attname in changed]
     fields["before"] = {name: _encoded(tracked, name, old[tracked.fields[name].attname]) for name in names}
-    fields["after"] = {name: _encoded(tracked, name, tracked.fields[name].value_from_object(instance))
-                       for name in names}
+    fields["after"] = {name: _encoded(tracked, name, values(tracked.fields[name].attname)) for name in names}
     return fields
 
 
-def _changed_columns(model: type[models.Model], instance: models.Model, old: dict[str, Any] | None,
+def _changed_columns(model: type[models.Model], values: Values, old: dict[str, Any] | None,
                      update_fields: Any) -> set[str]:
     """The attnames the save writes with a value different from the stored one."""
     if old is None:
         return set()
     written = {model._meta.get_field(n).attname for n in update_fields} if update_fields else set(old)
     return {attname for attname in written if attname in old
-            and _differs(model._meta.get_field(_name_of(model, attname)), old[attname], getattr(instance, attname))}
+            and _differs(model._meta.get_field(_name_of(model, attname)), old[attname], values(attname))}
 
 
 def _name_of(model: type[models.Model], attname: str) -> str:
@@ -166,10 +204,21 @@ def _name_of(model: type[models.Model], attname: str) -> str:
 
 
 def _differs(field: models.Field[Any, Any], stored: Any, current: Any) -> bool:
+    if _is_expression(current):
+        return True  # known only once the database computed it (post_save reads it back)
     try:
-        return bool(field.to_python(current) != stored)
+        return bool(_as_stored(field, field.to_python(current)) != _as_stored(field, stored))
     except (ValidationError, TypeError, ValueError):
         return True  # a value the field cannot even read back is a change
+
+
+def _as_stored(field: models.Field[Any, Any] | None, value: Any) -> Any:
+    """A naive datetime as Django stores it with USE_TZ (in the default time zone), so the trail shows the
+    instant written and a naive assignment of the stored instant is no change."""
+    if (isinstance(field, models.DateTimeField) and isinstance(value, dt.datetime) and settings.USE_TZ
+            and timezone.is_naive(value)):
+        return timezone.make_aware(value, timezone.get_default_timezone())
+    return value
 
 
 def _pk_text(instance: models.Model) -> str | None:
@@ -177,4 +226,4 @@ def _pk_text(instance: models.Model) -> str | None:
 
 
 def _encoded(tracked: TrackedModel, name: str, value: Any) -> Any:
-    return encode_value(value, f"{tracked.target_type}.{name}")
+    return encode_value(_as_stored(tracked.fields.get(name), value), f"{tracked.target_type}.{name}")

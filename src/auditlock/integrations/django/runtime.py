@@ -31,6 +31,7 @@ DEFAULT_LOGGER = "auditlock.django"
 AUTH_EVENT_TYPES = (event_types.LOGIN_SUCCEEDED, event_types.LOGIN_FAILED, event_types.LOGOUT,
                     event_types.PASSWORD_CHANGED, event_types.ROLE_GRANTED, event_types.ROLE_REVOKED,
                     event_types.PERMISSION_CHANGED)
+BULK_CONFLICT_FIELD = "on_conflict"  # bulk_created: "ignore" | "update" (bulk)
 PERMISSION_CHANGE_FIELD = "change"  # access.permission_changed: "granted" | "revoked"
 
 
@@ -107,6 +108,8 @@ class Runtime:
             model, target_type, prefix, {n: f for n, f in concrete.items() if n in target.allowed},
             {n: f for n, f in many.items() if n in target.allowed})
         allow_integration_fields(prefix)
+        for action in ("bulk_created", "bulk_create_attempted"):
+            event_types.register_standard_fields(f"{prefix}.{action}", {BULK_CONFLICT_FIELD})
 
     def _model_problem(self, model: type[models.Model], target_type: str, prefix: str) -> str | None:
         label = model._meta.label
