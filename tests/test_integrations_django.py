@@ -81,10 +81,10 @@ class Project:
         self.config.write_text(config.format(spool=self.spool))
         self.database = database
 
-    def run(self, name: str, *, models: dict[str, str] | None = None) -> dict[str, Any]:
-        """Run scenario `name`; its JSON result."""
+    def run(self, name: str, *, models: dict[str, str] | None = None, **settings: str) -> dict[str, Any]:
+        """Run scenario `name` (`settings`: AUDITLOCK_TEST_* variables of the project's settings); its JSON result."""
         env = {**os.environ, "AUDITLOCK_CONFIG": str(self.config), "AUDITLOCK_TEST_DB": self.database,
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT), **{f"AUDITLOCK_TEST_{key.upper()}": value for key, value in settings.items()}}
         if models is not None:
             env["AUDITLOCK_TEST_MODELS"] = json.dumps(models)
         done = subprocess.run([sys.executable, "-m", "tests.django_project.scenarios", name], cwd=ROOT, env=env,
@@ -246,6 +246,41 @@ class TestHostileValues:
         assert ids["refused"].startswith("EventError")
         assert "max_event_bytes" in ids["refused"]
         assert ids["body_len"] == 0
+
+
+class TestTransactions:
+    def test_savepoints_two_databases_atomic_requests_and_test_cases(self, project: Project) -> None:
+        """durable blocks, three-deep savepoints with the middle one rolled back, set_rollback, an IntegrityError
+        caught by a savepoint, on_commit order, two databases rolling back apart, captureOnCommitCallbacks,
+        ATOMIC_REQUESTS, and a statement failing outside any transaction at the end of the process."""
+        ids = project.run("transactions_everywhere", atomic_requests="1",
+                          other_db=str(project.spool.parent / "other.sqlite3"))
+        order, user = str(ids["order"]), f"user:{ids['user']}"
+        seen = [(e["event_type"], e["payload"].get("outcome"), changes(e).get("status", [None, None])[1],
+                 e["target_id"]) for e in project.events("order.", "sku.")]
+        assert seen == [
+            ("order.created", None, "durable", order),
+            ("order.update_attempted", "rolled_back", "l2", order),
+            ("order.update_attempted", "rolled_back", "l3", order),
+            ("order.updated", None, "l1", order),
+            ("order.update_attempted", "rolled_back", "set_rollback", order),
+            ("order.updated", None, "ordered", order),
+            ("sku.create_attempted", "failed", None, "S1"),
+            ("order.update_attempted", "rolled_back", "undone", order),
+            ("sku.created", None, None, "S1"),
+            ("sku.create_attempted", "rolled_back", None, "S2"),
+            ("order.updated", None, "kept", order),
+            ("order.updated", None, "captured_and_run", order),  # the test asked for its callbacks to run
+            ("order.update_attempted", "rolled_back", "captured_not_run", order),
+            ("order.update_attempted", "rolled_back", "paid_then_failed", order),  # ATOMIC_REQUESTS
+            ("order.updated", None, "paid", order),
+            ("sku.create_attempted", "failed", None, "S1"),  # left by the last statement, written at exit
+        ]
+        requests = project.events("order.update")[-2:]
+        assert [e["actor_id"] for e in requests] == [user, user]
+        assert ids["seen"][ids["seen"].index("callback before"):][:3] == [
+            "callback before", "order.updated", "callback after"]
+        assert (ids["status"], ids["statuses"], ids["captured"], ids["skus"]) == ("paid", [500, 200], 1, ["S1"])
 
 
 class TestManyToMany:

@@ -4,6 +4,7 @@ Django with the settings its test chose; each prints one JSON object for the tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -391,12 +392,101 @@ def hostile_values() -> dict[str, Any]:
     return {"doc": doc.pk, "refused": refused, "body_len": len(doc.body)}
 
 
+@scenario
+def transactions_everywhere() -> dict[str, Any]:  # run with ATOMIC_REQUESTS and the second database
+    import logging
+
+    from django.contrib.auth.models import User
+    from django.db import IntegrityError, transaction
+    from django.test import Client, TestCase
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order, Sku
+
+    seen: list[str] = []  # on_commit callbacks and audit events, in the order they ran
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(str(record.msg))
+    logging.getLogger("auditlock.django").addHandler(Seen())
+    with actor("user:7"):
+        with transaction.atomic(durable=True):
+            order = Order.objects.create(status="durable")
+        with transaction.atomic():
+            order.status = "l1"
+            order.save()
+            try:
+                with transaction.atomic():
+                    order.status = "l2"
+                    order.save()
+                    with transaction.atomic():  # released into the middle one, which rolls back
+                        order.status = "l3"
+                        order.save()
+                    raise RuntimeError("undo the middle one")
+            except RuntimeError:
+                pass
+            order.refresh_from_db()
+        with transaction.atomic():
+            order.status = "set_rollback"
+            order.save()
+            transaction.set_rollback(True)
+        with transaction.atomic():
+            transaction.on_commit(lambda: seen.append("callback before"))
+            order.status = "ordered"
+            order.save()
+            transaction.on_commit(lambda: seen.append("callback after"))
+        with transaction.atomic(using="other"):
+            Sku.objects.create(code="S1")
+            try:
+                with transaction.atomic(using="other"):
+                    Sku.objects.create(code="S1")  # IntegrityError, caught by the savepoint
+            except IntegrityError:
+                pass
+            try:
+                with transaction.atomic():  # "default" rolls back, "other" commits
+                    order.status = "undone"
+                    order.save()
+                    raise RuntimeError("undo default only")
+            except RuntimeError:
+                pass
+        with transaction.atomic():  # "other" rolls back inside a committing "default"
+            order.status = "kept"
+            order.save()
+            try:
+                with transaction.atomic(using="other"):
+                    Sku.objects.create(code="S2")
+                    raise RuntimeError("undo other only")
+            except RuntimeError:
+                pass
+        with transaction.atomic():  # a TestCase: its transaction rolls back at the end
+            with TestCase.captureOnCommitCallbacks(execute=True):
+                order.status = "captured_and_run"
+                order.save()
+            transaction.set_rollback(True)
+        with transaction.atomic():
+            with TestCase.captureOnCommitCallbacks() as captured:
+                order.status = "captured_not_run"
+                order.save()
+            transaction.set_rollback(True)
+        user = User.objects.create_user("eve", password="pw")
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    statuses = [client.post(f"/pay_then_fail/{order.pk}").status_code, client.post(f"/pay/{order.pk}").status_code]
+    with actor("user:7"), contextlib.suppress(IntegrityError):
+        Sku.objects.create(code="S1")  # fails outside any transaction, and nothing audited follows it
+    order.refresh_from_db()
+    return {"order": order.pk, "user": user.pk, "status": order.status, "statuses": statuses,
+            "captured": len(captured), "seen": seen, "skus": sorted(Sku.objects.values_list("code", flat=True))}
+
+
 def main() -> None:
     import django
+    from django.conf import settings
     from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", run_syncdb=True, verbosity=0, skip_checks=True)
+    for alias in settings.DATABASES:
+        call_command("migrate", run_syncdb=True, verbosity=0, skip_checks=True, database=alias)
     print(json.dumps(SCENARIOS[sys.argv[1]](), default=str))
 
 

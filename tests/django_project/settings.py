@@ -1,7 +1,9 @@
 """A small Django project for the integration's tests: settings from the environment the test gives.
 
 AUDITLOCK_CONFIG: the auditlock.toml; AUDITLOCK_TEST_DB: "sqlite:<path>" or "postgres:<host>:<port>:<name>";
-AUDITLOCK_TEST_MODELS: JSON of AUDITLOCK["MODELS"] (default: Order, Customer and User).
+AUDITLOCK_TEST_MODELS: JSON of AUDITLOCK["MODELS"] (default: Order, Customer, User and the shop's other models);
+AUDITLOCK_TEST_ATOMIC_REQUESTS: set for ATOMIC_REQUESTS on "default"; AUDITLOCK_TEST_OTHER_DB: a SQLite path for a
+second database "other" that holds shop.Sku (routers.SkuRouter).
 """
 
 import json
@@ -42,6 +44,12 @@ if _kind == "postgres":
                              "NAME": _name, "USER": "postgres"}}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _where or ":memory:"}}
+
+if os.environ.get("AUDITLOCK_TEST_ATOMIC_REQUESTS"):
+    DATABASES["default"]["ATOMIC_REQUESTS"] = True
+if os.environ.get("AUDITLOCK_TEST_OTHER_DB"):  # a second database (SQLite) holding shop.Sku
+    DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["AUDITLOCK_TEST_OTHER_DB"]}
+    DATABASE_ROUTERS = ["tests.django_project.routers.SkuRouter"]
 
 AUDITLOCK = {
     "CONFIG": os.environ["AUDITLOCK_CONFIG"],

@@ -43,6 +43,14 @@ def sign_out(request):
 
 
 @csrf_exempt
+def pay_then_fail(request, pk):  # no atomic block of its own: ATOMIC_REQUESTS decides
+    order = Order.objects.get(pk=pk)
+    order.status = "paid_then_failed"
+    order.save()
+    raise RuntimeError("boom after the change")
+
+
+@csrf_exempt
 def failing(request, pk):
     with transaction.atomic():
         order = Order.objects.get(pk=pk)
@@ -61,6 +69,7 @@ urlpatterns = [
     path("login", sign_in),
     path("logout", sign_out),
     path("failing/<int:pk>", failing),
+    path("pay_then_fail/<int:pk>", pay_then_fail),
     path("whoami", whoami),
     path("admin/", admin.site.urls),
 ]
