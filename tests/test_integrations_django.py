@@ -283,6 +283,29 @@ class TestTransactions:
         assert (ids["status"], ids["statuses"], ids["captured"], ids["skus"]) == ("paid", [500, 200], 1, ["S1"])
 
 
+class TestAsync:
+    def test_async_orm_threads_and_streaming(self, project: Project) -> None:
+        """asave/aupdate/adelete, an async view's sync_to_async calls on Django's thread and a pool thread, all
+        attributed; a change made while a streaming body is produced is refused, not lost (the row is unchanged)."""
+        ids = project.run("async_paths")
+        mine = [(e["event_type"], e["actor_id"]) for e in project.events("order.")
+                if e["actor_id"] == "user:7"]
+        assert mine == [("order.created", "user:7"), ("order.updated", "user:7"), ("order.bulk_updated", "user:7"),
+                        ("order.deleted", "user:7")]
+        assert ids["rows"] == 1
+        threaded = [(e["event_type"], changes(e).get("status", changes(e).get("total")), e["actor_id"])
+                    for e in project.events("order.") if e.get("target_id") == str(ids["threaded"])
+                    or (e["event_type"] == "order.bulk_updated" and e["payload"]["ids"] == [str(ids["threaded"])])]
+        user = f"user:{ids['user']}"
+        assert threaded[1:] == [("order.updated", ["new", "thread_sensitive"], user),
+                                ("order.updated", ["thread_sensitive", "thread_pool"], user),
+                                ("order.bulk_updated", None, user)]
+        assert ids["status"] == 200
+        assert ids["stream"].startswith("EventError")
+        assert ids["streamed_status"] == "new"
+        assert [e for e in project.events("order.") if e.get("target_id") == str(ids["streamed"])][1:] == []
+
+
 class TestManyToMany:
     def test_either_side_of_the_relation(self, project: Project) -> None:
         """add, remove from the other side and clear are `updated` events with the id sets before and after."""

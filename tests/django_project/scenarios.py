@@ -479,6 +479,46 @@ def transactions_everywhere() -> dict[str, Any]:  # run with ATOMIC_REQUESTS and
             "captured": len(captured), "seen": seen, "skus": sorted(Sku.objects.values_list("code", flat=True))}
 
 
+@scenario
+def async_paths() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.test import AsyncClient, Client
+
+    from auditlock import actor
+    from tests.django_project.shop.models import Order
+
+    with actor("user:admin"):
+        user = User.objects.create_user("fay", password="pw")
+        threaded, streamed = Order.objects.create(), Order.objects.create()
+
+    async def orm() -> Any:
+        with actor("user:7"):
+            order = Order(status="async")
+            await order.asave()
+            order.status = "async2"
+            await order.asave()
+            rows = await Order.objects.filter(pk=order.pk).aupdate(total=3)
+            await order.adelete()
+        return rows
+
+    async def view() -> int:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        return (await client.post(f"/apay_threads/{threaded.pk}")).status_code
+    rows = asyncio.run(orm())
+    status = asyncio.run(view())
+    client = Client()
+    client.force_login(user)
+    response = client.get(f"/stream/{streamed.pk}")
+    try:
+        body = b"".join(response.streaming_content).decode()
+    except Exception as exc:
+        body = f"{type(exc).__name__}: {exc}"
+    streamed.refresh_from_db()
+    return {"user": user.pk, "threaded": threaded.pk, "status": status, "rows": rows,
+            "stream": body, "streamed_status": streamed.status, "streamed": streamed.pk}
+
+
 def main() -> None:
     import django
     from django.conf import settings
