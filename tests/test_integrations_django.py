@@ -306,6 +306,29 @@ class TestAsync:
         assert [e for e in project.events("order.") if e.get("target_id") == str(ids["streamed"])][1:] == []
 
 
+class TestCascades:
+    def test_cascades_set_null_and_deleted_link_targets(self, project: Project) -> None:
+        """A deleted tag leaves an `updated` of each order that lost it; SET_NULL referrers are a bulk update;
+        tracked rows deleted by an untracked row's cascade are `deleted`; a deleted owner is one `deleted`."""
+        ids = project.run("cascades")
+        first, second = (str(i) for i in ids["orders"])
+        red, blue = ids["tags"]["red"], ids["tags"]["blue"]
+        after_links = project.events("order.", "customer.", "ticket.")[5:]  # after the creations and links
+        seen = [(e["event_type"], e.get("target_id"), changes(e).get("tags") or e["payload"].get("columns"))
+                for e in after_links]
+        tickets = [str(t) for t in ids["tickets"]]
+        assert seen[:4] == [
+            ("order.updated", first, [sorted([red, blue], key=str), [blue]]),
+            ("order.updated", second, [[red], []]),
+            ("order.bulk_updated", None, ["customer"]),
+            ("customer.deleted", seen[3][1], None),
+        ]
+        assert sorted(after_links[2]["payload"]["ids"]) == sorted([first, second])
+        assert sorted(seen[4:8]) == sorted([("ticket.created", t, None) for t in tickets]
+                                           + [("ticket.deleted", t, None) for t in tickets])
+        assert seen[8:] == [("order.deleted", first, None)]
+
+
 class TestManyToMany:
     def test_either_side_of_the_relation(self, project: Project) -> None:
         """add, remove from the other side and clear are `updated` events with the id sets before and after."""

@@ -519,6 +519,28 @@ def async_paths() -> dict[str, Any]:
             "stream": body, "streamed_status": streamed.status, "streamed": streamed.pk}
 
 
+@scenario
+def cascades() -> dict[str, Any]:
+    from auditlock import actor
+    from tests.django_project.shop.models import Customer, Order, Shelf, Tag, Ticket
+
+    with actor("user:7"):
+        customer = Customer.objects.create(name="c")
+        first, second = Order.objects.create(customer=customer), Order.objects.create(customer=customer)
+        red, blue = Tag.objects.create(name="red"), Tag.objects.create(name="blue")
+        first.tags.add(red, blue)
+        second.tags.add(red)
+        tags = {"red": red.pk, "blue": blue.pk}
+        red.delete()  # an untracked row a tracked many-to-many field points to
+        customer.delete()  # a tracked row whose tracked referrers are SET_NULL
+        shelf = Shelf.objects.create()
+        tickets = [Ticket.objects.create(shelf=shelf).pk for _ in range(2)]
+        Shelf.objects.filter(pk=shelf.pk).delete()  # an untracked row whose cascade deletes tracked rows
+        first_id = first.pk
+        first.delete()  # a tracked owner: its link rows go with it
+    return {"orders": [first_id, second.pk], "tags": tags, "tickets": tickets}
+
+
 def main() -> None:
     import django
     from django.conf import settings

@@ -56,8 +56,13 @@ class OpenTickets(models.Manager):
         return super().get_queryset().exclude(status="closed")
 
 
+class Shelf(models.Model):  # untracked: deleting it cascades to tracked tickets
+    name = models.CharField(max_length=20, default="")
+
+
 class Ticket(models.Model):  # its default manager hides closed rows
     status = models.CharField(max_length=20, default="open")
+    shelf = models.ForeignKey(Shelf, null=True, on_delete=models.CASCADE)
     objects = OpenTickets()
 
 

@@ -9,7 +9,9 @@
   fresh; for `obj.delete()` they are the object's); `post_delete` finishes it. Django sends these per row for
   `QuerySet.delete()` too, because receivers are connected.
 - `m2m_changed` of an allowlisted many-to-many field: `updated` with `changes = {field: [ids before, ids after]}`,
-  either side of the relation (`order.tags.add(t)` and `t.order_set.add(order)` alike).
+  either side of the relation (`order.tags.add(t)` and `t.order_set.add(order)` alike). Deleting a row such a
+  field points to (`tag.delete()`) is an `updated` of each owner that loses it: Django removes the link rows in
+  the delete's cascade without `m2m_changed`.
 
 Values are encoded (`encode_value`) when read, so later mutations of an object cannot change a staged event.
 A value assigned as an expression (`order.total = F("total") + 1`, `Now()`) is known only once the database
@@ -40,6 +42,7 @@ from auditlock.integrations.django.runtime import TrackedModel, runtime
 _STAGED = "_auditlock_staged_save"
 _OLD_ROW = "_auditlock_old_row"
 _STAGED_DELETE = "_auditlock_staged_delete"
+_LINKS_REMOVED = "_auditlock_links_removed"
 ID_PLACEHOLDER = "9" * 20  # a target id as wide as a 64-bit key, for checking an event before its key exists
 _UID = "auditlock.integrations.django.capture"
 
@@ -105,10 +108,11 @@ def _post_save(sender: type[models.Model], instance: models.Model, created: bool
 
 
 def _pre_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **_: Any) -> None:
+    alias = using or router.db_for_write(sender, instance=instance)
+    _check_link_removals(sender, instance, alias)
     tracked = tracked_or_fenced(sender)
     if tracked is None:
         return
-    alias = using or router.db_for_write(sender, instance=instance)
     before = {name: _encoded(tracked, name, f.value_from_object(instance)) for name, f in tracked.fields.items()}
     fields = {"target_type": tracked.target_type, "target_id": str(instance.pk), "before": before, "payload": {}}
     runtime().check.check(f"{tracked.prefix}.deleted", fields)
@@ -116,9 +120,32 @@ def _pre_delete(sender: type[models.Model], instance: models.Model, using: str |
 
 
 def _post_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **_: Any) -> None:
+    alias = using or router.db_for_write(sender, instance=instance)
     staged: transactions.Staged | None = instance.__dict__.pop(_STAGED_DELETE, None)
     if staged is not None:
-        transactions.finish(using or router.db_for_write(sender, instance=instance), staged)
+        transactions.finish(alias, staged)
+    for write, owner, before, after in instance.__dict__.pop(_LINKS_REMOVED, []):
+        write(alias, owner, before, after)
+
+
+def _check_link_removals(sender: type[models.Model], instance: models.Model, alias: str) -> None:
+    """A row a tracked many-to-many field points to is being deleted: each owner's set loses it (Django deletes
+    the link rows in the cascade and sends no `m2m_changed`). Checked now, written in `post_delete`."""
+    removals = []
+    for tracked, field in _tracked_m2m_fields_to(sender):
+        write = _m2m_writer(tracked, field.name)
+        for owner, before in m2m.target_removed(field, instance.pk, alias).items():
+            after = [pk for pk in before if pk != instance.pk]
+            write(alias, owner, before, after, check=True)
+            removals.append((write, owner, before, after))
+    if removals:
+        setattr(instance, _LINKS_REMOVED, removals)
+
+
+def _tracked_m2m_fields_to(target: type[models.Model]) -> list[tuple[TrackedModel, models.ManyToManyField[Any, Any]]]:
+    concrete = target._meta.concrete_model
+    return [(tracked, field) for tracked in runtime().models.values() for field in tracked.m2m.values()
+            if field.remote_field.model._meta.concrete_model is concrete]
 
 
 def _m2m_changed(sender: type[models.Model], *, instance: models.Model, action: str, reverse: bool,
