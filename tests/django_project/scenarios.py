@@ -298,6 +298,8 @@ def keys_and_inheritance() -> dict[str, Any]:
         restaurant = Restaurant.objects.create(name="Luigi's", serves="pizza")  # tracked parent, untracked child
         restaurant.name = "Mario's"
         restaurant.save()
+        restaurant.serves = "pasta"  # the child's own column: the tracked parent's row is unchanged, no event
+        restaurant.save()
         place = restaurant.pk
         Restaurant.objects.filter(pk=place).update(name="Bulk")
         restaurant.delete()

@@ -99,7 +99,7 @@ def _post_save(sender: type[models.Model], instance: models.Model, created: bool
         staged.fields = {**_event_fields(tracked, values, None, None, instance), "target_id": str(instance.pk)}
     else:
         staged.event_type = f"{tracked.prefix}.updated"
-        if not _changed_columns(sender, values, old, update_fields):
+        if not _changed_columns(sender, values, old, update_fields, tracked):
             transactions.discard(alias, staged)
             return
         staged.fields = {**_event_fields(tracked, values, old, update_fields, instance),
@@ -209,7 +209,7 @@ def _event_fields(tracked: TrackedModel, values: Values, old: dict[str, Any] | N
     if old is None:
         fields["after"] = {name: _encoded(tracked, name, values(f.attname)) for name, f in tracked.fields.items()}
         return fields
-    changed = _changed_columns(type(instance), values, old, update_fields)
+    changed = _changed_columns(type(instance), values, old, update_fields, tracked)
     names = [name for name, f in tracked.fields.items() if f.attname in changed]
     fields["before"] = {name: _encoded(tracked, name, old[tracked.fields[name].attname]) for name in names}
     fields["after"] = {name: _encoded(tracked, name, values(tracked.fields[name].attname)) for name in names}
@@ -217,11 +217,13 @@ def _event_fields(tracked: TrackedModel, values: Values, old: dict[str, Any] | N
 
 
 def _changed_columns(model: type[models.Model], values: Values, old: dict[str, Any] | None,
-                     update_fields: Any) -> set[str]:
-    """The attnames the save writes with a value different from the stored one."""
+                     update_fields: Any, tracked: TrackedModel) -> set[str]:
+    """The attnames of the tracked model's row the save writes with a value different from the stored one (for a
+    tracked parent saved through its child: the parent's columns only)."""
     if old is None:
         return set()
     written = {model._meta.get_field(n).attname for n in update_fields} if update_fields else set(old)
+    written &= {f.attname for f in tracked.model._meta.concrete_fields}
     return {attname for attname in written if attname in old
             and _differs(model._meta.get_field(_name_of(model, attname)), old[attname], values(attname))}
 
