@@ -194,8 +194,9 @@ class TestKeysAndInheritance:
 class TestExpressionsAndQuerySets:
     def test_expressions_querysets_and_conflicts(self, project: Project) -> None:
         """An F() or Now() value is recorded as the value the database computed (never the expression, no
-        crash); update() with F(), slices refused as failed attempts, ordered querysets, deferred fields,
-        update_fields=[], get_or_create/update_or_create, select_for_update, bulk_create on conflict."""
+        crash); update() with F(), slices refused as failed attempts, ordered and select_for_update() querysets
+        (no transaction needed), deferred fields, update_fields=[], get_or_create/update_or_create,
+        select_for_update, bulk_create on conflict."""
         ids = project.run("expressions_and_querysets")
         order = str(ids["order"])
         mine = [e for e in project.events("order.", "document.", "sku.") if e.get("target_id") in (order, None)
@@ -212,6 +213,7 @@ class TestExpressionsAndQuerySets:
         assert [(e["event_type"], e["payload"]["columns"], e["payload"].get("outcome")) for e in bulk] == [
             ("order.bulk_updated", ["total"], None),
             ("order.bulk_update_attempted", ["status"], "failed"),
+            ("order.bulk_updated", ["status"], None),
             ("order.bulk_updated", ["status"], None)]
         assert bulk[1]["payload"]["error"] == "TypeError"
         assert "slice" in ids["sliced"]

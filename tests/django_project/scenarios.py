@@ -341,6 +341,7 @@ def expressions_and_querysets() -> dict[str, Any]:
         except TypeError as exc:
             result["sliced"] = str(exc)
         Order.objects.order_by("-total").filter(pk=order.pk).update(status="ordered")
+        Order.objects.select_for_update().filter(pk=order.pk).update(status="ordered")  # no transaction needed
         deferred = Order.objects.only("status").get(pk=order.pk)  # Django saves the loaded fields only
         deferred.status = "deferred"
         deferred.save()

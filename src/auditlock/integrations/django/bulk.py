@@ -101,7 +101,9 @@ def _accepted(event_type: str, fields: dict[str, Any]) -> bool:
 
 def _update_event(queryset: models.QuerySet[Any], tracked: TrackedModel, **values: Any) -> tuple[
         str, dict[str, Any], Callable[[Any], tuple[int, list[str], bool]]]:
-    ids = [str(pk) for pk in queryset.values_list("pk", flat=True)[: BULK_IDS_MAX + 1]]
+    reading = queryset.all()
+    reading.query.select_for_update = False  # a plain read: FOR UPDATE fails outside a transaction, update() not
+    ids = [str(pk) for pk in reading.values_list("pk", flat=True)[: BULK_IDS_MAX + 1]]
     payload = {"columns": sorted(values), "criteria": criteria(queryset.query.where) or "TRUE"}
     return "bulk_updated", payload, lambda rows: (int(rows), ids, False)
 
