@@ -62,7 +62,7 @@ fields = ["wheels", "plate"]
 fields = ["status"]
 
 [targets.Document]
-fields = ["title", "body", "blob", "data", "due", "day"]
+fields = ["title", "body", "blob", "data", "due", "day", "attachment", "took"]
 
 [retention]
 default = "standard"
@@ -234,7 +234,8 @@ class TestExpressionsAndQuerySets:
 class TestHostileValues:
     def test_control_characters_binary_json_datetimes_and_huge_values(self, project: Project) -> None:
         """Control characters and nested JSON kept exactly, bytes as base64, a naive datetime as the instant Django
-        stores (the default zone's; saving it again is no change); a value too large for an event refuses the save."""
+        stores (the default zone's; saving it again is no change), a file as its name, a duration in ISO 8601; a
+        value too large for an event refuses the save."""
         ids = project.run("hostile_values")
         events = project.events("document.")
         assert [e["event_type"] for e in events] == ["document.created", "document.updated", "document.updated"]
@@ -244,7 +245,7 @@ class TestHostileValues:
         assert (created["blob"], created["due"], created["day"]) == (
             [None, "AP8="], [None, "2026-03-01T12:00:00.000000Z"], [None, "2026-03-01"])
         assert moved == {"due": ["2026-03-01T12:00:00.000000Z", "2026-03-01T18:00:00.000000Z"]}
-        assert blob == {"blob": ["AP8=", "AQI="]}
+        assert blob == {"blob": ["AP8=", "AQI="], "attachment": ["", "docs/a.pdf"], "took": [None, "P0DT01H02M00S"]}
         assert ids["refused"].startswith("EventError")
         assert "max_event_bytes" in ids["refused"]
         assert ids["body_len"] == 0

@@ -383,6 +383,8 @@ def hostile_values() -> dict[str, Any]:
             doc.due = dt.datetime(2026, 3, 1, 12, 0)  # the same naive value again: no change, no event
             doc.save()
         doc.blob = memoryview(b"\x01\x02")
+        doc.attachment = "docs/a.pdf"  # a FieldFile once read back
+        doc.took = dt.timedelta(hours=1, minutes=2)
         doc.save()
         try:
             doc.body = "x" * 70_000  # over max_event_bytes: refused before the write

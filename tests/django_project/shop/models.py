@@ -73,3 +73,5 @@ class Document(models.Model):  # hostile values
     data = models.JSONField(default=dict)
     due = models.DateTimeField(null=True)
     day = models.DateField(null=True)
+    attachment = models.FileField(null=True, blank=True)
+    took = models.DurationField(null=True)

@@ -31,8 +31,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, router
+from django.db.models.fields.files import FieldFile
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.utils import timezone
+from django.utils.duration import duration_iso_string
 
 from auditlock.errors import EventError
 from auditlock.handler.encode import encode_value
@@ -242,11 +244,16 @@ def _differs(field: models.Field[Any, Any], stored: Any, current: Any) -> bool:
 
 
 def _as_stored(field: models.Field[Any, Any] | None, value: Any) -> Any:
-    """A naive datetime as Django stores it with USE_TZ (in the default time zone), so the trail shows the
-    instant written and a naive assignment of the stored instant is no change."""
+    """A value as Django stores it: a naive datetime with USE_TZ in the default time zone (so the trail shows the
+    instant written and a naive assignment of the stored instant is no change), a file (`FieldFile`) as its
+    name ("" for none), a duration as ISO 8601 (`P0DT01H02M00S`, as Django's serializers write it)."""
     if (isinstance(field, models.DateTimeField) and isinstance(value, dt.datetime) and settings.USE_TZ
             and timezone.is_naive(value)):
         return timezone.make_aware(value, timezone.get_default_timezone())
+    if isinstance(value, FieldFile):
+        return value.name or ""  # Django stores str(file): "" for no file
+    if isinstance(value, dt.timedelta):
+        return duration_iso_string(value)
     return value
 
 
