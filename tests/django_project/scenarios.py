@@ -314,8 +314,10 @@ def keys_and_inheritance() -> dict[str, Any]:
         ticket = Ticket.objects.create(status="closed")  # hidden by its default manager
         ticket.status = "reopened"
         ticket.save()
+        slugged = Item.objects.create(name="slug me")  # a post_save receiver saves it again
     return {"item": str(item.pk), "preset": str(preset.pk), "skus": sorted(Sku.objects.values_list("code", flat=True)),
-            "place": place, "places_left": Place.objects.count(), "car": car_id, "rush": rush.pk, "ticket": ticket.pk}
+            "place": place, "places_left": Place.objects.count(), "car": car_id, "rush": rush.pk, "ticket": ticket.pk,
+            "slugged": str(slugged.pk)}
 
 
 @scenario

@@ -33,6 +33,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, router
 from django.db.models.fields.files import FieldFile
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.duration import duration_iso_string
 
@@ -53,9 +54,21 @@ def connect() -> None:
     """Connect the receivers (idempotent: fixed dispatch uids)."""
     pre_save.connect(_pre_save, dispatch_uid=f"{_UID}.pre_save", weak=False)
     post_save.connect(_post_save, dispatch_uid=f"{_UID}.post_save", weak=False)
+    _run_first(post_save, f"{_UID}.post_save")
     pre_delete.connect(_pre_delete, dispatch_uid=f"{_UID}.pre_delete", weak=False)
     post_delete.connect(_post_delete, dispatch_uid=f"{_UID}.post_delete", weak=False)
     m2m_changed.connect(_m2m_changed, dispatch_uid=f"{_UID}.m2m", weak=False)
+
+
+def _run_first(signal: Signal, dispatch_uid: str) -> None:
+    """Move our receiver to the front of `signal`'s list: the save's statement has returned when `post_save` is
+    sent, and the application's own receivers (connected earlier, by apps listed first) may save again — the
+    same object (a slug filled in after the first save) or another tracked one. Marked done before they run, the
+    save is not mistaken for a failed statement left behind, and its event comes before theirs."""
+    with signal.lock:
+        ours = [r for r in signal.receivers if r[0][0] == dispatch_uid]
+        signal.receivers[:] = ours + [r for r in signal.receivers if r[0][0] != dispatch_uid]
+        signal.sender_receivers_cache.clear()
 
 
 def tracked_or_fenced(model: type[Any], *, parents: bool = False) -> TrackedModel | None:
