@@ -463,7 +463,9 @@ class TestAdminHistory:
         assert "&lt;b&gt;paid&lt;/b&gt;" in page
         assert "<b>paid</b>" not in page
         assert result["clerk_status"] == 403
-        [looked] = project.events("audit_log.")
+        assert result["child_status"] == 200  # an untracked child's admin shows its tracked parent's trail
+        assert "place.created" in result["child_page"]
+        looked, _child = project.events("audit_log.")
         assert (looked["event_type"], looked["actor_id"]) == ("audit_log.searched", f"user:{result['boss']}")
         assert looked["payload"]["filters"] == {"target_type": "Order", "target_id": str(result["order"])}
         assert looked["payload"]["results"] == 2

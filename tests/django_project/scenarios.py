@@ -260,7 +260,7 @@ def admin_history() -> dict[str, Any]:
     from django.test import Client
 
     from auditlock import actor
-    from tests.django_project.shop.models import Order
+    from tests.django_project.shop.models import Order, Restaurant
 
     with actor("user:admin"):
         boss = User.objects.create_superuser("boss", password="pw")
@@ -275,8 +275,12 @@ def admin_history() -> dict[str, Any]:
     other = Client()
     other.force_login(clerk)
     refused = other.get(f"/admin/shop/order/{order.pk}/audit-history/")
+    with actor("user:admin"):
+        restaurant = Restaurant.objects.create(name="Luigi's")
+    child = client.get(f"/admin/shop/restaurant/{restaurant.pk}/audit-history/")  # its tracked parent's trail
     return {"order": order.pk, "boss": boss.pk, "status": page.status_code, "page": page.content.decode(),
-            "form_link": "audit-history/" in form.content.decode(), "clerk_status": refused.status_code}
+            "form_link": "audit-history/" in form.content.decode(), "clerk_status": refused.status_code,
+            "child_status": child.status_code, "child_page": child.content.decode()}
 
 
 @scenario
