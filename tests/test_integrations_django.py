@@ -7,6 +7,7 @@ from the spool the process closed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -30,7 +31,8 @@ dir = "{spool}"
 durability = "sync"
 
 [events]
-include = ["order.*", "customer.*", "user.*", "auth.*", "access.*"]
+include = ["order.*", "customer.*", "user.*", "auth.*", "access.*", "item.*", "sku.*", "place.*", "car.*",
+           "ticket.*", "document.*"]
 
 [targets.Order]
 fields = ["status", "total", "customer", "tags"]
@@ -43,6 +45,24 @@ fields = ["username", "is_staff"]
 
 [targets.Group]
 fields = []
+
+[targets.Item]
+fields = ["name"]
+
+[targets.Sku]
+fields = ["code", "name"]
+
+[targets.Place]
+fields = ["name"]
+
+[targets.Car]
+fields = ["wheels", "plate"]
+
+[targets.Ticket]
+fields = ["status"]
+
+[targets.Document]
+fields = ["title", "body", "blob", "data", "due", "day", "attachment", "took"]
 
 [retention]
 default = "standard"
@@ -61,10 +81,10 @@ class Project:
         self.config.write_text(config.format(spool=self.spool))
         self.database = database
 
-    def run(self, name: str, *, models: dict[str, str] | None = None) -> dict[str, Any]:
-        """Run scenario `name`; its JSON result."""
+    def run(self, name: str, *, models: dict[str, str] | None = None, **settings: str) -> dict[str, Any]:
+        """Run scenario `name` (`settings`: AUDITLOCK_TEST_* variables of the project's settings); its JSON result."""
         env = {**os.environ, "AUDITLOCK_CONFIG": str(self.config), "AUDITLOCK_TEST_DB": self.database,
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT), **{f"AUDITLOCK_TEST_{key.upper()}": value for key, value in settings.items()}}
         if models is not None:
             env["AUDITLOCK_TEST_MODELS"] = json.dumps(models)
         done = subprocess.run([sys.executable, "-m", "tests.django_project.scenarios", name], cwd=ROOT, env=env,
@@ -139,6 +159,183 @@ class TestModelChanges:
         assert attempt["actor_id"] == f"user:{ids['user']}"
 
 
+class TestKeysAndInheritance:
+    def test_keys_inheritance_proxies_and_managers(self, project: Project) -> None:
+        """UUID and char keys (preset, changed in place), a tracked parent saved through its untracked child, a
+        tracked child, a proxy and a model whose default manager hides the row are all recorded; a post_save
+        receiver saving the object again records both saves."""
+        ids = project.run("keys_and_inheritance")
+        seen = [(e["event_type"], e["target_type"], e["target_id"], changes(e))
+                for e in project.events("item.", "sku.", "place.", "car.", "order.", "ticket.")
+                if not e["event_type"].startswith("place.bulk")]
+        item, preset, place, car = ids["item"], ids["preset"], str(ids["place"]), str(ids["car"])
+        seen, tail = seen[:-2], seen[-2:]
+        assert seen == [
+            ("item.created", "Item", item, {"name": [None, "a"]}),
+            ("item.updated", "Item", item, {"name": ["a", "b"]}),
+            ("item.created", "Item", preset, {"name": [None, "preset"]}),
+            ("sku.created", "Sku", "A1", {"code": [None, "A1"], "name": [None, "x"]}),
+            ("sku.created", "Sku", "B2", {"code": [None, "B2"], "name": [None, "x"]}),
+            ("place.created", "Place", place, {"name": [None, "Luigi's"]}),
+            ("place.updated", "Place", place, {"name": ["Luigi's", "Mario's"]}),
+            ("place.deleted", "Place", place, {"name": ["Mario's", None]}),
+            ("car.created", "Car", car, {"wheels": [None, 3], "plate": [None, "P1"]}),
+            ("car.updated", "Car", car, {"wheels": [3, 4], "plate": ["P1", "P2"]}),
+            ("car.deleted", "Car", car, {"wheels": [4, None], "plate": ["P2", None]}),
+            ("order.created", "Order", str(ids["rush"]), {"customer": [None, None], "status": [None, "rush"],
+                                                          "total": [None, 0]}),
+            ("order.updated", "Order", str(ids["rush"]), {"status": ["rush", "rushed"]}),
+            ("ticket.created", "Ticket", str(ids["ticket"]), {"status": [None, "closed"]}),
+            ("ticket.updated", "Ticket", str(ids["ticket"]), {"status": ["closed", "reopened"]}),
+        ]
+        assert tail == [("item.created", "Item", ids["slugged"], {"name": [None, "slug me"]}),  # no failed attempt
+                        ("item.updated", "Item", ids["slugged"], {"name": ["slug me", "slugged"]})]
+        assert ids["skus"] == ["A1", "B2"]
+        [bulk] = project.events("place.bulk")
+        assert (bulk["payload"]["columns"], bulk["payload"]["ids"]) == (["name"], [place])
+
+
+class TestExpressionsAndQuerySets:
+    def test_expressions_querysets_and_conflicts(self, project: Project) -> None:
+        """An F() or Now() value is recorded as the value the database computed (never the expression, no
+        crash); update() with F(), slices refused as failed attempts, ordered and select_for_update() querysets
+        (no transaction needed), deferred fields, update_fields=[], get_or_create/update_or_create,
+        select_for_update, bulk_create on conflict."""
+        ids = project.run("expressions_and_querysets")
+        order = str(ids["order"])
+        mine = [e for e in project.events("order.", "document.", "sku.") if e.get("target_id") in (order, None)
+                or e["event_type"].startswith(("document.", "sku."))]
+        kinds = [(e["event_type"], changes(e) if "changes" in e["payload"] else e["payload"].get("columns"))
+                 for e in mine]
+        assert kinds[:2] == [("order.created", {"customer": [None, None], "status": [None, "new"],
+                                                "total": [None, "10.00"]}),
+                             ("order.updated", {"total": ["10.00", "11.00"]})]
+        [doc] = project.events("document.")
+        assert doc["event_type"] == "document.created"
+        assert dt.datetime.fromisoformat(changes(doc)["due"][1]) == dt.datetime.fromisoformat(ids["due"])
+        bulk = [e for e in mine if e["event_type"].startswith("order.bulk")]
+        assert [(e["event_type"], e["payload"]["columns"], e["payload"].get("outcome")) for e in bulk] == [
+            ("order.bulk_updated", ["total"], None),
+            ("order.bulk_update_attempted", ["status"], "failed"),
+            ("order.bulk_updated", ["status"], None),
+            ("order.bulk_updated", ["status"], None)]
+        assert bulk[1]["payload"]["error"] == "TypeError"
+        assert "slice" in ids["sliced"]
+        updates = [changes(e) for e in mine if e["event_type"] == "order.updated"]
+        assert updates == [{"total": ["10.00", "11.00"]}, {"status": ["ordered", "deferred"]},
+                           {"status": ["deferred", "locked"]}]
+        goc = [e for e in project.events("order.") if e.get("target_id") not in (order, None)]
+        assert [(e["event_type"], changes(e).get("total")) for e in goc] == [
+            ("order.created", [None, "1.00"]), ("order.updated", ["1.00", "2.00"])]
+        assert (ids["made"], ids["updated"], ids["total"]) == (True, False, "12.00")
+        skus = [(e["event_type"], e["payload"].get("on_conflict"), e["payload"].get("ids"),
+                 e["payload"].get("ids_unknown")) for e in project.events("sku.")]
+        assert skus == [("sku.created", None, None, None), ("sku.bulk_created", "update", ["A1", "B2"], None),
+                        ("sku.bulk_created", "ignore", ["A1"], None)]  # given keys, written or skipped
+        assert ids["skus"] == {"A1": "new", "B2": "b"}
+
+
+class TestHostileValues:
+    def test_control_characters_binary_json_datetimes_and_huge_values(self, project: Project) -> None:
+        """Control characters and nested JSON kept exactly, bytes as base64, a naive datetime as the instant Django
+        stores (the default zone's; saving it again is no change), a file as its name, a duration in ISO 8601; a
+        value too large for an event refuses the save."""
+        ids = project.run("hostile_values")
+        events = project.events("document.")
+        assert [e["event_type"] for e in events] == ["document.created", "document.updated", "document.updated"]
+        created, moved, blob = (changes(e) for e in events)
+        assert created["title"] == [None, "a\x01b\x1b[31m\u2028\r\n"]
+        assert created["data"] == [None, {"a": [1, {"b": None, "c": ["\x07"]}]}]
+        assert (created["blob"], created["due"], created["day"]) == (
+            [None, "AP8="], [None, "2026-03-01T12:00:00.000000Z"], [None, "2026-03-01"])
+        assert moved == {"due": ["2026-03-01T12:00:00.000000Z", "2026-03-01T18:00:00.000000Z"]}
+        assert blob == {"blob": ["AP8=", "AQI="], "attachment": ["", "docs/a.pdf"], "took": [None, "P0DT01H02M00S"]}
+        assert ids["refused"].startswith("EventError")
+        assert "max_event_bytes" in ids["refused"]
+        assert ids["body_len"] == 0
+
+
+class TestTransactions:
+    def test_savepoints_two_databases_atomic_requests_and_test_cases(self, project: Project) -> None:
+        """durable blocks, three-deep savepoints with the middle one rolled back, set_rollback, an IntegrityError
+        caught by a savepoint, on_commit order, two databases rolling back apart, captureOnCommitCallbacks,
+        ATOMIC_REQUESTS, and a statement failing outside any transaction at the end of the process."""
+        ids = project.run("transactions_everywhere", atomic_requests="1",
+                          other_db=str(project.spool.parent / "other.sqlite3"))
+        order, user = str(ids["order"]), f"user:{ids['user']}"
+        seen = [(e["event_type"], e["payload"].get("outcome"), changes(e).get("status", [None, None])[1],
+                 e["target_id"]) for e in project.events("order.", "sku.")]
+        assert seen == [
+            ("order.created", None, "durable", order),
+            ("order.update_attempted", "rolled_back", "l2", order),
+            ("order.update_attempted", "rolled_back", "l3", order),
+            ("order.updated", None, "l1", order),
+            ("order.update_attempted", "rolled_back", "set_rollback", order),
+            ("order.updated", None, "ordered", order),
+            ("sku.create_attempted", "failed", None, "S1"),
+            ("order.update_attempted", "rolled_back", "undone", order),
+            ("sku.created", None, None, "S1"),
+            ("sku.create_attempted", "rolled_back", None, "S2"),
+            ("order.updated", None, "kept", order),
+            ("order.updated", None, "captured_and_run", order),  # the test asked for its callbacks to run
+            ("order.update_attempted", "rolled_back", "captured_not_run", order),
+            ("order.update_attempted", "rolled_back", "paid_then_failed", order),  # ATOMIC_REQUESTS
+            ("order.updated", None, "paid", order),
+            ("sku.create_attempted", "failed", None, "S1"),  # left by the last statement, written at exit
+        ]
+        requests = project.events("order.update")[-2:]
+        assert [e["actor_id"] for e in requests] == [user, user]
+        assert ids["seen"][ids["seen"].index("callback before"):][:3] == [
+            "callback before", "order.updated", "callback after"]
+        assert (ids["status"], ids["statuses"], ids["captured"], ids["skus"]) == ("paid", [500, 200], 1, ["S1"])
+
+
+class TestAsync:
+    def test_async_orm_threads_and_streaming(self, project: Project) -> None:
+        """asave/aupdate/adelete, an async view's sync_to_async calls on Django's thread and a pool thread, all
+        attributed; a change made while a streaming body is produced is refused, not lost (the row is unchanged)."""
+        ids = project.run("async_paths")
+        mine = [(e["event_type"], e["actor_id"]) for e in project.events("order.")
+                if e["actor_id"] == "user:7"]
+        assert mine == [("order.created", "user:7"), ("order.updated", "user:7"), ("order.bulk_updated", "user:7"),
+                        ("order.deleted", "user:7")]
+        assert ids["rows"] == 1
+        threaded = [(e["event_type"], changes(e).get("status", changes(e).get("total")), e["actor_id"])
+                    for e in project.events("order.") if e.get("target_id") == str(ids["threaded"])
+                    or (e["event_type"] == "order.bulk_updated" and e["payload"]["ids"] == [str(ids["threaded"])])]
+        user = f"user:{ids['user']}"
+        assert threaded[1:] == [("order.updated", ["new", "thread_sensitive"], user),
+                                ("order.updated", ["thread_sensitive", "thread_pool"], user),
+                                ("order.bulk_updated", None, user)]
+        assert ids["status"] == 200
+        assert ids["stream"].startswith("EventError")
+        assert ids["streamed_status"] == "new"
+        assert [e for e in project.events("order.") if e.get("target_id") == str(ids["streamed"])][1:] == []
+
+
+class TestCascades:
+    def test_cascades_set_null_and_deleted_link_targets(self, project: Project) -> None:
+        """A deleted tag leaves an `updated` of each order that lost it; SET_NULL referrers are a bulk update;
+        tracked rows deleted by an untracked row's cascade are `deleted`; a deleted owner is one `deleted`."""
+        ids = project.run("cascades")
+        first, second = (str(i) for i in ids["orders"])
+        red, blue = ids["tags"]["red"], ids["tags"]["blue"]
+        after_links = project.events("order.", "customer.", "ticket.")[5:]  # after the creations and links
+        seen = [(e["event_type"], e.get("target_id"), changes(e).get("tags") or e["payload"].get("columns"))
+                for e in after_links]
+        tickets = [str(t) for t in ids["tickets"]]
+        assert seen[:4] == [
+            ("order.updated", first, [sorted([red, blue], key=str), [blue]]),
+            ("order.updated", second, [[red], []]),
+            ("order.bulk_updated", None, ["customer"]),
+            ("customer.deleted", seen[3][1], None),
+        ]
+        assert sorted(after_links[2]["payload"]["ids"]) == sorted([first, second])
+        assert sorted(seen[4:8]) == sorted([("ticket.created", t, None) for t in tickets]
+                                           + [("ticket.deleted", t, None) for t in tickets])
+        assert seen[8:] == [("order.deleted", first, None)]
+
+
 class TestManyToMany:
     def test_either_side_of_the_relation(self, project: Project) -> None:
         """add, remove from the other side and clear are `updated` events with the id sets before and after."""
@@ -156,7 +353,9 @@ class TestBulk:
         ids = project.run("bulk")
         keys = sorted(str(i) for i in ids["ids"])
         events = project.events("order.")
-        created, updated, bulk_updated = events[:3]
+        assert [e["event_type"] for e in events if ".bulk" in e["event_type"]] == [
+            "order.bulk_created", "order.bulk_updated", "order.bulk_updated"]  # bulk_update's own update() calls
+        created, updated, bulk_updated = events[:3]                             # are not recorded twice
         assert created["event_type"] == "order.bulk_created"
         assert sorted(created["payload"]["ids"]) == keys
         assert created["payload"]["rowcount"] == 3
@@ -247,6 +446,7 @@ class TestChecks:
         assert "auditlock.E001" in result["check"]
         assert "[targets.Purchase]" in result["check"]
         assert result["save"].startswith("EventError")
+        assert result["proxy_save"].startswith("EventError")
         assert result["rows"] == 0
 
 
@@ -263,7 +463,9 @@ class TestAdminHistory:
         assert "&lt;b&gt;paid&lt;/b&gt;" in page
         assert "<b>paid</b>" not in page
         assert result["clerk_status"] == 403
-        [looked] = project.events("audit_log.")
+        assert result["child_status"] == 200  # an untracked child's admin shows its tracked parent's trail
+        assert "place.created" in result["child_page"]
+        looked, _child = project.events("audit_log.")
         assert (looked["event_type"], looked["actor_id"]) == ("audit_log.searched", f"user:{result['boss']}")
         assert looked["payload"]["filters"] == {"target_type": "Order", "target_id": str(result["order"])}
         assert looked["payload"]["results"] == 2

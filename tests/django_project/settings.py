@@ -1,7 +1,9 @@
 """A small Django project for the integration's tests: settings from the environment the test gives.
 
 AUDITLOCK_CONFIG: the auditlock.toml; AUDITLOCK_TEST_DB: "sqlite:<path>" or "postgres:<host>:<port>:<name>";
-AUDITLOCK_TEST_MODELS: JSON of AUDITLOCK["MODELS"] (default: Order, Customer and User).
+AUDITLOCK_TEST_MODELS: JSON of AUDITLOCK["MODELS"] (default: Order, Customer, User and the shop's other models);
+AUDITLOCK_TEST_ATOMIC_REQUESTS: set for ATOMIC_REQUESTS on "default"; AUDITLOCK_TEST_OTHER_DB: a SQLite path for a
+second database "other" that holds shop.Sku (routers.SkuRouter).
 """
 
 import json
@@ -43,9 +45,17 @@ if _kind == "postgres":
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _where or ":memory:"}}
 
+if os.environ.get("AUDITLOCK_TEST_ATOMIC_REQUESTS"):
+    DATABASES["default"]["ATOMIC_REQUESTS"] = True
+if os.environ.get("AUDITLOCK_TEST_OTHER_DB"):  # a second database (SQLite) holding shop.Sku
+    DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["AUDITLOCK_TEST_OTHER_DB"]}
+    DATABASE_ROUTERS = ["tests.django_project.routers.SkuRouter"]
+
 AUDITLOCK = {
     "CONFIG": os.environ["AUDITLOCK_CONFIG"],
     "MODELS": json.loads(os.environ.get("AUDITLOCK_TEST_MODELS", "null"))
-    or {"shop.Order": "Order", "shop.Customer": "Customer", "auth.User": "User"},
+    or {"shop.Order": "Order", "shop.Customer": "Customer", "auth.User": "User", "shop.Item": "Item",
+        "shop.Sku": "Sku", "shop.Place": "Place", "shop.Car": "Car", "shop.Ticket": "Ticket",
+        "shop.Document": "Document"},
     "TRUSTED_PROXIES": ["127.0.0.1/32"],
 }

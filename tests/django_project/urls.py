@@ -1,7 +1,8 @@
+from asgiref.sync import sync_to_async
 from django.contrib import admin
 from django.contrib.auth import authenticate, login, logout
 from django.db import transaction
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
@@ -24,6 +25,28 @@ async def apay(request, pk):
     return HttpResponse("ok")
 
 
+def set_status(pk, status):
+    order = Order.objects.get(pk=pk)
+    order.status = status
+    order.save()
+
+
+@csrf_exempt
+async def apay_threads(request, pk):  # sync ORM code from an async view, on Django's thread and on another one
+    await sync_to_async(set_status)(pk, "thread_sensitive")
+    await sync_to_async(set_status, thread_sensitive=False)(pk, "thread_pool")
+    await Order.objects.filter(pk=pk).aupdate(total=7)
+    return HttpResponse("ok")
+
+
+def stream(request, pk):  # the body is produced after the middleware returned: outside its binding
+    def body():
+        yield b"start "
+        set_status(pk, "streamed")
+        yield b"done"
+    return StreamingHttpResponse(body())
+
+
 @csrf_exempt
 def sign_in(request):
     user = authenticate(request, username=request.POST["username"], password=request.POST["password"])
@@ -43,6 +66,14 @@ def sign_out(request):
 
 
 @csrf_exempt
+def pay_then_fail(request, pk):  # no atomic block of its own: ATOMIC_REQUESTS decides
+    order = Order.objects.get(pk=pk)
+    order.status = "paid_then_failed"
+    order.save()
+    raise RuntimeError("boom after the change")
+
+
+@csrf_exempt
 def failing(request, pk):
     with transaction.atomic():
         order = Order.objects.get(pk=pk)
@@ -58,9 +89,12 @@ def whoami(request):
 urlpatterns = [
     path("pay/<int:pk>", pay),
     path("apay/<int:pk>", apay),
+    path("apay_threads/<int:pk>", apay_threads),
+    path("stream/<int:pk>", stream),
     path("login", sign_in),
     path("logout", sign_out),
     path("failing/<int:pk>", failing),
+    path("pay_then_fail/<int:pk>", pay_then_fail),
     path("whoami", whoami),
     path("admin/", admin.site.urls),
 ]

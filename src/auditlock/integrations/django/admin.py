@@ -47,7 +47,7 @@ class AuditHistoryMixin:
     def audit_history_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The page: record the access, then show the object's events."""
         obj = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
-        tracked = runtime().tracked(self.model)  # type: ignore[attr-defined]
+        tracked = runtime().tracked_write(self.model)  # type: ignore[attr-defined]  # a child: its tracked parent
         if obj is None or tracked is None:
             raise Http404("no such tracked object")
         if not self.has_view_or_change_permission(request, obj):  # type: ignore[attr-defined]

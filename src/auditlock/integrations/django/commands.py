@@ -3,7 +3,8 @@
 Django sends no signal when a command starts, so `install()` wraps `BaseCommand.execute` (once per process):
 `call_command()` and `manage.py <command>` both pass through it. The command's name is its module's last part,
 as `manage.py` spells it. A command that binds an actor of its own (`with auditlock.actor(...)`) wins inside its
-block, as everywhere.
+block, as everywhere. When the command ends, the attempt of a statement that failed outside any transaction is
+written under the job (`transactions.flush_every_thread`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from auditlock.handler.context import job
+from auditlock.integrations.django import transactions
 
 _INSTALLED = "_auditlock_job_wrapped"
 
@@ -27,7 +29,10 @@ def install() -> None:
     @functools.wraps(original)
     def execute(self: BaseCommand, *args: Any, **options: Any) -> Any:
         with job(command_name(self)):
-            return original(self, *args, **options)
+            try:
+                return original(self, *args, **options)
+            finally:
+                transactions.flush_every_thread()  # a failed statement nothing audited followed, in the job
 
     BaseCommand.execute = execute
     setattr(BaseCommand, _INSTALLED, True)

@@ -40,7 +40,24 @@ def follow(field: models.ManyToManyField[Any, Any], *, instance: models.Model, a
                 write(alias, owner, ids, after)
 
 
-def _owners(field: models.ManyToManyField[Any, Any], instance: models.Model, reverse: bool,
+def target_removed(field: models.ManyToManyField[Any, Any], target_pk: Any, alias: str) -> dict[Any, list[Any]]:
+    """The related-id sets (before) of the owners linked to a row of the field's target model about to be
+    deleted: Django removes those link rows in the delete's cascade without sending `m2m_changed`."""
+    through = field.remote_field.through
+    if not through._meta.auto_created:
+        return {}  # rows of an explicit through model are that model's own rows
+    owners = _owners(field, _Row(target_pk), True, None, alias)
+    return {owner: _related_ids(field, owner, alias) for owner in owners}
+
+
+class _Row:
+    """Stands in for an instance where only its key is needed."""
+
+    def __init__(self, pk: Any) -> None:
+        self.pk = pk
+
+
+def _owners(field: models.ManyToManyField[Any, Any], instance: Any, reverse: bool,
             pk_set: set[Any] | None, alias: str) -> list[Any]:
     if not reverse:
         return [instance.pk]

@@ -31,6 +31,7 @@ DEFAULT_LOGGER = "auditlock.django"
 AUTH_EVENT_TYPES = (event_types.LOGIN_SUCCEEDED, event_types.LOGIN_FAILED, event_types.LOGOUT,
                     event_types.PASSWORD_CHANGED, event_types.ROLE_GRANTED, event_types.ROLE_REVOKED,
                     event_types.PERMISSION_CHANGED)
+BULK_CONFLICT_FIELD = "on_conflict"  # bulk_created: "ignore" | "update" (bulk)
 PERMISSION_CHANGE_FIELD = "change"  # access.permission_changed: "granted" | "revoked"
 
 
@@ -69,6 +70,25 @@ class Runtime:
             found = self.models.get(model._meta.concrete_model)
         return found
 
+    def tracked_write(self, model: type[Any]) -> TrackedModel | None:
+        """The tracking that records a save or bulk write of `model`: its own, else that of its nearest tracked
+        multi-table parent — Django sends `pre_save`/`post_save` for the saved class only and writes the parents'
+        rows inside that save."""
+        for candidate in (model, *_parents(model)):
+            found = self.tracked(candidate)
+            if found is not None:
+                return found
+        return None
+
+    def fenced_problem(self, model: type[Any], *, parents: bool) -> str | None:
+        """Why changes of `model` cannot be recorded: its own config problem, its concrete model's (a proxy), or
+        with `parents` a multi-table parent's; None if there is none."""
+        meta = getattr(model, "_meta", None)
+        candidates = [model, *([meta.concrete_model] if meta is not None and meta.proxy else [])]
+        if parents:
+            candidates += _parents(model)
+        return next((self.fenced[c] for c in candidates if c in self.fenced), None)
+
     def _track(self, label: str, target_type: str) -> None:
         try:
             model = apps.get_model(label)
@@ -88,6 +108,8 @@ class Runtime:
             model, target_type, prefix, {n: f for n, f in concrete.items() if n in target.allowed},
             {n: f for n, f in many.items() if n in target.allowed})
         allow_integration_fields(prefix)
+        for action in ("bulk_created", "bulk_create_attempted"):
+            event_types.register_standard_fields(f"{prefix}.{action}", {BULK_CONFLICT_FIELD})
 
     def _model_problem(self, model: type[models.Model], target_type: str, prefix: str) -> str | None:
         label = model._meta.label
@@ -119,6 +141,11 @@ class Runtime:
                                      f"[targets.{target_type}] section (the account and group events' target): "
                                      f"add it (fields = [] records ids only)")
         event_types.register_standard_fields(event_types.PERMISSION_CHANGED, {PERMISSION_CHANGE_FIELD})
+
+
+def _parents(model: type[Any]) -> list[type[models.Model]]:
+    meta = getattr(model, "_meta", None)
+    return [] if meta is None else list(meta.get_parent_list())
 
 
 def _audit_logger(settings: DjangoSettings, config: Config) -> AuditLogger:

@@ -10,14 +10,16 @@ Django has no rollback signal, so `install()` wraps `BaseDatabaseWrapper.rollbac
 inside the savepoint) is written in its attempt form — `outcome` "rolled_back" for a `done` change, "failed" for a
 `started` one (its statement raised). A `started` change left behind in autocommit mode (its statement failed
 outside any atomic block: there is no rollback to see) is written as "failed" at the connection's next audited
-change or when the request finishes. Events staged with `attempt=False` (auth and permission events) are dropped
-on rollback: the change they describe never happened.
+change, when the request or management command finishes, or at the latest when the process exits. Events staged
+with `attempt=False` (auth and permission events) are dropped on rollback: the change they describe never happened.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import functools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ from auditlock.integrations.orm_events import ATTEMPT_OF
 
 _STASH = "_auditlock_staged"
 _INSTALLED = "_auditlock_rollback_hooks"
+_staging: weakref.WeakSet[BaseDatabaseWrapper] = weakref.WeakSet()  # connections (of any thread) with a stash
 
 
 @dataclass
@@ -100,12 +103,20 @@ def flush_all_stale(**_: Any) -> None:
         flush_stale(connection)
 
 
+def flush_every_thread() -> None:
+    """At the end of a management command and of the process: `flush_stale` on every connection that staged an
+    event, in any thread — a failed statement that nothing audited followed is written, not lost at exit."""
+    for connection in list(_staging):
+        flush_stale(connection)
+
+
 def install(write: Writer) -> None:
     """Set how events are written, and hook Django's rollbacks (once per process)."""
     global _write  # noqa: PLW0603 - one writer per process, set at ready()
     _write = write
     if getattr(BaseDatabaseWrapper, _INSTALLED, False):
         return
+    atexit.register(flush_every_thread)  # after the audit handler's own exit hook was registered: runs before it
     original_rollback = BaseDatabaseWrapper.rollback
     original_savepoint_rollback = BaseDatabaseWrapper.savepoint_rollback
 
@@ -150,6 +161,7 @@ def _stash(connection: BaseDatabaseWrapper) -> list[Staged]:
     if stash is None:
         stash = []
         setattr(connection, _STASH, stash)
+        _staging.add(connection)
     return stash
 
 
