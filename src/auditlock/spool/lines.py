@@ -31,6 +31,7 @@ from auditlock.spool.format import SCHEMA
 # line has the event, the payload, `changes` and the [before, after] pair (36 in all). Eight levels of slack: a line
 # deeper than this was not written by a writer, and every reader still parses it.
 MAX_LINE_DEPTH = 32 + 8
+MAX_LINE_BYTES = 16 * 1024 * 1024  # DuckDB's maximum_object_size in the query engine; far above max_event_bytes
 OCCURRED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z")
 _loads, _dumps = orjson.loads, orjson.dumps
 _STRINGS = ("writer", "event_id", "prev", "occurred_at", "retention")
