@@ -61,7 +61,8 @@ class StagedBody:
     def _create(self, path: Path) -> None:
         try:
             path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            # read-write: on ENOSPC what was written is read back (`_move_to_memory`)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             if exc.errno not in _NO_SPACE:
                 raise
