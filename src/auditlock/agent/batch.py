@@ -115,7 +115,7 @@ class _ObjectBuilder:
         self.first = ""
         self.last = ""
 
-    def write(self, lines: bytes, count: int, first: str, last: str) -> None:
+    def write(self, lines: bytes | memoryview, count: int, first: str, last: str) -> None:
         self.content.update(lines)
         self.gzip.write(lines)
         self.events += count
@@ -147,7 +147,7 @@ class _BatchSink:
         self.unknown: set[str] = set()
         self.damaged = False
 
-    def write(self, key: tuple[str, str], lines: bytes, count: int, first: str, last: str) -> None:
+    def write(self, key: tuple[str, str], lines: bytes | memoryview, count: int, first: str, last: str) -> None:
         if self.damaged:
             return
         builder = self.builders.get(key)
