@@ -4,6 +4,7 @@
     uv run python bench/agent.py --quick                 # smoke run (small sizes)
     uv run python bench/agent.py --profile agent.prof    # cProfile (CPU clock) of one `agent --once` drain instead
     uv run python bench/agent.py --witness-only          # (4) alone: 100k events at --witness-rate 10000
+    uv run python bench/agent.py --stream-only           # (5) alone: a 1 GiB backlog at 16 and 512 MiB segments
 
 One moto server (ThreadedMotoServer on 127.0.0.1, in this process) serves every part; each part ships to a fresh
 Object Lock bucket.
@@ -29,6 +30,9 @@ Object Lock bucket.
     spool drained by `agent --once`, which compares every segment with its copy before shipping, against the floor
     on the same spool: the drain ratio with witnessing on; and against `agent --once` on a copy of the spool
     without the witness's copies (nothing to compare): the cost of the check itself.
+(5) streaming (issue #17): a ~`--stream-gib` backlog of 16 MiB and of 512 MiB segments drained by `agent --once`,
+    free and pinned to one CPU (`taskset -c --cpu`), against a chunked read+gzip+MD5+PUT floor: peak RSS per
+    segment size and the agent/floor wall and CPU ratios.
 
 Before timing, the agent and the floor each run once on a tiny spool with a private PYTHONPYCACHEPREFIX, so every
 timed child starts from cached bytecode (as an installed agent does) even where PYTHONDONTWRITEBYTECODE is set.
@@ -45,6 +49,7 @@ import base64
 import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
 import pstats
@@ -133,7 +138,8 @@ class Part:
 
     @classmethod
     def create(cls, root: Path, endpoint: S3Endpoint, client: S3Client, name: str, *, durability: str = "process",
-               segment_max_age_s: float = 3600, batch_max_age_s: float = 60) -> Part:
+               segment_max_age_s: float = 3600, batch_max_age_s: float = 60,
+               segment_max_bytes: int = SEGMENT_MAX_BYTES, batch_max_bytes: int = BATCH_MAX_BYTES) -> Part:
         """A fresh directory with `auditlock.toml`, spool under it, and a fresh Object Lock bucket."""
         from tests.support.s3servers import make_lock_bucket
 
@@ -142,9 +148,9 @@ class Part:
         bucket = make_lock_bucket(client, f"bench-{name}-{uuid.uuid4().hex[:8]}")
         path = root / "auditlock.toml"
         path.write_text(CONFIG_TEMPLATE.format(
-            spool=root / "spool", durability=durability, segment_max_bytes=SEGMENT_MAX_BYTES,
+            spool=root / "spool", durability=durability, segment_max_bytes=segment_max_bytes,
             segment_max_age_s=segment_max_age_s, spool_max_bytes=64 * 1024 * MIB, bucket=bucket, prefix=PREFIX,
-            endpoint=endpoint.url, region=endpoint.region, batch_max_bytes=BATCH_MAX_BYTES,
+            endpoint=endpoint.url, region=endpoint.region, batch_max_bytes=batch_max_bytes,
             batch_max_age_s=batch_max_age_s))
         return cls(root, endpoint, bucket, path)
 
@@ -310,12 +316,15 @@ class HwmWatcher(threading.Thread):
             time.sleep(self.interval)
 
 
-def run_child(argv: list[str], env: dict[str, str], out_dir: Path, *, timeout: float) -> ChildRun:
-    """Run argv to completion; time it from spawn to reap; its peak RSS (VmHWM) and CPU (os.wait4 rusage)."""
+def run_child(argv: list[str], env: dict[str, str], out_dir: Path, *, timeout: float,
+              cpu: str | None = None) -> ChildRun:
+    """Run argv to completion; time it from spawn to reap; its peak RSS (VmHWM) and CPU (os.wait4 rusage).
+    `cpu`: pinned to that CPU list with `taskset -c` (its peak RSS is read once taskset has exec'd argv)."""
     out_path, err_path = out_dir / "child.out", out_dir / "child.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
+        pinned = ["taskset", "-c", cpu, *argv] if cpu is not None else argv
+        proc = subprocess.Popen(pinned, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
         watcher = HwmWatcher(proc.pid, argv)
         watcher.start()
         killer = threading.Timer(timeout, proc.kill)
@@ -409,9 +418,14 @@ def floor_child(spec: dict[str, Any]) -> None:
     batches = plan_batches(sealed_in_order(Path(spec["spool"])), spec["batch_max_bytes"])
     for i, batch in enumerate(batches):
         a = time.perf_counter()
-        data = b"".join(path.read_bytes() for path in batch)
-        b = time.perf_counter()
-        body = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+        if spec.get("chunked"):  # the large-batch floor: read in chunks, only the gzip bytes in memory
+            read_s, data_len, body = gzip_chunked(batch)
+            b = a + read_s
+        else:
+            data = b"".join(path.read_bytes() for path in batch)
+            b = time.perf_counter()
+            body = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+            data_len = len(data)
         c = time.perf_counter()
         md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
         d = time.perf_counter()
@@ -421,11 +435,30 @@ def floor_child(spec: dict[str, Any]) -> None:
         times["gzip_s"] += c - b
         times["md5_s"] += d - c
         times["put_s"] += e - d
-        raw += len(data)
+        raw += data_len
         stored += len(body)
     t2 = time.perf_counter()
     print(json.dumps({"startup_s": t1 - t0, "work_s": t2 - t1, "batches": len(batches), "raw_bytes": raw,
                       "stored_bytes": stored, **times}))
+
+
+def gzip_chunked(batch: list[Path], chunk: int = MIB) -> tuple[float, int, bytes]:
+    """The floor for large batches: read the segments in `chunk`s into one gzip stream (level 6, mtime=0) kept in
+    memory (compressed only). Returns (seconds spent reading, raw bytes, gzip bytes)."""
+    out = io.BytesIO()
+    read_s, raw = 0.0, 0
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
+        for path in batch:
+            with path.open("rb") as f:
+                while True:
+                    start = time.perf_counter()
+                    data = f.read(chunk)
+                    read_s += time.perf_counter() - start
+                    if not data:
+                        break
+                    raw += len(data)
+                    gz.write(data)
+    return read_s, raw, out.getvalue()
 
 
 @dataclass
@@ -494,6 +527,63 @@ def peak_rss(root: Path, endpoint: S3Endpoint, client: S3Client, gib: float) -> 
           + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""), flush=True)
     shutil.rmtree(part.root)
     return run, {"events": events, "bytes": written, "segments": segments, "fill_s": fill_s, "problems": problems}
+
+
+# --- (5) streaming: a large backlog at two segment sizes, free and pinned to one CPU --------------------
+
+
+STREAM_SEGMENT_SIZES = (16 * MIB, 512 * MIB)
+
+
+def streaming(root: Path, endpoint: S3Endpoint, client: S3Client, gib: float, cpu: str) -> dict[str, Any]:
+    """Per segment size: fill a ~`gib` GiB backlog, then drain a copy of it with the floor and with `agent --once`,
+    once free and once both pinned to `cpu` (taskset). The floor reads in chunks (`gzip_chunked`), so a 512 MiB
+    batch is not held raw in memory by the floor either."""
+    results: dict[str, Any] = {}
+    for size in STREAM_SEGMENT_SIZES:
+        batch = max(BATCH_MAX_BYTES, size)  # a segment larger than a batch is refused by the config
+        master = Part.create(root, endpoint, client, f"stream-{size // MIB}m", segment_max_bytes=size,
+                             batch_max_bytes=batch)
+        fill_s, events, written = fill_fast(master.config_path, int(gib * 1024 * MIB))
+        segments = len(sealed_in_order(master.spool))
+        print(f"(5) backlog of {size // MIB} MiB segments: {events} events, {written / MIB:.0f} MiB in {segments} "
+              f"segments ({fill_s:.1f} s)", flush=True)
+        for pin in (None, cpu):
+            label = f"seg{size // MIB}m" + (f"_cpu{pin}" if pin is not None else "")
+            results[label] = stream_run(root, endpoint, client, master, label, pin=pin, batch=batch, events=events)
+            results[label].update(segments=segments, events=events, backlog_mib=round(written / MIB))
+        shutil.rmtree(master.root)
+    return results
+
+
+def stream_run(root: Path, endpoint: S3Endpoint, client: S3Client, master: Part, label: str, *, pin: str | None,
+               batch: int, events: int) -> dict[str, Any]:
+    """The floor over `master`'s spool, then the agent over a copy of it (same segments, same mtimes)."""
+    size = int(master.config_path.read_text().split("segment_max_bytes = ")[1].split()[0])
+    part = Part.create(root, endpoint, client, f"{label}-agent", segment_max_bytes=size, batch_max_bytes=batch)
+    shutil.copytree(master.spool, part.spool)
+    floor_bucket = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=floor_bucket, ObjectLockEnabledForBucket=True)
+    env = child_env(endpoint)
+    spec = {"endpoint": endpoint.url, "region": endpoint.region, "bucket": floor_bucket, "spool": str(master.spool),
+            "batch_max_bytes": batch, "chunked": True}
+    floor = run_child([sys.executable, str(Path(__file__).resolve()), "--floor-child", json.dumps(spec)], env,
+                      part.root, timeout=3600, cpu=pin)
+    agent = run_child(part.agent_argv("--once"), env, part.root, timeout=3600, cpu=pin)
+    problems = check_drained(part, client, agent, events)
+    if floor.returncode != 0:
+        problems.append(f"floor exit code {floor.returncode}: {floor.stderr[-2000:]}")
+    shutil.rmtree(part.root)
+    result = {"agent_wall_s": round(agent.wall_s, 2), "agent_cpu_s": round(agent.cpu_s, 2),
+              "agent_peak_rss_mib": round(agent.peak_rss_mib, 1), "floor_wall_s": round(floor.wall_s, 2),
+              "floor_cpu_s": round(floor.cpu_s, 2), "floor_peak_rss_mib": round(floor.peak_rss_mib, 1),
+              "agent_vs_floor": round(floor.wall_s / agent.wall_s, 3),
+              "agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3), "problems": problems}
+    print(f"    {label}: agent {agent.wall_s:.1f} s ({agent.cpu_s:.1f} s cpu, peak RSS {agent.peak_rss_mib:.1f} MiB), "
+          f"floor {floor.wall_s:.1f} s ({floor.cpu_s:.1f} s cpu, {floor.peak_rss_mib:.0f} MiB): "
+          f"{result['agent_vs_floor']:.3f} wall, {result['agent_vs_floor_cpu']:.3f} cpu"
+          + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""), flush=True)
+    return result
 
 
 # --- (3) end-to-end latency ----------------------------------------------------------------------------
@@ -755,6 +845,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile-clock", choices=["cpu", "wall"], default="cpu",
                         help="cProfile timer: process CPU time (robust on a busy machine) or wall time")
     parser.add_argument("--top", type=int, default=30, help="rows of the profile tables")
+    parser.add_argument("--stream-gib", type=float, default=None,
+                        help="(5) backlog drained at 16 and 512 MiB segments, GiB (1.0; 0 skips it)")
+    parser.add_argument("--stream-only", action="store_true", help="run only (5)")
+    parser.add_argument("--cpu", default="0", help="the CPU list (5) pins its one-core runs to (taskset -c)")
     parser.add_argument("--floor-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor_child is not None:
@@ -765,6 +859,7 @@ def main(argv: list[str] | None = None) -> None:
     rss_gib = args.rss_gib if args.rss_gib is not None else (0.05 if quick else 1.0)
     repeats = args.repeats or (1 if quick else 3)
     trials = args.trials or (3 if quick else 5)
+    stream_gib = args.stream_gib if args.stream_gib is not None else (0.05 if quick else 1.0)
 
     from tests.support.s3servers import start_moto
 
@@ -780,18 +875,35 @@ def main(argv: list[str] | None = None) -> None:
         elif args.profile is not None:
             result = profile(root, endpoint, client, events=events, out=args.profile.resolve(), top=args.top,
                              clock=args.profile_clock)
+        elif args.stream_only:
+            result = stream_summary(streaming(root, endpoint, client, stream_gib, args.cpu))
         else:
             result = run_benchmark(root, endpoint, client, events=events, rss_gib=rss_gib, repeats=repeats,
                                    trials=trials, witness_rate=args.witness_rate)
+            if stream_gib > 0:
+                result.update(stream_summary(streaming(root, endpoint, client, stream_gib, args.cpu)))
     finally:
         stop_moto()
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(result, separators=(",", ":")))
 
 
+def stream_summary(runs: dict[str, Any]) -> dict[str, Any]:
+    """(5)'s JSON: every run's figures, and the goal's three (peak RSS per segment size, floor ratios)."""
+    summary: dict[str, Any] = {"stream": runs, "loadavg_after_stream": round(os.getloadavg()[0], 2)}
+    for label, run in runs.items():
+        summary[f"stream_peak_rss_mib_{label}"] = run["agent_peak_rss_mib"]
+        summary[f"stream_agent_vs_floor_{label}"] = run["agent_vs_floor"]
+        summary[f"stream_agent_vs_floor_cpu_{label}"] = run["agent_vs_floor_cpu"]
+    print("\n(5) streaming: " + "; ".join(
+        f"{label}: peak RSS {r['agent_peak_rss_mib']:.1f} MiB, agent/floor {r['agent_vs_floor']:.3f} wall "
+        f"{r['agent_vs_floor_cpu']:.3f} cpu" for label, r in runs.items()))
+    return summary
+
+
 def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events: int, rss_gib: float,
                   repeats: int, trials: int, witness_rate: float) -> dict[str, Any]:
-    """(1), (2), (3), (4); print the table; return the JSON summary."""
+    """(1), (2), (3), (4), (5); print the table; return the JSON summary."""
     load_before = os.getloadavg()
     runs, fill = throughput(root, endpoint, client, events, repeats)
     rss_run, rss = peak_rss(root, endpoint, client, rss_gib)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from auditlock.archive.content import unreadable_line
 from auditlock.config import Config
 from auditlock.spool.format import SCHEMA, line_hash, parse_segment_name
 from auditlock.spool.reader import DamagedSegmentError, first_occurred_at, group_lines, scan_segment
@@ -228,3 +229,25 @@ class TestFirstOccurredAt:
     def test_file_gone(self, tmp_path: Path) -> None:
         """A segment sealed or shipped since it was listed is not an error."""
         assert first_occurred_at(tmp_path / "gone.open.jsonl") is None
+
+
+class TestOneValidLineDefinition:
+    """Invariant: the agent ships only lines the archive's readers read (`spool/lines.py` is both definitions)."""
+
+    @pytest.mark.parametrize(("key", "value", "says"), [
+        ("actor_ip", 5, "actor_ip is a int, not a string or null"),
+        ("trace_id", ["x"], "trace_id is a list, not a string or null"),
+        ("smuggled", "x", "a key 'smuggled' that is not in the auditlock/1 schema"),
+    ], ids=["int-column", "list-column", "unknown-key"])
+    def test_a_line_readers_would_skip_is_refused_at_shipping(self, rotated: list[Path], key: str, value: object,
+                                                             says: str) -> None:
+        """A re-chained line with a mistyped column or an unknown key is damage, with the reason readers give."""
+        path = rotated[1]
+        rechain(path, 2, set_field(key, value))
+        line = lines_of(path)[2]
+
+        with pytest.raises(DamagedSegmentError) as caught:
+            group_lines(path)
+
+        assert caught.value.reason.startswith(f"line 3: {says}")
+        assert (unreadable_line(line[:-1]) or "").startswith(says)

@@ -11,19 +11,17 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import io
-from collections import deque
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 
+from auditlock.agent.staging import STAGED_SUFFIX, StagedBody, clear_staging
 from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
 from auditlock.spool.files import UnsafeSpoolFileError
 from auditlock.spool.format import SEALED_SUFFIX, SegmentName, parse_segment_name
-from auditlock.spool.reader import DamagedSegmentError, GroupedSegment, LineGroup, group_lines
+from auditlock.spool.reader import DamagedSegmentError, SegmentEnd, stream_lines
 
 GZIP_LEVEL = 6
 
@@ -69,7 +67,8 @@ def plan_batch(segments: list[SealedSegment], max_bytes: int) -> list[SealedSegm
 
 @dataclass
 class ArchiveObject:
-    """One gzip JSONL object ready to PUT, with everything its headers and the ledger need."""
+    """One gzip JSONL object ready to PUT, with everything its headers and the ledger need. Its bytes are in
+    `body`, or in the staging file `staged` (then `body` is empty): the uploader streams the file."""
 
     key: str
     body: bytes
@@ -81,6 +80,16 @@ class ArchiveObject:
     last_occurred_at: str
     retention: str
     content_type: str = layout.CONTENT_TYPE
+    staged: Path | None = None
+    size: int = -1  # the body's length in bytes (from `body` unless staged)
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.body)
+
+    def read_body(self) -> bytes:
+        """The whole body in memory (tests and tools; the uploader streams a staged body)."""
+        return self.staged.read_bytes() if self.staged is not None else self.body
 
     def metadata(self) -> dict[str, str]:
         """The object's x-amz-meta-* values."""
@@ -95,60 +104,60 @@ class ArchiveObject:
 
 
 class _ObjectBuilder:
-    """One object's gzip stream and content hash. Writes go through `compressor`, a single worker thread, in
-    submission order: zlib and hashlib release the GIL on large buffers, so compression overlaps parsing."""
+    """One object's gzip stream (into a `StagedBody`) and content hash, fed whole lines in batch order."""
 
-    def __init__(self, retention: str, compressor: _Compressor) -> None:
+    def __init__(self, retention: str, body: StagedBody) -> None:
         self.retention = retention
-        self.buffer = io.BytesIO()
+        self.body = body
         self.content = hashlib.sha256()
-        self.gzip = gzip.GzipFile(fileobj=self.buffer, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
-        self.compressor = compressor
+        self.gzip = gzip.GzipFile(fileobj=body, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
         self.events = 0
         self.first = ""
         self.last = ""
 
-    def add(self, group: LineGroup) -> None:
-        data = b"".join(group.lines)
-        self.events += len(group.lines)
-        group.lines.clear()  # the joined copy is all that is needed now: keep peak memory near one segment
-        self.content.update(data)  # here, not in the worker: hashlib also releases the GIL, so both run at once
-        self.compressor.submit(self.gzip.write, data)
-        self.first = min(self.first, group.first) if self.first else group.first
-        self.last = max(self.last, group.last)
+    def write(self, lines: bytes | memoryview, count: int, first: str, last: str) -> None:
+        self.content.update(lines)
+        self.gzip.write(lines)
+        self.events += count
+        self.first = min(self.first, first) if self.first else first
+        self.last = max(self.last, last)
 
     def finish(self, prefix: str) -> ArchiveObject:
         self.gzip.close()
-        body = self.buffer.getvalue()
+        self.body.close()
         content_sha256 = self.content.hexdigest()
-        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        memory = self.body.in_memory()
         return ArchiveObject(
             key=layout.object_key(prefix, self.first, self.retention, content_sha256),
-            body=body, content_sha256=content_sha256, sha256=hashlib.sha256(body).hexdigest(),
-            md5_b64=base64.b64encode(md5).decode("ascii"), events=self.events,
-            first_occurred_at=self.first, last_occurred_at=self.last, retention=self.retention,
+            body=memory if memory is not None else b"", content_sha256=content_sha256,
+            sha256=self.body.sha256.hexdigest(), md5_b64=base64.b64encode(self.body.md5.digest()).decode("ascii"),
+            events=self.events, first_occurred_at=self.first, last_occurred_at=self.last, retention=self.retention,
+            staged=self.body.path, size=self.body.size,
         )
 
 
-class _Compressor:
-    """One worker thread running writes in submission order, at most `depth` queued (bounds memory)."""
+class _BatchSink:
+    """Routes a batch's checked lines to one object builder per (month, class); notes classes it does not know.
+    Once a segment is damaged nothing more is compressed (the batch will not ship)."""
 
-    def __init__(self, depth: int = 1) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditlock-gzip")
-        self.pending: deque[Future[None]] = deque()
-        self.depth = depth
+    def __init__(self, classes: Mapping[str, RetentionClass], staging: Path | None) -> None:
+        self.classes = classes
+        self.staging = staging
+        self.builders: dict[tuple[str, str], _ObjectBuilder] = {}
+        self.unknown: set[str] = set()
+        self.damaged = False
 
-    def submit(self, write: Callable[[bytes], object], data: bytes) -> None:
-        while len(self.pending) >= self.depth:
-            self.pending.popleft().result()
-        self.pending.append(self.executor.submit(write, data))  # type: ignore[arg-type]
-
-    def drain(self) -> None:
-        while self.pending:
-            self.pending.popleft().result()
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
+    def write(self, key: tuple[str, str], lines: bytes | memoryview, count: int, first: str, last: str) -> None:
+        if self.damaged:
+            return
+        builder = self.builders.get(key)
+        if builder is None:
+            if key[1] not in self.classes:
+                self.unknown.add(key[1])
+                return
+            path = None if self.staging is None else self.staging / f"{len(self.builders):06d}{STAGED_SUFFIX}"
+            builder = self.builders[key] = _ObjectBuilder(key[1], StagedBody(path))
+        builder.write(lines, count, first, last)
 
 
 @dataclass
@@ -176,53 +185,56 @@ class BuiltBatch:
 
 
 def build_objects(segments: list[SealedSegment], prefix: str, classes: Mapping[str, RetentionClass], *,
-                  max_segment_bytes: int | None = None) -> BuiltBatch:
+                  max_segment_bytes: int | None = None, staging: Path | None = None) -> BuiltBatch:
     """Read the segments in order and split their lines into objects per (month, retention class); a segment
-    that is not a regular file of at most `max_segment_bytes`, or holds an invalid line, is damaged."""
-    builders: dict[tuple[str, str], _ObjectBuilder] = {}
+    that is not a regular file of at most `max_segment_bytes`, or holds an invalid line, is damaged.
+
+    Streamed: each segment is read in bounded chunks and each object gzipped into a staging file in `staging`
+    (emptied first; None: in memory), so memory does not grow with segment or batch size."""
+    if staging is not None:
+        clear_staging(staging)
+    sink = _BatchSink(classes, staging)
     damaged: dict[Path, str] = {}
     writers: dict[str, WriterRange] = {}
-    compressor = _Compressor()
     try:
         for segment in segments:
-            problem = _add_segment(segment, builders, classes, compressor, writers, max_bytes=max_segment_bytes)
+            problem = _add_segment(segment, sink, writers, max_bytes=max_segment_bytes)
             if problem is not None:
                 damaged[segment.path] = problem
-        compressor.drain()
-    finally:
-        compressor.close()
+                sink.damaged = True
+    except BaseException:
+        for builder in sink.builders.values():
+            builder.body.close()
+        raise
+    objects = [sink.builders[k].finish(prefix) for k in sorted(sink.builders)]
     if damaged:
+        if staging is not None:
+            clear_staging(staging)
         return BuiltBatch([], damaged)
-    return BuiltBatch([builders[k].finish(prefix) for k in sorted(builders)], {}, writers)
+    return BuiltBatch(objects, {}, writers)
 
 
-def _add_segment(segment: SealedSegment, builders: dict[tuple[str, str], _ObjectBuilder],
-                 classes: Mapping[str, RetentionClass], compressor: _Compressor,
-                 writers: dict[str, WriterRange], *, max_bytes: int | None) -> str | None:
+def _add_segment(segment: SealedSegment, sink: _BatchSink, writers: dict[str, WriterRange], *,
+                 max_bytes: int | None) -> str | None:
+    sink.unknown.clear()
     try:
-        grouped = group_lines(segment.path, max_bytes)
+        end = stream_lines(segment.path, sink, max_bytes)
     except (DamagedSegmentError, UnsafeSpoolFileError) as exc:
         return exc.reason
-    unknown = sorted({retention for _month, retention in grouped.groups} - set(classes))
-    if unknown:
-        return (f"retention class {unknown[0]!r} is not defined in [retention.classes]; define it and move "
-                "the segment back into the spool")
-    for key, group in grouped.groups.items():
-        builder = builders.get(key)
-        if builder is None:
-            builder = builders[key] = _ObjectBuilder(key[1], compressor)
-        builder.add(group)
-    _extend_writer(writers, segment.name, grouped)
+    if sink.unknown:
+        return (f"retention class {sorted(sink.unknown)[0]!r} is not defined in [retention.classes]; define it and "
+                "move the segment back into the spool")
+    _extend_writer(writers, segment.name, end)
     return None
 
 
-def _extend_writer(writers: dict[str, WriterRange], name: SegmentName, grouped: GroupedSegment) -> None:
-    if grouped.last_seq is None or grouped.last_hash is None:
+def _extend_writer(writers: dict[str, WriterRange], name: SegmentName, end: SegmentEnd) -> None:
+    if end.last_seq is None or end.last_hash is None:
         return
     known = writers.get(name.writer)
     if known is None:
-        writers[name.writer] = WriterRange(name.first_seq, grouped.last_seq, grouped.last_hash, grouped.closed)
+        writers[name.writer] = WriterRange(name.first_seq, end.last_seq, end.last_hash, end.closed)
         return
     known.first_seq = min(known.first_seq, name.first_seq)
-    if grouped.last_seq > known.last_seq:
-        known.last_seq, known.last_hash, known.closed = grouped.last_seq, grouped.last_hash, grouped.closed
+    if end.last_seq > known.last_seq:
+        known.last_seq, known.last_hash, known.closed = end.last_seq, end.last_hash, end.closed

@@ -162,7 +162,7 @@ class DigestChain:
 
 
 def _object_entry(obj: ArchiveObject) -> dict[str, Any]:
-    return {"key": obj.key, "sha256": obj.sha256, "content_sha256": obj.content_sha256, "bytes": len(obj.body),
+    return {"key": obj.key, "sha256": obj.sha256, "content_sha256": obj.content_sha256, "bytes": obj.size,
             "events": obj.events, "first_occurred_at": obj.first_occurred_at,
             "last_occurred_at": obj.last_occurred_at, "retention": obj.retention}
 

@@ -30,6 +30,7 @@ from auditlock.agent.metrics import AgentMetrics
 from auditlock.agent.recovery import quarantine, recover_dead_writers
 from auditlock.agent.s3errors import ObjectRejectedError, Permanence, SinkUnusableError, classify, sink_problem
 from auditlock.agent.spool_guard import quarantine_unsafe_segments
+from auditlock.agent.staging import STAGING_DIR, clear_staging
 from auditlock.agent.trail import BATCH_SET_ASIDE, AgentTrail
 from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploader
 from auditlock.agent.witness import Witness
@@ -87,6 +88,8 @@ class Shipper:
         self.witness = WitnessGuard(Witness(ledger.state_dir, self.spool, self.max_segment_bytes,
                                             2 * config.events.max_event_bytes, metrics.witness_lag.observe),
                                     metrics, lambda: self.trail)
+        # Objects are gzipped into files here, not in memory (agent.staging): memory stays flat with batch size.
+        self.staging = ledger.state_dir / STAGING_DIR
 
     # --- one pass ------------------------------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class Shipper:
         refused = quarantine_unsafe_segments(self.spool, self.max_segment_bytes)
         report = recover_dead_writers(self.spool, self.max_segment_bytes)
         self.witness.quarantined(refused + report.quarantined)
+        clear_staging(self.staging)  # what a crashed build left: objects are always rebuilt from their segments
         self.metrics.recovered.inc(len(report.sealed))
         self.metrics.quarantined.inc(len(report.quarantined) + len(refused))
 
@@ -127,7 +131,7 @@ class Shipper:
     def ship_batch(self, batch: list[SealedSegment], deadline: float | None = None) -> int:
         """Build, record, deliver and acknowledge one batch; returns the events shipped (0 if it was damaged)."""
         built = build_objects(batch, self.config.sink.prefix, self.config.retention.classes,
-                              max_segment_bytes=self.max_segment_bytes)
+                              max_segment_bytes=self.max_segment_bytes, staging=self.staging)
         if built.damaged:
             for path, reason in built.damaged.items():
                 quarantine(self.spool, path, f"damaged sealed segment: {reason}")
@@ -161,6 +165,7 @@ class Shipper:
         self._delete_segments(names)
         failpoints.hit("before_ledger_clear")
         self.ledger.clear()
+        clear_staging(self.staging)
         return digest.events
 
     def _deliver_with_retry(self, obj: ArchiveObject, deadline: float | None, *, count: bool = True) -> None:
@@ -220,6 +225,7 @@ class Shipper:
         self.metrics.segments_set_aside.inc(len(moved))
         self.witness.release(moved)
         self.ledger.clear()
+        clear_staging(self.staging)
         self.backoff.reset()
         if self.trail is not None:
             self.trail.record(BATCH_SET_ASIDE, key=exc.key, code=exc.code, reason=str(exc), segments=list(names))
@@ -231,7 +237,7 @@ class Shipper:
             self.metrics.objects_already_present.inc()
         self.metrics.objects_shipped.inc()
         self.metrics.events_shipped.inc(obj.events)
-        self.metrics.bytes_shipped.inc(len(obj.body))
+        self.metrics.bytes_shipped.inc(obj.size)
         self.metrics.last_success.set_to_current_time()
 
     def _delete_segments(self, names: tuple[str, ...]) -> None:
@@ -284,7 +290,7 @@ class Shipper:
             self.ledger.clear()
             return
         built = build_objects(present, self.config.sink.prefix, self.config.retention.classes,
-                              max_segment_bytes=self.max_segment_bytes)
+                              max_segment_bytes=self.max_segment_bytes, staging=self.staging)
         keys = _keys(built.objects)
         if built.damaged or keys != intent.objects:
             log.error("auditlock agent: the ledger's batch no longer rebuilds identically; shipping it afresh")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
@@ -68,7 +68,7 @@ class Uploader:
         retention = self.classes[obj.retention]
         until, floored = layout.lock_until(obj.last_occurred_at, retention.days, self.clock())
         try:
-            self.client.put_object(**self._put_arguments(obj, retention, until))
+            self._put(obj, retention, until)
         except ClientError as exc:
             if _status(exc) != 412:
                 raise
@@ -97,9 +97,19 @@ class Uploader:
             "who wrote that object"
         )
 
-    def _put_arguments(self, obj: ArchiveObject, retention: RetentionClass, until: dt.datetime) -> dict[str, Any]:
+    def _put(self, obj: ArchiveObject, retention: RetentionClass, until: dt.datetime) -> None:
+        """PUT the object; a staged body is streamed from its file (botocore reads it in chunks)."""
+        if obj.staged is None:
+            self.client.put_object(**self._put_arguments(obj, retention, until, obj.body))
+            return
+        with obj.staged.open("rb") as body:
+            self.client.put_object(**self._put_arguments(obj, retention, until, body))
+
+    def _put_arguments(self, obj: ArchiveObject, retention: RetentionClass, until: dt.datetime,
+                       body: bytes | BinaryIO) -> dict[str, Any]:
         arguments: dict[str, Any] = {
-            "Bucket": self.bucket, "Key": obj.key, "Body": obj.body, "ContentMD5": obj.md5_b64,
+            "Bucket": self.bucket, "Key": obj.key, "Body": body, "ContentLength": obj.size,
+            "ContentMD5": obj.md5_b64,
             "ContentType": obj.content_type, "Metadata": obj.metadata(), "IfNoneMatch": "*",
             "ObjectLockMode": retention.mode,
             "ObjectLockRetainUntilDate": until,

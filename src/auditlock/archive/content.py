@@ -6,27 +6,23 @@ The bound is `[sink] batch_max_bytes` (an agent never writes an object larger th
 Lines are yielded one at a time (`split_lines`), never built into a list: a bomb of newlines would otherwise
 cost ~40 bytes of Python objects per byte of content.
 
-`unreadable_line` is the one definition of a line the readers can show as an event: a JSON object with no
-duplicate key, every `auditlock/1` column of the right type, a payload that is an object (or absent) nested at
-most `MAX_PAYLOAD_DEPTH` deep, at most `MAX_LINE_BYTES` long. The writer refuses all of these at write time;
-an archived line that breaks them was written by someone else (or an old bug) and is skipped with a note.
+`unreadable_line` says why a line cannot be shown as an event: it is `spool.lines`' one definition of a valid
+line (the writer's exact JSON form, typed columns, a real `occurred_at`, a class name, at most `MAX_LINE_DEPTH`
+levels and `MAX_LINE_BYTES` bytes) — the definition the agent checks before it ships a line, so every line an
+agent shipped is readable. An archived line that breaks it was written by someone else (or an old bug) and is
+skipped with a note.
 """
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterator
-from typing import Any
 
-import orjson
+from auditlock.spool import lines
+from auditlock.spool.lines import MAX_LINE_BYTES, MAX_LINE_DEPTH
 
-MAX_LINE_BYTES = 16 * 1024 * 1024  # DuckDB's maximum_object_size in the query engine
-MAX_PAYLOAD_DEPTH = 64  # the writer bounds payloads at 32 levels
+__all__ = ["MAX_LINE_BYTES", "MAX_LINE_DEPTH", "ObjectTooLarge", "gunzip_bounded", "split_lines", "unreadable_line"]
 _GZIP = 16 + zlib.MAX_WBITS
-_TEXT_FIELDS = ("schema", "event_id", "event_type", "occurred_at", "actor_id", "actor_type", "actor_ip",
-                "target_type", "target_id", "service", "host", "retention", "trace_id", "span_id", "writer", "prev")
-_REQUIRED = ("schema", "event_id", "event_type", "occurred_at", "writer", "seq", "prev")
 
 
 class ObjectTooLarge(ValueError):
@@ -68,81 +64,7 @@ def split_lines(content: bytes) -> Iterator[bytes]:
 
 
 def unreadable_line(line: bytes) -> str | None:
-    """Why the readers cannot show this line as an event (see the module docstring); None if they can."""
-    event, problem = _parse(line)
-    if event is None:
-        return problem
-    return _bad_field(event) or _not_canonical(event, line)
-
-
-def _parse(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """Why the readers cannot show this line (without its newline) as an event; None if they can."""
     if not line:
-        return None, "an empty line"
-    if len(line) > MAX_LINE_BYTES:
-        return None, f"a line over {MAX_LINE_BYTES} bytes"
-    try:
-        event = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None, "not JSON"
-    return (event, None) if isinstance(event, dict) else (None, "not a JSON object")
-
-
-def _not_canonical(event: dict[str, Any], line: bytes) -> str | None:
-    """A duplicate key (or nesting past orjson's limit outside the payload); None for a line in orjson's form
-    (every line the writer wrote), checked the slow way only otherwise."""
-    try:
-        canonical = orjson.dumps(event)
-    except orjson.JSONEncodeError:
-        return "a value nested too deep"
-    if canonical != line and _has_duplicate_key(line):
-        return "a duplicate key"
-    return None
-
-
-def _bad_field(event: dict[str, Any]) -> str | None:
-    missing = [name for name in _REQUIRED if event.get(name) is None]
-    if missing:
-        return f"no {', '.join(missing)}"
-    wrong = [name for name in _TEXT_FIELDS if event.get(name) is not None and type(event[name]) is not str]
-    if type(event["seq"]) is not int or not -(2**63) <= event["seq"] < 2**63:
-        wrong.append("seq")
-    if wrong:
-        return f"{', '.join(wrong)} of the wrong type"
-    payload = event.get("payload")
-    if payload is not None and not isinstance(payload, dict):
-        return "a payload that is not an object"
-    if _depth(payload) > MAX_PAYLOAD_DEPTH:
-        return f"a payload nested more than {MAX_PAYLOAD_DEPTH} deep"
-    return None
-
-
-def _has_duplicate_key(line: bytes) -> bool:
-    """Whether an object anywhere in the line repeats a key (slow path: only for lines not in orjson's form)."""
-    found = False
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        nonlocal found
-        keys = [key for key, _ in items]
-        found = found or len(set(keys)) != len(keys)
-        return dict(items)
-
-    try:
-        json.loads(line, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):
-        return True
-    return found
-
-
-def _depth(value: Any) -> int:
-    """How deep objects and arrays nest in `value` (iterative: a hostile value cannot exhaust the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, level)
-        if deepest > MAX_PAYLOAD_DEPTH:
-            return deepest
-        stack.extend((child, level + 1) for child in children)
-    return deepest
+        return "an empty line"
+    return lines.parse_line(line).problem

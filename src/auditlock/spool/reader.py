@@ -11,11 +11,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
-from auditlock.spool.lines import parse_line, valid_event
+from auditlock.spool.lines import MAX_LINE_BYTES, parse_line, valid_event
 
 
 @dataclass
@@ -128,6 +128,24 @@ class DamagedSegmentError(Exception):
         self.reason = reason
 
 
+class LineSink(Protocol):
+    """Where `stream_lines` puts a segment's valid lines: whole lines (newlines kept) of one (month, class) key."""
+
+    def write(self, key: tuple[str, str], lines: bytes | memoryview, count: int, first: str, last: str) -> None:
+        """`count` lines of `key` in file order; `first`/`last` their earliest and latest `occurred_at`. `lines`
+        is only valid during the call (a view of the reader's chunk)."""
+
+
+@dataclass
+class SegmentEnd:
+    """A sealed segment's writer position once every line of it was read and checked."""
+
+    lines: int
+    last_seq: int | None
+    last_hash: str | None
+    closed: bool = False  # the last line is the writer's clean-end record
+
+
 @dataclass
 class LineGroup:
     """Lines of one (UTC month, retention class) within a segment, in file order."""
@@ -138,55 +156,126 @@ class LineGroup:
 
 
 @dataclass
-class GroupedSegment:
-    """A sealed segment's lines grouped for shipping, with its writer position."""
+class GroupedSegment(SegmentEnd):
+    """A sealed segment's lines grouped in memory (`group_lines`), with its writer position."""
 
-    groups: dict[tuple[str, str], LineGroup]
-    lines: int
-    last_seq: int | None
-    last_hash: str | None
-    closed: bool = False  # the last line is the writer's clean-end record
+    groups: dict[tuple[str, str], LineGroup] = field(default_factory=dict)
+
+
+class _Groups:
+    """A `LineSink` that keeps every line in memory, grouped (for tests and tools; the agent streams)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str], LineGroup] = {}
+
+    def write(self, key: tuple[str, str], lines: bytes | memoryview, count: int, first: str, last: str) -> None:
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = LineGroup(first=first, last=last)
+        group.lines += bytes(lines).splitlines(keepends=True)
+        group.first, group.last = min(group.first, first), max(group.last, last)
 
 
 def group_lines(path: Path, max_bytes: int | None = None) -> GroupedSegment:
-    """Read a sealed segment for shipping: every line checked as `spool.lines` defines a valid line and against
-    the chain (writer, seq continuity, and each line's `prev` the hash of the line before it), grouped by
-    (`occurred_at` month, `retention`). Raises `DamagedSegmentError` on any bad line, `UnsafeSpoolFileError` for a
-    file that is not a regular one within `max_bytes`.
+    """`stream_lines` with every line kept in memory, grouped by (month, class): for tests and tools, whose
+    segments are small. The agent streams (`stream_lines` into its object builders)."""
+    sink = _Groups()
+    end = stream_lines(path, sink, max_bytes)
+    return GroupedSegment(end.lines, end.last_seq, end.last_hash, end.closed, sink.groups)
 
-    Streamed line by line; only the lines themselves are kept (the caller bounds the segment with `max_bytes`).
-    This loop runs for every shipped event, hence its flat shape and local names; a bad line leaves it for
-    `_shipping_problem`, which says what is wrong.
+
+def stream_lines(path: Path, sink: LineSink, max_bytes: int | None = None, *,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> SegmentEnd:
+    """Read a sealed segment for shipping: every line checked as `spool.lines` defines a valid line and against
+    the chain (writer, seq continuity, and each line's `prev` the hash of the line before it), and handed to
+    `sink` by (`occurred_at` month, `retention`) in file order. Raises `DamagedSegmentError` on any bad line
+    (lines already handed over are then to be discarded), `UnsafeSpoolFileError` for a file that is not a
+    regular one within `max_bytes`.
+
+    Read in chunks of `CHUNK_BYTES`: memory does not grow with the segment. A line longer than `max_line_bytes`
+    (no writer writes one) is damage, found before more of it is read.
     """
     name = parse_segment_name(path.name)
     if name is None:
         raise ValueError(f"{path} is not a segment file name")
-    groups: dict[tuple[str, str], LineGroup] = {}
-    expected, writer, last_hash, event_type = name.first_seq, name.writer, None, None
-    group_key: tuple[str, str] | None = None
-    group = LineGroup()
+    chain = _Chain(path, name)
+    carry = b""
     with open_spool_file(path, max_bytes) as f:
-        for line in f:
-            event = valid_event(line[:-1]) if line[-1] == 10 else None  # 10: newline
+        while chunk := f.read(CHUNK_BYTES):
+            data = carry + chunk if carry else chunk
+            bodies = data.split(b"\n")
+            carry = bodies.pop()  # after the last newline: the start of a line the next chunk continues
+            if bodies:
+                chain.check(bodies, memoryview(data)[:len(data) - len(carry)], sink)
+            if len(carry) > max_line_bytes:
+                raise DamagedSegmentError(path, f"line {chain.index + 1}: longer than {max_line_bytes} bytes (no "
+                                                "writer writes such a line)")
+    if carry:
+        raise DamagedSegmentError(path, chain.problem(carry))
+    return chain.end()
+
+
+CHUNK_BYTES = 256 * 1024  # ~500 events: per-chunk costs vanish, and the working set stays at a few chunks
+
+
+class _Chain:
+    """The chain state of a segment being streamed, and the per-line check. `check` runs for every shipped
+    event, hence its flat shape and local names; a bad line leaves it for `problem`, which says what is wrong."""
+
+    def __init__(self, path: Path, name: SegmentName) -> None:
+        self.path = path
+        self.first_seq = name.first_seq
+        self.writer = name.writer
+        self.expected = name.first_seq
+        self.last_hash: str | None = None
+        self.last_event: dict[str, Any] | None = None
+
+    @property
+    def index(self) -> int:
+        """The 0-based index in the segment of the next line."""
+        return self.expected - self.first_seq
+
+    def check(self, bodies: list[bytes], block: memoryview, sink: LineSink) -> None:
+        """Check the lines `bodies` (without their newlines) of `block` (them with their newlines) and hand them to
+        `sink` by key: the whole block when its lines all have one key (the usual case), else joined per key."""
+        expected, writer, last_hash = self.expected, self.writer, self.last_hash
+        groups: dict[tuple[str, str], list[Any]] = {}
+        group_key: tuple[str, str] | None = None
+        group: list[Any] = []
+        event: dict[str, Any] | None = None
+        for body in bodies:
+            event = valid_event(body)
             if (event is None or event["seq"] != expected or event["writer"] != writer
                     or (last_hash is not None and event["prev"] != last_hash)):
-                raise DamagedSegmentError(path, _shipping_problem(line, writer, expected, last_hash,
-                                                                  expected - name.first_seq))
+                self.expected, self.last_hash = expected, last_hash  # what `problem` compares with
+                raise DamagedSegmentError(self.path, self.problem(body + b"\n"))
             occurred_at = event["occurred_at"]
             key = (occurred_at[:7], event["retention"])
             if key != group_key:
                 group_key = key
-                group = groups.get(key) or groups.setdefault(key, LineGroup(first=occurred_at, last=occurred_at))
-            group.lines.append(line)
-            if occurred_at < group.first:
-                group.first = occurred_at
-            elif occurred_at > group.last:
-                group.last = occurred_at
+                group = groups.get(key) or groups.setdefault(key, [[], occurred_at, occurred_at])
+            group[0].append(body)
+            if occurred_at < group[1]:
+                group[1] = occurred_at
+            elif occurred_at > group[2]:
+                group[2] = occurred_at
             expected += 1
-            last_hash = sha256(memoryview(line)[:-1]).hexdigest()
-            event_type = event.get("event_type")
-    lines = expected - name.first_seq
-    return GroupedSegment(groups, lines, expected - 1 if lines else None, last_hash, event_type == WRITER_CLOSED)
+            last_hash = sha256(body).hexdigest()
+        self.expected, self.last_hash = expected, last_hash
+        self.last_event = event
+        for key, (lines, first, last) in groups.items():
+            data = block if len(groups) == 1 else b"\n".join(lines) + b"\n"
+            sink.write(key, data, len(lines), first, last)
+
+    def problem(self, line: bytes) -> str:
+        """Why `line`, the next line, is not a valid continuation of the chain."""
+        return _shipping_problem(line, self.writer, self.expected, self.last_hash, self.index)
+
+    def end(self) -> SegmentEnd:
+        """The writer position after the last line."""
+        lines = self.index
+        closed = self.last_event is not None and self.last_event.get("event_type") == WRITER_CLOSED
+        return SegmentEnd(lines, self.expected - 1 if lines else None, self.last_hash, closed)
 
 
 def _shipping_problem(line: bytes, writer: str, expected_seq: int, last_hash: str | None, index: int) -> str:
