@@ -103,12 +103,26 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "root_path": STR,
     },
     "query": {"cache_dir": PATH, "cache_max_bytes": positive_int(0)},
+    "capture": {
+        "dsn_env": STR,
+        "dsn_file": PATH,
+        "slot": STR,
+        "publication": STR,
+        "state_dir": PATH,
+        "http_host": STR,
+        "http_port": Key("int", minimum=0, maximum=65535),
+        "grace_period_s": positive_float(),
+        "poll_interval_s": positive_float(),
+        "batch_changes": positive_int(1),
+    },
 }
 
 # Sub-tables of a scalar section: `[ui.users]` maps user names to argon2 password hashes.
 SUB_TABLES: dict[str, tuple[str, ...]] = {"ui": ("users",)}
 
-TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL}
+TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL, "table": STR}
+# Sub-tables of a target: `[targets.<Type>.columns]` maps a captured table's column names to field names.
+TARGET_SUB_TABLES = ("columns",)
 RETENTION_KEYS: dict[str, Key] = {"default": STR}
 RETENTION_CLASS_KEYS: dict[str, Key] = {
     "days": positive_int(1),
