@@ -114,6 +114,9 @@ class ChangeRecorder:
         table = self._tables.get(ddl.get("object", "").lower())
         if table is None:
             return  # a schema change of a table capture does not map
+        if not txn.attribution.session:  # DDL fires no row trigger: the DDL message names the session itself
+            txn.attribution.session = {k: v for k, v in ddl.items() if k in ("role", "application_name",
+                                                                              "client_addr")}
         fields = {"target_type": table.target_type, "command": ddl.get("command", ""), "object": ddl["object"]}
         self._emit(txn, f"{table.prefix}.schema_changed", fields, table)
 
