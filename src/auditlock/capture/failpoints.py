@@ -1,4 +1,4 @@
-"""Crash points of capture's kill tests: `AUDITLOCK_CAPTURE_FAILPOINT=<name>:<n>` SIGKILLs it at the n-th pass.
+"""Crash points of capture's kill tests: `AUDITLOCK_FAILPOINT_CAPTURE=<name>:<n>` SIGKILLs it at the n-th pass.
 
 Like `agent.failpoints` (kept apart so capture never imports the agent): the process really dies at a precise step
 between the writes of the exactly-once protocol (`capture.position`). Unset, `hit()` is one comparison.
@@ -10,7 +10,7 @@ import os
 import signal
 
 NAMES = ("after_append", "after_flush", "after_position", "after_publish", "after_advance", "mid_transaction")
-ENV = "AUDITLOCK_CAPTURE_FAILPOINT"
+ENV = "AUDITLOCK_FAILPOINT_CAPTURE"
 
 
 def _armed() -> tuple[str, int] | None:
