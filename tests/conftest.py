@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, settings
 import auditlock
 from auditlock.config import Config, build_config
 
-pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.support.capture_env", "tests.support.query_env",
-                  "tests.support.sqlalchemy_models"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.support.capture_env",
+                  "tests.support.query_env", "tests.support.sqlalchemy_models"]
 
 HMAC_KEY = "test-hmac-key-0123456789"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import String, create_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 import auditlock
 from auditlock.config import load_config

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,9 +128,9 @@ def _lsn(text: str) -> int:
 
 
 @pytest.fixture
-def capture_env(logical_postgres_server: PostgresServer, logical_database: str, tmp_path: Path) -> Iterator[CaptureEnv]:
+def capture_env(logical_postgres_server: PostgresServer, logical_database: str, tmp_path: Path) -> CaptureEnv:
     """A database with `public.orders`, a config mapping it to target Order, no setup run yet."""
     env = CaptureEnv(logical_postgres_server, logical_database, tmp_path)
     env.sql(ORDERS)
     env.write_config()
-    yield env
+    return env

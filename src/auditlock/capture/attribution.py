@@ -82,7 +82,8 @@ class Attribution:
 
     def _parse(self, message: Message, keys: tuple[str, ...]) -> dict[str, str] | None:
         if len(message.content) > MAX_MESSAGE_BYTES:
-            self.problem = f"{message.prefix} message of {len(message.content)} bytes ignored (over {MAX_MESSAGE_BYTES})"
+            self.problem = (f"{message.prefix} message of {len(message.content)} bytes ignored "
+                            f"(over {MAX_MESSAGE_BYTES})")
             return None
         try:
             content = orjson.loads(message.content)

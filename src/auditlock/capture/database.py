@@ -150,7 +150,7 @@ def wal_bytes_behind(conn: psycopg.Connection[Any], slot: str) -> int | None:
 
 
 def _one(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> Any:
-    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(sql.encode(), params).fetchone()
     return None if row is None else row[0]
 
 

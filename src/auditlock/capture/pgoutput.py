@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -207,7 +208,7 @@ def decode(data: bytes) -> Decoded:
     if reader is None:
         raise PgoutputError(f"pgoutput: unknown message kind {kind!r} (streaming or a newer protocol version?)")
     buffer = _Buffer(data, kind)
-    decoded = reader(buffer)
+    decoded: Decoded = reader(buffer)
     buffer.end()
     return decoded
 
@@ -310,8 +311,10 @@ def _tuple(b: _Buffer) -> tuple[Value, ...]:
     return tuple(values)
 
 
-_READERS = {"B": _begin, "C": _commit, "M": _message, "R": _relation, "I": _insert, "U": _update, "D": _delete,
-            "T": _truncate, "Y": _type, "O": _origin}
+_READERS: dict[str, Callable[[_Buffer], Decoded]] = {
+    "B": _begin, "C": _commit, "M": _message, "R": _relation, "I": _insert, "U": _update, "D": _delete,
+    "T": _truncate, "Y": _type, "O": _origin,
+}
 
 
 def format_lsn(lsn: int) -> str:
