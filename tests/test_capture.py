@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import subprocess
 
 import psycopg
@@ -156,3 +157,35 @@ class TestApplicationContext:
         (created,) = capture_env.events()
         assert created["actor_id"] == "db:postgres"
         assert "actor_id" in created["payload"]["attribution_problem"]
+
+
+class TestSlotGap:
+    """A slot lost and created again leaves a gap: recorded as an event, named by verify."""
+
+    def test_recreated_slot_is_a_recorded_gap(self, capture_env: CaptureEnv) -> None:
+        """Changes while the slot was gone are missing; capture_gap says so and verify --spool reports it."""
+        capture_env.setup()
+        capture_env.sql("INSERT INTO orders VALUES (1, 'before', 1, NULL, NULL)")
+        capture_env.capture("--once")
+        capture_env.sql("SELECT pg_drop_replication_slot('auditlock')")
+        capture_env.sql("INSERT INTO orders VALUES (2, 'lost', 1, NULL, NULL)")
+        capture_env.setup()
+        capture_env.sql("INSERT INTO orders VALUES (3, 'after', 1, NULL, NULL)")
+        capture_env.capture("--once")
+        assert [e["target_id"] for e in capture_env.events()] == ["1", "3"]
+        (gap,) = capture_env.events(event_prefix="auditlock.capture_gap")
+        assert gap["payload"]["slot"] == "auditlock"
+        verify = subprocess.run([sys.executable, "-m", "auditlock", "verify", "--config", str(capture_env.config_path),
+                                 "--spool", str(capture_env.spool)], capture_output=True, text=True, timeout=120, check=False,
+                                env=capture_env.env())
+        assert verify.returncode == 1
+        assert "capture gap" in verify.stdout
+
+    def test_no_gap_on_a_normal_restart(self, capture_env: CaptureEnv) -> None:
+        """Idle and busy restarts never record a gap."""
+        capture_env.setup()
+        for i in range(3):
+            capture_env.capture("--once")
+            capture_env.sql("INSERT INTO orders VALUES (%s, 'x', 1, NULL, NULL)", params=(i,))
+        capture_env.capture("--once")
+        assert capture_env.events(event_prefix="auditlock.capture_gap") == []

@@ -19,7 +19,7 @@ from auditlock.capture.pgoutput import (
     format_lsn,
     parse_lsn,
 )
-from auditlock.capture.position import CaptureError, Position, PositionFile
+from auditlock.capture.position import CaptureError, Position, PositionFile, Saved
 
 
 def tuple_data(*values: bytes | None | str) -> bytes:
@@ -92,16 +92,16 @@ class TestPositionFile:
     def test_round_trip(self, tmp_path: Path) -> None:
         """A written position reads back equal."""
         positions = PositionFile(tmp_path, "s")
-        positions.write(Position(0x1_0000_0000, None, 0x1_0000_0040))
-        assert positions.read() == Position(0x1_0000_0000, None, 0x1_0000_0040)
-        positions.write(Position(5, 3))
-        assert positions.read() == Position(5, 3)
+        positions.write(Position(0x1_0000_0000, None, 0x1_0000_0040), 0x1_0000_0040)
+        assert positions.read() == Saved(Position(0x1_0000_0000, None, 0x1_0000_0040), 0x1_0000_0040)
+        positions.write(Position(5, 3), None)
+        assert positions.read() == Saved(Position(5, 3), None)
 
     @pytest.mark.parametrize("content", [b"{", b"[]", b'{"version": 2}', b"x" * 5000,
                                          b'{"version":1,"slot":"s","commit_lsn":"0/1","end_lsn":null,'
-                                         b'"change_index":-1}',
+                                         b'"change_index":-1,"slot_lsn":null}',
                                          b'{"version":1,"slot":"s","commit_lsn":"zz","end_lsn":null,'
-                                         b'"change_index":null}'])
+                                         b'"change_index":null,"slot_lsn":null}'])
     def test_damaged_file_is_refused(self, tmp_path: Path, content: bytes) -> None:
         """Bad JSON, fields or values raise CaptureError naming the file and the way out."""
         (tmp_path / "position.json").write_bytes(content)
@@ -110,7 +110,7 @@ class TestPositionFile:
 
     def test_other_slot_is_refused(self, tmp_path: Path) -> None:
         """A position of another slot is not used."""
-        PositionFile(tmp_path, "a").write(Position(1))
+        PositionFile(tmp_path, "a").write(Position(1), None)
         with pytest.raises(CaptureError, match="belongs to slot 'a'"):
             PositionFile(tmp_path, "b").read()
 

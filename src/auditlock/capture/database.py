@@ -55,13 +55,18 @@ def check_ready(conn: psycopg.Connection[Any], slot: str, publication: str,
         problems.append("the capture role lacks REPLICATION: ALTER ROLE <role> REPLICATION (RDS/Aurora and Cloud "
                         "SQL: GRANT rds_replication / cloudsqlsuperuser-granted REPLICATION), see "
                         "docs/capture-postgres.md")
-    slot_row = conn.execute("SELECT plugin, database FROM pg_replication_slots WHERE slot_name = %s",
+    slot_row = conn.execute("SELECT plugin, database, wal_status FROM pg_replication_slots WHERE slot_name = %s",
                             (slot,)).fetchone()
     if slot_row is None:
         problems.append(f"replication slot {slot!r} does not exist: run `auditlock capture --setup`")
     elif slot_row[0] != "pgoutput" or slot_row[1] != _one(conn, "SELECT current_database()"):
         problems.append(f"replication slot {slot!r} is not a pgoutput slot of this database (plugin "
                         f"{slot_row[0]!r}, database {slot_row[1]!r}): choose another [capture] slot")
+    elif slot_row[2] == "lost":
+        problems.append(f"replication slot {slot!r} was invalidated (wal_status = lost: PostgreSQL removed WAL it "
+                        "still needed, see max_slot_wal_keep_size): drop it with SELECT pg_drop_replication_slot("
+                        f"'{slot}') and run `auditlock capture --setup`; the next start records the changes lost "
+                        "in between as an auditlock.capture_gap event")
     if _one(conn, "SELECT count(*) FROM pg_publication WHERE pubname = %s", (publication,)) == 0:
         problems.append(f"publication {publication!r} does not exist: run `auditlock capture --setup`")
     problems += _table_problems(conn, publication, tables)

@@ -10,8 +10,9 @@ Design (the invariants that make capture exactly-once across crashes)
   the spool's file system) with its own `SpoolWriter`. Only capture writes there, under its lock file; the agent
   never reads it (it reads only segment names at the top of the spool).
 - The **position file** (`position.json`, written tmp → fsync → rename → fsync the directory) records the last
-  durable change: `{"version": 1, "slot", "commit_lsn", "end_lsn", "change_index"}`, `change_index` null when the
-  whole transaction is durable (then `end_lsn` is where the slot may advance to).
+  durable change: `{"version": 1, "slot", "commit_lsn", "end_lsn", "change_index", "slot_lsn"}`, `change_index`
+  null when the whole transaction is durable (then `end_lsn` is where the slot may advance to); `slot_lsn` the
+  furthest capture itself has advanced (or is about to advance) the slot to — written *before* the advance.
 - Order of a batch: events appended → writer fsync'd → position file written → sealed staging segments renamed
   into the spool → slot advanced to the last complete transaction's `end_lsn`. Hence:
   * an event leaves staging (and can be shipped and deleted by the agent) only once the position file covers it;
@@ -22,6 +23,9 @@ Design (the invariants that make capture exactly-once across crashes)
 - At start, changes at or before the position are skipped, the rest written: each change exactly once. A crash
   between the position file and the slot advance only makes PostgreSQL send those transactions again; they are
   skipped.
+- A slot whose confirmed position is beyond `slot_lsn` was moved by someone else, or dropped and created again (a
+  lost slot, `max_slot_wal_keep_size`): the changes in between are gone. Capture records that gap as an
+  `auditlock.capture_gap` event (which `auditlock verify` reports) and goes on from the slot's position.
 - The position file is read as hostile: bounded, strict JSON, every field typed; a damaged file stops capture with
   a message naming the fix (never a guess, which could lose or repeat changes).
 """
@@ -73,6 +77,14 @@ class Position:
 START = Position(0, None, None)
 
 
+@dataclass(frozen=True)
+class Saved:
+    """What the position file holds: the last durable change and how far capture moved the slot."""
+
+    position: Position
+    slot_lsn: int | None
+
+
 class PositionFile:
     """`position.json` in the state directory (see the module's design comment)."""
 
@@ -80,7 +92,7 @@ class PositionFile:
         self.path = state_dir / POSITION_FILE
         self.slot = slot
 
-    def read(self) -> Position | None:
+    def read(self) -> Saved | None:
         """The recorded position, None when there is no file; `CaptureError` when it is damaged."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -98,9 +110,9 @@ class PositionFile:
             raise self._damaged("it is not JSON") from None
         return self._position(data)
 
-    def _position(self, data: Any) -> Position:
+    def _position(self, data: Any) -> Saved:
         if not isinstance(data, dict) or data.get("version") != 1 or set(data) != {
-                "version", "slot", "commit_lsn", "end_lsn", "change_index"}:
+                "version", "slot", "commit_lsn", "end_lsn", "change_index", "slot_lsn"}:
             raise self._damaged("its fields are not those of version 1")
         if data["slot"] != self.slot:
             raise CaptureError(f"{self.path} belongs to slot {data['slot']!r}, not [capture] slot = {self.slot!r}: "
@@ -111,16 +123,18 @@ class PositionFile:
         try:
             commit = parse_lsn(data["commit_lsn"])
             end = None if data["end_lsn"] is None else parse_lsn(data["end_lsn"])
+            slot_lsn = None if data["slot_lsn"] is None else parse_lsn(data["slot_lsn"])
         except (ValueError, TypeError):
             raise self._damaged("an LSN is not like 16/B374D848") from None
-        return Position(commit, index, end)
+        return Saved(Position(commit, index, end), slot_lsn)
 
-    def write(self, position: Position) -> None:
+    def write(self, position: Position, slot_lsn: int | None) -> None:
         """Replace the file durably (tmp, fsync, rename, fsync the directory)."""
         body = orjson.dumps({
             "version": 1, "slot": self.slot, "commit_lsn": format_lsn(position.commit_lsn),
             "end_lsn": None if position.end_lsn is None else format_lsn(position.end_lsn),
             "change_index": position.change_index,
+            "slot_lsn": None if slot_lsn is None else format_lsn(slot_lsn),
         })
         tmp = self.path.with_name(POSITION_FILE + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)

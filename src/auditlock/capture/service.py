@@ -24,7 +24,7 @@ import psycopg
 
 from auditlock.capture import database, failpoints
 from auditlock.capture.metrics import CaptureMetrics, HealthServer
-from auditlock.capture.pgoutput import PgoutputError, decode
+from auditlock.capture.pgoutput import PgoutputError, decode, format_lsn
 from auditlock.capture.position import START, CaptureError, Position, PositionFile
 from auditlock.capture.recorder import CAPTURE_FIELDS, DDL_FIELDS, TRUNCATE_FIELDS, ChangeRecorder
 from auditlock.capture.staging import Staging
@@ -32,6 +32,7 @@ from auditlock.capture.tables import captured_tables, event_types_of, with_keys
 from auditlock.config.model import Config
 from auditlock.errors import SpoolError
 from auditlock.handler import event_types
+from auditlock.handler.event_types import CAPTURE_GAP
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
 
@@ -60,6 +61,7 @@ class Capture:
         self._recorder: ChangeRecorder | None = None
         self._durable: Position = START
         self._events_counted = 0
+        self._slot_lsn: int | None = None
         self._caught_up_at = time.monotonic()
         _allow_capture_fields([t for table in self.tables.values() for t in event_types_of(table)])
 
@@ -72,16 +74,48 @@ class Capture:
         if problems:
             raise CaptureError("auditlock capture cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
         self.tables = with_keys(self.tables, database.primary_keys(conn, self.tables))
-        position = (self.positions.read() or START).later(self.staging.recover())
-        self.positions.write(position)
+        saved = self.positions.read()
+        position = (saved.position if saved else START).later(self.staging.recover())
+        self._slot_lsn = saved.slot_lsn if saved else None
+        self.positions.write(position, self._slot_lsn)
         self._durable = position
         self.staging.publish()
-        if position.change_index is None and position.end_lsn is not None:
-            database.advance(conn, self.settings.slot, position.end_lsn)
         writer = SpoolWriter(replace(self.config.spool, dir=self.staging.directory, durability="group",
                                      on_error="raise"), max_event_bytes=self.config.events.max_event_bytes)
         self._core = AuditCore(self.config, writer=writer)
         self._recorder = ChangeRecorder(self.tables, self._write, position)
+        self._record_gap(conn, known=saved is not None)
+        if position.change_index is None and position.end_lsn is not None:
+            self._advance(conn, position.end_lsn)
+
+    def _record_gap(self, conn: psycopg.Connection[Any], *, known: bool) -> None:
+        """The slot is beyond where capture moved it (moved by hand, or lost and created again): record the gap."""
+        state = database.slot_state(conn, self.settings.slot)
+        if state is None or not known or state.confirmed_flush_lsn <= (self._slot_lsn or 0):
+            if state is not None and self._slot_lsn is None:
+                self._slot_lsn = state.confirmed_flush_lsn
+                self.positions.write(self._durable, self._slot_lsn)
+            return
+        assert self._core is not None
+        fields = {"actor_id": f"svc:{self.config.service}", "slot": self.settings.slot,
+                  "from_lsn": format_lsn(self._slot_lsn or 0), "to_lsn": format_lsn(state.confirmed_flush_lsn),
+                  "reason": "the slot's confirmed position is beyond where capture left it: it was advanced by "
+                            "someone else, or dropped (lost) and created again; row changes in between were not "
+                            "captured"}
+        self._core.writer.append(self._core.build(CAPTURE_GAP, fields))
+        if not self._core.writer.flush():
+            raise SpoolError(f"auditlock capture: could not fsync staging segment in {self.staging.directory}")
+        log.error("auditlock capture: gap in the slot recorded", extra={k: fields[k] for k in ("from_lsn", "to_lsn")})
+        self._slot_lsn = state.confirmed_flush_lsn
+        self.positions.write(self._durable, self._slot_lsn)
+
+    def _advance(self, conn: psycopg.Connection[Any], lsn: int) -> None:
+        """Record the slot's new position first, then move the slot (so a crash never looks like a gap)."""
+        if self._slot_lsn is not None and lsn <= self._slot_lsn:
+            return
+        self._slot_lsn = lsn
+        self.positions.write(self._durable, lsn)
+        database.advance(conn, self.settings.slot, lsn)
 
     def close(self) -> None:
         """Make what was written durable, record the writer's clean end, publish; close the connection."""
@@ -148,7 +182,7 @@ class Capture:
         self._make_durable(advance=True)
         self._gauges(conn, caught_up=taken == 0)
         if taken == 0:
-            database.advance(conn, self.settings.slot, upto)
+            self._advance(conn, upto)
         return taken
 
     def _write(self, event_type: str, fields: dict[str, Any]) -> None:
@@ -165,7 +199,7 @@ class Capture:
             if not core.writer.flush():
                 raise SpoolError(f"auditlock capture: could not fsync staging segment in {self.staging.directory}")
             failpoints.hit("after_flush")
-            self.positions.write(recorder.written)
+            self.positions.write(recorder.written, self._slot_lsn)
             failpoints.hit("after_position")
             self.metrics.events.inc(recorder.events - self._events_counted)
             self._events_counted = recorder.events
@@ -173,7 +207,7 @@ class Capture:
         self.staging.publish()
         failpoints.hit("after_publish")
         if advance and recorder.committed is not None:
-            database.advance(self._connect(), self.settings.slot, recorder.committed.end_lsn)
+            self._advance(self._connect(), recorder.committed.end_lsn)
             self.metrics.last_commit.set(recorder.committed.commit_time.timestamp())
             failpoints.hit("after_advance")
 

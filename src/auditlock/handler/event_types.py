@@ -32,6 +32,9 @@ DATA_ACCESSED = "data.accessed"
 # Emitted by auditlock itself: when `on_error = "drop"` dropped events, and as a writer's last event on close.
 EVENTS_DROPPED = "auditlock.events_dropped"
 WRITER_CLOSED = spool_format.WRITER_CLOSED
+# Emitted by `auditlock capture`: database row changes its replication slot no longer holds (`auditlock verify`
+# reports every one as a "capture gap").
+CAPTURE_GAP = "auditlock.capture_gap"
 
 RECORD_ACTIONS = ("created", "updated", "deleted")
 
@@ -51,6 +54,7 @@ STANDARD_FIELDS: dict[str, frozenset[str]] = {
     DATA_ACCESSED: frozenset({"justification", "fields", "purpose"}),
     EVENTS_DROPPED: frozenset({"count", "first_dropped_at", "last_dropped_at", "reason"}),
     WRITER_CLOSED: frozenset({"events"}),
+    CAPTURE_GAP: frozenset({"slot", "from_lsn", "to_lsn", "reason"}),
 }
 
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")

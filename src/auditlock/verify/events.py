@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from auditlock.handler.event_types import CAPTURE_GAP as CAPTURE_GAP_EVENT
 from auditlock.spool.format import WRITER_CLOSED, ZERO_HASH
 from auditlock.verify.findings import (
+    CAPTURE_GAP,
     CHAIN_BREAK,
     DIGEST_CLOSED_MISMATCH,
     DIGEST_HASH_MISMATCH,
@@ -137,6 +139,10 @@ class EventStreams:
                 if run is not None:  # a jump in seq, or a broken link (reported by `finish`, with the others)
                     self.runs.setdefault(writer, []).append(run)
                 current[writer] = Run(seq, prev, seq, line_hash, occurred_at, occurred_at, event_type, where)
+            if event_type == CAPTURE_GAP_EVENT:
+                self.report.add(CAPTURE_GAP, f"event {_id_text(ident)}",
+                                f"in {where}: auditlock capture recorded a gap in its replication slot — database "
+                                "row changes in that range were not captured (see the event's from_lsn / to_lsn)")
             if ident in ids:
                 self.report.add(DUPLICATE_EVENT, f"event {_id_text(ident)}",
                                 f"seen again in {where} (writer {writer} seq {seq})")
