@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -175,9 +175,9 @@ class TestSlotGap:
         assert [e["target_id"] for e in capture_env.events()] == ["1", "3"]
         (gap,) = capture_env.events(event_prefix="auditlock.capture_gap")
         assert gap["payload"]["slot"] == "auditlock"
-        verify = subprocess.run([sys.executable, "-m", "auditlock", "verify", "--config", str(capture_env.config_path),
-                                 "--spool", str(capture_env.spool)], capture_output=True, text=True, timeout=120, check=False,
-                                env=capture_env.env())
+        argv = [sys.executable, "-m", "auditlock", "verify", "--config", str(capture_env.config_path), "--spool",
+                str(capture_env.spool)]
+        verify = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, env=capture_env.env())
         assert verify.returncode == 1
         assert "capture gap" in verify.stdout
 

@@ -22,7 +22,7 @@ from auditlock.capture.pgoutput import (
 from auditlock.capture.position import CaptureError, Position, PositionFile, Saved
 
 
-def tuple_data(*values: bytes | None | str) -> bytes:
+def tuple_data(*values: bytes | str | None) -> bytes:
     """A TupleData: bytes are 't' values, None 'n', the string 'u' an unchanged TOASTed value."""
     out = struct.pack("!h", len(values))
     for value in values:
@@ -105,7 +105,7 @@ class TestPositionFile:
     def test_damaged_file_is_refused(self, tmp_path: Path, content: bytes) -> None:
         """Bad JSON, fields or values raise CaptureError naming the file and the way out."""
         (tmp_path / "position.json").write_bytes(content)
-        with pytest.raises(CaptureError, match="is damaged.*move it aside"):
+        with pytest.raises(CaptureError, match=r"is damaged.*move it aside"):
             PositionFile(tmp_path, "s").read()
 
     def test_other_slot_is_refused(self, tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ from auditlock.capture.tables import captured_tables, event_types_of, with_keys
 from auditlock.config.model import Config
 from auditlock.errors import SpoolError
 from auditlock.handler import event_types
-from auditlock.handler.event_types import CAPTURE_GAP
 from auditlock.handler.core import AuditCore
+from auditlock.handler.event_types import CAPTURE_GAP
 from auditlock.spool.writer import SpoolWriter
 
 log = logging.getLogger("auditlock.capture")
