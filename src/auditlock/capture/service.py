@@ -148,6 +148,7 @@ class Capture:
             signal.signal(signum, self._request_stop)
         if self.http is not None:
             self.http.start()
+            log.info("auditlock capture: listening", extra={"host": self.settings.http_host, "port": self.http.port})
         backoff = 0.0
         while not self.stop.is_set():
             try:
