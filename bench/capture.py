@@ -1,0 +1,242 @@
+"""Benchmark of `auditlock capture` on a throwaway PostgreSQL (not a test: it reports, it never asserts).
+
+    uv run python bench/capture.py            # 50k row changes, pgbench 3 × 8 s each way
+    uv run python bench/capture.py --quick    # smoke run
+
+(1) capture throughput: `--rows` row changes (INSERTs in transactions of 100 rows into a mapped table) are read
+    from the slot by `python -m auditlock capture --once` (WAL → events durable in the spool, position written,
+    slot advanced), the whole subprocess timed, nothing subtracted. The floor reads the same changes from a second
+    slot created at the same point, with a hand-written loop (this script with --floor-child, a subprocess too):
+    the same peek through a server-side cursor, a minimal pgoutput parse of each Insert (struct, no checks), one
+    orjson line per row with the values, written to a file and fsync'd, the slot advanced. `capture_vs_floor` is
+    rows/s of capture over rows/s of the floor (goal ≥ 0.7); CPU seconds (os.wait4) are reported too.
+(2) write overhead: pgbench-style single-row UPDATE transactions (`pgbench -n -f`, 4 clients, 2 threads) on a
+    100k-row table: `--trials` runs of `--seconds` before `--setup`; then after `--setup` (REPLICA IDENTITY FULL,
+    the statement trigger, the slot) with capture not running (`write_set_up_vs_without`: what the database pays
+    on its write path); then with a long-running `auditlock capture` reading it (`write_with_vs_without`, goal
+    ≥ 0.95: on a small machine this includes capture's own CPU and the server's decoding, taken from the same
+    cores as the writers).
+
+A readable table goes to stdout; the LAST line is exactly one JSON object. The machine's load average is reported:
+on a shared machine every figure moves with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import psycopg
+
+if TYPE_CHECKING:
+    from tests.support.postgres import PostgresServer
+
+CONFIG = """service = "bench"
+[spool]
+dir = "{spool}"
+segment_max_bytes = 16777216
+[events]
+include = ["{prefix}.*", "auditlock.*"]
+[retention]
+default = "standard"
+[retention.classes.standard]
+days = 30
+[targets.{target}]
+table = "public.{table}"
+fields = {fields}
+[capture]
+dsn_env = "BENCH_CAPTURE_DSN"
+slot = "{slot}"
+publication = "{slot}_pub"
+http_port = 0
+poll_interval_s = 0.2
+"""
+
+
+def write_config(root: Path, *, table: str, target: str, prefix: str, fields: list[str], slot: str) -> Path:
+    """A capture config for one table."""
+    path = root / f"{slot}.toml"
+    path.write_text(CONFIG.format(spool=root / f"spool-{slot}", table=table, target=target, prefix=prefix,
+                                  fields=orjson.dumps(fields).decode(), slot=slot))
+    return path
+
+
+def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds of a subprocess that must succeed."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = child.stderr.read().decode() if child.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv} failed:\n{stderr[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+# -- (1) capture throughput ---------------------------------------------------------------------------------
+
+
+def throughput(server: PostgresServer, root: Path, rows: int, env: dict[str, str]) -> dict[str, Any]:
+    """Capture vs the hand-written floor on the same `rows` inserts."""
+    dsn = server.dsn("bench")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id integer PRIMARY KEY, status text, total integer, note text)")
+    config = write_config(root, table="orders", target="Order", prefix="order", fields=["status", "total", "note"],
+                          slot="capture_tp")
+    run_timed([sys.executable, "-m", "auditlock", "capture", "--config", str(config), "--setup"], env)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot('floor_tp', 'pgoutput')")
+        for start in range(0, rows, 100):
+            conn.execute("INSERT INTO orders SELECT g, 'new', g, 'a note of some length' "
+                         "FROM generate_series(%s::int, %s::int) g", (start, min(start + 99, rows - 1)))
+    capture_wall, capture_cpu = run_timed([sys.executable, "-m", "auditlock", "capture", "--config", str(config),
+                                           "--once"], env)
+    floor_wall, floor_cpu = run_timed([sys.executable, __file__, "--floor-child", dsn, str(root / "floor.jsonl")],
+                                      env)
+    return {"rows": rows, "capture_rows_per_s": rows / capture_wall, "capture_cpu_s": capture_cpu,
+            "floor_rows_per_s": rows / floor_wall, "floor_cpu_s": floor_cpu,
+            "capture_vs_floor": floor_wall / capture_wall, "capture_vs_floor_cpu": floor_cpu / capture_cpu}
+
+
+def floor_child(dsn: str, out: str) -> None:
+    """The hand-written pgoutput read loop: peek, parse Inserts minimally, one JSON line per row, fsync, advance."""
+    relations: dict[int, list[str]] = {}
+    last_end = 0
+    with psycopg.connect(dsn, autocommit=True) as conn, open(out, "wb") as sink:
+        with conn.transaction(), conn.cursor(name="floor") as cursor:
+            cursor.itersize = 2000
+            cursor.execute("SELECT data FROM pg_logical_slot_peek_binary_changes('floor_tp', NULL, NULL, "
+                           "'proto_version', '1', 'publication_names', 'capture_tp_pub', 'messages', 'true')")
+            for (data,) in cursor:
+                kind = data[0]
+                if kind == 0x49:  # Insert
+                    oid, count = struct.unpack_from("!Ixh", data, 1)
+                    offset, values = 8, []
+                    for _ in range(count):
+                        if data[offset] == 0x74:
+                            (size,) = struct.unpack_from("!i", data, offset + 1)
+                            values.append(bytes(data[offset + 5:offset + 5 + size]).decode())
+                            offset += 5 + size
+                        else:
+                            values.append(None)
+                            offset += 1
+                    sink.write(orjson.dumps(dict(zip(relations[oid], values, strict=False))) + b"\n")
+                elif kind == 0x52:  # Relation
+                    relations.update([relation_columns(bytes(data))])
+                elif kind == 0x43:  # Commit
+                    last_end = struct.unpack_from("!Q", data, 10)[0]
+        sink.flush()
+        os.fsync(sink.fileno())
+        conn.execute("SELECT pg_replication_slot_advance('floor_tp', %s::pg_lsn)",
+                     (f"{last_end >> 32:X}/{last_end & 0xFFFFFFFF:X}",))
+
+
+def relation_columns(data: bytes) -> tuple[int, list[str]]:
+    """A Relation message's oid and column names (the floor's minimal parse)."""
+    oid = struct.unpack_from("!I", data, 1)[0]
+    offset = data.index(b"\0", data.index(b"\0", 5) + 1) + 2  # namespace, name, replica identity
+    (count,) = struct.unpack_from("!h", data, offset)
+    offset += 2
+    names = []
+    for _ in range(count):
+        end = data.index(b"\0", offset + 1)
+        names.append(data[offset + 1:end].decode())
+        offset = end + 9  # type oid, typmod
+    return oid, names
+
+
+# -- (2) write overhead -------------------------------------------------------------------------------------
+
+
+def pgbench(server: PostgresServer, script: Path, seconds: int) -> float:
+    """tps of one pgbench run."""
+    done = subprocess.run([shutil.which("pgbench") or "pgbench", "-n", "-f", str(script), "-c", "4", "-j", "2", "-T",
+                           str(seconds), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "bench"],
+                          capture_output=True, text=True, check=True, timeout=seconds + 120)
+    match = re.search(r"tps = ([0-9.]+)", done.stdout)
+    if match is None:
+        raise SystemExit(f"pgbench printed no tps:\n{done.stdout}\n{done.stderr}")
+    return float(match[1])
+
+
+def write_overhead(server: PostgresServer, root: Path, trials: int, seconds: int,
+                   env: dict[str, str]) -> dict[str, Any]:
+    """pgbench UPDATE tps without capture, then with it set up and running."""
+    with psycopg.connect(server.dsn("bench"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE accounts (aid integer PRIMARY KEY, abalance integer NOT NULL, filler text)")
+        conn.execute("INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 100000) g")
+        conn.execute("VACUUM ANALYZE accounts")
+    script = root / "update.sql"
+    script.write_text("\\set aid random(1, 100000)\n\\set delta random(-5000, 5000)\n"
+                      "UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid;\n")
+    without = [pgbench(server, script, seconds) for _ in range(trials)]
+    config = write_config(root, table="accounts", target="Account", prefix="account", fields=["abalance"],
+                          slot="capture_wo")
+    run_timed([sys.executable, "-m", "auditlock", "capture", "--config", str(config), "--setup"], env)
+    setup_only = [pgbench(server, script, seconds) for _ in range(trials)]
+    child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config", str(config)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with_capture = [pgbench(server, script, seconds) for _ in range(trials)]
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=120)
+    return {"tps_without": statistics.median(without), "tps_with": statistics.median(with_capture),
+            "tps_set_up_not_running": statistics.median(setup_only),
+            "write_set_up_vs_without": statistics.median(setup_only) / statistics.median(without),
+            "tps_without_runs": without, "tps_with_runs": with_capture,
+            "write_with_vs_without": statistics.median(with_capture) / statistics.median(without)}
+
+
+def main() -> None:
+    """Run both parts; print a table, then one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--floor-child", nargs=2, metavar=("DSN", "OUT"))
+    args = parser.parse_args()
+    if args.floor_child:
+        floor_child(*args.floor_child)
+        return
+    if args.quick:
+        args.rows, args.trials, args.seconds = 5000, 1, 3
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.support.postgres import PostgresServer, postgres_bindir  # the floor child never imports pytest
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise SystemExit("PostgreSQL server binaries not found")
+    server = PostgresServer(bindir, logical=True).start()
+    root = Path(tempfile.mkdtemp(prefix="auditlock-bench-capture-"))
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        env = {**os.environ, "BENCH_CAPTURE_DSN": server.dsn("bench")}
+        load_before = os.getloadavg()[0]
+        result = {**throughput(server, root, args.rows, env),
+                  **write_overhead(server, root, args.trials, args.seconds, env),
+                  "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    for key, value in result.items():
+        print(f"{key:28} {value:.2f}" if isinstance(value, float) else f"{key:28} {value}")
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()
