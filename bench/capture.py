@@ -17,6 +17,7 @@
     ≥ 0.95: on a small machine this includes capture's own CPU and the server's decoding, taken from the same
     cores as the writers).
 
+The server runs with fsync and synchronous commit on, as in production (`--no-fsync`: the tests' settings).
 A readable table goes to stdout; the LAST line is exactly one JSON object. The machine's load average is reported:
 on a shared machine every figure moves with it.
 """
@@ -207,6 +208,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-fsync", action="store_true", help="the tests' server settings (fsync and synchronous "
+                        "commit off): every write far cheaper, so the trigger's share far larger")
     parser.add_argument("--floor-child", nargs=2, metavar=("DSN", "OUT"))
     args = parser.parse_args()
     if args.floor_child:
@@ -220,7 +223,7 @@ def main() -> None:
     bindir = postgres_bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries not found")
-    server = PostgresServer(bindir, logical=True).start()
+    server = PostgresServer(bindir, logical=True, durable=not args.no_fsync).start()
     root = Path(tempfile.mkdtemp(prefix="auditlock-bench-capture-"))
     try:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:

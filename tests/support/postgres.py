@@ -56,9 +56,10 @@ class PostgresError(RuntimeError):
 class PostgresServer:
     """initdb + pg_ctl start in a temporary directory; `url(database)` for SQLAlchemy (psycopg 3)."""
 
-    def __init__(self, bindir: Path, *, logical: bool = False) -> None:
+    def __init__(self, bindir: Path, *, logical: bool = False, durable: bool = False) -> None:
         self.bindir = bindir
         self.logical = logical
+        self.durable = durable  # fsync and synchronous commit on (benchmarks); tests run without
         self.port = free_port()
         # A short /tmp path: the socket path must fit in sun_path (107 bytes).
         self.root = Path(tempfile.mkdtemp(prefix="auditlock-pg-"))
@@ -76,8 +77,9 @@ class PostgresServer:
         try:
             self._pg(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                       "--no-sync", "--no-instructions"])
-            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off")
+            options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             if self.logical:
                 options += " -c wal_level=logical -c max_replication_slots=64 -c max_wal_senders=16"
             self._pg(["pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",

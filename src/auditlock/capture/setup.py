@@ -1,12 +1,12 @@
-"""`auditlock capture --setup`: what the database needs, created idempotently, the SQL printed.
-
-Creates only what is missing, never drops or weakens anything: the publication over the mapped tables (tables
-missing from an existing publication are added; tables it has beyond the mapping are left, and ignored by capture),
-`REPLICA IDENTITY FULL` on mapped tables that lack it (so updates and deletes carry every before-value), the
-`auditlock_capture` schema with the attribution functions, one BEFORE STATEMENT trigger per mapped table (no per-row
-cost: it emits one transactional message per transaction with `session_user`, `application_name` and the client
-address), an event trigger for schema changes (needs superuser; otherwise reported, not attempted), and the
-pgoutput slot. Statements run one by one in autocommit (a slot cannot be created in a transaction that wrote).
+"""`auditlock capture --setup`: what the database needs, created idempotently, the SQL printed. Creates only what is
+missing, never drops or weakens anything: the publication over the mapped tables (tables missing from an existing
+publication are added; tables it has beyond the mapping are left, and ignored by capture), `REPLICA IDENTITY FULL`
+on mapped tables that lack it (so updates and deletes carry every before-value), the `auditlock_capture` schema with
+the attribution functions, one BEFORE STATEMENT trigger per mapped table (no per-row cost: it emits one
+transactional message per transaction with `session_user`, `application_name` and the client address; a plain
+function, see `SESSION_FUNCTION`), an event trigger for schema changes (needs superuser; otherwise reported, not
+attempted), and the pgoutput slot. Statements run one by one in autocommit (a slot cannot be created in a
+transaction that wrote).
 """
 
 from __future__ import annotations
@@ -23,15 +23,20 @@ SCHEMA = "auditlock_capture"
 SESSION_TRIGGER = "auditlock_capture_session"
 DDL_TRIGGER = "auditlock_capture_ddl"
 
+# Not SECURITY DEFINER and no `SET search_path`: both cost a configuration save/restore on every call, on the
+# write path of every statement; `pg_logical_emit_message` is executable by PUBLIC, and every name is qualified
+# with pg_catalog (operators too), so the caller's search_path cannot redirect it.
 SESSION_FUNCTION = f"""CREATE OR REPLACE FUNCTION {SCHEMA}.note_session() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  xid text := pg_catalog.pg_current_xact_id()::text;
 BEGIN
-  -- once per transaction (the setting is transaction-local and holds this transaction's id)
-  IF current_setting('auditlock.session_noted', true) IS DISTINCT FROM pg_current_xact_id()::text THEN
-    PERFORM pg_logical_emit_message(true, 'auditlock.session', json_build_object(
-      'role', session_user::text, 'application_name', current_setting('application_name'),
-      'client_addr', host(inet_client_addr()))::text);
-    PERFORM set_config('auditlock.session_noted', pg_current_xact_id()::text, true);
+  -- once per transaction: the setting is transaction-local and holds this transaction's id
+  IF COALESCE(pg_catalog.current_setting('auditlock.session_noted', true), '') OPERATOR(pg_catalog.<>) xid THEN
+    PERFORM pg_catalog.pg_logical_emit_message(true, 'auditlock.session', pg_catalog.json_build_object(
+      'role', session_user::text, 'application_name', pg_catalog.current_setting('application_name'),
+      'client_addr', pg_catalog.host(pg_catalog.inet_client_addr()))::text);
+    PERFORM pg_catalog.set_config('auditlock.session_noted', xid, true);
   END IF;
   RETURN NULL;
 END $fn$"""
