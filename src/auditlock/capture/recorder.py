@@ -43,6 +43,7 @@ class _Transaction:
     begin: Begin
     attribution: Attribution
     index: int = 0
+    stamp: dict[str, Any] | None = None  # the fields every event of the transaction shares (until a message)
 
 
 class ChangeRecorder:
@@ -89,6 +90,7 @@ class ChangeRecorder:
                 return  # a non-transactional message outside a transaction: not ours to record
             raise PgoutputError(f"pgoutput: a {type(message).__name__} outside a transaction")
         if isinstance(message, Message):
+            txn.stamp = None
             ddl = txn.attribution.note(message)
             if ddl is not None:
                 self._ddl(txn, ddl)
@@ -114,6 +116,7 @@ class ChangeRecorder:
         table = self._tables.get(ddl.get("object", "").lower())
         if table is None:
             return  # a schema change of a table capture does not map
+        txn.stamp = None
         if not txn.attribution.session:  # DDL fires no row trigger: the DDL message names the session itself
             txn.attribution.session = {k: v for k, v in ddl.items() if k in ("role", "application_name",
                                                                               "client_addr")}
@@ -126,9 +129,12 @@ class ChangeRecorder:
         begin = txn.begin
         if self.written.covers(begin.commit_lsn, index):
             return
-        fields.update(txn.attribution.fields())
-        fields.update(commit_lsn=format_lsn(begin.commit_lsn), xid=begin.xid, committed_at=_rfc3339(begin.commit_time),
-                      table=table.name, change_index=index)
+        if txn.stamp is None:
+            txn.stamp = {**txn.attribution.fields(), "commit_lsn": format_lsn(begin.commit_lsn), "xid": begin.xid,
+                         "committed_at": _rfc3339(begin.commit_time)}
+        fields.update(txn.stamp)
+        fields["table"] = table.name
+        fields["change_index"] = index
         self._write(event_type, fields)
         self.written = Position(begin.commit_lsn, index)
         self.events += 1
