@@ -1,6 +1,6 @@
 """Benchmark of `auditlock capture` on a throwaway PostgreSQL (not a test: it reports, it never asserts).
 
-    uv run python bench/capture.py            # 50k row changes, pgbench 3 × 8 s each way
+    uv run python bench/capture.py            # 50k row changes, pgbench 4 × 8 s per database and phase
     uv run python bench/capture.py --quick    # smoke run
 
 (1) capture throughput: `--rows` row changes (INSERTs in transactions of 100 rows into a mapped table) are read
@@ -10,12 +10,13 @@
     the same peek through a server-side cursor, a minimal pgoutput parse of each Insert (struct, no checks), one
     orjson line per row with the values, written to a file and fsync'd, the slot advanced. `capture_vs_floor` is
     rows/s of capture over rows/s of the floor (goal ≥ 0.7); CPU seconds (os.wait4) are reported too.
-(2) write overhead: pgbench-style single-row UPDATE transactions (`pgbench -n -f`, 4 clients, 2 threads) on a
-    100k-row table: `--trials` runs of `--seconds` before `--setup`; then after `--setup` (REPLICA IDENTITY FULL,
-    the statement trigger, the slot) with capture not running (`write_set_up_vs_without`: what the database pays
-    on its write path); then with a long-running `auditlock capture` reading it (`write_with_vs_without`, goal
-    ≥ 0.95: on a small machine this includes capture's own CPU and the server's decoding, taken from the same
-    cores as the writers).
+(2) write overhead: pgbench-style single-row UPDATE transactions (`pgbench -n -f`, 4 clients, 2 threads) on two
+    identical 100k-row tables in two databases of the server: `plain` (nothing) and `bench` (mapped and set up:
+    REPLICA IDENTITY FULL, the statement trigger, the slot). `--trials` runs of `--seconds`, alternating between
+    the two so that the machine's load moves both: first with capture not running (`write_set_up_vs_without`: what
+    the database pays on its write path), then with a long-running `auditlock capture` reading `bench`
+    (`write_with_vs_without`, goal ≥ 0.95: on a small machine this includes capture's own CPU and the server's
+    decoding, taken from the same cores as the writers).
 
 The server runs with fsync and synchronous commit on, as in production (`--no-fsync`: the tests' settings).
 A readable table goes to stdout; the LAST line is exactly one JSON object. The machine's load average is reported:
@@ -161,10 +162,10 @@ def relation_columns(data: bytes) -> tuple[int, list[str]]:
 # -- (2) write overhead -------------------------------------------------------------------------------------
 
 
-def pgbench(server: PostgresServer, script: Path, seconds: int) -> float:
+def pgbench(server: PostgresServer, database: str, script: Path, seconds: int) -> float:
     """tps of one pgbench run."""
     done = subprocess.run([shutil.which("pgbench") or "pgbench", "-n", "-f", str(script), "-c", "4", "-j", "2", "-T",
-                           str(seconds), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "bench"],
+                           str(seconds), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", database],
                           capture_output=True, text=True, check=True, timeout=seconds + 120)
     match = re.search(r"tps = ([0-9.]+)", done.stdout)
     if match is None:
@@ -172,40 +173,58 @@ def pgbench(server: PostgresServer, script: Path, seconds: int) -> float:
     return float(match[1])
 
 
-def write_overhead(server: PostgresServer, root: Path, trials: int, seconds: int,
-                   env: dict[str, str]) -> dict[str, Any]:
-    """pgbench UPDATE tps without capture, then with it set up and running."""
-    with psycopg.connect(server.dsn("bench"), autocommit=True) as conn:
+def accounts(server: PostgresServer, database: str) -> None:
+    """The pgbench-style table: 100k rows."""
+    with psycopg.connect(server.dsn(database), autocommit=True) as conn:
         conn.execute("CREATE TABLE accounts (aid integer PRIMARY KEY, abalance integer NOT NULL, filler text)")
         conn.execute("INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 100000) g")
         conn.execute("VACUUM ANALYZE accounts")
+
+
+def interleaved(server: PostgresServer, script: Path, trials: int, seconds: int) -> tuple[list[float], list[float]]:
+    """tps of `trials` runs on the plain database and on the captured one, alternating (the load moves both)."""
+    plain, captured = [], []
+    for _ in range(trials):
+        plain.append(pgbench(server, "plain", script, seconds))
+        captured.append(pgbench(server, "bench", script, seconds))
+    return plain, captured
+
+
+def write_overhead(server: PostgresServer, root: Path, trials: int, seconds: int,
+                   env: dict[str, str]) -> dict[str, Any]:
+    """pgbench UPDATE tps on a plain database against one set up for capture, then with capture running."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE plain")
+    accounts(server, "plain")
+    accounts(server, "bench")
     script = root / "update.sql"
     script.write_text("\\set aid random(1, 100000)\n\\set delta random(-5000, 5000)\n"
                       "UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid;\n")
-    without = [pgbench(server, script, seconds) for _ in range(trials)]
     config = write_config(root, table="accounts", target="Account", prefix="account", fields=["abalance"],
                           slot="capture_wo")
     run_timed([sys.executable, "-m", "auditlock", "capture", "--config", str(config), "--setup"], env)
-    setup_only = [pgbench(server, script, seconds) for _ in range(trials)]
+    plain_idle, set_up = interleaved(server, script, trials, seconds)
     child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config", str(config)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with_capture = [pgbench(server, script, seconds) for _ in range(trials)]
+        plain_busy, running = interleaved(server, script, trials, seconds)
     finally:
         child.send_signal(signal.SIGTERM)
-        child.wait(timeout=120)
-    return {"tps_without": statistics.median(without), "tps_with": statistics.median(with_capture),
-            "tps_set_up_not_running": statistics.median(setup_only),
-            "write_set_up_vs_without": statistics.median(setup_only) / statistics.median(without),
-            "tps_without_runs": without, "tps_with_runs": with_capture,
-            "write_with_vs_without": statistics.median(with_capture) / statistics.median(without)}
+        child.wait(timeout=300)
+    median = statistics.median
+    return {"tps_without": median(plain_idle), "tps_set_up_not_running": median(set_up),
+            "write_set_up_vs_without": median(set_up) / median(plain_idle),
+            "tps_without_while_capture_runs": median(plain_busy), "tps_with": median(running),
+            "write_with_vs_without": median(running) / median(plain_busy),
+            "tps_runs": {"without": plain_idle, "set_up": set_up, "without_while_running": plain_busy,
+                         "with": running}}
 
 
 def main() -> None:
     """Run both parts; print a table, then one JSON line."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-fsync", action="store_true", help="the tests' server settings (fsync and synchronous "
@@ -229,6 +248,11 @@ def main() -> None:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         env = {**os.environ, "BENCH_CAPTURE_DSN": server.dsn("bench")}
+        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")  # children start from cached bytecode, as installed
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        warm_ups = (["-m", "auditlock", "capture", "--help"], ["-c", "import psycopg, orjson, auditlock.capture.service"])
+        for warm in warm_ups:
+            subprocess.run([sys.executable, *warm], env=env, check=True, capture_output=True)
         load_before = os.getloadavg()[0]
         result = {**throughput(server, root, args.rows, env),
                   **write_overhead(server, root, args.trials, args.seconds, env),
@@ -237,7 +261,7 @@ def main() -> None:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
     for key, value in result.items():
-        print(f"{key:28} {value:.2f}" if isinstance(value, float) else f"{key:28} {value}")
+        print(f"{key:32} {value:.2f}" if isinstance(value, float) else f"{key:32} {value}")
     print(orjson.dumps(result).decode())
 
 
