@@ -250,7 +250,8 @@ def main() -> None:
         env = {**os.environ, "BENCH_CAPTURE_DSN": server.dsn("bench")}
         env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")  # children start from cached bytecode, as installed
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        warm_ups = (["-m", "auditlock", "capture", "--help"], ["-c", "import psycopg, orjson, auditlock.capture.service"])
+        warm_ups = (["-m", "auditlock", "capture", "--help"],
+                    ["-c", "import psycopg, orjson, auditlock.capture.service"])
         for warm in warm_ups:
             subprocess.run([sys.executable, *warm], env=env, check=True, capture_output=True)
         load_before = os.getloadavg()[0]
