@@ -5,8 +5,9 @@ One pass (`Capture.batch`): peek the slot up to the current WAL position (whole 
 make the pass durable (`capture.position`: fsync, position file, publish to the spool, advance the slot). A pass
 that found nothing advances the slot to where it looked, so a quiet mapped table does not hold WAL back.
 SIGTERM/SIGINT stop at the next change (a transaction may end half-written: the position records where), make what
-was written durable, close the writer (its `auditlock.writer_closed` record) and publish — well within the grace
-period. Failures of the database or the spool are retried with capped backoff; readiness says why meanwhile.
+was written durable, close the writer (its `auditlock.writer_closed` record) and publish; a query the server is still
+running at half of `[capture] grace_period_s` is cancelled, so the stop fits in the grace period. Failures of the
+database or the spool are retried with capped backoff; readiness says why meanwhile.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class Capture:
                 if not found:
                     self.stop.wait(self.settings.poll_interval_s)
             except (psycopg.Error, SpoolError, OSError) as exc:
+                if self.stop.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
+                    break
                 backoff = min(max(backoff * 2, 0.5), _BACKOFF_MAX_S)
                 self._failed(exc)
                 self.stop.wait(backoff)
@@ -238,7 +241,19 @@ class Capture:
 
     def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("auditlock capture: %s received; stopping", signal.Signals(signum).name)
+        if not self.stop.is_set():
+            # A peek the server is still decoding would hold the stop back: cancel it at half the grace period,
+            # which leaves the other half to make the written changes durable and publish them.
+            timer = threading.Timer(self.settings.grace_period_s / 2, self._cancel_query)
+            timer.daemon = True
+            timer.start()
         self.stop.set()
+
+    def _cancel_query(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            log.warning("auditlock capture: cancelling the running query to stop within the grace period")
+            conn.cancel()
 
 
 def _allow_capture_fields(types: list[str]) -> None:
