@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from auditlock.capture.pgoutput import format_lsn
+from auditlock.capture.pgoutput import format_lsn, parse_lsn
 from auditlock.capture.position import CaptureError
 from auditlock.capture.tables import CapturedTable
 
@@ -118,15 +118,11 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState | None:
                        (slot,)).fetchone()
     if row is None:
         return None
-    from auditlock.capture.pgoutput import parse_lsn  # noqa: PLC0415 - keeps the import list short
-
     return SlotState(parse_lsn(row[0]) if row[0] else 0, row[1])
 
 
 def current_lsn(conn: psycopg.Connection[Any]) -> int:
     """The server's current WAL write position."""
-    from auditlock.capture.pgoutput import parse_lsn  # noqa: PLC0415
-
     return parse_lsn(str(_one(conn, "SELECT pg_current_wal_lsn()::text")))
 
 
