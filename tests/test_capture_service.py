@@ -112,3 +112,32 @@ region = "us-east-1"
         assert "result: clean" in done.stdout
         assert not list(capture_env.spool.glob("*.jsonl"))
 
+
+
+class TestRename:
+    """A mapped table renamed while capture runs: the rename is recorded, then capture stops rather than lose rows."""
+
+    def test_rename_is_recorded_and_stops_capture_until_the_config_follows(self, capture_env: CaptureEnv) -> None:
+        """schema_changed is written; capture exits 1 naming the new table; with the new name, later rows arrive."""
+        capture_env.setup()
+        child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config",
+                                  str(capture_env.config_path)], env=capture_env.env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        logs = LogLines(child)
+        try:
+            wait_for(lambda: logs.port() is not None or child.poll() is not None, what="capture listening")
+            capture_env.sql("ALTER TABLE orders RENAME TO purchase_orders")
+            capture_env.sql("INSERT INTO purchase_orders VALUES (1, 'new', 1, NULL, NULL)")
+            assert child.wait(timeout=120) == 1
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert "was renamed to 'public.purchase_orders'" in b"".join(logs.raw).decode()
+        (renamed,) = capture_env.events()
+        assert renamed["event_type"] == "order.schema_changed"
+        assert renamed["payload"]["object"] == "public.purchase_orders"
+        text = capture_env.config_path.read_text().replace('"public.orders"', '"public.purchase_orders"')
+        capture_env.config_path.write_text(text)
+        capture_env.capture("--once")
+        assert [e["event_type"] for e in capture_env.events()] == ["order.schema_changed", "order.created"]

@@ -53,7 +53,7 @@ class Attribution:
             if parsed is not None and self._valid_actor(parsed):
                 self.bound = parsed
         elif message.prefix == DDL_PREFIX:
-            return self._parse(message, ("role", "command", "object", "application_name", "client_addr"))
+            return self._parse(message, ("role", "command", "object", "oid", "application_name", "client_addr"))
         return None
 
     def fields(self) -> dict[str, Any]:

@@ -112,6 +112,18 @@ def primary_keys(conn: psycopg.Connection[Any], tables: Mapping[str, CapturedTab
     return keys
 
 
+def table_oids(conn: psycopg.Connection[Any], tables: Mapping[str, CapturedTable]) -> dict[str, int]:
+    """The oid of each mapped table (checked to exist by `check_ready`)."""
+    oids = {}
+    for name in tables:
+        schema, _, relname = name.partition(".")
+        oid = _one(conn, "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                   "lower(n.nspname) = %s AND lower(c.relname) = %s AND c.relkind IN ('r', 'p')", (schema, relname))
+        if oid is not None:
+            oids[name] = int(oid)
+    return oids
+
+
 def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState | None:
     """The slot's confirmed position and WAL status, None when it does not exist."""
     row = conn.execute("SELECT confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = %s",

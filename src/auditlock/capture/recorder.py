@@ -26,7 +26,7 @@ from auditlock.capture.pgoutput import (
     Truncate,
     format_lsn,
 )
-from auditlock.capture.position import Position
+from auditlock.capture.position import CaptureError, Position
 from auditlock.capture.tables import CapturedTable, RowMapper, relation_name
 
 # The payload fields capture writes on every event (registered as standard fields of its event types).
@@ -55,6 +55,7 @@ class ChangeRecorder:
         self.written = written  # the last change durable or appended (never written twice)
         self.committed: Commit | None = None  # the last transaction whose every change is written
         self._relations: dict[int, RowMapper | None] = {}
+        self._by_oid = {table.oid: table for table in tables.values() if table.oid is not None}
         self._txn: _Transaction | None = None
         self.events = 0
 
@@ -81,6 +82,12 @@ class ChangeRecorder:
 
     def _relation(self, relation: Relation) -> None:
         table = self._tables.get(relation_name(relation))
+        renamed = self._by_oid.get(relation.oid)
+        if table is None and renamed is not None:
+            # Recording its rows under the old name would be wrong, ignoring them would lose them: stop, with the fix.
+            raise CaptureError(f"table {renamed.name!r} ([targets.{renamed.target_type}]) was renamed to "
+                               f"{relation_name(relation)!r}: set table = \"{relation_name(relation)}\" in "
+                               f"[targets.{renamed.target_type}] and start capture again (the slot keeps the changes)")
         self._relations[relation.oid] = None if table is None else RowMapper(table, relation)
 
     def _change(self, message: Message | RowChange | Truncate) -> None:
@@ -114,6 +121,9 @@ class ChangeRecorder:
 
     def _ddl(self, txn: _Transaction, ddl: Mapping[str, str]) -> None:
         table = self._tables.get(ddl.get("object", "").lower())
+        oid = ddl.get("oid", "")
+        if table is None and oid.isdigit():
+            table = self._by_oid.get(int(oid))
         if table is None:
             return  # a schema change of a table capture does not map
         txn.stamp = None

@@ -29,7 +29,7 @@ from auditlock.capture.pgoutput import PgoutputError, decode, format_lsn
 from auditlock.capture.position import START, CaptureError, Position, PositionFile
 from auditlock.capture.recorder import CAPTURE_FIELDS, DDL_FIELDS, TRUNCATE_FIELDS, ChangeRecorder
 from auditlock.capture.staging import Staging
-from auditlock.capture.tables import captured_tables, event_types_of, with_keys
+from auditlock.capture.tables import captured_tables, event_types_of, with_catalog
 from auditlock.config.model import Config
 from auditlock.errors import SpoolError
 from auditlock.handler import event_types
@@ -74,7 +74,8 @@ class Capture:
         problems = database.check_ready(conn, self.settings.slot, self.settings.publication, self.tables)
         if problems:
             raise CaptureError("auditlock capture cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
-        self.tables = with_keys(self.tables, database.primary_keys(conn, self.tables))
+        self.tables = with_catalog(self.tables, database.primary_keys(conn, self.tables),
+                                   database.table_oids(conn, self.tables))
         saved = self.positions.read()
         position = (saved.position if saved else START).later(self.staging.recover())
         self._slot_lsn = saved.slot_lsn if saved else None

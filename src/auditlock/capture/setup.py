@@ -47,15 +47,17 @@ DECLARE
   r record;
 BEGIN
   IF tg_event = 'sql_drop' THEN
-    FOR r IN SELECT object_identity FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
+    FOR r IN SELECT objid, object_identity FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
       PERFORM pg_logical_emit_message(true, 'auditlock.ddl', json_build_object('role', session_user::text,
-        'command', tg_tag, 'object', r.object_identity, 'application_name', current_setting('application_name'),
+        'command', tg_tag, 'object', r.object_identity, 'oid', r.objid::text,
+        'application_name', current_setting('application_name'),
         'client_addr', host(inet_client_addr()))::text);
     END LOOP;
   ELSE
-    FOR r IN SELECT object_identity FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
+    FOR r IN SELECT objid, object_identity FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
       PERFORM pg_logical_emit_message(true, 'auditlock.ddl', json_build_object('role', session_user::text,
-        'command', tg_tag, 'object', r.object_identity, 'application_name', current_setting('application_name'),
+        'command', tg_tag, 'object', r.object_identity, 'oid', r.objid::text,
+        'application_name', current_setting('application_name'),
         'client_addr', host(inet_client_addr()))::text);
     END LOOP;
   END IF;

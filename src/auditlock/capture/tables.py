@@ -31,6 +31,7 @@ class CapturedTable:
     prefix: str
     target: TargetConfig
     key_columns: tuple[str, ...] = ()
+    oid: int | None = None  # at start; a later Relation of this oid under another name is a rename
 
     def field_of(self, column: str) -> str | None:
         """The field a column is written as, or None when it is not allowlisted (never read)."""
@@ -123,7 +124,8 @@ def relation_name(relation: Relation) -> str:
     return f"{relation.namespace}.{relation.name}".lower()
 
 
-def with_keys(tables: Mapping[str, CapturedTable], keys: Mapping[str, tuple[str, ...]]) -> dict[str, CapturedTable]:
-    """The tables with their primary key columns (read from the catalog at start)."""
-    return {name: CapturedTable(t.name, t.target_type, t.prefix, t.target, keys.get(name, ())) for name, t in
-            tables.items()}
+def with_catalog(tables: Mapping[str, CapturedTable], keys: Mapping[str, tuple[str, ...]],
+                 oids: Mapping[str, int]) -> dict[str, CapturedTable]:
+    """The tables with their primary key columns and oids (read from the catalog at start)."""
+    return {name: CapturedTable(t.name, t.target_type, t.prefix, t.target, keys.get(name, ()), oids.get(name))
+            for name, t in tables.items()}
