@@ -58,10 +58,11 @@ class WriteLoad:
         except BaseException as exc:  # reported by the test
             self.error = exc
 
-    def allow(self, transactions: int) -> None:
-        """Let the load commit `transactions` more."""
+    def allow(self, transactions: int) -> bool:
+        """Let the load commit `transactions` more (returns False, for use inside a wait condition)."""
         for _ in range(transactions):
             self._permits.release()
+        return False
 
     def expected(self) -> Counter[tuple[str, str]]:
         """Every row change of the committed transactions, once."""
@@ -125,7 +126,7 @@ class TestKillMatrix:
         try:
             for _ in range(-(-KILLS // LANES)):
                 load.allow(PERMITS_PER_RUN)
-                self._one_run(env, rng)
+                self._one_run(env, rng, load)
         except BaseException as exc:  # re-raised by the test
             failures.append(exc)
 
@@ -137,18 +138,25 @@ class TestKillMatrix:
         assert not missing, f"{env.slot}: {len(missing)} committed changes missing, e.g. {sorted(missing)[:5]}"
         assert set(found) == set(expected)
 
-    def _one_run(self, env: CaptureEnv, rng: random.Random) -> int:
-        """Start capture, have it killed (at a failpoint, or from outside once it made progress); 1 if it died."""
+    def _one_run(self, env: CaptureEnv, rng: random.Random, load: WriteLoad) -> int:
+        """Start capture, have it killed (at a failpoint, or from outside once it made progress); 1 if it died.
+
+        While waiting, every poll lets the load commit one more transaction: a failpoint armed for its n-th pass
+        is always reached (new transactions keep coming), and the wait is bounded.
+        """
         external = rng.random() < 0.3
         failpoint = None if external else f"{rng.choice(FAILPOINTS)}:{rng.randint(1, 4)}"
         before = position_text(env)
         child = start_capture(env, failpoint)
         try:
             if external:
-                wait_for(lambda: position_text(env) != before or child.poll() is not None, timeout=120,
-                         what="capture making progress")
+                wait_for(lambda: position_text(env) != before or child.poll() is not None or load.allow(1),
+                         timeout=180, what="capture making progress")
                 if child.poll() is None:
                     child.send_signal(signal.SIGKILL)
+            else:
+                wait_for(lambda: child.poll() is not None or load.allow(1), timeout=180,
+                         what=f"capture killed at failpoint {failpoint}")
             returncode = child.wait(timeout=120)
         finally:
             if child.poll() is None:
