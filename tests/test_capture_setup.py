@@ -137,8 +137,7 @@ class TestOrmWithCapture:
                                                                     audit_logger: logging.Logger) -> None:
         """An ORM insert under auditlock.actor is one order.created, from capture, by that user."""
         capture_env.setup()
-        engine = create_engine(capture_env.server.url(capture_env.database).replace(
-            "postgresql+psycopg://", "postgresql+psycopg://"))
+        engine = create_engine(capture_env.server.url(capture_env.database))
         factory = sessionmaker(engine)
         with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), \
                 auditlock.actor("user:82", ip="198.51.100.4"), factory() as session:
@@ -149,6 +148,22 @@ class TestOrmWithCapture:
         (created,) = capture_env.events()
         assert (created["actor_id"], created["actor_ip"]) == ("user:82", "198.51.100.4")
         assert "commit_lsn" in created["payload"]
+
+
+    def test_bind_transaction_on_a_session(self, capture_env: CaptureEnv) -> None:
+        """bind_transaction(session) binds the actor into the session's transaction (no track() needed)."""
+        from auditlock.integrations.postgres import bind_transaction
+
+        capture_env.setup()
+        engine = create_engine(capture_env.server.url(capture_env.database))
+        with auditlock.job("reindex", run_id="r-1"), sessionmaker(engine)() as session:
+            assert bind_transaction(session)
+            session.add(_Order(id=2, status="new"))
+            session.commit()
+        engine.dispose()
+        capture_env.capture("--once")
+        (created,) = capture_env.events()
+        assert (created["actor_id"], created["payload"]["job_run_id"]) == ("job:reindex", "r-1")
 
 
 class TestLargeTransaction:
