@@ -133,9 +133,13 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState | None:
     return SlotState(parse_lsn(row[0]) if row[0] else 0, row[1])
 
 
-def current_lsn(conn: psycopg.Connection[Any]) -> int:
-    """The server's current WAL write position."""
-    return parse_lsn(str(_one(conn, "SELECT pg_current_wal_lsn()::text")))
+def flushed_lsn(conn: psycopg.Connection[Any]) -> int:
+    """The server's WAL flush position: how far logical decoding can read.
+
+    Not the write position (`pg_current_wal_lsn`): with asynchronous commit a transaction can have committed past
+    the flush position, and a peek that decodes nothing up to there must not let the slot advance beyond it.
+    """
+    return parse_lsn(str(_one(conn, "SELECT pg_current_wal_flush_lsn()::text")))
 
 
 def peek(conn: psycopg.Connection[Any], slot: str, publication: str, upto_lsn: int,

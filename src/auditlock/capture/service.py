@@ -175,7 +175,7 @@ class Capture:
         """One pass: peek, record, make durable; returns how many pgoutput messages it took."""
         recorder = self._started()
         conn = self._connect()
-        upto = database.current_lsn(conn)
+        upto = database.flushed_lsn(conn)
         recorder.new_stream()
         taken = 0
         for data in database.peek(conn, self.settings.slot, self.settings.publication, upto,
