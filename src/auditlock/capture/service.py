@@ -3,7 +3,8 @@
 One pass (`Capture.batch`): peek the slot up to the current WAL position (whole transactions, about
 `[capture] batch_changes` changes) → one event per change through `ChangeRecorder` into the staging writer →
 make the pass durable (`capture.position`: fsync, position file, publish to the spool, advance the slot). A pass
-that found nothing advances the slot to where it looked, so a quiet mapped table does not hold WAL back.
+that found nothing advances the slot to where it looked (the WAL flush position), so a quiet mapped table does not
+hold WAL back.
 SIGTERM/SIGINT stop at the next change (a transaction may end half-written: the position records where), make what
 was written durable, close the writer (its `auditlock.writer_closed` record) and publish; a query the server is still
 running at half of `[capture] grace_period_s` is cancelled, so the stop fits in the grace period. Failures of the
