@@ -137,6 +137,7 @@ class TestKillMatrix:
         assert not twice, f"{env.slot}: {len(twice)} changes recorded more than once, e.g. {sorted(twice)[:5]}"
         assert not missing, f"{env.slot}: {len(missing)} committed changes missing, e.g. {sorted(missing)[:5]}"
         assert set(found) == set(expected)
+        assert env.events(event_prefix="auditlock.capture_gap") == [], f"{env.slot}: a gap recorded after a kill"
 
     def _one_run(self, env: CaptureEnv, rng: random.Random, load: WriteLoad) -> int:
         """Start capture, have it killed (at a failpoint, or from outside once it made progress); 1 if it died.
