@@ -87,12 +87,16 @@ class Capture:
                                      on_error="raise"), max_event_bytes=self.config.events.max_event_bytes)
         self._core = AuditCore(self.config, writer=writer)
         self._recorder = ChangeRecorder(self.tables, self._write, position)
-        self._record_gap(conn, known=saved is not None)
+        self._record_gap(conn, known=saved is not None and saved.slot_lsn is not None)
         if position.change_index is None and position.end_lsn is not None:
             self._advance(conn, position.end_lsn)
 
     def _record_gap(self, conn: psycopg.Connection[Any], *, known: bool) -> None:
-        """The slot is beyond where capture moved it (moved by hand, or lost and created again): record the gap."""
+        """The slot is beyond where capture moved it (moved by hand, or lost and created again): record the gap.
+
+        Without a recorded slot position (the first start, or one killed before it wrote one) the slot's position
+        is adopted: there is nothing to compare it with.
+        """
         state = database.slot_state(conn, self.settings.slot)
         if state is None or not known or state.confirmed_flush_lsn <= (self._slot_lsn or 0):
             if state is not None and self._slot_lsn is None:
