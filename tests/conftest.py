@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, settings
 import auditlock
 from auditlock.config import Config, build_config
 
-pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.support.query_env",
-                  "tests.support.sqlalchemy_models", "tests.support.athena_env", "tests.support.privacy_env",
-                  "tests.support.users"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.support.capture_env",
+                  "tests.support.query_env", "tests.support.sqlalchemy_models", "tests.support.athena_env",
+                  "tests.support.privacy_env", "tests.support.users"]
 
 HMAC_KEY = "test-hmac-key-0123456789"
 

@@ -56,10 +56,12 @@ class PostgresError(RuntimeError):
 class PostgresServer:
     """initdb + pg_ctl start in a temporary directory; `url(database)` for SQLAlchemy (psycopg 3)."""
 
-    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
-        """`durable`: fsync and synchronous_commit on, as in production (bench/handler.py compares with it);
-        off by default, since the tests need no crash safety from their database."""
+    def __init__(self, bindir: Path, *, logical: bool = False, durable: bool = False) -> None:
+        """`logical`: wal_level = logical (capture's tests); `durable`: fsync and synchronous_commit on, as in
+        production (bench/handler.py compares with it); off by default, since the tests need no crash safety from
+        their database."""
         self.bindir = bindir
+        self.logical = logical
         self.durable = durable
         self.port = free_port()
         # A short /tmp path: the socket path must fit in sun_path (107 bytes).
@@ -78,15 +80,21 @@ class PostgresServer:
         try:
             self._pg(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                       "--no-sync", "--no-instructions"])
-            safety = ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on" if self.durable else
-                      "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-            options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {safety}"
+            options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            if self.logical:
+                options += " -c wal_level=logical -c max_replication_slots=64 -c max_wal_senders=16"
             self._pg(["pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
                       "start"])
         except BaseException:
             self.stop()
             raise
         return self
+
+    def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
+        """A libpq connection string for `database` on this server."""
+        return f"host=127.0.0.1 port={self.port} user={user} dbname={database}"
 
     def url(self, database: str = "postgres") -> str:
         """A SQLAlchemy URL for `database` on this server."""
@@ -137,6 +145,45 @@ def _server_user() -> str | None:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server for the session; skips when PostgreSQL is missing (fails if required)."""
+    server = PostgresServer(_bindir_or_skip()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def logical_postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server with `wal_level = logical` (replication slots, `auditlock capture`)."""
+    bindir = _bindir_or_skip()
+    server = PostgresServer(bindir, logical=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def logical_database(logical_postgres_server: PostgresServer) -> Iterator[str]:
+    """The name of a new, empty database on the logical server; its slots and the database are dropped afterwards."""
+    yield from _throwaway_database(logical_postgres_server)
+
+
+def _throwaway_database(server: PostgresServer) -> Iterator[str]:
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        slots = conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)).fetchall()
+        for (slot,) in slots:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _bindir_or_skip() -> Path:
     bindir = postgres_bindir()
     if bindir is None:
         reason = f"PostgreSQL server binaries not found (initdb, pg_ctl, postgres); {INSTALL_HINT}"
@@ -144,11 +191,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
             pytest.fail(f"{reason} [{REQUIRE_POSTGRES_ENV}=1]", pytrace=False)
         pytest.skip(reason)
-    server = PostgresServer(bindir).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return bindir
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from auditlock.cli import (
     agent,
     athena_ddl,
+    capture,
     check_config,
     demo,
     erase,
@@ -28,6 +29,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                      check_config.run),
     "agent": ("ship the spool to S3 Object Lock (the sidecar; --once drains and exits)", agent.add_arguments,
               agent.run),
+    "capture": ("record PostgreSQL row changes from the WAL, with who made them (--setup prepares the database)",
+                capture.add_arguments, capture.run),
     "query": ("filter the archive (and the spool) with DuckDB; table, JSONL or CSV", query.add_arguments,
               query.run),
     "athena-ddl": ("print the Athena table (partition projection) and de-duplicating view", athena_ddl.add_arguments,

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from auditlock.config import schema
+from auditlock.config.capture import capture_target_problems, check_captured_tables, read_capture, target_columns
 from auditlock.config.erasure import check_erasable, read_erasure
 from auditlock.config.model import (
     AgentConfig,
@@ -180,6 +181,8 @@ class _Reader(TableReader):
         ui = self._ui(self._table(raw, "ui"))
         query = QueryConfig(**self._scalars(self._table(raw, "query"), "query"))
         erasure = read_erasure(self, self._table(raw, "erasure"))
+        capture = read_capture(self, self._table(raw, "capture"))
+        check_captured_tables(self, targets)
         self._cross_check(targets, hmac, retention)
         check_erasable(targets, erasure, self.problems)
         if spool is not None and sizes_valid and spool.segment_max_bytes > sink.batch_max_bytes:
@@ -190,7 +193,7 @@ class _Reader(TableReader):
         if self.problems or service is None or spool is None or retention is None:
             return None
         return Config(service=service, spool=spool, events=events, targets=targets, hmac=hmac,
-                      retention=retention, sink=sink, agent=agent, ui=ui, query=query, erasure=erasure,
+                      retention=retention, sink=sink, agent=agent, ui=ui, query=query, erasure=erasure, capture=capture,
                       source=self.source)
 
     # sections
@@ -296,7 +299,10 @@ class _Reader(TableReader):
             if not isinstance(sub, dict):
                 self.problems.append(f"[{where}] must be a table with fields/hmac/retention/sensitive_reads")
                 continue
-            values = self._keys(sub, schema.TARGET_KEYS, where)
+            scalars = {k: v for k, v in sub.items() if k not in schema.TARGET_SUB_TABLES}
+            values = self._keys(scalars, schema.TARGET_KEYS, where)
+            self.problems.extend(capture_target_problems(name, sub))
+            values["columns"] = MappingProxyType(target_columns(sub))
             values["fields"] = frozenset(values.get("fields", ()))
             values["hmac"] = frozenset(values.get("hmac", ()))
             values["erasable"] = frozenset(values.get("erasable", ()))

@@ -59,6 +59,8 @@ class TargetConfig:
     sensitive_reads: bool = False
     erasable: frozenset[str] = frozenset()  # a subset of `fields`: written encrypted under the subject's data key
     subject: str | None = None  # "<Type>:<field>": whose data the values are; None: the target itself
+    table: str | None = None  # "schema.table" captured from the WAL by `auditlock capture`
+    columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # column -> field name
 
     @property
     def allowed(self) -> frozenset[str]:
@@ -324,6 +326,49 @@ class ErasureConfig:
 
 
 @dataclass(frozen=True)
+class CaptureConfig:
+    """`[capture]`: `auditlock capture`, PostgreSQL row changes read from a logical replication slot.
+
+    The connection string comes from an environment variable or a file, never from the TOML itself.
+    """
+
+    dsn_env: str | None = None
+    dsn_file: Path | None = None
+    slot: str = "auditlock"
+    publication: str = "auditlock"
+    state_dir: Path | None = None  # None: <spool dir>/.capture (must be on the spool's file system)
+    http_host: str = "127.0.0.1"
+    http_port: int = 9465
+    grace_period_s: float = 25.0
+    poll_interval_s: float = 1.0
+    batch_changes: int = 10000
+
+    @property
+    def configured(self) -> bool:
+        """Whether a connection string source is configured at all."""
+        return self.dsn_env is not None or self.dsn_file is not None
+
+    def load_dsn(self) -> str:
+        """The libpq connection string; a `ConfigError` names the source that is missing or empty."""
+        if self.dsn_env is not None:
+            value = os.environ.get(self.dsn_env, "").strip()
+            if not value:
+                raise ConfigError(f"[capture] dsn_env: environment variable {self.dsn_env} is not set or empty; "
+                                  "set it to a libpq connection string (e.g. \"host=db user=auditlock_capture "
+                                  "dbname=app\"; the password from PGPASSFILE or PGPASSWORD)")
+            return value
+        if self.dsn_file is not None:
+            try:
+                value = self.dsn_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"[capture] dsn_file: cannot read {self.dsn_file}: {exc.strerror}") from exc
+            if not value:
+                raise ConfigError(f"[capture] dsn_file: {self.dsn_file} is empty; write the connection string in it")
+            return value
+        raise ConfigError("[capture]: no connection configured; set dsn_env or dsn_file")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole `auditlock.toml`, validated."""
 
@@ -338,6 +383,7 @@ class Config:
     ui: UiConfig = field(default_factory=UiConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     erasure: ErasureConfig = field(default_factory=ErasureConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     source: str | None = None
 
     @property

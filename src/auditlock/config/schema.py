@@ -110,6 +110,18 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "dir": PATH,
         "cache_ttl_s": positive_float(),
     },
+    "capture": {
+        "dsn_env": STR,
+        "dsn_file": PATH,
+        "slot": STR,
+        "publication": STR,
+        "state_dir": PATH,
+        "http_host": STR,
+        "http_port": Key("int", minimum=0, maximum=65535),
+        "grace_period_s": positive_float(),
+        "poll_interval_s": positive_float(),
+        "batch_changes": positive_int(1),
+    },
 }
 
 # Sub-tables of a scalar section: `[ui.users]` maps user names to argon2 password hashes.
@@ -123,7 +135,9 @@ HMAC_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 HMAC_KEY_ID_RULE = "1 to 32 letters, digits, '_' and '-'"
 
 TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL,
-                               "erasable": LIST, "subject": STR}
+                               "erasable": LIST, "subject": STR, "table": STR}
+# Sub-tables of a target: `[targets.<Type>.columns]` maps a captured table's column names to field names.
+TARGET_SUB_TABLES = ("columns",)
 RETENTION_KEYS: dict[str, Key] = {"default": STR}
 RETENTION_CLASS_KEYS: dict[str, Key] = {
     "days": positive_int(1),

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
-ACTOR_TYPES = ("user", "service", "job")
+ACTOR_TYPES = ("user", "service", "job", "db")  # "db": a database role seen by `auditlock capture`
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ _current_request: ContextVar[RequestScope | None] = ContextVar("auditlock_reques
 
 
 def infer_actor_type(actor_id: str) -> str:
-    """`svc:` ids are services, `job:` ids are jobs, anything else is a user."""
+    """`svc:` ids are services, `job:` ids are jobs, `db:` ids database roles, anything else is a user."""
+    if actor_id.startswith("db:"):
+        return "db"
     if actor_id.startswith("svc:"):
         return "service"
     if actor_id.startswith("job:"):

@@ -40,6 +40,9 @@ PRIVACY_REQUEST_TYPES = ("access", "erasure", "rectification")
 # Emitted by auditlock itself: when `on_error = "drop"` dropped events, and as a writer's last event on close.
 EVENTS_DROPPED = "auditlock.events_dropped"
 WRITER_CLOSED = spool_format.WRITER_CLOSED
+# Emitted by `auditlock capture`: database row changes its replication slot no longer holds (`auditlock verify`
+# reports every one as a "capture gap").
+CAPTURE_GAP = "auditlock.capture_gap"
 
 RECORD_ACTIONS = ("created", "updated", "deleted")
 
@@ -64,6 +67,7 @@ STANDARD_FIELDS: dict[str, frozenset[str]] = {
     SUBJECT_EXPORTED: frozenset({"subject", "reason", "request_id"}),
     EVENTS_DROPPED: frozenset({"count", "first_dropped_at", "last_dropped_at", "reason"}),
     WRITER_CLOSED: frozenset({"events"}),
+    CAPTURE_GAP: frozenset({"slot", "from_lsn", "to_lsn", "reason"}),
 }
 
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")

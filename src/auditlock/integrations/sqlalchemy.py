@@ -103,6 +103,7 @@ def track(
     models: Iterable[type[Any]] | Mapping[type[Any], str],
     event_prefixes: Mapping[type[Any], str] | None = None,
     config: Config | None = None,
+    capture: str = "session",
 ) -> SessionTracker:
     """Audit the ORM changes and bulk statements of `models` in a Session, sessionmaker, scoped_session or the
     Session class (every session), emitting through `logger` after commit; returns a handle with `untrack()`.
@@ -116,7 +117,14 @@ def track(
     the `AuditHandler` / `AuditProcessor` behind `logger`. `event_prefixes` overrides the event type prefix of a
     model (default: `default_event_prefix(target_type)`). Raises `ConfigError` when a target has no
     `[targets.<Type>]` section or an event type the integration emits does not match `[events] include`.
+
+    `capture="wal"`: `auditlock capture` records the rows from the database's WAL; the session then only binds the
+    actor into each transaction (`integrations.postgres.bind_session_transactions`) and records nothing itself, so
+    no change is recorded twice. The returned handle's `untrack()` removes that binding.
     """
+    if capture not in ("session", "wal"):
+        raise ConfigError(f"track(capture={capture!r}): use \"session\" (record at commit) or \"wal\" "
+                          "(auditlock capture records; the session binds the actor)")
     check = EventCheck(logger, config)
     config = config if config is not None else check.config
     prefixes = dict(event_prefixes or {})
@@ -130,6 +138,10 @@ def track(
     problems += [f"event_prefixes names {cls!r}, which is not in models" for cls in prefixes]
     if problems:
         raise ConfigError(problems, source="auditlock.integrations.sqlalchemy.track")
+    if capture == "wal":
+        from auditlock.integrations.postgres import bind_session_transactions  # noqa: PLC0415
+
+        return bind_session_transactions(sync_event_target(session_or_factory))  # type: ignore[no-any-return]
     for model in tracked.values():
         allow_integration_fields(model.prefix)
     return SessionTracker(sync_event_target(session_or_factory), logger, tracked, check=check)

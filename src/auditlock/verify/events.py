@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from auditlock.handler.event_types import CAPTURE_GAP as CAPTURE_GAP_EVENT
 from auditlock.spool.format import WRITER_CLOSED, ZERO_HASH
 from auditlock.verify.findings import (
+    CAPTURE_GAP,
     CHAIN_BREAK,
     DIGEST_CLOSED_MISMATCH,
     DIGEST_HASH_MISMATCH,
@@ -137,9 +139,8 @@ class EventStreams:
                 if run is not None:  # a jump in seq, or a broken link (reported by `finish`, with the others)
                     self.runs.setdefault(writer, []).append(run)
                 current[writer] = Run(seq, prev, seq, line_hash, occurred_at, occurred_at, event_type, where)
-            if ident in ids:
-                self.report.add(DUPLICATE_EVENT, f"event {_id_text(ident)}",
-                                f"seen again in {where} (writer {writer} seq {seq})")
+            if ident in ids or event_type == CAPTURE_GAP_EVENT:
+                self._noteworthy(ident, event_type, f"{where} (writer {writer} seq {seq})")
             else:
                 ids.add(ident)
             fed.events += 1
@@ -148,6 +149,16 @@ class EventStreams:
         for writer, run in current.items():
             self.runs.setdefault(writer, []).append(run)
         return fed
+
+    def _noteworthy(self, ident: int | str, event_type: str, where: str) -> None:
+        """A duplicate event id, or a capture gap (`auditlock.capture_gap`: database changes never captured)."""
+        if ident in self.ids:
+            self.report.add(DUPLICATE_EVENT, f"event {_id_text(ident)}", f"seen again in {where}")
+            return
+        self.ids.add(ident)
+        self.report.add(CAPTURE_GAP, f"event {_id_text(ident)}",
+                        f"in {where}: auditlock capture recorded a gap in its replication slot — database row "
+                        "changes in that range were not captured (see the event's from_lsn / to_lsn)")
 
     def finish(self, policy: TailPolicy) -> None:
         """Check every writer's runs for gaps, broken links, overlaps, its start and its end."""

@@ -1,0 +1,163 @@
+"""Decoded pgoutput messages → `auditlock/1` events, one per row change, in commit order.
+
+`ChangeRecorder.take(message)` follows the stream: Begin opens a transaction (its commit LSN, time and xid are
+known from the start), Relation messages describe tables, logical messages say who is acting
+(`capture.attribution`), each Insert / Update / Delete / Truncate of a mapped table becomes one event the moment it
+is decoded (nothing of a transaction is held but its attribution), and Commit closes it. A change the position
+already covers (`capture.position`) is counted in the transaction's order but not written again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from auditlock.capture.attribution import Attribution
+from auditlock.capture.pgoutput import (
+    Begin,
+    Commit,
+    Decoded,
+    Message,
+    PgoutputError,
+    Relation,
+    RowChange,
+    Truncate,
+    format_lsn,
+)
+from auditlock.capture.position import CaptureError, Position
+from auditlock.capture.tables import CapturedTable, RowMapper, relation_name
+
+# The payload fields capture writes on every event (registered as standard fields of its event types).
+CAPTURE_FIELDS = frozenset({"commit_lsn", "xid", "committed_at", "table", "change_index", "db_role",
+                            "application_name", "request_id", "job_run_id", "attribution_problem"})
+TRUNCATE_FIELDS = frozenset({"cascade", "restart_identity"})
+DDL_FIELDS = frozenset({"command", "object"})
+
+Write = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class _Transaction:
+    begin: Begin
+    attribution: Attribution
+    index: int = 0
+    stamp: dict[str, Any] | None = None  # the fields every event of the transaction shares (until a message)
+
+
+class ChangeRecorder:
+    """Writes the events of decoded messages through `write(event_type, fields)`; tracks the last written change."""
+
+    def __init__(self, tables: Mapping[str, CapturedTable], write: Write, written: Position) -> None:
+        self._tables = tables
+        self._write = write
+        self.written = written  # the last change durable or appended (never written twice)
+        self.committed: Commit | None = None  # the last transaction whose every change is written
+        self._relations: dict[int, RowMapper | None] = {}
+        self._by_oid = {table.oid: table for table in tables.values() if table.oid is not None}
+        self._txn: _Transaction | None = None
+        self.events = 0
+
+    def new_stream(self) -> None:
+        """A new peek begins: PostgreSQL sends the Relation messages again and starts at a Begin."""
+        self._relations.clear()
+        self._txn = None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction's Begin was taken and its Commit not yet."""
+        return self._txn is not None
+
+    def take(self, message: Decoded) -> None:
+        """Follow one decoded message."""
+        if isinstance(message, Begin):
+            self._txn = _Transaction(message, Attribution())
+        elif isinstance(message, Relation):
+            self._relation(message)
+        elif isinstance(message, Commit):
+            self._commit(message)
+        elif isinstance(message, Message | RowChange | Truncate):
+            self._change(message)
+
+    def _relation(self, relation: Relation) -> None:
+        table = self._tables.get(relation_name(relation))
+        renamed = self._by_oid.get(relation.oid)
+        if table is None and renamed is not None:
+            # Recording its rows under the old name would be wrong, ignoring them would lose them: stop, with the fix.
+            raise CaptureError(f"table {renamed.name!r} ([targets.{renamed.target_type}]) was renamed to "
+                               f"{relation_name(relation)!r}: set table = \"{relation_name(relation)}\" in "
+                               f"[targets.{renamed.target_type}] and start capture again (the slot keeps the changes)")
+        self._relations[relation.oid] = None if table is None else RowMapper(table, relation)
+
+    def _change(self, message: Message | RowChange | Truncate) -> None:
+        txn = self._txn
+        if txn is None:
+            if isinstance(message, Message) and not message.transactional:
+                return  # a non-transactional message outside a transaction: not ours to record
+            raise PgoutputError(f"pgoutput: a {type(message).__name__} outside a transaction")
+        if isinstance(message, Message):
+            txn.stamp = None
+            ddl = txn.attribution.note(message)
+            if ddl is not None:
+                self._ddl(txn, ddl)
+        elif isinstance(message, RowChange):
+            mapper = self._mapper(message.relation_oid)
+            if mapper is not None:
+                event_type, fields = mapper.event(message)
+                self._emit(txn, event_type, fields, mapper.table)
+        else:
+            for oid in message.relation_oids:
+                mapper = self._mapper(oid)
+                if mapper is not None:
+                    fields = {"target_type": mapper.table.target_type, "cascade": message.cascade,
+                              "restart_identity": message.restart_identity}
+                    self._emit(txn, f"{mapper.table.prefix}.truncated", fields, mapper.table)
+
+    def _mapper(self, oid: int) -> RowMapper | None:
+        if oid not in self._relations:
+            raise PgoutputError(f"pgoutput: a change of relation {oid} before its Relation message")
+        return self._relations[oid]
+
+    def _ddl(self, txn: _Transaction, ddl: Mapping[str, str]) -> None:
+        table = self._tables.get(ddl.get("object", "").lower())
+        oid = ddl.get("oid", "")
+        if table is None and oid.isdigit():
+            table = self._by_oid.get(int(oid))
+        if table is None:
+            return  # a schema change of a table capture does not map
+        txn.stamp = None
+        if not txn.attribution.session:  # DDL fires no row trigger: the DDL message names the session itself
+            txn.attribution.session = {k: v for k, v in ddl.items() if k in ("role", "application_name",
+                                                                              "client_addr")}
+        fields = {"target_type": table.target_type, "command": ddl.get("command", ""), "object": ddl["object"]}
+        self._emit(txn, f"{table.prefix}.schema_changed", fields, table)
+
+    def _emit(self, txn: _Transaction, event_type: str, fields: dict[str, Any], table: CapturedTable) -> None:
+        index = txn.index
+        txn.index += 1
+        begin = txn.begin
+        if self.written.covers(begin.commit_lsn, index):
+            return
+        if txn.stamp is None:
+            txn.stamp = {**txn.attribution.fields(), "commit_lsn": format_lsn(begin.commit_lsn), "xid": begin.xid,
+                         "committed_at": _rfc3339(begin.commit_time)}
+        fields.update(txn.stamp)
+        fields["table"] = table.name
+        fields["change_index"] = index
+        self._write(event_type, fields)
+        self.written = Position(begin.commit_lsn, index)
+        self.events += 1
+
+    def _commit(self, commit: Commit) -> None:
+        txn = self._txn
+        if txn is None or txn.begin.commit_lsn != commit.commit_lsn:
+            raise PgoutputError("pgoutput: a Commit that does not close the open transaction")
+        self._txn = None
+        if commit.commit_lsn >= self.written.commit_lsn:
+            self.written = Position(commit.commit_lsn, None, commit.end_lsn)
+        self.committed = commit
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,143 @@
+"""`auditlock capture --setup`: what the database needs, created idempotently, the SQL printed. Creates only what is
+missing, never drops or weakens anything: the publication over the mapped tables (tables missing from an existing
+publication are added; tables it has beyond the mapping are left, and ignored by capture), `REPLICA IDENTITY FULL`
+on mapped tables that lack it (so updates and deletes carry every before-value), the `auditlock_capture` schema with
+the attribution functions, one BEFORE STATEMENT trigger per mapped table (no per-row cost: it emits one
+transactional message per transaction with `session_user`, `application_name` and the client address; a plain
+function, see `SESSION_FUNCTION`), an event trigger for schema changes (needs superuser; otherwise reported, not
+attempted), and the pgoutput slot. Statements run one by one in autocommit (a slot cannot be created in a
+transaction that wrote).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from auditlock.capture.tables import CapturedTable
+
+SCHEMA = "auditlock_capture"
+SESSION_TRIGGER = "auditlock_capture_session"
+DDL_TRIGGER = "auditlock_capture_ddl"
+
+# Not SECURITY DEFINER and no `SET search_path`: both cost a configuration save/restore on every call, on the
+# write path of every statement; `pg_logical_emit_message` is executable by PUBLIC, and every name is qualified
+# with pg_catalog (operators too), so the caller's search_path cannot redirect it.
+SESSION_FUNCTION = f"""CREATE OR REPLACE FUNCTION {SCHEMA}.note_session() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  xid text := pg_catalog.pg_current_xact_id()::text;
+BEGIN
+  -- once per transaction: the setting is transaction-local and holds this transaction's id
+  IF COALESCE(pg_catalog.current_setting('auditlock.session_noted', true), '') OPERATOR(pg_catalog.<>) xid THEN
+    PERFORM pg_catalog.pg_logical_emit_message(true, 'auditlock.session', pg_catalog.json_build_object(
+      'role', session_user::text, 'application_name', pg_catalog.current_setting('application_name'),
+      'client_addr', pg_catalog.host(pg_catalog.inet_client_addr()))::text);
+    PERFORM pg_catalog.set_config('auditlock.session_noted', xid, true);
+  END IF;
+  RETURN NULL;
+END $fn$"""
+
+DDL_FUNCTION = f"""CREATE OR REPLACE FUNCTION {SCHEMA}.note_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  r record;
+BEGIN
+  IF tg_event = 'sql_drop' THEN
+    FOR r IN SELECT objid, object_identity FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
+      PERFORM pg_logical_emit_message(true, 'auditlock.ddl', json_build_object('role', session_user::text,
+        'command', tg_tag, 'object', r.object_identity, 'oid', r.objid::text,
+        'application_name', current_setting('application_name'),
+        'client_addr', host(inet_client_addr()))::text);
+    END LOOP;
+  ELSE
+    FOR r IN SELECT objid, object_identity FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
+      PERFORM pg_logical_emit_message(true, 'auditlock.ddl', json_build_object('role', session_user::text,
+        'command', tg_tag, 'object', r.object_identity, 'oid', r.objid::text,
+        'application_name', current_setting('application_name'),
+        'client_addr', host(inet_client_addr()))::text);
+    END LOOP;
+  END IF;
+END $fn$"""  # noqa: S608 - a constant: the schema name is ours, no input reaches it
+
+
+@dataclass
+class SetupPlan:
+    """The statements `--setup` runs (in order) and what it cannot do with this role."""
+
+    statements: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def quoted(name: str) -> str:
+    """A validated identifier or "schema.table", double-quoted (the config allows no quotes in them)."""
+    return ".".join(f'"{part}"' for part in name.split("."))
+
+
+def plan_setup(conn: psycopg.Connection[Any], slot: str, publication: str,
+               tables: Mapping[str, CapturedTable]) -> SetupPlan:
+    """What is missing, as SQL; reads the catalog only."""
+    plan = SetupPlan()
+    names = sorted(table.name for table in tables.values())
+    _publication(conn, publication, names, plan)
+    for name in names:
+        if _one(conn, "SELECT relreplident FROM pg_class WHERE oid = to_regclass(%s)", (quoted(name),)) != "f":
+            plan.statements.append(f"ALTER TABLE {quoted(name)} REPLICA IDENTITY FULL")
+    plan.statements.append(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    plan.statements.append(f"REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC")
+    plan.statements.append(SESSION_FUNCTION)
+    plan.statements.append(f"REVOKE ALL ON FUNCTION {SCHEMA}.note_session() FROM PUBLIC")
+    for name in names:
+        plan.statements.append(f"CREATE OR REPLACE TRIGGER {SESSION_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR "
+                               f"TRUNCATE ON {quoted(name)} FOR EACH STATEMENT EXECUTE FUNCTION "
+                               f"{SCHEMA}.note_session()")
+    _ddl_trigger(conn, plan)
+    if _one(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == 0:
+        plan.statements.append(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
+    return plan
+
+
+def _publication(conn: psycopg.Connection[Any], publication: str, names: list[str], plan: SetupPlan) -> None:
+    exists = _one(conn, "SELECT count(*) FROM pg_publication WHERE pubname = %s", (publication,))
+    if not exists:
+        plan.statements.append(f"CREATE PUBLICATION {quoted(publication)} FOR TABLE "
+                               + ", ".join(quoted(n) for n in names)
+                               + " WITH (publish = 'insert, update, delete, truncate')")
+        return
+    held = {f"{s}.{t}".lower() for s, t in conn.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)).fetchall()}
+    missing = [n for n in names if n.lower() not in held]
+    if missing:
+        plan.statements.append(f"ALTER PUBLICATION {quoted(publication)} ADD TABLE "
+                               + ", ".join(quoted(n) for n in missing))
+
+
+def _ddl_trigger(conn: psycopg.Connection[Any], plan: SetupPlan) -> None:
+    if not _one(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+        plan.notes.append(
+            "schema changes (ALTER / DROP / RENAME) of mapped tables are NOT recorded: an event trigger needs a "
+            "superuser, and this role is not one. Run --setup once as a superuser to install it (on RDS/Aurora, "
+            "Cloud SQL and Azure the administrator role cannot create event triggers either; record DDL through "
+            "your migration tool instead — see docs/capture-postgres.md)")
+        return
+    plan.statements.append(DDL_FUNCTION)
+    if _one(conn, "SELECT count(*) FROM pg_event_trigger WHERE evtname = %s", (DDL_TRIGGER,)) == 0:
+        plan.statements.append(f"CREATE EVENT TRIGGER {DDL_TRIGGER} ON ddl_command_end WHEN TAG IN ('ALTER TABLE') "
+                               f"EXECUTE FUNCTION {SCHEMA}.note_ddl()")
+    if _one(conn, "SELECT count(*) FROM pg_event_trigger WHERE evtname = %s", (DDL_TRIGGER + "_drop",)) == 0:
+        plan.statements.append(f"CREATE EVENT TRIGGER {DDL_TRIGGER}_drop ON sql_drop WHEN TAG IN ('DROP TABLE') "
+                               f"EXECUTE FUNCTION {SCHEMA}.note_ddl()")
+
+
+def apply_setup(conn: psycopg.Connection[Any], plan: SetupPlan) -> None:
+    """Run the plan's statements one by one (autocommit)."""
+    for statement in plan.statements:
+        conn.execute(statement.encode())
+
+
+def _one(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(sql.encode(), params).fetchone()
+    return None if row is None else row[0]

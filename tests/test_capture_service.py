@@ -1,0 +1,143 @@
+"""`auditlock capture` as a long-running service: readiness, lag metrics, SIGTERM, and capture + agent end to end
+(the archive on a real S3 server verifies clean)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import orjson
+
+from tests.support.capture_env import CaptureEnv
+from tests.support.s3servers import S3Endpoint, make_lock_bucket
+from tests.support.waiting import wait_for
+
+
+class LogLines:
+    """A subprocess's JSON log lines on stderr, collected by a thread."""
+
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self.lines: list[dict[str, object]] = []
+        self.raw: list[bytes] = []
+        assert child.stderr is not None
+        self._thread = threading.Thread(target=self._read, args=(child.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.raw.append(line)
+            try:
+                self.lines.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+
+    def port(self) -> int | None:
+        """The HTTP port capture logged, once it did."""
+        for line in self.lines:
+            if line.get("event") == "auditlock capture: listening":
+                return int(str(line["port"]))
+        return None
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET on capture's endpoint."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class TestService:
+    """Long-running capture: ready once started, metrics, and a clean stop on SIGTERM."""
+
+    def test_ready_metrics_and_sigterm(self, capture_env: CaptureEnv) -> None:
+        """/readyz turns 200, changes arrive while it runs, lag is exported, SIGTERM exits 0 with a clean end."""
+        capture_env.setup()
+        child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config",
+                                  str(capture_env.config_path)], env=capture_env.env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        logs = LogLines(child)
+        try:
+            wait_for(lambda: logs.port() is not None or child.poll() is not None, what="capture listening")
+            port = logs.port()
+            assert port is not None, b"".join(logs.raw).decode()[-2000:]
+            wait_for(lambda: get(port, "/readyz")[0] == 200, what="capture ready")
+            assert get(port, "/healthz")[0] == 200
+            capture_env.sql("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)")
+            wait_for(lambda: b"order.created" in capture_env.spool_bytes() or any(
+                b"order.created" in p.read_bytes() for p in (capture_env.spool / ".capture").glob("*.jsonl")),
+                what="the change captured")
+            metrics = get(port, "/metrics")[1]
+            assert "auditlock_capture_lag_bytes" in metrics
+            assert "auditlock_capture_lag_seconds" in metrics
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=120) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        (created,) = capture_env.events()
+        assert created["target_id"] == "1"
+        assert b"auditlock.writer_closed" in capture_env.spool_bytes()
+        assert not list((capture_env.spool / ".capture").glob("*.jsonl")), "a segment left in staging"
+
+
+class TestEndToEnd:
+    """Capture and the agent together: the captured changes reach S3 Object Lock and the archive verifies clean."""
+
+    def test_capture_then_agent_then_verify(self, capture_env: CaptureEnv, moto_s3: S3Endpoint) -> None:
+        """SQL changes → capture --once → agent --once → verify: clean, the captured events in the archive."""
+        bucket = make_lock_bucket(moto_s3.client(), f"auditlock-capture-{uuid.uuid4().hex[:12]}")
+        capture_env.write_config(extra=f"""
+[sink]
+bucket = "{bucket}"
+endpoint_url = "{moto_s3.url}"
+region = "us-east-1"
+""")
+        capture_env.setup()
+        capture_env.sql("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)", "UPDATE orders SET status = 'paid'")
+        capture_env.capture("--once")
+        env = {**capture_env.env(), "AWS_ACCESS_KEY_ID": moto_s3.access_key,
+               "AWS_SECRET_ACCESS_KEY": moto_s3.secret_key, "AWS_DEFAULT_REGION": moto_s3.region}
+        for argv in (["agent", "--once"], ["verify"]):
+            done = subprocess.run([sys.executable, "-m", "auditlock", *argv, "--config", str(capture_env.config_path)],
+                                  capture_output=True, text=True, env=env, timeout=300, check=False)
+            assert done.returncode == 0, f"{argv}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        assert "result: clean" in done.stdout
+        assert not list(capture_env.spool.glob("*.jsonl"))
+
+
+
+class TestRename:
+    """A mapped table renamed while capture runs: the rename is recorded, then capture stops rather than lose rows."""
+
+    def test_rename_is_recorded_and_stops_capture_until_the_config_follows(self, capture_env: CaptureEnv) -> None:
+        """schema_changed is written; capture exits 1 naming the new table; with the new name, later rows arrive."""
+        capture_env.setup()
+        child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config",
+                                  str(capture_env.config_path)], env=capture_env.env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        logs = LogLines(child)
+        try:
+            wait_for(lambda: logs.port() is not None or child.poll() is not None, what="capture listening")
+            capture_env.sql("ALTER TABLE orders RENAME TO purchase_orders")
+            capture_env.sql("INSERT INTO purchase_orders VALUES (1, 'new', 1, NULL, NULL)")
+            assert child.wait(timeout=120) == 1
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert "was renamed to 'public.purchase_orders'" in b"".join(logs.raw).decode()
+        (renamed,) = capture_env.events()
+        assert renamed["event_type"] == "order.schema_changed"
+        assert renamed["payload"]["object"] == "public.purchase_orders"
+        text = capture_env.config_path.read_text().replace('"public.orders"', '"public.purchase_orders"')
+        capture_env.config_path.write_text(text)
+        capture_env.capture("--once")
+        assert [e["event_type"] for e in capture_env.events()] == ["order.schema_changed", "order.created"]

@@ -1,0 +1,191 @@
+"""`auditlock capture --setup` and the refusals: what the database needs, created idempotently, and one clear
+message naming the fix when something is missing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import String, create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+import auditlock
+from auditlock.config import load_config
+from auditlock.integrations.sqlalchemy import track
+from tests.support.capture_env import DSN_ENV, CaptureEnv
+from tests.support.postgres import PostgresServer
+
+
+class TestSetup:
+    """--setup creates exactly what is missing and prints it; --dry-run only prints."""
+
+    def test_dry_run_prints_and_creates_nothing(self, capture_env: CaptureEnv) -> None:
+        """--dry-run prints the publication, replica identity, trigger and slot SQL and changes nothing."""
+        done = capture_env.capture("--setup", "--dry-run")
+        assert 'CREATE PUBLICATION "auditlock_pub" FOR TABLE "public"."orders"' in done.stdout
+        assert 'ALTER TABLE "public"."orders" REPLICA IDENTITY FULL' in done.stdout
+        assert "pg_create_logical_replication_slot('auditlock', 'pgoutput')" in done.stdout
+        assert "FOR EACH STATEMENT EXECUTE FUNCTION auditlock_capture.note_session()" in done.stdout
+        assert capture_env.sql("SELECT count(*) FROM pg_publication")[0][0] == 0
+        assert capture_env.sql("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")[0][
+            0] == 0
+
+    def test_setup_is_idempotent(self, capture_env: CaptureEnv) -> None:
+        """A second --setup creates no publication, identity or slot again."""
+        capture_env.setup()
+        again = capture_env.setup().stdout
+        assert "CREATE PUBLICATION" not in again
+        assert "REPLICA IDENTITY" not in again
+        assert "pg_create_logical_replication_slot" not in again
+        assert capture_env.sql("SELECT relreplident FROM pg_class WHERE relname = 'orders'")[0][0] == "f"
+
+    def test_setup_adds_a_table_without_dropping_others(self, capture_env: CaptureEnv) -> None:
+        """A publication holding another table gets the mapped one added; the other stays."""
+        capture_env.sql("CREATE TABLE public.other (id int PRIMARY KEY)",
+                        "CREATE PUBLICATION auditlock_pub FOR TABLE public.other")
+        out = capture_env.setup().stdout
+        assert 'ALTER PUBLICATION "auditlock_pub" ADD TABLE "public"."orders"' in out
+        tables = {row[0] for row in capture_env.sql(
+            "SELECT tablename FROM pg_publication_tables WHERE pubname = 'auditlock_pub'")}
+        assert tables == {"orders", "other"}
+
+    def test_schema_change_is_recorded(self, capture_env: CaptureEnv) -> None:
+        """ALTER TABLE on a mapped table gives order.schema_changed with the role and the command."""
+        capture_env.setup()
+        capture_env.sql("ALTER TABLE orders ADD COLUMN region text")
+        capture_env.capture("--once")
+        (changed,) = capture_env.events()
+        assert changed["event_type"] == "order.schema_changed"
+        assert changed["actor_id"] == "db:postgres"
+        assert changed["payload"]["command"] == "ALTER TABLE"
+        assert changed["payload"]["object"] == "public.orders"
+
+
+class TestRefusals:
+    """Capture refuses to start, naming the fix, when the database is not ready."""
+
+    def test_missing_slot_publication_and_identity(self, capture_env: CaptureEnv) -> None:
+        """Without --setup: one message naming the slot, the publication and the replica identity."""
+        done = capture_env.capture("--once", check=False)
+        assert done.returncode == 1
+        assert "replication slot 'auditlock' does not exist: run `auditlock capture --setup`" in done.stderr
+        assert "publication 'auditlock_pub' does not exist" in done.stderr
+        assert "REPLICA IDENTITY DEFAULT" in done.stderr
+
+    def test_role_without_replication(self, capture_env: CaptureEnv) -> None:
+        """A capture role without REPLICATION is refused with the ALTER ROLE fix."""
+        capture_env.setup()
+        role = f"r_{uuid.uuid4().hex[:8]}"
+        capture_env.sql(f"CREATE ROLE {role} LOGIN")
+        capture_env.write_config(dsn=capture_env.server.dsn(capture_env.database, user=role))
+        done = capture_env.capture("--once", check=False)
+        assert done.returncode == 1
+        assert "lacks REPLICATION: ALTER ROLE" in done.stderr
+
+    def test_wal_level_not_logical(self, postgres_server: PostgresServer, tmp_path: Path) -> None:
+        """On a server with wal_level = replica, capture names wal_level = logical."""
+        env = CaptureEnv(postgres_server, "postgres", tmp_path)
+        env.write_config()
+        done = env.capture("--once", check=False)
+        assert done.returncode == 1
+        assert "wal_level is 'replica', not 'logical'" in done.stderr
+
+    def test_no_mapped_table(self, capture_env: CaptureEnv) -> None:
+        """A config without any [targets.*] table is refused with an example."""
+        text = capture_env.config_path.read_text().replace('table = "public.orders"\n', "")
+        capture_env.config_path.write_text(text)
+        done = capture_env.capture("--once", check=False)
+        assert done.returncode == 1
+        assert 'table = "public.orders"' in done.stderr
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Order(_Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+
+
+@pytest.fixture
+def audit_logger(capture_env: CaptureEnv) -> Iterator[logging.Logger]:
+    """The application's audit logger writing into the same spool capture writes to."""
+    os.environ.setdefault(DSN_ENV, capture_env.dsn)
+    logger = logging.getLogger(f"audit.capture.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = auditlock.AuditHandler(load_config(capture_env.config_path))
+    logger.addHandler(handler)
+    yield logger
+    logger.removeHandler(handler)
+    handler.close()
+
+
+class TestOrmWithCapture:
+    """track(..., capture="wal") binds the actor and records nothing itself: each change once."""
+
+    def test_orm_change_is_recorded_once_with_the_application_actor(self, capture_env: CaptureEnv,
+                                                                    audit_logger: logging.Logger) -> None:
+        """An ORM insert under auditlock.actor is one order.created, from capture, by that user."""
+        capture_env.setup()
+        engine = create_engine(capture_env.server.url(capture_env.database))
+        factory = sessionmaker(engine)
+        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), \
+                auditlock.actor("user:82", ip="198.51.100.4"), factory() as session:
+            session.add(_Order(id=1, status="new"))
+            session.commit()
+        engine.dispose()
+        capture_env.capture("--once")
+        (created,) = capture_env.events()
+        assert (created["actor_id"], created["actor_ip"]) == ("user:82", "198.51.100.4")
+        assert "commit_lsn" in created["payload"]
+
+
+    def test_bind_transaction_on_a_session(self, capture_env: CaptureEnv) -> None:
+        """bind_transaction(session) binds the actor into the session's transaction (no track() needed)."""
+        from auditlock.integrations.postgres import bind_transaction
+
+        capture_env.setup()
+        engine = create_engine(capture_env.server.url(capture_env.database))
+        with auditlock.job("reindex", run_id="r-1"), sessionmaker(engine)() as session:
+            assert bind_transaction(session)
+            session.add(_Order(id=2, status="new"))
+            session.commit()
+        engine.dispose()
+        capture_env.capture("--once")
+        (created,) = capture_env.events()
+        assert (created["actor_id"], created["payload"]["job_run_id"]) == ("job:reindex", "r-1")
+
+
+class TestLargeTransaction:
+    """A transaction of 100k rows is captured without holding it in memory."""
+
+    def test_100k_rows_in_bounded_memory(self, capture_env: CaptureEnv) -> None:
+        """100,000 inserted rows in one transaction: 100,000 events; capture's peak RSS stays under 150 MB."""
+        capture_env.setup()
+        capture_env.sql("INSERT INTO orders (id, status, total, note) SELECT g, 'new', g, repeat('x', 200) "
+                        "FROM generate_series(1, 100000) g")
+        child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config",
+                                  str(capture_env.config_path), "--once"], env=capture_env.env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        assert child.returncode == 0, child.stderr.read().decode()[-2000:] if child.stderr else ""
+        if child.stderr:
+            child.stderr.close()
+        peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+        assert peak_mb < 150, f"capture peaked at {peak_mb:.0f} MB"
+        events = capture_env.events()
+        assert len(events) == 100_000
+        assert [e["payload"]["change_index"] for e in events[:3]] == [0, 1, 2]
+        assert len({e["target_id"] for e in events}) == 100_000
+        assert resource.getrlimit(resource.RLIMIT_AS) is not None  # the bound above is RSS, not address space
