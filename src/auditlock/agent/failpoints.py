@@ -1,7 +1,5 @@
-"""Crash points for the crash-matrix tests: `AUDITLOCK_FAILPOINT=<name>:<n>` SIGKILLs the agent at the n-th hit.
-
-In the manner of etcd's gofail / TiKV's fail-rs: the process really dies at a precise step (no mocks), and the
-test restarts it and checks the archive. Unset (production), `hit()` is one dict lookup.
+"""Crash points for the crash-matrix tests: `AUDITLOCK_FAILPOINT=<name>:<n>` SIGKILLs the agent at the n-th hit
+(`sidecar.failpoints`: the process really dies at a precise step; the test restarts it and checks the archive).
 
 Pause points make a moment observable instead: `AUDITLOCK_PAUSEPOINT=<name>:<ready file>` writes the agent's pid
 to the ready file when it reaches `<name>` (see `PAUSE_NAMES`), then waits until a signal arrives (at most
@@ -11,37 +9,18 @@ to the ready file when it reaches `<name>` (see `PAUSE_NAMES`), then waits until
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from auditlock.sidecar.failpoints import Failpoints
+
 NAMES = ("after_ledger_intent", "before_put", "after_put", "before_digest_put", "after_ledger_confirmed",
          "during_delete", "before_ledger_clear")
+_POINTS = Failpoints("AUDITLOCK_FAILPOINT", NAMES)
+hit = _POINTS.hit
 
-
-def _armed() -> tuple[str, int] | None:
-    spec = os.environ.get("AUDITLOCK_FAILPOINT")
-    if not spec:
-        return None
-    name, _, count = spec.partition(":")
-    if name not in NAMES:
-        raise ValueError(f"AUDITLOCK_FAILPOINT names no failpoint {name!r}; known: {', '.join(NAMES)}")
-    return name, int(count or "1")
-
-
-_ARMED = _armed()
 PAUSE_NAMES = ("startup",)  # startup: signal handlers installed, heavy imports not yet done
 PAUSE_MAX_S = 120.0
-_hits: dict[str, int] = {}
-
-
-def hit(name: str) -> None:
-    """Count a pass through `name`; SIGKILL this process when it is the armed point's n-th pass."""
-    if _ARMED is None or _ARMED[0] != name:
-        return
-    _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= _ARMED[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def pause(name: str, until: Callable[[float], object]) -> None:

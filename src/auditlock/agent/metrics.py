@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -81,67 +78,3 @@ class AppDropsCollector(Collector):
         for reason in REASONS:
             family.add_metric([reason], totals.get(reason, 0))
         yield family
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes every few seconds would flood the log; access logs are off."""
-
-
-class HealthServer:
-    """Serves /metrics, /healthz (the loop is alive) and /readyz (initial scan done, not stopping, and no
-    problem with the sink that only an operator can fix — then 503 with that problem as the body)."""
-
-    def __init__(self, metrics: AgentMetrics, host: str, port: int, *, stale_after_s: float = 120.0) -> None:
-        self.metrics = metrics
-        self.ready = False
-        self.problem: str | None = None
-        self.heartbeat = time.monotonic()
-        self.stale_after_s = stale_after_s
-        self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="auditlock-agent-http", daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self._server.server_port)
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def beat(self) -> None:
-        """The main loop calls this every pass."""
-        self.heartbeat = time.monotonic()
-
-    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            return _respond(start_response, "200 OK", self.metrics.render(), CONTENT_TYPE_LATEST)
-        if path == "/healthz":
-            alive = time.monotonic() - self.heartbeat < self.stale_after_s
-            return _respond(start_response, "200 OK" if alive else "503 Service Unavailable",
-                            b"ok\n" if alive else b"main loop stalled\n")
-        if path == "/readyz":
-            return self._readyz(start_response)
-        return _respond(start_response, "404 Not Found", b"not found\n")
-
-
-    def _readyz(self, start_response: StartResponse) -> list[bytes]:
-        problem = self.problem
-        if problem is not None:
-            return _respond(start_response, "503 Service Unavailable", f"not ready: {problem}\n".encode())
-        return _respond(start_response, "200 OK" if self.ready else "503 Service Unavailable",
-                        b"ready\n" if self.ready else b"not ready\n")
-
-
-def _respond(start_response: StartResponse, status: str, body: bytes,
-             content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-    return [body]

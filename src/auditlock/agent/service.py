@@ -22,7 +22,7 @@ from auditlock.agent import signals
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.identity import IdentityCheck, ensure_private_dir, refuse_foreign_sticky_spool
 from auditlock.agent.ledger import Ledger
-from auditlock.agent.metrics import AgentMetrics, HealthServer
+from auditlock.agent.metrics import AgentMetrics
 from auditlock.agent.open_segments import OpenSegmentsWaiting, open_segments_waiting
 from auditlock.agent.preflight import SinkGate
 from auditlock.agent.shipper import DeadlineExceededError, Shipper, StopRequestedError
@@ -32,6 +32,7 @@ from auditlock.archive import layout
 from auditlock.archive.client import make_s3_client
 from auditlock.config.model import Config
 from auditlock.errors import AuditlockError, SpoolError
+from auditlock.sidecar.health import HealthServer
 from auditlock.spool.files import refuse_world_writable
 from auditlock.spool.format import ensure_spool_dir, parse_segment_name
 from auditlock.spool.reader import first_occurred_at
@@ -112,7 +113,8 @@ class Agent:
                             on_floored=FlooredObjects(self.metrics, trail, config.retention.classes))
         digests = DigestChain(state_dir, config.retention.classes, config.sink.prefix, _signing_key(config))
         digests.record_app_drops(self.spool)
-        self.http = HealthServer(self.metrics, config.agent.http_host, config.agent.http_port) if serve_http else None
+        self.http = (HealthServer(self.metrics, config.agent.http_host, config.agent.http_port, name="agent")
+                     if serve_http else None)
         self.shipper = Shipper(config, uploader, self.metrics, Ledger(state_dir), digests, stop=self.stop,
                                abort=self.abort, heartbeat=self.http.beat if self.http is not None else None)
         self.shipper.trail = trail

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from auditlock.capture import database, failpoints
-from auditlock.capture.metrics import CaptureMetrics, HealthServer
+from auditlock.capture.metrics import CaptureMetrics
 from auditlock.capture.pgoutput import PgoutputError, decode, format_lsn
 from auditlock.capture.position import START, CaptureError, Position, PositionFile
 from auditlock.capture.recorder import CAPTURE_FIELDS, DDL_FIELDS, TRUNCATE_FIELDS, ChangeRecorder
@@ -36,6 +36,7 @@ from auditlock.errors import SpoolError
 from auditlock.handler import event_types
 from auditlock.handler.core import AuditCore
 from auditlock.handler.event_types import CAPTURE_GAP
+from auditlock.sidecar.health import HealthServer
 from auditlock.spool.writer import SpoolWriter
 
 log = logging.getLogger("auditlock.capture")
@@ -55,8 +56,8 @@ class Capture:
         self.staging = Staging(state_dir, spool)
         self.positions = PositionFile(state_dir, self.settings.slot)
         self.metrics = CaptureMetrics()
-        self.http = (HealthServer(self.metrics, self.settings.http_host, self.settings.http_port)
-                     if serve_http else None)
+        self.http = (HealthServer(self.metrics, self.settings.http_host, self.settings.http_port, name="capture",
+                                  ready=True, problem="starting") if serve_http else None)
         self.stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._core: AuditCore | None = None
