@@ -11,7 +11,9 @@
 # (git archive HEAD) with its own virtualenv, because the tests start agent and writer subprocesses that import
 # `auditlock` from the source tree: mutating the work tree itself would hand mutants to anything else running
 # there. After `init`, tools/mutation_filter.py marks the mutants that are equivalent by construction (inside
-# annotations; `|` -> `+`/`^` between disjoint flag bits) as skipped. Results: the session database and a
+# annotations; `|` -> `+`/`^` between disjoint flag bits) as skipped, and samples the comparison and binary
+# operator replacements (MUTATION_ALL_OPERATORS=1 runs them all). Each mutant's tests run in a child forked from
+# tools/mutation_runner.py, which has pytest and the third-party imports loaded once per run. Results: the session database and a
 # `survivors.txt` (every surviving mutant as a diff) under $MUTATION_DIR (default /tmp/auditlock-mutation; with
 # --preset, one directory per group under it). A preset group whose directory already holds a session resumes
 # it (delete the directory to start that group afresh at the current commit).
@@ -19,6 +21,7 @@ set -euo pipefail
 
 COSMIC_RAY="cosmic-ray==8.7.0"
 MUTANT_TIMEOUT_S="${MUTANT_TIMEOUT_S:-120}"
+SERVER_START_S=600  # preloading imports once; generous: the machine may be loaded
 base="${MUTATION_DIR:-/tmp/auditlock-mutation}"
 repo="$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)"
 filter="$repo/tools/mutation_filter.py"
@@ -54,6 +57,7 @@ init_run() {  # WORK "MODULES" "TESTS": a fresh copy of HEAD, a session, equival
     git -C "$repo" rev-parse HEAD > "$work/commit"
     git -C "$repo" archive HEAD | tar -x -C "$work/tree"
     (cd "$work/tree" && uv sync --locked --all-extras --quiet)
+    printf '%s\n' "$tests" > "$work/tests"
     local module_list
     module_list=$(printf '"%s", ' $modules)
     cat > "$work/cosmic-ray.toml" <<TOML
@@ -61,34 +65,59 @@ init_run() {  # WORK "MODULES" "TESTS": a fresh copy of HEAD, a session, equival
 module-path = [${module_list%, }]
 timeout = ${MUTANT_TIMEOUT_S}
 excluded-modules = []
-test-command = "$work/tree/.venv/bin/python -m pytest -x -q -p no:cacheprovider -m 'not rgw' $tests"
+test-command = "$work/tree/.venv/bin/python $work/tree/tools/mutation_runner.py run $work/runner.sock"
 
 [cosmic-ray.distributor]
 name = "local"
 TOML
     (cd "$work/tree" && cr cosmic-ray init "$work/cosmic-ray.toml" "$work/session.sqlite")
-    (cd "$work/tree" && cr python "$filter" "$work/session.sqlite" "$work/tree")
-    (cd "$work/tree" && cr cosmic-ray baseline "$work/cosmic-ray.toml")
+    local sample=()
+    [[ "${MUTATION_ALL_OPERATORS:-}" == 1 ]] && sample=(--all-operators)
+    (cd "$work/tree" && cr python "$filter" "$work/session.sqlite" "$work/tree" "${sample[@]}")
+}
+
+start_runner() {  # WORK: the fork server for this run's tests, listening on $work/runner.sock
+    local work="$1" tests waited=0
+    tests=$(cat "$work/tests")
+    rm -f "$work/runner.sock"
+    # shellcheck disable=SC2086  # the test list is words
+    (cd "$work/tree" && exec .venv/bin/python tools/mutation_runner.py serve "$work/runner.sock" \
+        "$MUTANT_TIMEOUT_S" -- -m "not rgw" $tests) > "$work/runner.log" 2>&1 &
+    runner_pid=$!
+    trap 'kill "$runner_pid" 2>/dev/null || true' EXIT
+    until [[ -S "$work/runner.sock" ]]; do
+        kill -0 "$runner_pid" 2>/dev/null || { echo "runner died: $work/runner.log" >&2; exit 1; }
+        (( waited++ < SERVER_START_S )) || { echo "runner not up after ${SERVER_START_S}s" >&2; exit 1; }
+        sleep 1
+    done
 }
 
 exec_run() {  # WORK: run the pending mutants, then write survivors.txt
     local work="$1"
     # A run stopped mid-mutant leaves that mutant in the copy: restore the sources before going on.
     git -C "$repo" archive "$(cat "$work/commit")" src | tar -x -C "$work/tree"
+    start_runner "$work"
+    (cd "$work/tree" && cr cosmic-ray baseline "$work/cosmic-ray.toml")
     (cd "$work/tree" && cr cosmic-ray exec "$work/cosmic-ray.toml" "$work/session.sqlite")
+    kill "$runner_pid" 2>/dev/null || true
     cr cr-report "$work/session.sqlite" --show-diff --surviving-only > "$work/survivors.txt" || true
     cr cr-report "$work/session.sqlite" | tail -4
     echo "surviving mutants: $work/survivors.txt"
 }
 
-run_preset() {  # GROUP...: each named group of the core preset (all when none is named), in sequence
-    local wanted=("$@") entry name modules tests
-    for entry in "${CORE_GROUPS[@]}"; do
-        IFS='|' read -r name modules tests <<< "$entry"
-        if [[ ${#wanted[@]} -gt 0 && ! " ${wanted[*]} " =~ " $name " ]]; then continue; fi
-        echo "== $name: $modules"
-        [[ -f "$base/$name/session.sqlite" ]] || init_run "$base/$name" "$modules" "$tests"
-        exec_run "$base/$name"
+run_preset() {  # GROUP...: the named groups of the core preset in the order given (all when none is named)
+    local wanted=("$@") group entry name modules tests
+    [[ ${#wanted[@]} -gt 0 ]] || for entry in "${CORE_GROUPS[@]}"; do wanted+=("${entry%%|*}"); done
+    for group in "${wanted[@]}"; do
+        for entry in "${CORE_GROUPS[@]}"; do
+            IFS='|' read -r name modules tests <<< "$entry"
+            [[ "$name" == "$group" ]] || continue
+            echo "== $name: $modules"
+            [[ -f "$base/$name/session.sqlite" ]] || init_run "$base/$name" "$modules" "$tests"
+            exec_run "$base/$name"
+            continue 2
+        done
+        echo "no group '$group' in the core preset (see --list)" >&2; exit 2
     done
 }
 
