@@ -36,12 +36,12 @@ def _preload(names: list[str]) -> None:
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:  # a module that does not import on its own is imported by the child, as usual
+        except Exception:  # noqa: S112 - one that does not import on its own is imported by the child, as usual
             continue
 
 
 def _child(pytest_args: list[str], timeout_s: int) -> None:
-    import pytest
+    import pytest  # noqa: PLC0415 - imported by the server's preload already; named here for the child
 
     signal.alarm(timeout_s)
     code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *pytest_args])
