@@ -113,6 +113,9 @@ run_preset() {  # GROUP...: the named groups of the core preset in the order giv
             IFS='|' read -r name modules tests <<< "$entry"
             [[ "$name" == "$group" ]] || continue
             echo "== $name: $modules"
+            mkdir -p "$base"
+            exec 9> "$base/$name.lock"  # two presets started over the same directory share out the groups
+            flock -n 9 || { echo "$name: another run has it; skipped"; continue 2; }
             [[ -f "$base/$name/session.sqlite" ]] || init_run "$base/$name" "$modules" "$tests"
             exec_run "$base/$name"
             continue 2
