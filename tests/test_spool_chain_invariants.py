@@ -7,6 +7,7 @@ Times are fixed instants (nanoseconds since the epoch), never today's date.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -66,3 +67,15 @@ class TestSymlinkUnderASegmentName:
             open_spool_file(link)
 
         assert caught.value.reason == "a symbolic link, not a regular file"
+
+
+class TestReadersOpenReadOnly:
+    """Invariant: a reader of the spool opens segments read-only (verify and query never write; an auditor may not)."""
+
+    def test_default_open_is_read_only(self, tmp_path: Path) -> None:
+        """Invariant (read-only readers): `open_spool_file` without `write=True` gives an O_RDONLY descriptor."""
+        segment = tmp_path / f"{'e' * 32}.0000000000000000.jsonl"
+        segment.write_bytes(b"{}\n")
+
+        with open_spool_file(segment) as f:
+            assert fcntl.fcntl(f.fileno(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY

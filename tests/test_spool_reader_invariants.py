@@ -16,6 +16,7 @@ import pytest
 
 from auditlock.config import Config
 from auditlock.spool.format import WRITER_CLOSED
+from auditlock.spool.lines import MAX_LINE_DEPTH, parse_line, valid_event
 from auditlock.spool.reader import DamagedSegmentError, group_lines, scan_segment
 from tests.support.hostile_spool import rechain, set_field
 from tests.test_spool_reader import edit_line, write_orders
@@ -106,3 +107,49 @@ class TestRecoveryScanOfCraftedLastLine:
         assert scan.damage is not None
         assert scan.damage.startswith(f"line {len(raw)} ")
         assert "not in the writer's JSON form" in scan.damage
+
+    def test_impossible_date_in_the_last_line_is_damage_naming_it(self, rotated: list[Path]) -> None:
+        """Invariant (no crafted line accepted or cut as torn): a month-13 occurred_at on the last line is damage."""
+        path = rotated[1]
+        count = len(lines_of(path))
+        rechain(path, count - 1, set_field("occurred_at", "2026-13-01T00:00:00.000000Z"))
+
+        scan = scan_segment(path)
+
+        assert (scan.torn_tail, scan.lines) == (False, count - 1)
+        assert scan.damage is not None
+        assert scan.damage.startswith(f"line {count} ")
+        assert "occurred_at '2026-13-01T00:00:00.000000Z' is not a UTC time" in scan.damage
+
+
+def nested(kind: str, depth: int) -> object:
+    """A JSON value `depth` containers deep: dicts ({"a": ...}) or lists ([...])."""
+    value: object = 0
+    for _ in range(depth):
+        value = {"a": value} if kind == "dict" else [value]
+    return value
+
+
+class TestNestingBound:
+    """Invariant: no line nested deeper than MAX_LINE_DEPTH is valid, however its brackets are mixed."""
+
+    @pytest.mark.parametrize("kind", ["dict", "list"])
+    def test_too_deep_line_is_refused_naming_the_depth(self, rotated: list[Path], kind: str) -> None:
+        """Invariant (bounded readers): a canonical line nested past the bound is invalid, and says so."""
+        event = orjson.loads(lines_of(rotated[0])[0])
+        event["payload"] = {"deep": nested(kind, MAX_LINE_DEPTH)}
+        body = orjson.dumps(event)
+
+        assert valid_event(body) is None
+        parsed = parse_line(body + b"\n")
+        assert parsed.event is None
+        assert parsed.problem == f"nested more than {MAX_LINE_DEPTH} levels deep (a writer never writes that)"
+
+    @pytest.mark.parametrize(("depth", "valid"), [(40, True), (41, False)], ids=["40-valid", "41-refused"])
+    def test_the_bound_is_40_levels(self, rotated: list[Path], depth: int, valid: bool) -> None:
+        """Invariant (the documented bound, spool/lines.py): 40 levels deep is valid, 41 is not."""
+        event = orjson.loads(lines_of(rotated[0])[0])
+        event["payload"] = {"deep": nested("dict", depth - 2)}  # the event and the payload are the first two levels
+        body = orjson.dumps(event)
+
+        assert (valid_event(body) == event) is valid
