@@ -204,3 +204,15 @@ class TestQuarantineNames:
         for n, name in enumerate([path.name, f"{path.name}.1", f"{path.name}.2"]):
             assert (quarantine_dir / name).read_bytes() == data + bytes([n])
             assert (quarantine_dir / f"{name}.reason.txt").read_text().endswith(f" reason {n}\n")
+
+    def test_name_taken_by_a_file_without_reason_is_not_replaced(self, config: Config) -> None:
+        """Invariant (quarantine keeps everything): a NAME already there without its reason file → NAME.1."""
+        path = dead_writers_segment(config)
+        quarantine_dir = config.spool.dir / QUARANTINE_DIR
+        quarantine_dir.mkdir(mode=0o700)
+        (quarantine_dir / path.name).write_bytes(b"kept\n")
+
+        target = quarantine(config.spool.dir, path, "second")
+
+        assert target.name == f"{path.name}.1"
+        assert (quarantine_dir / path.name).read_bytes() == b"kept\n"

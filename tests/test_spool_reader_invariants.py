@@ -108,6 +108,17 @@ class TestRecoveryScanOfCraftedLastLine:
         assert scan.damage.startswith(f"line {len(raw)} ")
         assert "not in the writer's JSON form" in scan.damage
 
+    def test_replayed_lower_seq_is_damage(self, rotated: list[Path]) -> None:
+        """Invariant (damage found before recovery seals): a re-chained line with an earlier seq is damage."""
+        path = rotated[1]
+        seq = orjson.loads(lines_of(path)[2])["seq"]
+        rechain(path, 2, set_field("seq", seq - 1))
+
+        scan = scan_segment(path)
+
+        where = f"line 3 (byte {len(b''.join(lines_of(path)[:2]))})"
+        assert scan.damage == f"{where}: seq {seq - 1} where {seq} was expected"
+
     def test_impossible_date_in_the_last_line_is_damage_naming_it(self, rotated: list[Path]) -> None:
         """Invariant (no crafted line accepted or cut as torn): a month-13 occurred_at on the last line is damage."""
         path = rotated[1]
