@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from auditlock.spool.chain import UtcClock, find_unencodable
+from auditlock.spool.chain import UtcClock, find_unencodable, uuid7_hex
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
+from auditlock.spool.lines import parse_line
+from auditlock.spool.segment import OpenSegment
 
 # 2026-03-04T05:06:07.123456789Z and the second before it.
 INSTANT_NS = 1_772_600_767_123_456_789
@@ -79,3 +81,41 @@ class TestReadersOpenReadOnly:
 
         with open_spool_file(segment) as f:
             assert fcntl.fcntl(f.fileno(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+
+
+class TestUuid7SubMillisecond:
+    """Invariant: event ids are RFC 9562 UUIDv7 whose 12 sub-millisecond bits scale the nanoseconds into 0..4095."""
+
+    @pytest.mark.parametrize(("sub_ns", "sub"), [(0, 0), (500_000, 2048), (999_999, 4095)])
+    def test_sub_millisecond_field_and_version(self, sub_ns: int, sub: int) -> None:
+        """Invariant (valid, time-ordered ids): version 7, variant 10, rand_a = sub_ns * 4096 // 1e6 at the edges."""
+        value = int(uuid7_hex(1_772_600_767_123 * 1_000_000 + sub_ns, rand62=0), 16)
+        assert (value >> 76) & 0xF == 7
+        assert (value >> 64) & 0xFFF == sub
+        assert (value >> 62) & 0b11 == 0b10
+
+
+class TestLineThatIsNotAnObject:
+    """Invariant: a line that is valid JSON but not an object is named, never an exception out of the reader."""
+
+    @pytest.mark.parametrize("line", [b"[1, 2]\n", b"7\n", b'"text"\n'], ids=["array", "number", "string"])
+    def test_named_as_not_an_event(self, line: bytes) -> None:
+        """Invariant (everything read is hostile): "not an auditlock/1 JSON object"."""
+        parsed = parse_line(line)
+        assert (parsed.event, parsed.problem) == (None, "not an auditlock/1 JSON object")
+
+
+class TestAbandonedSegmentDescriptor:
+    """Invariant: a segment closed twice closes nothing else (its descriptor is forgotten on the first close)."""
+
+    def test_second_abandon_leaves_descriptor_0_open(self, tmp_path: Path) -> None:
+        """Invariant (descriptor hygiene): abandon() twice never closes fd 0 or any other descriptor."""
+        segment = OpenSegment.create(tmp_path, "f" * 32, 0, MARCH_2026)
+        saved = os.dup(0)
+        try:
+            segment.abandon()
+            segment.abandon()
+            os.fstat(0)
+        finally:
+            os.dup2(saved, 0)
+            os.close(saved)
