@@ -188,6 +188,25 @@ class TestUnsafeStagingFile:
         assert report.sealed == [path.name]
         assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
+    def test_unsafe_staging_names_do_not_stop_the_removal_of_dead_ones(self, config: Config) -> None:
+        """Invariant (every dead writer's leftovers go): FIFOs among empty `.new` files stop none of their removals.
+
+        Created interleaved, so that in creation order, its reverse or a hashed directory order a FIFO is (almost
+        surely) listed before some empty file."""
+        fifos, empty = [], []
+        for n in range(5):
+            fifo = config.spool.dir / f"{n:032x}.0000000000000000{NEW_SUFFIX}"
+            os.mkfifo(fifo)
+            fifos.append(fifo)
+            dead = config.spool.dir / f"{n + 16:032x}.0000000000000000{NEW_SUFFIX}"
+            dead.write_bytes(b"")
+            empty.append(dead)
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert sorted(report.removed_empty) == sorted(path.name for path in empty)
+        assert all(stat.S_ISFIFO(os.lstat(fifo).st_mode) for fifo in fifos)
+
 
 class TestQuarantineNames:
     """Invariant: nothing in quarantine/ is ever replaced; a name quarantined again gets the next `.N`."""
