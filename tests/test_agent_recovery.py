@@ -193,6 +193,7 @@ class TestUnsafeStagingFile:
 
         Created interleaved, so that in creation order, its reverse or a hashed directory order a FIFO is (almost
         surely) listed before some empty file."""
+        config.spool.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fifos, empty = [], []
         for n in range(5):
             fifo = config.spool.dir / f"{n:032x}.0000000000000000{NEW_SUFFIX}"
