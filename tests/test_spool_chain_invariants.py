@@ -119,3 +119,19 @@ class TestAbandonedSegmentDescriptor:
         finally:
             os.dup2(saved, 0)
             os.close(saved)
+
+
+class TestRefusalClosesItsDescriptor:
+    """Invariant: a refused spool file leaves no descriptor open (an agent refusing planted files every pass must not
+    run out of descriptors)."""
+
+    def test_refused_fifo_leaks_no_descriptor(self, tmp_path: Path) -> None:
+        """Invariant (bounded resources): refusing a FIFO closes the descriptor it opened to look at it."""
+        fifo = tmp_path / f"{'f' * 32}.0000000000000000.jsonl"
+        os.mkfifo(fifo)
+        before = len(os.listdir("/proc/self/fd"))
+
+        with pytest.raises(UnsafeSpoolFileError):
+            open_spool_file(fifo)
+
+        assert len(os.listdir("/proc/self/fd")) == before

@@ -61,6 +61,13 @@ class TestShippingCheckEdges:
 
         assert refusal(path).startswith("line 3: prev ")
 
+    def test_occurred_at_without_microseconds(self, rotated: list[Path]) -> None:
+        """Invariant (one occurred_at form, it names object keys): a real time without its microseconds is refused."""
+        path = rotated[1]
+        rechain(path, 2, set_field("occurred_at", "2026-01-02T03:04:05Z"))
+
+        assert refusal(path).startswith("line 3: occurred_at '2026-01-02T03:04:05Z' is not a UTC time")
+
     def test_replayed_lower_seq_is_named_as_a_seq_problem(self, rotated: list[Path]) -> None:
         """Invariant (named findings): a re-chained line with an earlier seq is named by its seq, not its prev."""
         path = rotated[1]
@@ -155,6 +162,14 @@ class TestNestingBound:
         parsed = parse_line(body + b"\n")
         assert parsed.event is None
         assert parsed.problem == f"nested more than {MAX_LINE_DEPTH} levels deep (a writer never writes that)"
+
+    def test_many_shallow_brackets_are_valid(self, rotated: list[Path]) -> None:
+        """Invariant (no false damage): more brackets than the bound, all shallow (50 empty lists), is a valid line."""
+        event = orjson.loads(lines_of(rotated[0])[0])
+        event["payload"] = {"lists": [[] for _ in range(50)]}
+        body = orjson.dumps(event)
+
+        assert valid_event(body) == event
 
     @pytest.mark.parametrize(("depth", "valid"), [(40, True), (41, False)], ids=["40-valid", "41-refused"])
     def test_the_bound_is_40_levels(self, rotated: list[Path], depth: int, valid: bool) -> None:

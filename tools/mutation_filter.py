@@ -56,7 +56,7 @@ COMPARISON, BINARY = "core/ReplaceComparisonOperator_", "core/ReplaceBinaryOpera
 Span = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _span(node: ast.AST) -> Span:
+def _span(node: ast.expr) -> Span:
     return ((node.lineno, node.col_offset), (node.end_lineno or node.lineno, node.end_col_offset or 0))
 
 

@@ -1,6 +1,7 @@
-"""What verify reads from the digest chain beyond its links: a second chain start of one agent is a finding, and
-what agents recorded for an auditor (a recovery from damaged state, applications' dropped events) becomes notes.
-Found by the mutation run (docs/mutation-survivors.md): removing either loop left every fast test green.
+"""Archive verification at its edges: a second chain start of one agent is a finding; what agents recorded for an
+auditor (a recovery from damaged state, applications' dropped events) becomes notes; the signature skip note
+appears only without a key; an object's bad lines are named by their line numbers. Found by the mutation run
+(docs/mutation-survivors.md): each of these mutants left every fast test green.
 
 The archive is the one `tests/test_verify_invariants.py` builds (the real agent on moto, signed digests); each test
 edits and re-signs its own copy as a forger with the key would.
@@ -35,6 +36,17 @@ class TestChainStarts:
         assert start["detail"] == f"2 digests start a chain (previous is null): {first}, {newest}"
 
 
+class TestSignatureSkipNote:
+    """Invariant: the report says signatures were not checked exactly when no public key was given."""
+
+    def test_note_only_without_a_key(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (the report says what it did not check, and only that): no key → skipped; a key → not."""
+        note = "digest signatures: no --public-key given"
+        _status, unsigned = run(copy, pristine, signed=False)
+        _status, signed = run(copy, pristine)
+        assert (note in unsigned["skipped"], note in signed["skipped"]) == (True, False)
+
+
 class TestAgentRecordsBecomeNotes:
     """Invariant: what an agent recorded for an auditor is shown as a note (never silently dropped)."""
 
@@ -52,3 +64,18 @@ class TestAgentRecordsBecomeNotes:
                "its app_drops" in report["notes"]
         assert any(note.startswith(f"{newest}: the agent recovered from a damaged state file (digest-chain.json)")
                    for note in report["notes"])
+
+
+class TestBadLinesNamed:
+    """Invariant: an events object's unreadable lines are named by their 1-based line numbers."""
+
+    def test_second_line_replaced(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (named findings): garbage on line 2 → "lines 2 are not auditlock/1 events"."""
+        key = copy.stored()[0]
+        lines = copy.lines(key)
+        copy.write_lines(key, [lines[0], b"not an event", *lines[2:]])
+
+        _status, report = run(copy, pristine)
+
+        assert {"kind": "unreadable object", "subject": key, "detail": "lines 2 are not auditlock/1 events"} \
+            in report["findings"]
