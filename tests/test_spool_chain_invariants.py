@@ -95,6 +95,16 @@ class TestUuid7SubMillisecond:
         assert (value >> 62) & 0b11 == 0b10
 
 
+class TestUuid7Randomness:
+    """Invariant: two ids of the same instant differ (62 random bits), and the variant bits stay `10`."""
+
+    def test_same_instant_different_ids(self) -> None:
+        """Invariant (unique event ids): the random part is random and confined to its 62 bits."""
+        first, second = (int(uuid7_hex(INSTANT_NS), 16) for _ in range(2))
+        assert first != second
+        assert (first >> 62) & 0b11 == (second >> 62) & 0b11 == 0b10
+
+
 class TestLineThatIsNotAnObject:
     """Invariant: a line that is valid JSON but not an object is named, never an exception out of the reader."""
 
@@ -108,17 +118,19 @@ class TestLineThatIsNotAnObject:
 class TestAbandonedSegmentDescriptor:
     """Invariant: a segment closed twice closes nothing else (its descriptor is forgotten on the first close)."""
 
-    def test_second_abandon_leaves_descriptor_0_open(self, tmp_path: Path) -> None:
-        """Invariant (descriptor hygiene): abandon() twice never closes fd 0 or any other descriptor."""
+    def test_second_abandon_leaves_the_standard_descriptors_open(self, tmp_path: Path) -> None:
+        """Invariant (descriptor hygiene): abandon() twice never closes fd 0, 1 or 2 (or any other descriptor)."""
         segment = OpenSegment.create(tmp_path, "f" * 32, 0, MARCH_2026)
-        saved = os.dup(0)
+        saved = [os.dup(fd) for fd in (0, 1, 2)]
         try:
             segment.abandon()
             segment.abandon()
-            os.fstat(0)
+            for fd in (0, 1, 2):
+                os.fstat(fd)
         finally:
-            os.dup2(saved, 0)
-            os.close(saved)
+            for fd, copy in enumerate(saved):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 class TestRefusalClosesItsDescriptor:

@@ -171,6 +171,16 @@ class TestNestingBound:
 
         assert valid_event(body) == event
 
+    def test_deep_within_the_bound_among_many_brackets_is_valid(self, rotated: list[Path]) -> None:
+        """Invariant (no false damage): 30 levels deep plus 20 shallow lists (more brackets than the bound) is valid
+        — the exact depth is measured, one level per container."""
+        event = orjson.loads(lines_of(rotated[0])[0])
+        event["payload"] = {"deep": nested("dict", 27), "lists": [[] for _ in range(20)]}
+        body = orjson.dumps(event)
+
+        assert body.count(b"[") + body.count(b"{") > MAX_LINE_DEPTH
+        assert valid_event(body) == event
+
     @pytest.mark.parametrize(("depth", "valid"), [(40, True), (41, False)], ids=["40-valid", "41-refused"])
     def test_the_bound_is_40_levels(self, rotated: list[Path], depth: int, valid: bool) -> None:
         """Invariant (the documented bound, spool/lines.py): 40 levels deep is valid, 41 is not."""
