@@ -172,10 +172,10 @@ class TestNestingBound:
         assert valid_event(body) == event
 
     def test_deep_within_the_bound_among_many_brackets_is_valid(self, rotated: list[Path]) -> None:
-        """Invariant (no false damage): 30 levels deep plus 20 shallow lists (more brackets than the bound) is valid
-        — the exact depth is measured, one level per container."""
+        """Invariant (no false damage): exactly 40 levels deep plus 20 shallow lists (more brackets than the bound) is
+        valid — the exact depth is measured, one level per container, and the bound is inclusive."""
         event = orjson.loads(lines_of(rotated[0])[0])
-        event["payload"] = {"deep": nested("dict", 27), "lists": [[] for _ in range(20)]}
+        event["payload"] = {"deep": nested("dict", 38), "lists": [[] for _ in range(20)]}
         body = orjson.dumps(event)
 
         assert body.count(b"[") + body.count(b"{") > MAX_LINE_DEPTH
