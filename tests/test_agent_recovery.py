@@ -8,15 +8,17 @@ edited on disk as a crash or a bad disk would leave them.
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 
-from auditlock.agent.recovery import _lock_if_dead, recover_dead_writers
+from auditlock.agent.recovery import _lock_if_dead, quarantine, recover_dead_writers
 from auditlock.config import Config
-from auditlock.spool.format import QUARANTINE_DIR, SEALED_SUFFIX
+from auditlock.spool.format import NEW_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
 from auditlock.spool.reader import scan_segment
 from tests.test_spool_reader import reopen, write_orders
 
@@ -144,3 +146,93 @@ class TestStrayFiles:
 
         assert report.sealed == [path.name]
         assert stray.read_bytes() == b"not an event\n"
+
+
+class TestSizeBound:
+    """Invariant: only a dead writer's segment *larger* than the read bound is refused (quarantined); one within it,
+    to the byte, is sealed."""
+
+    @pytest.mark.parametrize("slack", [0, 1000], ids=["exactly-the-bound", "under-the-bound"])
+    def test_segment_within_the_bound_is_sealed(self, config: Config, slack: int) -> None:
+        """Invariant (no genuine segment refused): size == max_bytes, or well under it, seals."""
+        path = dead_writers_segment(config)
+
+        report = recover_dead_writers(config.spool.dir, max_bytes=path.stat().st_size + slack)
+
+        assert (report.sealed, report.quarantined) == ([path.name], [])
+
+    def test_segment_over_the_bound_is_quarantined_with_the_reason(self, config: Config) -> None:
+        """Invariant (refused, never read, never lost): one byte over → quarantined whole, reason says why."""
+        path = dead_writers_segment(config)
+        data = path.read_bytes()
+
+        report = recover_dead_writers(config.spool.dir, max_bytes=len(data) - 1)
+
+        quarantine_dir = config.spool.dir / QUARANTINE_DIR
+        assert (report.quarantined, report.sealed) == ([path.name], [])
+        assert (quarantine_dir / path.name).read_bytes() == data
+        assert "refused open segment" in (quarantine_dir / f"{path.name}.reason.txt").read_text()
+
+
+class TestUnsafeStagingFile:
+    """Invariant: a `.new` name that is not a regular file is left alone, and recovery of the rest goes on."""
+
+    def test_fifo_staging_name_is_skipped(self, config: Config) -> None:
+        """Invariant (recovery never stops on a planted file): a FIFO `.new` stays; the dead segment is sealed."""
+        path = dead_writers_segment(config)
+        fifo = config.spool.dir / f"{'b' * 32}.0000000000000000{NEW_SUFFIX}"
+        os.mkfifo(fifo)
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert report.sealed == [path.name]
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+    def test_unsafe_staging_names_do_not_stop_the_removal_of_dead_ones(self, config: Config) -> None:
+        """Invariant (every dead writer's leftovers go): FIFOs among empty `.new` files stop none of their removals.
+
+        Created interleaved, so that in creation order, its reverse or a hashed directory order a FIFO is (almost
+        surely) listed before some empty file."""
+        config.spool.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fifos, empty = [], []
+        for n in range(5):
+            fifo = config.spool.dir / f"{n:032x}.0000000000000000{NEW_SUFFIX}"
+            os.mkfifo(fifo)
+            fifos.append(fifo)
+            dead = config.spool.dir / f"{n + 16:032x}.0000000000000000{NEW_SUFFIX}"
+            dead.write_bytes(b"")
+            empty.append(dead)
+
+        report = recover_dead_writers(config.spool.dir)
+
+        assert sorted(report.removed_empty) == sorted(path.name for path in empty)
+        assert all(stat.S_ISFIFO(os.lstat(fifo).st_mode) for fifo in fifos)
+
+
+class TestQuarantineNames:
+    """Invariant: nothing in quarantine/ is ever replaced; a name quarantined again gets the next `.N`."""
+
+    def test_same_name_three_times(self, config: Config) -> None:
+        """Invariant (quarantine keeps everything): three segments of one name → NAME, NAME.1, NAME.2 with reasons."""
+        path = dead_writers_segment(config)
+        data = path.read_bytes()
+        for n in range(3):
+            path.write_bytes(data + bytes([n]))
+            quarantine(config.spool.dir, path, f"reason {n}")
+
+        quarantine_dir = config.spool.dir / QUARANTINE_DIR
+        for n, name in enumerate([path.name, f"{path.name}.1", f"{path.name}.2"]):
+            assert (quarantine_dir / name).read_bytes() == data + bytes([n])
+            assert (quarantine_dir / f"{name}.reason.txt").read_text().endswith(f" reason {n}\n")
+
+    def test_name_taken_by_a_file_without_reason_is_not_replaced(self, config: Config) -> None:
+        """Invariant (quarantine keeps everything): a NAME already there without its reason file → NAME.1."""
+        path = dead_writers_segment(config)
+        quarantine_dir = config.spool.dir / QUARANTINE_DIR
+        quarantine_dir.mkdir(mode=0o700)
+        (quarantine_dir / path.name).write_bytes(b"kept\n")
+
+        target = quarantine(config.spool.dir, path, "second")
+
+        assert target.name == f"{path.name}.1"
+        assert (quarantine_dir / path.name).read_bytes() == b"kept\n"

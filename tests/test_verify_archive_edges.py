@@ -1,0 +1,81 @@
+"""Archive verification at its edges: a second chain start of one agent is a finding; what agents recorded for an
+auditor (a recovery from damaged state, applications' dropped events) becomes notes; the signature skip note
+appears only without a key; an object's bad lines are named by their line numbers. Found by the mutation run
+(docs/mutation-survivors.md): each of these mutants left every fast test green.
+
+The archive is the one `tests/test_verify_invariants.py` builds (the real agent on moto, signed digests); each test
+edits and re-signs its own copy as a forger with the key would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.verify_env import subjects
+from tests.support.verify_forgery import ArchiveCopy
+from tests.test_verify_invariants import copy, pristine, private_key, run
+
+__all__ = ["copy", "pristine"]  # the fixtures, shared with the invariants module
+
+
+class TestChainStarts:
+    """Invariant: one agent starts one chain — a second digest with no predecessor is named."""
+
+    def test_second_start_of_one_agent(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (the chain is one chain): a re-signed newest digest claiming `previous: null` is a finding."""
+        first, _middle, newest = copy.stored("digests")
+        body = copy.digest(newest)
+        agent, body["previous"] = body["agent"]["id"], None
+        copy.resign(newest, body, private_key(pristine))
+
+        status, report = run(copy, pristine)
+
+        assert status == 1
+        assert f"agent {agent}" in subjects(report, "broken digest chain")
+        [start] = [f for f in report["findings"] if f["subject"] == f"agent {agent}"]
+        assert start["detail"] == f"2 digests start a chain (previous is null): {first}, {newest}"
+
+
+class TestSignatureSkipNote:
+    """Invariant: the report says signatures were not checked exactly when no public key was given."""
+
+    def test_note_only_without_a_key(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (the report says what it did not check, and only that): no key → skipped; a key → not."""
+        note = "digest signatures: no --public-key given"
+        _status, unsigned = run(copy, pristine, signed=False)
+        _status, signed = run(copy, pristine)
+        assert (note in unsigned["skipped"], note in signed["skipped"]) == (True, False)
+
+
+class TestAgentRecordsBecomeNotes:
+    """Invariant: what an agent recorded for an auditor is shown as a note (never silently dropped)."""
+
+    def test_app_drops_and_state_recovery_are_noted(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (every allowed drop exported): a digest's `app_drops` and `state_recovery` appear as notes."""
+        newest = copy.stored("digests")[-1]
+        body = copy.digest(newest)
+        body["app_drops"] = {"a" * 32: {"dropped": {"queue_full": 3, "encode": 2}}}
+        body["state_recovery"] = {"damaged_file": "digest-chain.json", "recovered_at": "2026-01-02T03:04:05Z"}
+        copy.resign(newest, body, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        assert f"{newest}: applications reported 5 audit events dropped so far (on_error = drop) by 1 writers; see " \
+               "its app_drops" in report["notes"]
+        assert any(note.startswith(f"{newest}: the agent recovered from a damaged state file (digest-chain.json)")
+                   for note in report["notes"])
+
+
+class TestBadLinesNamed:
+    """Invariant: an events object's unreadable lines are named by their 1-based line numbers."""
+
+    def test_second_line_replaced(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (named findings): garbage on line 2 → "lines 2 are not auditlock/1 events"."""
+        key = copy.stored()[0]
+        lines = copy.lines(key)
+        copy.write_lines(key, [lines[0], b"not an event", *lines[2:]])
+
+        _status, report = run(copy, pristine)
+
+        assert {"kind": "unreadable object", "subject": key, "detail": "lines 2 are not auditlock/1 events"} \
+            in report["findings"]
