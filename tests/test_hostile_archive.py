@@ -14,8 +14,6 @@ import hashlib
 import io
 import os
 import resource
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -45,6 +43,7 @@ from auditlock.verify.archive import ArchiveOptions, verify_archive
 from auditlock.verify.findings import FOREIGN_OBJECT, OBJECT_TOO_LARGE, UNREADABLE_OBJECT
 from auditlock.verify.source import S3Source
 from tests.support.archive_env import REPO, ArchiveEnv
+from tests.support.peak import run_with_peak
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.ui_env import PASSWORD, password_hash
 
@@ -348,18 +347,13 @@ class TestGzipBomb:
         return honest
 
     def test_verify_stays_small_and_names_the_object(self, bombed: ArchiveEnv, tmp_path: Path) -> None:
-        """verify reports `object too large` with a peak RSS under 400 MiB (the child's own, from wait4)."""
-        command = [sys.executable, "-m", "auditlock", "verify", "--config", str(bombed.config_path),
-                   *DECEMBER_RANGE, "--format", "json"]
-        with (tmp_path / "out").open("wb") as out, (tmp_path / "err").open("wb") as err:
-            child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=err,
-                                     preexec_fn=bounded_child)  # noqa: PLW1509 - no threads in the child yet
-            _, _, usage = os.wait4(child.pid, 0)
-            child.returncode = 0  # reaped by wait4 above; keep Popen from waiting again
-        report = orjson.loads((tmp_path / "out").read_bytes() or b"null")
-        assert report is not None, (tmp_path / "err").read_text()
+        """verify reports `object too large` with a peak RSS under 400 MiB (its own process's)."""
+        done = run_with_peak(["verify", "--config", str(bombed.config_path), *DECEMBER_RANGE, "--format", "json"],
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=bounded_child)
+        report = orjson.loads(done.stdout or b"null")
+        assert report is not None, done.stderr
         assert subjects(report, OBJECT_TOO_LARGE) == {(MONTH_PREFIX + object_name(b"bomb")).removeprefix("audit/")}
-        assert usage.ru_maxrss < 400 * 1024  # KiB on Linux
+        assert done.peak_kib < 400 * 1024  # its own peak (tests/support/peak.py), in KiB
 
     def test_query_skips_the_bomb_and_shows_the_rest(self, bombed: ArchiveEnv, tmp_path: Path) -> None:
         """query notes the object as too large and shows the honest event."""
