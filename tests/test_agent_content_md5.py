@@ -19,7 +19,7 @@ import pytest
 
 from auditlock.agent.service import Agent
 from auditlock.agent.shipper import DeadlineExceededError
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, two_class_archive
 from tests.support.s3servers import S3Endpoint
 
 DRAIN_DEADLINE_S = 120.0
@@ -34,14 +34,7 @@ def s3(moto_s3: S3Endpoint) -> S3Endpoint:
 @pytest.fixture
 def env(tmp_path: Path, bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """Events of two retention classes (one batch = two objects and a digest); credentials in the environment."""
-    endpoint, name = bucket
-    for key, value in {"AWS_ACCESS_KEY_ID": endpoint.access_key, "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
-                       "AWS_DEFAULT_REGION": endpoint.region}.items():
-        monkeypatch.setenv(key, value)
-    archive = ArchiveEnv.create(tmp_path, endpoint, name, segment_max_bytes=4096, batch_max_bytes=1 << 20)
-    archive.write_events(20)
-    archive.write_events(20, event_type="auth.login_failed", actor="svc:gate")
-    return archive
+    return two_class_archive(tmp_path, bucket, monkeypatch, events_per_class=20)
 
 
 def md5_b64(body: bytes) -> str:

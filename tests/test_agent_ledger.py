@@ -19,7 +19,7 @@ from auditlock.agent.digests import CHAIN_FILE
 from auditlock.agent.ledger import DAMAGED_PREFIX, LEDGER_FILE
 from auditlock.agent.service import STATE_DIR
 from auditlock.spool.format import parse_segment_name
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, two_class_archive
 from tests.support.s3servers import S3Endpoint
 from tests.support.spool_files import spool_events
 from tests.support.verify_env import verify
@@ -57,14 +57,7 @@ def s3(moto_s3: S3Endpoint) -> S3Endpoint:
 @pytest.fixture
 def env(tmp_path: Path, bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A spool with events of two retention classes (one batch = two objects and a digest); credentials set."""
-    endpoint, name = bucket
-    for key, value in {"AWS_ACCESS_KEY_ID": endpoint.access_key, "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
-                       "AWS_DEFAULT_REGION": endpoint.region}.items():
-        monkeypatch.setenv(key, value)
-    archive = ArchiveEnv.create(tmp_path, endpoint, name, segment_max_bytes=4096, batch_max_bytes=1 << 20)
-    archive.write_events(30)
-    archive.write_events(30, event_type="auth.login_failed", actor="svc:gate")
-    return archive
+    return two_class_archive(tmp_path, bucket, monkeypatch, events_per_class=30)
 
 
 def objects_in_first_batch(env: ArchiveEnv) -> int:

@@ -53,15 +53,19 @@ def get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def start_capture(capture_env: CaptureEnv) -> subprocess.Popen[bytes]:
+    """A long-running `auditlock capture` on the env's config (its log on a pipe, for `LogLines`)."""
+    return subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config", str(capture_env.config_path)],
+                            env=capture_env.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 class TestService:
     """Long-running capture: ready once started, metrics, and a clean stop on SIGTERM."""
 
     def test_ready_metrics_and_sigterm(self, capture_env: CaptureEnv) -> None:
         """/readyz turns 200, changes arrive while it runs, lag is exported, SIGTERM exits 0 with a clean end."""
         capture_env.setup()
-        child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config",
-                                  str(capture_env.config_path)], env=capture_env.env(), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)
+        child = start_capture(capture_env)
         logs = LogLines(child)
         try:
             wait_for(lambda: logs.port() is not None or child.poll() is not None, what="capture listening")
@@ -120,9 +124,7 @@ class TestRename:
     def test_rename_is_recorded_and_stops_capture_until_the_config_follows(self, capture_env: CaptureEnv) -> None:
         """schema_changed is written; capture exits 1 naming the new table; with the new name, later rows arrive."""
         capture_env.setup()
-        child = subprocess.Popen([sys.executable, "-m", "auditlock", "capture", "--config",
-                                  str(capture_env.config_path)], env=capture_env.env(), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)
+        child = start_capture(capture_env)
         logs = LogLines(child)
         try:
             wait_for(lambda: logs.port() is not None or child.poll() is not None, what="capture listening")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 import auditlock
 from auditlock.config import Config, load_config
@@ -164,3 +165,18 @@ class ArchiveEnv:
         client = self.endpoint.client()
         response = client.list_object_versions(Bucket=self.bucket, Prefix="audit/events/")
         return len(response.get("Versions", []))
+
+
+def two_class_archive(root: Path, bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch, *,
+                      events_per_class: int) -> ArchiveEnv:
+    """A spool with events of two retention classes (one batch = two objects and a digest), the bucket's
+    credentials and region in the environment."""
+    endpoint, name = bucket
+    for key, value in {"AWS_ACCESS_KEY_ID": endpoint.access_key, "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
+                       "AWS_DEFAULT_REGION": endpoint.region}.items():
+        monkeypatch.setenv(key, value)
+    archive = ArchiveEnv.create(root, endpoint, name, segment_max_bytes=4096, batch_max_bytes=1 << 20)
+    archive.write_events(events_per_class)
+    archive.write_events(events_per_class, event_type="auth.login_failed", actor="svc:gate")
+    return archive
+

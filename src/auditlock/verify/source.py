@@ -164,22 +164,21 @@ class S3Source:
     def list_keys(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
         """Keys under each month's partition (or the whole `<prefix>/<kind>/` tree)."""
         wanted = None if months is None else set(months)
-        keys = []
-        for prefix in self._prefixes(kind, wanted):
-            for page in self._call(self.client.get_paginator("list_objects_v2").paginate,
-                                   Bucket=self.bucket, Prefix=prefix):
-                keys += [item["Key"][len(self.base):] for item in page.get("Contents", [])]
-        return sorted(k for k in keys if self._selected(k, wanted))
+        return sorted(k for k in self._listed(kind, wanted) if self._selected(k, wanted))
 
     def list_everything(self, kind: str, months: Iterable[tuple[int, int]] | None) -> list[str]:
         """Every key under each month's partition (or the whole `<prefix>/<kind>/` tree), nested or not."""
         wanted = None if months is None else set(months)
+        return sorted(k for k in self._listed(kind, wanted) if wanted is None or key_month(k) in wanted)
+
+    def _listed(self, kind: str, wanted: set[tuple[int, int]] | None) -> list[str]:
+        """Every key (relative to the prefix) ListObjectsV2 returns under the months' partitions of `kind`."""
         keys = []
         for prefix in self._prefixes(kind, wanted):
             for page in self._call(self.client.get_paginator("list_objects_v2").paginate,
                                    Bucket=self.bucket, Prefix=prefix):
                 keys += [item["Key"][len(self.base):] for item in page.get("Contents", [])]
-        return sorted(k for k in keys if wanted is None or key_month(k) in wanted)
+        return keys
 
     def list_versions(self, kind: str, months: Iterable[tuple[int, int]] | None) -> dict[str, KeyVersions]:
         """ListObjectVersions under each month's partition; S3 lists a key's versions newest first."""
