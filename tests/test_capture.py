@@ -103,6 +103,16 @@ class TestRawChanges:
         assert updated["payload"]["changes"] == {"status": ["new", "paid"]}
         assert deleted["payload"]["changes"]["note"] == [big, None]
 
+    @pytest.mark.usefixtures("lazy_wal_writer")
+    def test_once_includes_commits_not_yet_flushed(self, capture_env: CaptureEnv) -> None:
+        """--once writes every transaction committed before it started, even one whose WAL is not yet flushed."""
+        capture_env.setup()
+        for order_id in range(1, 4):
+            capture_env.sql("SET synchronous_commit = off",
+                            f"INSERT INTO orders VALUES ({order_id}, 'new', 1, NULL, NULL)")
+        capture_env.capture("--once")
+        assert [event["target_id"] for event in capture_env.events()] == ["1", "2", "3"]
+
 
 def raise_rollback(savepoint: psycopg.Transaction) -> None:
     """Roll a savepoint back from inside its block."""

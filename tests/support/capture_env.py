@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,22 @@ def capture_env(logical_postgres_server: PostgresServer, logical_database: str, 
     env.sql(ORDERS)
     env.write_config()
     return env
+
+
+@pytest.fixture
+def lazy_wal_writer(logical_postgres_server: PostgresServer) -> Iterator[None]:
+    """The WAL writer wakes only every 10 s: an asynchronous commit stays unflushed (not yet decodable) for seconds.
+
+    The logical server runs with `synchronous_commit = off`, as many production databases do for some sessions;
+    this makes the window between COMMIT and the WAL flush wide enough to test instead of a race.
+    """
+    def set_delay(value: str) -> None:
+        with psycopg.connect(logical_postgres_server.dsn(), autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET wal_writer_delay = '{value}'".encode())
+            conn.execute("SELECT pg_reload_conf()")
+
+    set_delay("10s")
+    try:
+        yield
+    finally:
+        set_delay("200ms")

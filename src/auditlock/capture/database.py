@@ -142,6 +142,21 @@ def flushed_lsn(conn: psycopg.Connection[Any]) -> int:
     return parse_lsn(str(_one(conn, "SELECT pg_current_wal_flush_lsn()::text")))
 
 
+def flush_committed(conn: psycopg.Connection[Any]) -> None:
+    """Flush the WAL past every transaction committed so far, so decoding can read them all (`--once`).
+
+    Under `synchronous_commit = off` a committed transaction's commit record can wait in WAL buffers for up to three
+    `wal_writer_delay`s, beyond the flush position decoding reads to. A transaction of capture's own that writes one
+    WAL record — an empty transactional message, prefix `auditlock.flush`, which the recorder ignores like any prefix
+    not its own — and commits with `synchronous_commit = local` (no wait for standbys) flushes the WAL up to its commit
+    record, and so past every commit before it. (Taking an xid alone is not enough: a transaction that wrote no WAL
+    before its commit record commits asynchronously.)
+    """
+    with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = local")
+        conn.execute("SELECT pg_logical_emit_message(true, 'auditlock.flush', '')")
+
+
 def peek(conn: psycopg.Connection[Any], slot: str, publication: str, upto_lsn: int,
          max_changes: int) -> Iterator[bytes]:
     """The slot's pgoutput messages up to `upto_lsn` (whole transactions, about `max_changes`), streamed."""

@@ -145,6 +145,7 @@ class Capture:
     def run_once(self) -> int:
         """Capture everything committed so far, then stop; returns the number of events written."""
         recorder = self._started()
+        database.flush_committed(self._connect())
         while not self.stop.is_set() and self.batch():
             pass
         return recorder.events
