@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,26 @@ class TestQuerySection:
         """An unparseable AUDITLOCK_QUERY_CACHE_MAX_BYTES names the variable."""
         problems = problems_of(config_dict(tmp_path), {"AUDITLOCK_QUERY_CACHE_MAX_BYTES": "lots"})
         assert problems == ["environment variable AUDITLOCK_QUERY_CACHE_MAX_BYTES='lots' is not an integer >= 0"]
+
+
+class TestExampleConfig:
+    """examples/auditlock.toml stays true: it loads as shipped and with every optional block uncommented."""
+
+    EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "auditlock.toml"
+
+    def test_example_loads_as_shipped(self) -> None:
+        """The shipped example is a valid config."""
+        config = load_config(self.EXAMPLE, environ={})
+        assert config.service == "shop-api"
+
+    def test_example_loads_with_its_optional_blocks_enabled(self, tmp_path: Path) -> None:
+        """Uncommenting the example's `# key = value` and `# [section]` lines gives a valid config using each block."""
+        enabled = re.sub(r"^# (\[[^\]]+\]|[a-z_]+ = )", r"\1", self.EXAMPLE.read_text(), flags=re.M)
+        path = tmp_path / "auditlock.toml"
+        path.write_text(enabled)
+        config = load_config(path, environ={})
+        assert config.capture is not None
+        assert config.erasure is not None
+        assert config.ui is not None
+        assert config.targets["Order"].table == "public.orders"
+        assert set(config.targets["Customer"].erasable) == {"name"}
