@@ -128,6 +128,15 @@ class TestEnvironmentOverrides:
         problems = problems_of(config_dict(tmp_path), {"AUDITLOCK_SPOOL_MAX_BYTES": "lots"})
         assert problems == ["environment variable AUDITLOCK_SPOOL_MAX_BYTES='lots' is not an integer >= 65536"]
 
+    def test_a_secret_variable_named_like_an_override_is_not_one(self, tmp_path: Path) -> None:
+        """A variable the file names as a secret source (dsn_env = "AUDITLOCK_CAPTURE_DSN") is not read as an
+        override of [capture], whose missing key `dsn` would fail every load where it is set."""
+        doc = config_dict(tmp_path)
+        doc["capture"] = {"dsn_env": "AUDITLOCK_CAPTURE_DSN"}
+        config = build_config(doc, environ={"AUDITLOCK_CAPTURE_DSN": "host=db user=auditlock_capture"})
+        assert config.capture is not None
+        assert config.capture.dsn_env == "AUDITLOCK_CAPTURE_DSN"
+
     def test_unrelated_variables_are_ignored(self, tmp_path: Path) -> None:
         """Variables that name no config section (AUDITLOCK_REQUIRE_RGW) are not overrides."""
         build_config(config_dict(tmp_path), environ={"AUDITLOCK_REQUIRE_RGW": "1"})

@@ -97,8 +97,9 @@ def _read_toml(file: Path) -> dict[str, Any]:
 
 def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    secrets = _secret_variables(raw)
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG or name in secrets:
             continue
         target = _env_target(name, problems)
         if target is None:
@@ -114,6 +115,18 @@ def _apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str], pro
             if isinstance(table, dict):
                 table[key] = value
     return merged
+
+
+def _secret_variables(raw: Mapping[str, Any]) -> set[str]:
+    """The variables the file names as secret sources (`key_env`, `dsn_env`, `token_env`, … at any depth): they hold
+    a secret, not an override, even when named like one (`dsn_env = "AUDITLOCK_CAPTURE_DSN"`)."""
+    found: set[str] = set()
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            found |= _secret_variables(value)
+        elif isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
+            found.add(value)
+    return found
 
 
 def _env_target(name: str, problems: list[str]) -> tuple[str | None, str, Key] | None:
