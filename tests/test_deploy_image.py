@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.archive_env import ArchiveEnv
+from tests.support.capture_env import DSN_ENV, CaptureEnv
 from tests.support.s3servers import S3Endpoint, free_port, make_lock_bucket
 from tests.support.spool_files import segment_paths
 from tests.support.waiting import wait_for
@@ -203,3 +204,28 @@ def _answers(url: str, process: subprocess.Popen[str]) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+class TestCaptureInTheImage:
+    """The same image runs `auditlock capture` (deploy/k8s/capture): the extra `capture` is installed in it."""
+
+    def test_capture_once_writes_committed_changes_to_the_spool(self, container: str,
+                                                                 capture_env: CaptureEnv) -> None:
+        """`auditlock capture --once` in the container, against a real PostgreSQL, writes a committed INSERT and
+        UPDATE into the spool as order.created / order.updated."""
+        capture_env.setup()
+        capture_env.sql("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)", "UPDATE orders SET status = 'paid'")
+        capture_env.spool.mkdir(exist_ok=True)
+        os.chown(capture_env.spool, IMAGE_UID, SPOOL_GID)
+        os.chmod(capture_env.spool, 0o3770)
+        etc = capture_env.root / "etc"
+        etc.mkdir()
+        (etc / "auditlock.toml").write_text(capture_env.config_path.read_text().replace(str(capture_env.spool), SPOOL))
+        argv = [*BUILDAH, "run", "--isolation", "chroot", "--network", "host",
+                "--volume", f"{capture_env.spool}:{SPOOL}", "--volume", f"{etc}:/etc/auditlock:ro",
+                "--env", f"{DSN_ENV}={capture_env.dsn_for_capture}", container, "--",
+                "auditlock", "capture", "--once", "--config", CONFIG]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [e["event_type"] for e in capture_env.events()] == ["order.created", "order.updated"]
+

@@ -18,7 +18,7 @@ from auditlock.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
-WORKLOADS = [K8S / "deployment.yaml", K8S / "statefulset" / "statefulset.yaml"]
+WORKLOADS = [K8S / "deployment.yaml", K8S / "statefulset" / "statefulset.yaml", K8S / "capture" / "statefulset.yaml"]
 CONFIG_MOUNT = "/etc/auditlock"
 
 
@@ -130,3 +130,44 @@ class TestShippedConfig:
         example = load_config(REPO / "examples" / "auditlock.toml", environ={})
         assert bucket_configuration(shipped_config) == bucket_configuration(example)
         assert (shipped_config.sink.bucket, shipped_config.sink.prefix) == (example.sink.bucket, example.sink.prefix)
+
+
+class TestCaptureWorkload:
+    """deploy/k8s/capture: one capture process per slot, its credential its own, its probes on its configured port."""
+
+    WORKLOAD = K8S / "capture" / "statefulset.yaml"
+
+    def test_exactly_one_replica_of_a_statefulset(self) -> None:
+        """One slot is read by one process: a StatefulSet of one (no overlap during a rollout, unlike a Deployment)."""
+        [workload] = [doc for doc in documents(self.WORKLOAD) if doc["kind"] == "StatefulSet"]
+        assert workload["spec"]["replicas"] == 1
+
+    def test_capture_runs_the_capture_command_on_the_configmap(self, shipped_config: Config) -> None:
+        """The capture container runs `auditlock capture --config` with the mounted file, from the agent's image."""
+        spec = pod_spec(self.WORKLOAD)
+        [capture] = spec["containers"]
+        assert capture["command"] == ["auditlock", "capture"]
+        assert capture["args"] == ["--config", f"{CONFIG_MOUNT}/auditlock.toml"]
+        assert capture["image"] == agent_container(spec)["image"]
+        assert shipped_config.capture is not None
+
+    def test_only_capture_mounts_the_database_credential(self, shipped_config: Config) -> None:
+        """The DSN Secret is mounted in the capture container, at the directory of `[capture] dsn_file`, and nowhere
+        else; capture runs as a user of its own, not the agent's."""
+        spec = pod_spec(self.WORKLOAD)
+        [capture] = spec["containers"]
+        assert shipped_config.capture is not None
+        assert shipped_config.capture.dsn_file is not None
+        mounts = {m["name"]: m["mountPath"] for m in capture["volumeMounts"]}
+        assert mounts["capture-dsn"] == str(shipped_config.capture.dsn_file.parent)
+        assert all(m["name"] != "capture-dsn" for m in agent_container(spec)["volumeMounts"])
+        assert capture["securityContext"]["runAsUser"] != agent_container(spec)["securityContext"]["runAsUser"]
+
+    def test_probes_reach_the_configured_capture_port(self, shipped_config: Config) -> None:
+        """Capture listens beyond loopback on `[capture] http_port`, the port its probes use."""
+        [capture] = pod_spec(self.WORKLOAD)["containers"]
+        assert shipped_config.capture is not None
+        assert shipped_config.capture.http_host == "0.0.0.0"
+        ports = {p["name"]: p["containerPort"] for p in capture["ports"]}
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert ports[capture[probe]["httpGet"]["port"]] == shipped_config.capture.http_port
