@@ -786,6 +786,8 @@ def summary(med: dict[str, Run], cpu: dict[str, float], args: argparse.Namespace
         if postgres is not None:
             result[f"postgres_{threads}t_us"] = round(postgres.us, 2)
             result[f"sync_{threads}t_vs_postgres"] = round(postgres.us / sync.us, 3)
+            # The ceiling of the design: the hand-written group-commit floor against PostgreSQL on the same disk.
+            result[f"group_floor_{threads}t_vs_postgres"] = round(postgres.us / group_floor.us, 3)
     result.update({"events": args.events, "sync_events": args.sync_events, "repeats": args.repeats,
                    "seed": args.seed, "load_average": round(os.getloadavg()[0], 2),
                    "event_bytes": round(audit.bytes / audit.events),
