@@ -71,7 +71,7 @@ def _bind_sqlalchemy(conn: Any, text: str) -> None:
 
     connection = conn.connection() if hasattr(conn, "connection") and callable(conn.connection) else conn
     # The driver's own flag: SQLAlchemy's get_isolation_level() reports the server's level, never "AUTOCOMMIT".
-    _refuse_autocommit(bool(getattr(connection.connection.dbapi_connection, "autocommit", False)))
+    _refuse_autocommit(getattr(connection.connection.dbapi_connection, "autocommit", False) is True)
     connection.execute(sql_text("SELECT pg_logical_emit_message(true, 'auditlock.actor', :content)"),
                        {"content": text})
 
