@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 
 import orjson
+import psycopg
 
 from tests.support.capture_env import CaptureEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
@@ -90,6 +91,60 @@ class TestService:
         assert created["target_id"] == "1"
         assert b"auditlock.writer_closed" in capture_env.spool_bytes()
         assert not list((capture_env.spool / ".capture").glob("*.jsonl")), "a segment left in staging"
+
+
+def capture_backend_waits_on_a_lock(capture_env: CaptureEnv) -> bool:
+    """Capture's database session is running a query that waits on a lock (its peek, held back)."""
+    return bool(capture_env.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'auditlock-capture' AND state = 'active' "
+        "AND wait_event_type = 'Lock' AND query LIKE %s", params=("%auditlock_capture_peek%",))[0][0])
+
+
+class TestStopDuringLongPeek:
+    """SIGTERM while the server is still running capture's peek: the query is cancelled, nothing is lost."""
+
+    def test_sigterm_cancels_the_peek_and_the_next_once_writes_the_rest(self, capture_env: CaptureEnv) -> None:
+        """A peek held in flight is cancelled at half the grace period; exit 0; --once then writes the rest once."""
+        capture_env.write_config(extra="grace_period_s = 2")
+        capture_env.setup()
+        child = start_capture(capture_env)
+        logs = LogLines(child)
+        # Decoding a committed transaction reads pg_publication (pgoutput loads the publication for it): while a
+        # transaction of the test holds that catalog locked, the peek over the big transaction stays in flight
+        # for as long as the test needs — a decode of any length, without racing one.
+        with psycopg.connect(capture_env.dsn) as locker:
+            try:
+                wait_for(lambda: logs.port() is not None or child.poll() is not None, what="capture listening")
+                capture_env.sql("SET synchronous_commit = on",
+                                "INSERT INTO orders (id, status) SELECT g, 'new' FROM generate_series(1, 3) g")
+                wait_for(lambda: b"order.created" in staged_and_spooled(capture_env), what="the first rows captured")
+                locker.execute("LOCK TABLE pg_catalog.pg_publication IN ACCESS EXCLUSIVE MODE")
+                capture_env.sql("SET synchronous_commit = on", "INSERT INTO orders (id, status) SELECT g, 'big' "
+                                "FROM generate_series(4, 5003) g")
+                wait_for(lambda: capture_backend_waits_on_a_lock(capture_env) or child.poll() is not None,
+                         what="capture's peek in flight")
+                assert child.poll() is None, b"".join(logs.raw).decode()[-3000:]
+                child.send_signal(signal.SIGTERM)
+                assert child.wait(timeout=120) == 0, b"".join(logs.raw).decode()[-3000:]
+            finally:
+                locker.rollback()
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+        log_text = b"".join(logs.raw).decode()
+        assert "cancelling the running query" in log_text
+        assert "the running query was cancelled" in log_text
+        assert "pass failed" not in log_text
+        assert b"auditlock.writer_closed" in capture_env.spool_bytes()
+        assert not list((capture_env.spool / ".capture").glob("*.jsonl")), "a segment left in staging"
+        capture_env.capture("--once")
+        assert [int(e["target_id"]) for e in capture_env.events()] == list(range(1, 5004))
+
+
+def staged_and_spooled(capture_env: CaptureEnv) -> bytes:
+    """Every byte capture wrote so far: the spool's segments and those still in its staging directory."""
+    staged = b"".join(p.read_bytes() for p in sorted((capture_env.spool / ".capture").glob("*.jsonl")))
+    return capture_env.spool_bytes() + staged
 
 
 class TestEndToEnd:

@@ -148,26 +148,35 @@ class _Buffer:
         self.offset = end
         return chunk
 
+    def fixed(self, layout: struct.Struct) -> int:
+        """One number of a fixed size, read in place (no copy)."""
+        offset = self.offset
+        end = offset + layout.size
+        if end > len(self.data):
+            raise self.error(f"needs {layout.size} more bytes, the message has {len(self.data) - offset} left")
+        self.offset = end
+        return int(layout.unpack_from(self.data, offset)[0])
+
     def int8(self) -> int:
-        return int(self.take(1)[0])
+        return self.fixed(_UINT8)
 
     def int16(self) -> int:
-        return int(struct.unpack("!h", self.take(2))[0])
+        return self.fixed(_INT16)
 
     def int32(self) -> int:
-        return int(struct.unpack("!i", self.take(4))[0])
+        return self.fixed(_INT32)
 
     def uint32(self) -> int:
-        return int(struct.unpack("!I", self.take(4))[0])
+        return self.fixed(_UINT32)
 
     def int64(self) -> int:
-        return int(struct.unpack("!q", self.take(8))[0])
+        return self.fixed(_INT64)
 
     def lsn(self) -> int:
-        return int(struct.unpack("!Q", self.take(8))[0])
+        return self.fixed(_UINT64)
 
     def byte(self) -> str:
-        return chr(self.take(1)[0])
+        return chr(self.fixed(_UINT8))
 
     def string(self) -> str:
         end = self.data.find(b"\0", self.offset)
@@ -333,7 +342,8 @@ def _tuple(b: _Buffer) -> tuple[Value, ...]:
     return tuple(values)
 
 
-_INT32 = struct.Struct("!i")
+_UINT8, _INT16, _INT32, _UINT32 = struct.Struct("!B"), struct.Struct("!h"), struct.Struct("!i"), struct.Struct("!I")
+_INT64, _UINT64 = struct.Struct("!q"), struct.Struct("!Q")
 
 
 _READERS: dict[str, Callable[[_Buffer], Decoded]] = {

@@ -42,6 +42,7 @@ Write = Callable[[str, dict[str, Any]], None]
 class _Transaction:
     begin: Begin
     attribution: Attribution
+    covered_through: float  # the last change_index the position already covers (-1: none; inf: all)
     index: int = 0
     stamp: dict[str, Any] | None = None  # the fields every event of the transaction shares (until a message)
 
@@ -52,12 +53,21 @@ class ChangeRecorder:
     def __init__(self, tables: Mapping[str, CapturedTable], write: Write, written: Position) -> None:
         self._tables = tables
         self._write = write
-        self.written = written  # the last change durable or appended (never written twice)
+        self._written = written
+        self._last_row: tuple[int, int] | None = None  # the last row written, until `written` is next read
         self.committed: Commit | None = None  # the last transaction whose every change is written
         self._relations: dict[int, RowMapper | None] = {}
         self._by_oid = {table.oid: table for table in tables.values() if table.oid is not None}
         self._txn: _Transaction | None = None
         self.events = 0
+
+    @property
+    def written(self) -> Position:
+        """The last change durable or appended (never written twice)."""
+        if self._last_row is not None:  # a Position per pass, not per row: the row path only notes two ints
+            self._written = Position(*self._last_row)
+            self._last_row = None
+        return self._written
 
     def new_stream(self) -> None:
         """A new peek begins: PostgreSQL sends the Relation messages again and starts at a Begin."""
@@ -71,8 +81,10 @@ class ChangeRecorder:
 
     def take(self, message: Decoded) -> None:
         """Follow one decoded message."""
-        if isinstance(message, Begin):
-            self._txn = _Transaction(message, Attribution())
+        if type(message) is RowChange:  # nearly every message: the row path first
+            self._row(message)
+        elif isinstance(message, Begin):
+            self._txn = _Transaction(message, Attribution(), self._covered_through(message.commit_lsn))
         elif isinstance(message, Relation):
             self._relation(message)
         elif isinstance(message, Commit):
@@ -90,6 +102,22 @@ class ChangeRecorder:
                                f"[targets.{renamed.target_type}] and start capture again (the slot keeps the changes)")
         self._relations[relation.oid] = None if table is None else RowMapper(table, relation)
 
+    def _covered_through(self, commit_lsn: int) -> float:
+        """The last change_index of the transaction at `commit_lsn` that `written` covers (`Position.covers`)."""
+        written = self.written
+        if commit_lsn != written.commit_lsn:
+            return float("inf") if commit_lsn < written.commit_lsn else -1
+        return float("inf") if written.change_index is None else written.change_index
+
+    def _row(self, change: RowChange) -> None:
+        txn = self._txn
+        if txn is None:
+            raise PgoutputError("pgoutput: a RowChange outside a transaction")
+        mapper = self._mapper(change.relation_oid)
+        if mapper is not None:
+            event_type, fields = mapper.event(change)
+            self._emit(txn, event_type, fields, mapper.table)
+
     def _change(self, message: Message | RowChange | Truncate) -> None:
         txn = self._txn
         if txn is None:
@@ -102,10 +130,7 @@ class ChangeRecorder:
             if ddl is not None:
                 self._ddl(txn, ddl)
         elif isinstance(message, RowChange):
-            mapper = self._mapper(message.relation_oid)
-            if mapper is not None:
-                event_type, fields = mapper.event(message)
-                self._emit(txn, event_type, fields, mapper.table)
+            self._row(message)
         else:
             for oid in message.relation_oids:
                 mapper = self._mapper(oid)
@@ -115,9 +140,10 @@ class ChangeRecorder:
                     self._emit(txn, f"{mapper.table.prefix}.truncated", fields, mapper.table)
 
     def _mapper(self, oid: int) -> RowMapper | None:
-        if oid not in self._relations:
-            raise PgoutputError(f"pgoutput: a change of relation {oid} before its Relation message")
-        return self._relations[oid]
+        try:
+            return self._relations[oid]
+        except KeyError:
+            raise PgoutputError(f"pgoutput: a change of relation {oid} before its Relation message") from None
 
     def _ddl(self, txn: _Transaction, ddl: Mapping[str, str]) -> None:
         table = self._tables.get(ddl.get("object", "").lower())
@@ -136,9 +162,9 @@ class ChangeRecorder:
     def _emit(self, txn: _Transaction, event_type: str, fields: dict[str, Any], table: CapturedTable) -> None:
         index = txn.index
         txn.index += 1
-        begin = txn.begin
-        if self.written.covers(begin.commit_lsn, index):
+        if index <= txn.covered_through:
             return
+        begin = txn.begin
         if txn.stamp is None:
             txn.stamp = {**txn.attribution.fields(), "commit_lsn": format_lsn(begin.commit_lsn), "xid": begin.xid,
                          "committed_at": _rfc3339(begin.commit_time)}
@@ -146,7 +172,7 @@ class ChangeRecorder:
         fields["table"] = table.name
         fields["change_index"] = index
         self._write(event_type, fields)
-        self.written = Position(begin.commit_lsn, index)
+        self._last_row = (begin.commit_lsn, index)
         self.events += 1
 
     def _commit(self, commit: Commit) -> None:
@@ -155,7 +181,7 @@ class ChangeRecorder:
             raise PgoutputError("pgoutput: a Commit that does not close the open transaction")
         self._txn = None
         if commit.commit_lsn >= self.written.commit_lsn:
-            self.written = Position(commit.commit_lsn, None, commit.end_lsn)
+            self._written = Position(commit.commit_lsn, None, commit.end_lsn)
         self.committed = commit
 
 

@@ -170,6 +170,7 @@ class Capture:
                     self.stop.wait(self.settings.poll_interval_s)
             except (psycopg.Error, SpoolError, OSError) as exc:
                 if self.stop.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
+                    log.info("auditlock capture: the running query was cancelled; stopping")
                     break
                 backoff = min(max(backoff * 2, 0.5), _BACKOFF_MAX_S)
                 self._failed(exc)

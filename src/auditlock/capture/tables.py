@@ -8,7 +8,7 @@ integration writes them), everything else stays the exact text PostgreSQL printe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,9 @@ class RowMapper:
     def __init__(self, table: CapturedTable, relation: Relation) -> None:
         self.table = table
         self.relation = relation
-        self._read = [(i, field, column.type_oid) for i, column in enumerate(relation.columns)
+        self._event_types = {kind: f"{table.prefix}.{action}" for kind, action in ACTIONS.items()}
+        # Per allowlisted column: its place in the row, its field, and how its text becomes the trail's value.
+        self._read = [(i, field, _CONVERTERS.get(column.type_oid)) for i, column in enumerate(relation.columns)
                       if (field := table.field_of(column.name)) is not None]
         names = [column.name for column in relation.columns]
         missing = [c for c in table.key_columns if c not in names]
@@ -80,18 +82,27 @@ class RowMapper:
             fields["before"] = self._values(old)
         if new is not None:
             fields["after"] = self._values(new)
-        return f"{self.table.prefix}.{ACTIONS[change.kind]}", fields
+        return self._event_types[change.kind], fields
 
     def _values(self, row: Sequence[Value]) -> dict[str, Any]:
         values = {}
-        for index, field, type_oid in self._read:
-            if index < len(row) and row[index] is not UNCHANGED:
-                values[field] = typed_value(row[index], type_oid)
+        size = len(row)
+        for index, field, convert in self._read:
+            if index < size:
+                value = row[index]
+                if type(value) is str:
+                    values[field] = value if convert is None else convert(value)
+                elif value is None:
+                    values[field] = None
         return values
 
     def _target_id(self, row: Sequence[Value] | None) -> str | None:
         if row is None or not self._keys:
             return None
+        if len(self._keys) == 1:  # the usual single-column key: no list, no join
+            index = self._keys[0]
+            value = row[index] if index < len(row) else None
+            return value if type(value) is str else None
         parts = [row[i] if i < len(row) else None for i in self._keys]
         if any(part is None or part is UNCHANGED for part in parts):
             return None
@@ -102,14 +113,23 @@ def typed_value(value: Value, type_oid: int) -> Any:
     """A column's text as the JSON value the trail holds: integers and booleans typed, the rest as printed."""
     if not isinstance(value, str):
         return None
-    if type_oid in _INTEGER_TYPES:
-        try:
-            return int(value)
-        except ValueError:
-            return value
-    if type_oid == _BOOLEAN:
-        return {"t": True, "f": False}.get(value, value)
-    return value
+    convert = _CONVERTERS.get(type_oid)
+    return value if convert is None else convert(value)
+
+
+def _integer(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _boolean(text: str) -> bool | str:
+    return _BOOLEANS.get(text, text)
+
+
+_BOOLEANS = {"t": True, "f": False}
+_CONVERTERS: dict[int, Callable[[str], Any]] = {**dict.fromkeys(_INTEGER_TYPES, _integer), _BOOLEAN: _boolean}
 
 
 def key_string(parts: Sequence[str]) -> str:

@@ -70,8 +70,8 @@ def _bind_sqlalchemy(conn: Any, text: str) -> None:
     from sqlalchemy import text as sql_text  # noqa: PLC0415 - only for SQLAlchemy users
 
     connection = conn.connection() if hasattr(conn, "connection") and callable(conn.connection) else conn
-    if connection.get_isolation_level() == "AUTOCOMMIT":
-        _refuse_autocommit(True)
+    # The driver's own flag: SQLAlchemy's get_isolation_level() reports the server's level, never "AUTOCOMMIT".
+    _refuse_autocommit(getattr(connection.connection.dbapi_connection, "autocommit", False) is True)
     connection.execute(sql_text("SELECT pg_logical_emit_message(true, 'auditlock.actor', :content)"),
                        {"content": text})
 

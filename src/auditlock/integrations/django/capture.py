@@ -239,12 +239,9 @@ def _changed_columns(model: type[models.Model], values: Values, old: dict[str, A
         return set()
     written = {model._meta.get_field(n).attname for n in update_fields} if update_fields else set(old)
     written &= {f.attname for f in tracked.model._meta.concrete_fields}
+    # get_field() looks attnames up too (`customer_id` → the `customer` ForeignKey): one dict lookup per column.
     return {attname for attname in written if attname in old
-            and _differs(model._meta.get_field(_name_of(model, attname)), old[attname], values(attname))}
-
-
-def _name_of(model: type[models.Model], attname: str) -> str:
-    return next(f.name for f in model._meta.concrete_fields if f.attname == attname)
+            and _differs(model._meta.get_field(attname), old[attname], values(attname))}
 
 
 def _differs(field: models.Field[Any, Any], stored: Any, current: Any) -> bool:
