@@ -10,7 +10,6 @@ import sys
 from auditlock.config import load_config
 from auditlock.errors import AuditlockError
 from auditlock.query import ddl
-from auditlock.query.ocsf import product_version
 from auditlock.textsafe import error_text
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*\Z")
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(ddl.athena_ddl(sink.bucket, sink.prefix, database=args.database, table=args.table,
                          first_year=args.first_year, last_year=args.last_year,
-                         ocsf_product_version=product_version() if args.ocsf else None), end="")
+                         ocsf_product_version=_ocsf_version() if args.ocsf else None), end="")
     return 0
 
 
@@ -62,3 +61,11 @@ def _year(text: str) -> int:
     if not re.fullmatch(r"\d{4}", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a four-digit year")
     return int(text)
+
+
+def _ocsf_version() -> str:
+    """The OCSF version of the mapping (imported only with --ocsf: the CLI builds every command's parser)."""
+    from auditlock.query.ocsf import product_version  # noqa: PLC0415 - only with --ocsf
+
+    return product_version()
+

@@ -20,7 +20,6 @@ window to the table scan and partition pruning still works through the view.
 from __future__ import annotations
 
 from auditlock.query.columns import EVENT_COLUMNS, EVENT_NAMES, PARTITION_COLUMNS, events_root
-from auditlock.query.ocsf_view import create_ocsf_view
 
 DEFAULT_DATABASE = "auditlock"
 DEFAULT_TABLE = "events"
@@ -87,6 +86,8 @@ def athena_ddl(bucket: str, prefix: str, *, database: str = DEFAULT_DATABASE, ta
                                last_year=last_year),
                   create_unique_view(database=database, table=table)]
     if ocsf_product_version is not None:
+        from auditlock.query.ocsf_view import create_ocsf_view  # noqa: PLC0415 - only with --ocsf
+
         statements.append(create_ocsf_view(ocsf_product_version, database=database, table=table))
     return ";\n\n".join(statements) + ";\n"
 
