@@ -34,6 +34,11 @@ Object Lock bucket.
     free and pinned to one CPU (`taskset -c --cpu`), against a chunked read+gzip+MD5+PUT floor: peak RSS per
     segment size and the agent/floor wall and CPU ratios.
 
+The agent gzips with ISA-L (`isal`, level 2: auditlock.agent.batch); the floor above stays the issue's floor, stdlib
+zlib level 6. Parts (1), (4) and (5) also run the same floor with the agent's compressor ("same-compressor floor",
+ISA-L level 2), and report the agent's ratio against it on a line of its own: what is left once both compress alike
+is the agent's own per-line work (parse, checks, chain hashes, content hash).
+
 Before timing, the agent and the floor each run once on a tiny spool with a private PYTHONPYCACHEPREFIX, so every
 timed child starts from cached bytecode (as an installed agent does) even where PYTHONDONTWRITEBYTECODE is set.
 Each child's CPU time (os.wait4) is reported next to its wall time, and the load average around the run: on a
