@@ -1,9 +1,8 @@
-"""The fast and the slow path of `spool.lines` give one verdict, and the chunked chain check of `stream_lines` finds
-the same bad line, with the same reason, as a line-by-line reader.
+"""The fast and the slow path of `spool.lines` give one verdict, and the shipping reader (`stream_lines`, chunked)
+finds the same bad line, with the same reason, as the line-by-line reader (`scan_segment`).
 
-`checked_event` (the fast path every shipped line goes through) proves a line valid with one parse, one type-tuple
+`valid_event` (the fast path every shipped line goes through) proves a line valid with one parse, one type-tuple
 lookup and one re-encode; `check_rule_by_rule` (what `parse_line` falls back to) checks the rules one at a time.
-`stream_lines` checks a chunk's chain over its columns and only goes line by line once something is wrong.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from auditlock.spool.format import EVENT_KEYS, ZERO_HASH
-from auditlock.spool.lines import MAX_LINE_BYTES, MAX_LINE_DEPTH, check_rule_by_rule, checked_event, parse_line
+from auditlock.spool.format import ZERO_HASH
+from auditlock.spool.lines import MAX_LINE_BYTES, MAX_LINE_DEPTH, check_rule_by_rule, parse_line, valid_event
 from auditlock.spool.reader import CHUNK_BYTES, DamagedSegmentError, scan_segment, stream_lines
 from tests.support.hostile_spool import PLANTED_WRITER, planted_name
 from tests.test_hostile_spool_shapes import crafted_lines
@@ -127,16 +126,14 @@ class TestFastAndSlowPathAgree:
     @pytest.mark.parametrize("body", HOSTILE.values(), ids=HOSTILE.keys())
     def test_a_hostile_line_gets_one_verdict(self, body: bytes) -> None:
         """Each crafted line is valid on the fast path exactly when the rule-by-rule path finds no problem."""
-        fast, slow = checked_event(body), check_rule_by_rule(body)
+        fast, slow = valid_event(body), check_rule_by_rule(body)
 
         assert (fast is not None) == (slow.event is not None), slow.problem
-        if fast is not None:
-            assert fast[0] == slow.event
-            assert fast[1] == tuple(slow.event[key] for key in EVENT_KEYS)
+        assert fast == slow.event
 
     def test_the_table_holds_valid_and_invalid_lines(self) -> None:
         """The table above exercises both verdicts (only the `valid*` lines are valid)."""
-        valid = {name for name, body in HOSTILE.items() if checked_event(body) is not None}
+        valid = {name for name, body in HOSTILE.items() if valid_event(body) is not None}
 
         assert valid == {name for name in HOSTILE if name.startswith("valid")}
 
@@ -146,7 +143,7 @@ class TestFastAndSlowPathAgree:
         """Hypothesis: a line close to a valid event, with hostile values, gets the same verdict from both paths."""
         body = line.split(b"\n")[0]
 
-        assert (checked_event(body) is not None) == (check_rule_by_rule(body).event is not None)
+        assert (valid_event(body) is not None) == (check_rule_by_rule(body).event is not None)
 
 
 def chained(count: int, *, months: tuple[str, ...] = ("2026-05",),
@@ -193,8 +190,8 @@ def scan_reason(path: Path) -> str:
 
 
 class TestChunkedChainCheck:
-    """Invariant (one verdict): the chunked check refuses a segment at the line, and for the reason, a line-by-line
-    reader names."""
+    """Invariant (one verdict): the shipping reader, which reads in chunks, refuses a segment at the line, and for
+    the reason, the line-by-line reader names."""
 
     @pytest.mark.parametrize("position", POSITIONS.values(), ids=POSITIONS.keys())
     @pytest.mark.parametrize("name", [name for name in HOSTILE if not name.startswith("valid")

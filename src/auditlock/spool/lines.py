@@ -17,8 +17,8 @@ only if it is exactly what the writer writes:
   name: `2026-12!/../../../x` never gets that far), `retention` a valid class name (also in the key);
 - nested at most `MAX_LINE_DEPTH` (40) levels (the writer allows 32 inside one payload field).
 
-`checked_event` (and `valid_event`) is the fast path: one parse, one re-encode; the agent runs it for every
-event it ships. `parse_line` checks the same rules one by one and says which one a line breaks.
+`valid_event` is the fast path (one parse, one re-encode; the agent runs it for every event it ships);
+`parse_line` checks the same rules one by one and says which one a line breaks.
 """
 
 from __future__ import annotations
@@ -65,9 +65,6 @@ def _shapes() -> frozenset[tuple[type, ...]]:
 
 
 _SHAPES = _shapes()  # one set lookup checks every key's presence and every value's type
-FIELD = {key: index for index, key in enumerate(EVENT_KEYS)}  # a key's index in `checked_event`'s values
-_SCHEMA, _SEQ, _OCCURRED_AT, _RETENTION, _PAYLOAD = (FIELD[key] for key in ("schema", "seq", "occurred_at",
-                                                                           "retention", "payload"))
 _SEQ_MIN, _SEQ_MAX = -(2**63), 2**63 - 1
 
 
@@ -82,14 +79,7 @@ class ParsedLine:
 
 
 def valid_event(body: bytes) -> dict[str, Any] | None:
-    """The event of a line without its newline if it is valid, else None (then `parse_line` says why)."""
-    checked = checked_event(body)
-    return None if checked is None else checked[0]
-
-
-def checked_event(body: bytes) -> tuple[dict[str, Any], tuple[Any, ...]] | None:
-    """The event of a line without its newline and its values in schema order (`EVENT_KEYS`, see `FIELD`) if
-    the line is valid, else None (then `parse_line` says why).
+    """The event of a line without its newline if it is valid, else None (then `parse_line` says why).
 
     The per-line fast path (the agent runs it for every event it ships, the archive's readers for every line they
     read), hence its flat shape; the rules are those of the module docstring, and `parse_line` checks exactly the
@@ -98,14 +88,14 @@ def checked_event(body: bytes) -> tuple[dict[str, Any], tuple[Any, ...]] | None:
     """
     try:
         event = _loads(body)
-        values = _values(event) if type(event) is dict and len(event) == _KEY_COUNT else None
-        ok = (values is not None and tuple(map(type, values)) in _SHAPES and values[_SCHEMA] == SCHEMA
-              and _SEQ_MIN <= values[_SEQ] <= _SEQ_MAX and _real_time(values[_OCCURRED_AT])
-              and _class_name(values[_RETENTION]) and len(body) <= MAX_LINE_BYTES and _dumps(event) == body
-              and (_CONTAINERS.isdisjoint(map(type, values[_PAYLOAD].values())) or _depth(event) <= MAX_LINE_DEPTH))
+        ok = (type(event) is dict and len(event) == _KEY_COUNT and tuple(map(type, _values(event))) in _SHAPES
+              and event["schema"] == SCHEMA and _SEQ_MIN <= event["seq"] <= _SEQ_MAX
+              and _real_time(event["occurred_at"]) and _class_name(event["retention"]) and len(body) <= MAX_LINE_BYTES
+              and _dumps(event) == body
+              and (_CONTAINERS.isdisjoint(map(type, event["payload"].values())) or _depth(event) <= MAX_LINE_DEPTH))
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, KeyError, TypeError):
         return None
-    return (event, values) if ok else None  # type: ignore[return-value]  # ok implies values is a tuple
+    return event if ok else None
 
 
 def parse_line(line: bytes) -> ParsedLine:
@@ -121,7 +111,7 @@ def parse_line(line: bytes) -> ParsedLine:
 
 def check_rule_by_rule(body: bytes) -> ParsedLine:
     """`parse_line`'s slow path on its own: a line without its newline checked rule by rule, naming the first rule
-    it breaks. Its verdict is the fast path's (`checked_event`) on every line; the tests hold them to that."""
+    it breaks. Its verdict is the fast path's (`valid_event`) on every line; the tests hold them to that."""
     if len(body) > MAX_LINE_BYTES:
         return ParsedLine(None, f"a line over {MAX_LINE_BYTES} bytes", malformed=True)
     try:

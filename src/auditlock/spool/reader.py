@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
-from operator import methodcaller
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, Protocol, cast
+from typing import Any, BinaryIO, Protocol
 
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
-from auditlock.spool.lines import FIELD, MAX_LINE_BYTES, checked_event, parse_line
+from auditlock.spool.lines import MAX_LINE_BYTES, parse_line, valid_event
 
 
 @dataclass
@@ -217,9 +216,6 @@ def stream_lines(path: Path, sink: LineSink, max_bytes: int | None = None, *,
 
 
 CHUNK_BYTES = 256 * 1024  # ~500 events: per-chunk costs vanish, and the working set stays at a few chunks
-_SEQ, _WRITER, _PREV, _EVENT_TYPE, _OCCURRED_AT, _RETENTION = (
-    FIELD[key] for key in ("seq", "writer", "prev", "event_type", "occurred_at", "retention"))
-_hexdigest = methodcaller("hexdigest")
 
 
 class _Chain:
@@ -232,7 +228,7 @@ class _Chain:
         self.writer = name.writer
         self.expected = name.first_seq
         self.last_hash: str | None = None
-        self.last_type: str | None = None  # the last line's event_type
+        self.last_event: dict[str, Any] | None = None
 
     @property
     def index(self) -> int:
@@ -241,42 +237,35 @@ class _Chain:
 
     def check(self, bodies: list[bytes], block: memoryview, sink: LineSink) -> None:
         """Check the lines `bodies` (without their newlines) of `block` (them with their newlines) and hand them to
-        `sink` by key: the whole block when its lines all have one key (the usual case), else joined per key.
-
-        Checked a chunk at a time, the per-line work in C where it can be: each line through `checked_event`, then
-        the chain over the chunk's columns (seq, writer, prev against the hashes of the lines before). Any bad
-        line sends the chunk through `_first_damage`, which finds it line by line and says what is wrong."""
-        rows = _checked_rows(bodies)
-        if rows is None:
-            self._first_damage(bodies)
-        columns = list(zip(*rows, strict=True))
-        hashes = list(map(_hexdigest, map(sha256, bodies)))
-        seqs, prevs = columns[_SEQ], columns[_PREV]
-        if (seqs != tuple(range(self.expected, self.expected + len(bodies))) or set(columns[_WRITER]) != {self.writer}
-                or prevs[1:] != tuple(hashes[:-1]) or (self.last_hash is not None and prevs[0] != self.last_hash)):
-            self._first_damage(bodies)
-        self.expected += len(bodies)
-        self.last_hash = hashes[-1]
-        self.last_type = rows[-1][_EVENT_TYPE]
-        occurred, classes = columns[_OCCURRED_AT], columns[_RETENTION]
-        first, last = min(occurred), max(occurred)
-        if first[:7] == last[:7] and len(set(classes)) == 1:
-            sink.write((first[:7], classes[0]), block, len(bodies), first, last)
-        else:
-            _write_by_key(bodies, occurred, classes, sink)
-
-    def _first_damage(self, bodies: list[bytes]) -> NoReturn:
-        """Raise `DamagedSegmentError` for the first line of `bodies` that does not continue the chain."""
-        expected, last_hash = self.expected, self.last_hash
+        `sink` by key: the whole block when its lines all have one key (the usual case), else joined per key."""
+        expected, writer, last_hash = self.expected, self.writer, self.last_hash
+        groups: dict[tuple[str, str], list[Any]] = {}
+        group_key: tuple[str, str] | None = None
+        group: list[Any] = []
+        event: dict[str, Any] | None = None
         for body in bodies:
-            checked = checked_event(body)
-            if (checked is None or checked[1][_SEQ] != expected or checked[1][_WRITER] != self.writer
-                    or (last_hash is not None and checked[1][_PREV] != last_hash)):
+            event = valid_event(body)
+            if (event is None or event["seq"] != expected or event["writer"] != writer
+                    or (last_hash is not None and event["prev"] != last_hash)):
                 self.expected, self.last_hash = expected, last_hash  # what `problem` compares with
                 raise DamagedSegmentError(self.path, self.problem(body + b"\n"))
+            occurred_at = event["occurred_at"]
+            key = (occurred_at[:7], event["retention"])
+            if key != group_key:
+                group_key = key
+                group = groups.get(key) or groups.setdefault(key, [[], occurred_at, occurred_at])
+            group[0].append(body)
+            if occurred_at < group[1]:
+                group[1] = occurred_at
+            elif occurred_at > group[2]:
+                group[2] = occurred_at
             expected += 1
             last_hash = sha256(body).hexdigest()
-        raise AssertionError("a chunk refused as a whole has no bad line")  # pragma: no cover
+        self.expected, self.last_hash = expected, last_hash
+        self.last_event = event
+        for key, (lines, first, last) in groups.items():
+            data = block if len(groups) == 1 else b"\n".join(lines) + b"\n"
+            sink.write(key, data, len(lines), first, last)
 
     def problem(self, line: bytes) -> str:
         """Why `line`, the next line, is not a valid continuation of the chain."""
@@ -285,29 +274,8 @@ class _Chain:
     def end(self) -> SegmentEnd:
         """The writer position after the last line."""
         lines = self.index
-        closed = self.last_type == WRITER_CLOSED
+        closed = self.last_event is not None and self.last_event.get("event_type") == WRITER_CLOSED
         return SegmentEnd(lines, self.expected - 1 if lines else None, self.last_hash, closed)
-
-
-def _checked_rows(bodies: list[bytes]) -> list[tuple[Any, ...]] | None:
-    """Every line's values (schema order) if every line of `bodies` is valid, else None."""
-    rows = list(map(_values_of, map(checked_event, bodies)))
-    return None if None in rows else cast("list[tuple[Any, ...]]", rows)
-
-
-def _values_of(checked: tuple[dict[str, Any], tuple[Any, ...]] | None) -> tuple[Any, ...] | None:
-    return None if checked is None else checked[1]
-
-
-def _write_by_key(bodies: list[bytes], occurred: tuple[str, ...], classes: tuple[str, ...], sink: LineSink) -> None:
-    """Hand a chunk whose lines have several (month, class) keys to `sink`, joined per key in file order."""
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for body, occurred_at, retention in zip(bodies, occurred, classes, strict=True):
-        group = groups.setdefault((occurred_at[:7], retention), [[], occurred_at, occurred_at])
-        group[0].append(body)
-        group[1], group[2] = min(group[1], occurred_at), max(group[2], occurred_at)
-    for key, (lines, first, last) in groups.items():
-        sink.write(key, b"\n".join(lines) + b"\n", len(lines), first, last)
 
 
 def _shipping_problem(line: bytes, writer: str, expected_seq: int, last_hash: str | None, index: int) -> str:
