@@ -34,6 +34,11 @@ Object Lock bucket.
     free and pinned to one CPU (`taskset -c --cpu`), against a chunked read+gzip+MD5+PUT floor: peak RSS per
     segment size and the agent/floor wall and CPU ratios.
 
+The agent gzips with ISA-L (`isal`, level 2: auditlock.agent.batch); the floor above stays the issue's floor, stdlib
+zlib level 6. Parts (1), (4) and (5) also run the same floor with the agent's compressor ("same-compressor floor",
+ISA-L level 2), and report the agent's ratio against it on a line of its own: what is left once both compress alike
+is the agent's own per-line work (parse, checks, chain hashes, content hash).
+
 Before timing, the agent and the floor each run once on a tiny spool with a private PYTHONPYCACHEPREFIX, so every
 timed child starts from cached bytecode (as an installed agent does) even where PYTHONDONTWRITEBYTECODE is set.
 Each child's CPU time (os.wait4) is reported next to its wall time, and the load average around the run: on a
@@ -47,6 +52,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -64,6 +70,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,7 +88,8 @@ SEGMENT = re.compile(r"^[0-9a-f]{32}\.[0-9a-f]{16}\.jsonl$")  # a sealed segment
 MIB = 1024 * 1024
 SEGMENT_MAX_BYTES = 16 * MIB
 BATCH_MAX_BYTES = 64 * MIB
-GZIP_LEVEL = 6
+GZIP_LEVEL = 6  # the floor's stdlib gzip level (the issue's floor)
+AGENT_GZIP_LEVEL = 2  # the agent's ISA-L level (auditlock.agent.batch.GZIP_LEVEL): the same-compressor floor's
 EVENT = "order.updated"
 ACTOR = "user:82"
 PREFIX = "audit"
@@ -359,7 +367,8 @@ def check_drained(part: Part, client: S3Client, run: ChildRun, events: int) -> l
     shipped = sum(int(client.head_object(Bucket=part.bucket, Key=key)["Metadata"]["auditlock-events"])
                   for key in list_keys(client, part.bucket, f"{PREFIX}/events/"))
     if shipped != events:
-        problems.append(f"{shipped} events in the bucket, {events} written")
+        problems.append(f"{shipped} events in the bucket, {events} written; the agent's log ends: "
+                        f"{run.stderr[-1500:]}")
     return problems
 
 
@@ -369,6 +378,17 @@ def list_keys(client: S3Client, bucket: str, prefix: str) -> list[str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [obj["Key"] for obj in page.get("Contents", [])]
     return keys
+
+
+def same_compressor_floor(client: S3Client, spec: dict[str, Any], env: dict[str, str], cwd: Path, *,
+                          cpu: str | None = None) -> ChildRun:
+    """The floor of `spec`'s spool with the agent's own compressor (ISA-L at the agent's level) into a fresh bucket:
+    what is left of the agent/floor ratio once both compress alike (the agent's own work, not the compressor's)."""
+    bucket = f"bench-floor-isal-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    spec = {**spec, "bucket": bucket, "compressor": "isal"}
+    return run_child([sys.executable, str(Path(__file__).resolve()), "--floor-child", json.dumps(spec)], env, cwd,
+                     timeout=3600, cpu=cpu)
 
 
 # --- (1) throughput: agent vs floor --------------------------------------------------------------------
@@ -415,16 +435,17 @@ def floor_child(spec: dict[str, Any]) -> None:
     t1 = time.perf_counter()
     times = {"read_s": 0.0, "gzip_s": 0.0, "md5_s": 0.0, "put_s": 0.0}
     raw = stored = 0
+    compress, gzip_file = floor_compressor(spec.get("compressor", "zlib"))
     batches = plan_batches(sealed_in_order(Path(spec["spool"])), spec["batch_max_bytes"])
     for i, batch in enumerate(batches):
         a = time.perf_counter()
         if spec.get("chunked"):  # the large-batch floor: read in chunks, only the gzip bytes in memory
-            read_s, data_len, body = gzip_chunked(batch)
+            read_s, data_len, body = gzip_chunked(batch, gzip_file)
             b = a + read_s
         else:
             data = b"".join(path.read_bytes() for path in batch)
             b = time.perf_counter()
-            body = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+            body = compress(data)
             data_len = len(data)
         c = time.perf_counter()
         md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
@@ -438,16 +459,29 @@ def floor_child(spec: dict[str, Any]) -> None:
         raw += data_len
         stored += len(body)
     t2 = time.perf_counter()
-    print(json.dumps({"startup_s": t1 - t0, "work_s": t2 - t1, "batches": len(batches), "raw_bytes": raw,
+    print(json.dumps({"compressor": spec.get("compressor", "zlib"),
+                      "startup_s": t1 - t0, "work_s": t2 - t1, "batches": len(batches), "raw_bytes": raw,
                       "stored_bytes": stored, **times}))
 
 
-def gzip_chunked(batch: list[Path], chunk: int = MIB) -> tuple[float, int, bytes]:
-    """The floor for large batches: read the segments in `chunk`s into one gzip stream (level 6, mtime=0) kept in
+def floor_compressor(name: str) -> tuple[Callable[[bytes], bytes], Callable[..., gzip.GzipFile]]:
+    """The floor's gzip (mtime=0): "zlib", stdlib level 6 (the issue's floor), or "isal", the agent's own
+    compressor at the agent's level (the same-compressor floor, imported only then)."""
+    if name == "isal":
+        from isal import igzip
+        return (functools.partial(igzip.compress, compresslevel=AGENT_GZIP_LEVEL, mtime=0),
+                functools.partial(igzip.IGzipFile, compresslevel=AGENT_GZIP_LEVEL, mtime=0))
+    return (functools.partial(gzip.compress, compresslevel=GZIP_LEVEL, mtime=0),
+            functools.partial(gzip.GzipFile, compresslevel=GZIP_LEVEL, mtime=0))
+
+
+def gzip_chunked(batch: list[Path], gzip_file: Callable[..., gzip.GzipFile],
+                 chunk: int = MIB) -> tuple[float, int, bytes]:
+    """The floor for large batches: read the segments in `chunk`s into one gzip stream (`gzip_file`) kept in
     memory (compressed only). Returns (seconds spent reading, raw bytes, gzip bytes)."""
     out = io.BytesIO()
     read_s, raw = 0.0, 0
-    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
+    with gzip_file(fileobj=out, mode="wb") as gz:
         for path in batch:
             with path.open("rb") as f:
                 while True:
@@ -469,6 +503,7 @@ class Throughput:
     floor: ChildRun
     floor_detail: dict[str, Any]
     problems: list[str]
+    same: ChildRun  # the floor with the agent's compressor
 
 
 def throughput(root: Path, endpoint: S3Endpoint, client: S3Client, events: int,
@@ -497,13 +532,14 @@ def throughput(root: Path, endpoint: S3Endpoint, client: S3Client, events: int,
         else:
             floor = run_child(floor_argv, env, part.root, timeout=1800)
             agent = run_child(part.agent_argv("--once"), env, part.root, timeout=1800)
+        same = same_compressor_floor(client, spec, env, part.root)
         problems = check_drained(part, client, agent, events + CLEAN_END_RECORDS)
         if floor.returncode != 0:
             problems.append(f"floor exit code {floor.returncode}: {floor.stderr[-2000:]}")
         detail = json.loads(floor.stdout.strip().splitlines()[-1]) if floor.returncode == 0 else {}
         if detail and len(list_keys(client, floor_bucket, "floor/")) != detail["batches"]:
             problems.append("floor objects missing")
-        runs.append(Throughput(agent, floor, detail, problems))
+        runs.append(Throughput(agent, floor, detail, problems, same))
         print(f"    repeat {repeat + 1}/{repeats}: agent {agent.wall_s:.2f} s, floor {floor.wall_s:.2f} s"
               + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""), flush=True)
         shutil.rmtree(part.root)
@@ -570,6 +606,7 @@ def stream_run(root: Path, endpoint: S3Endpoint, client: S3Client, master: Part,
     floor = run_child([sys.executable, str(Path(__file__).resolve()), "--floor-child", json.dumps(spec)], env,
                       part.root, timeout=3600, cpu=pin)
     agent = run_child(part.agent_argv("--once"), env, part.root, timeout=3600, cpu=pin)
+    same = same_compressor_floor(client, spec, env, part.root, cpu=pin)
     problems = check_drained(part, client, agent, events)
     if floor.returncode != 0:
         problems.append(f"floor exit code {floor.returncode}: {floor.stderr[-2000:]}")
@@ -578,10 +615,17 @@ def stream_run(root: Path, endpoint: S3Endpoint, client: S3Client, master: Part,
               "agent_peak_rss_mib": round(agent.peak_rss_mib, 1), "floor_wall_s": round(floor.wall_s, 2),
               "floor_cpu_s": round(floor.cpu_s, 2), "floor_peak_rss_mib": round(floor.peak_rss_mib, 1),
               "agent_vs_floor": round(floor.wall_s / agent.wall_s, 3),
-              "agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3), "problems": problems}
+              "agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3),
+              "same_floor_wall_s": round(same.wall_s, 2), "same_floor_cpu_s": round(same.cpu_s, 2),
+              "agent_vs_same_floor": round(same.wall_s / agent.wall_s, 3),
+              "agent_vs_same_floor_cpu": round(same.cpu_s / agent.cpu_s, 3), "problems": problems}
+    if same.returncode != 0:
+        problems.append(f"same-compressor floor exit code {same.returncode}: {same.stderr[-2000:]}")
     print(f"    {label}: agent {agent.wall_s:.1f} s ({agent.cpu_s:.1f} s cpu, peak RSS {agent.peak_rss_mib:.1f} MiB), "
           f"floor {floor.wall_s:.1f} s ({floor.cpu_s:.1f} s cpu, {floor.peak_rss_mib:.0f} MiB): "
-          f"{result['agent_vs_floor']:.3f} wall, {result['agent_vs_floor_cpu']:.3f} cpu"
+          f"{result['agent_vs_floor']:.3f} wall, {result['agent_vs_floor_cpu']:.3f} cpu; against the floor with "
+          f"the agent's compressor ({same.wall_s:.1f} s, {same.cpu_s:.1f} s cpu): "
+          f"{result['agent_vs_same_floor']:.3f} wall, {result['agent_vs_same_floor_cpu']:.3f} cpu"
           + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""), flush=True)
     return result
 
@@ -755,19 +799,23 @@ def witness_run(root: Path, endpoint: S3Endpoint, client: S3Client, events: int,
                       part.root, timeout=1800)
     plain = Part.create(root, endpoint, client, "witness-plain")
     shutil.copytree(part.spool, plain.spool, ignore=shutil.ignore_patterns(".agent"))  # the same spool, no copies
+    # What is left to drain: the live agent already shipped every full batch (batch_max_bytes) while the writers ran.
+    left_events = sum(path.read_bytes().count(b"\n") for path in plain.spool.glob("*.jsonl"))
     agent = run_child(part.agent_argv("--once"), env, part.root, timeout=1800)
     unwitnessed = run_child(plain.agent_argv("--once"), env, plain.root, timeout=1800)
+    same = same_compressor_floor(client, spec, env, part.root)
     problems = check_drained(part, client, agent, events + CLEAN_END_RECORDS)
-    problems += check_drained(plain, client, unwitnessed, events + CLEAN_END_RECORDS)
+    problems += check_drained(plain, client, unwitnessed, left_events)
     if "REWRITTEN" in agent.stderr or "MISSING" in agent.stderr:
         problems.append("the witness reported an untouched segment")
-    print(f"    drain of the witnessed spool: agent {agent.wall_s:.2f} s, floor {floor.wall_s:.2f} s; the same spool "
+    print(f"    drain of the witnessed spool ({left_events} events left after the live agent's full batches): "
+          f"agent {agent.wall_s:.2f} s, floor {floor.wall_s:.2f} s; the same spool "
           f"without copies: agent {unwitnessed.wall_s:.2f} s"
           + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""), flush=True)
     shutil.rmtree(part.root)
     shutil.rmtree(plain.root)
     return {"rate": achieved, "write_s": write_s, "lag_p50_s": p50, "lag_p99_s": p99, "lag_samples": samples,
-            "agent": agent, "floor": floor, "unwitnessed": unwitnessed, "problems": problems}
+            "agent": agent, "floor": floor, "same_floor": same, "unwitnessed": unwitnessed, "problems": problems}
 
 
 # --- profile -------------------------------------------------------------------------------------------
@@ -895,9 +943,13 @@ def stream_summary(runs: dict[str, Any]) -> dict[str, Any]:
         summary[f"stream_peak_rss_mib_{label}"] = run["agent_peak_rss_mib"]
         summary[f"stream_agent_vs_floor_{label}"] = run["agent_vs_floor"]
         summary[f"stream_agent_vs_floor_cpu_{label}"] = run["agent_vs_floor_cpu"]
+        summary[f"stream_agent_vs_same_floor_cpu_{label}"] = run["agent_vs_same_floor_cpu"]
     print("\n(5) streaming: " + "; ".join(
         f"{label}: peak RSS {r['agent_peak_rss_mib']:.1f} MiB, agent/floor {r['agent_vs_floor']:.3f} wall "
-        f"{r['agent_vs_floor_cpu']:.3f} cpu" for label, r in runs.items()))
+        f"{r['agent_vs_floor_cpu']:.3f} cpu (same-compressor floor: {r['agent_vs_same_floor']:.3f} wall, "
+        f"{r['agent_vs_same_floor_cpu']:.3f} cpu)" for label, r in runs.items()))
+    print("    the agent gzips with ISA-L (isal, level 2); the floor uses stdlib zlib level 6; the same-compressor "
+          "floor uses ISA-L level 2 like the agent")
     return summary
 
 
@@ -921,6 +973,7 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
     load_after = os.getloadavg()
     agent_cpu = statistics.median(r.agent.cpu_s for r in runs)
     floor_cpu = statistics.median(r.floor.cpu_s for r in runs)
+    same_cpu = statistics.median(r.same.cpu_s for r in runs)
     best_agent, best_floor = min(r.agent.wall_s for r in runs), min(r.floor.wall_s for r in runs)
 
     event_bytes = fill["bytes"] / events
@@ -946,7 +999,10 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
         ("agent / floor, best runs", f"{best_floor / best_agent:.3f}", "",
          f"fastest of {repeats}: agent {best_agent:.2f} s, floor {best_floor:.2f} s"),
         ("agent / floor, child CPU time", f"{floor_cpu / agent_cpu:.3f}", "",
-         f"median cpu: agent {agent_cpu:.2f} s, floor {floor_cpu:.2f} s (moto's own CPU not included)"),
+         f"median cpu: agent {agent_cpu:.2f} s, floor {floor_cpu:.2f} s (moto's own CPU not included); the agent "
+         "gzips with ISA-L level 2, the floor with stdlib zlib level 6"),
+        ("agent / same-compressor floor, CPU", f"{same_cpu / agent_cpu:.3f}", "",
+         f"the floor with ISA-L level 2 like the agent: median cpu {same_cpu:.2f} s"),
         (f"(2) peak RSS, {rss['bytes'] / MIB:.0f} MiB backlog", f"{rss_run.peak_rss_mib:.1f} MiB", "<= 150 MiB",
          f"{rss['events']} events, {rss['segments']} segments drained in {rss_run.wall_s:.1f} s "
          f"({rss_eps:,.0f} events/s, {rss_run.cpu_s:.1f} s cpu); VmHWM of the child"),
@@ -968,6 +1024,7 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
         "e2e_latency_s": round(latency, 3),
         "floor_work_events_per_s": round(floor_work_eps), "agent_vs_floor_work": round(agent_eps / floor_work_eps, 3),
         "agent_vs_floor_best": round(best_floor / best_agent, 3), "agent_vs_floor_cpu": round(floor_cpu / agent_cpu, 3),
+        "agent_vs_same_floor_cpu": round(same_cpu / agent_cpu, 3),
         "agent_wall_s": round(agent.wall_s, 3), "agent_cpu_s": round(agent_cpu, 3), "floor_cpu_s": round(floor_cpu, 3),
         "loadavg_before": round(load_before[0], 2), "loadavg_after": round(load_after[0], 2),
         "floor_wall_s": round(floor.wall_s, 3), "floor_startup_s": round(detail.get("startup_s", 0), 3),
@@ -984,7 +1041,7 @@ def run_benchmark(root: Path, endpoint: S3Endpoint, client: S3Client, *, events:
 
 def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, str, str]]:
     """The table rows of (4)."""
-    agent, floor, plain = witness["agent"], witness["floor"], witness["unwitnessed"]
+    agent, floor, plain, same = witness["agent"], witness["floor"], witness["unwitnessed"], witness["same_floor"]
     return [
         ("(4) witness lag p50", f"{witness['lag_p50_s'] * 1000:.0f} ms", "",
          f"writers at {witness['rate']:,} events/s ({events} events); {witness['lag_samples']} reads"),
@@ -994,7 +1051,10 @@ def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, s
          f"agent --once {agent.wall_s:.2f} s comparing every segment with its copy; floor {floor.wall_s:.2f} s; "
          "one run"),
         ("(4) agent / floor, witnessed, child CPU", f"{floor.cpu_s / agent.cpu_s:.3f}", "",
-         f"cpu: agent {agent.cpu_s:.2f} s, floor {floor.cpu_s:.2f} s"),
+         f"cpu: agent {agent.cpu_s:.2f} s, floor {floor.cpu_s:.2f} s; the agent gzips with ISA-L, the floor with "
+         "stdlib zlib"),
+        ("(4) agent / same-compressor floor, CPU", f"{same.cpu_s / agent.cpu_s:.3f}", "",
+         f"the floor with ISA-L level 2 like the agent: {same.wall_s:.2f} s wall, {same.cpu_s:.2f} s cpu"),
         ("(4) witnessed / unwitnessed drain, CPU", f"{agent.cpu_s / plain.cpu_s:.3f}", "",
          f"the same spool without copies: {plain.wall_s:.2f} s wall, {plain.cpu_s:.2f} s cpu (the check's cost)"),
     ]
@@ -1002,11 +1062,12 @@ def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, s
 
 def witness_summary(witness: dict[str, Any]) -> dict[str, Any]:
     """The JSON keys of (4)."""
-    agent, floor, plain = witness["agent"], witness["floor"], witness["unwitnessed"]
+    agent, floor, plain, same = witness["agent"], witness["floor"], witness["unwitnessed"], witness["same_floor"]
     return {"witness_rate": witness["rate"], "witness_lag_p50_ms": round(witness["lag_p50_s"] * 1000, 1),
             "witness_lag_p99_ms": round(witness["lag_p99_s"] * 1000, 1), "witness_lag_reads": witness["lag_samples"],
             "witnessed_agent_vs_floor": round(floor.wall_s / agent.wall_s, 3),
             "witnessed_agent_vs_floor_cpu": round(floor.cpu_s / agent.cpu_s, 3),
+            "witnessed_agent_vs_same_floor_cpu": round(same.cpu_s / agent.cpu_s, 3),
             "witnessed_vs_unwitnessed_cpu": round(agent.cpu_s / plain.cpu_s, 3),
             "witnessed_vs_unwitnessed_wall": round(agent.wall_s / plain.wall_s, 3)}
 

@@ -4,17 +4,23 @@ A batch is a list of whole sealed segments (oldest first) up to `[sink] batch_ma
 object per (UTC month, retention class) present in it. Building is deterministic: the same segments in the
 same order give byte-identical objects and therefore the same keys (see `auditlock.archive.layout`), which
 is what lets a restarted agent re-create exactly the batch its ledger names.
+
+The gzip is ISA-L's deflate (`isal.igzip`, level `GZIP_LEVEL`): standard gzip that every reader opens, about ten
+times as fast as stdlib zlib level 6 at a similar size on audit lines. Exactly-once does not rest on the compressed
+bytes: an object's key and the HEAD check name the SHA-256 of its *uncompressed* lines, so a batch rebuilt after a
+crash by another ISA-L version (other gzip bytes) still finds the object that landed (see `agent.uploader`).
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
+
+from isal.igzip import IGzipFile
 
 from auditlock.agent.staging import STAGED_SUFFIX, StagedBody, clear_staging
 from auditlock.archive import layout
@@ -23,7 +29,7 @@ from auditlock.spool.files import UnsafeSpoolFileError
 from auditlock.spool.format import SEALED_SUFFIX, SegmentName, parse_segment_name
 from auditlock.spool.reader import DamagedSegmentError, SegmentEnd, stream_lines
 
-GZIP_LEVEL = 6
+GZIP_LEVEL = 2  # ISA-L's default (0-3); on JSON lines smaller than zlib level 6, on free text ~15% larger
 
 
 @dataclass(frozen=True)
@@ -110,14 +116,14 @@ class _ObjectBuilder:
         self.retention = retention
         self.body = body
         self.content = hashlib.sha256()
-        self.gzip = gzip.GzipFile(fileobj=body, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        self.gzip = IGzipFile(fileobj=body, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)  # type: ignore[no-untyped-call]  # isal ships no annotations here
         self.events = 0
         self.first = ""
         self.last = ""
 
     def write(self, lines: bytes | memoryview, count: int, first: str, last: str) -> None:
         self.content.update(lines)
-        self.gzip.write(lines)
+        self.gzip.write(lines)  # type: ignore[no-untyped-call]
         self.events += count
         self.first = min(self.first, first) if self.first else first
         self.last = max(self.last, last)

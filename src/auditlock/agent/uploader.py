@@ -1,10 +1,13 @@
 """Putting archive objects into S3 with Object Lock — write-once, idempotent, never overwriting.
 
 For each object: HEAD the key. Present with our content hash → already delivered (a retry after a crash or a
-lost answer). Present with another hash → `ObjectConflictError` (an alarm; nothing is overwritten). Absent →
-PUT with `If-None-Match: *` (servers that honour it answer 412 if someone raced us; RADOS Gateway ignores it
-in versioned buckets, hence the HEAD first), Content-MD5, the lock mode and retain-until of the class, tags,
-metadata and SSE-KMS when configured. A 200 from the PUT is the confirmation.
+lost answer); the object then takes the landed bytes' SHA-256 and size from that HEAD, so the digest names what is
+stored even when the rebuilt gzip bytes differ (another compressor version between the crash and the restart: the
+key and the check rest on the uncompressed content, never on the gzip bytes). Present with another hash →
+`ObjectConflictError` (an alarm; nothing is overwritten). Absent → PUT with `If-None-Match: *` (servers that
+honour it answer 412 if someone raced us; RADOS Gateway ignores it in versioned buckets, hence the HEAD first),
+Content-MD5, the lock mode and retain-until of the class, tags, metadata and SSE-KMS when configured. A 200 from
+the PUT is the confirmation.
 
 Retain-until is `layout.lock_until` at the PUT's time: never before now + `layout.LATE_LOCK_FLOOR`. A floored
 (late) object is reported to `on_floored` once its PUT returned 200 — not when HEAD found it already delivered,
@@ -14,6 +17,7 @@ since its lock was decided by the PUT that stored it.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -78,18 +82,20 @@ class Uploader:
             self.on_floored(obj, until)
         return DELIVERED
 
-    def _head(self, key: str) -> dict[str, str] | None:
+    def _head(self, key: str) -> Mapping[str, Any] | None:
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
             raise
-        return dict(response.get("Metadata", {}))
+        return response
 
-    def _same_or_conflict(self, obj: ArchiveObject, metadata: Mapping[str, str]) -> str:
+    def _same_or_conflict(self, obj: ArchiveObject, head: Mapping[str, Any]) -> str:
+        metadata: Mapping[str, str] = head.get("Metadata", {})
         found = metadata.get(layout.META_CONTENT_SHA256)
         if found == obj.content_sha256:
+            _take_landed_bytes(obj, metadata.get(layout.META_SHA256), head.get("ContentLength"))
             return ALREADY_PRESENT
         raise ObjectConflictError(
             f"s3://{self.bucket}/{obj.key} already exists with content sha256 {found!r}, not "
@@ -119,6 +125,13 @@ class Uploader:
             arguments["ServerSideEncryption"] = "aws:kms"
             arguments["SSEKMSKeyId"] = self.sink.kms_key_id
         return arguments
+
+
+def _take_landed_bytes(obj: ArchiveObject, sha256: str | None, size: object) -> None:
+    """Describe `obj` by the bytes that landed (its digest entry): the same content, but perhaps other gzip bytes
+    than this build's. A HEAD without a well-formed SHA-256 and size leaves `obj` as built (verify then compares)."""
+    if isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256) and type(size) is int and size >= 0:
+        obj.sha256, obj.size = sha256, size
 
 
 def _status(exc: ClientError) -> int:
