@@ -75,13 +75,14 @@ class Sealer:
 
     def _key(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
              fields: Mapping[str, Any]) -> DataKey:
+        keys = self._keys or self.keys  # the property (which opens the store) only until it is open
         # The common case first: the target is the subject and its key is cached (a subject is checked once,
         # before its key is first asked for).
         if target.subject is None and target_id is not None:
-            key = self.keys.fresh(f"{target_type}:{target_id}")
+            key = keys.fresh(f"{target_type}:{target_id}")
             if key is not None:
                 return key
-        return self.keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
+        return keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
 
 
 def _seal_or_none(key: DataKey, name: str, value: Any) -> Any:
