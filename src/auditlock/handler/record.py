@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from auditlock.config.model import Config, TargetConfig
 from auditlock.errors import EventError
 from auditlock.handler import event_types
-from auditlock.handler.context import ACTOR_TYPES, current_actor, infer_actor_type
+from auditlock.handler.context import ACTOR_TYPES, Actor, current_actor, infer_actor_type
 from auditlock.handler.encode import encode_value, hmac_value
 from auditlock.spool.format import SCHEMA
 
@@ -35,6 +35,7 @@ _NAMES_SHOWN = 20
 _SHOWN_MAX_CHARS = 100
 ACTOR_ID_MAX_CHARS = 256
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_MODULES = sys.modules
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class RecordPlan:
 
     target: TargetConfig
     payload_fields: frozenset[str]
+    call_fields: frozenset[str]  # the payload fields a call may pass as keywords (not the reserved names)
     change_fields: frozenset[str]
     hmac_fields: frozenset[str]
     retention: str
@@ -67,6 +69,7 @@ class RecordBuilder:
         self._hmac_key = hmac_key
         self._hmac_key_id = hmac_key_id  # None: the legacy key (values without a key id)
         self._sealer = sealer
+        self._service = config.service
         self._host = socket.gethostname()
         self._plans: dict[tuple[str, str | None], RecordPlan] = {}
         event_types.watch_standard_fields(self)
@@ -83,8 +86,12 @@ class RecordBuilder:
         plan = self._plans.get((event_type, target_type)) if type(event_type) is str else None
         plan = plan or self._new_plan(event_type, target_type)
         actor_id, actor_type, actor_ip, run_id, request_id = _actor_of(event_type, fields)
-        trace_id, span_id = _trace_ids()
-        target_id = _target_id(event_type, target_type, fields.get("target_id"))
+        trace_id = span_id = None
+        if _MODULES.get("opentelemetry.trace") is not None:  # only if the application imported OpenTelemetry
+            trace_id, span_id = _trace_ids()
+        target_id = fields.get("target_id")
+        if type(target_id) is not str or target_type is None:  # the common case (a str with its type) needs no call
+            target_id = _target_id(event_type, target_type, target_id)
         payload = self._payload(event_type, fields, plan)
         if plan.erasable and self._sealer is not None:
             self._sealer.seal(event_type, plan.target, target_type, target_id, fields=fields, payload=payload)
@@ -97,7 +104,7 @@ class RecordBuilder:
             "actor_id": actor_id, "actor_type": actor_type, "actor_ip": actor_ip,
             "target_type": target_type, "target_id": target_id,
             "payload": payload,
-            "service": self.config.service, "host": self._host, "retention": plan.retention,
+            "service": self._service, "host": self._host, "retention": plan.retention,
             "trace_id": trace_id, "span_id": span_id,
         }
 
@@ -111,7 +118,8 @@ class RecordBuilder:
         target = self._target(event_type, target_type) if target_type is not None else _NO_TARGET
         standard = event_types.STANDARD_FIELDS.get(event_type, frozenset())
         plan = RecordPlan(
-            target=target, payload_fields=target.allowed | standard, change_fields=target.allowed,
+            target=target, payload_fields=target.allowed | standard,
+            call_fields=(target.allowed | standard) - RESERVED_FIELDS, change_fields=target.allowed,
             hmac_fields=target.hmac, retention=self.config.retention.class_for(event_type, target),
             needs_justification=event_type == event_types.DATA_ACCESSED and target.sensitive_reads,
             erasable=bool(target.erasable),
@@ -136,15 +144,21 @@ class RecordBuilder:
 
     def _payload(self, event_type: str, fields: Mapping[str, Any], plan: RecordPlan) -> dict[str, Any]:
         payload = {}
-        allowed = plan.payload_fields
         explicit = fields.get("payload")
         if explicit is not None:
+            allowed = plan.payload_fields
             for name, value in _mapping(event_type, "payload", explicit).items():
                 if name in allowed:
                     payload[name] = self._value(plan, name, value, "payload")
+        allowed = plan.call_fields
+        hashed = plan.hmac_fields
         for name, value in fields.items():
-            if name in allowed and name not in RESERVED_FIELDS:
-                payload[name] = self._value(plan, name, value, "payload")
+            if name in allowed:
+                kind = type(value)
+                if not hashed and (kind is str or kind is bool or value is None):
+                    payload[name] = value  # as it is (`_value`'s first case, without the call)
+                else:
+                    payload[name] = self._value(plan, name, value, "payload")
         before, after = fields.get("before"), fields.get("after")
         if before is not None or after is not None:
             payload["changes"] = self._changes(event_type, before, after, plan)
@@ -159,7 +173,13 @@ class RecordBuilder:
         for name, new in new_values.items():
             if name in allowed:
                 old = old_values.get(name, _MISSING)
-                if _differs(old, new):
+                try:  # a change: another type (`1` -> `True`), or unequal values
+                    differs = type(old) is not type(new) or bool(old != new)
+                except RecursionError:
+                    # Two values too deep (or self-referencing) to compare: counted as a change, so that encoding
+                    # them refuses them with an EventError naming the field and the depth bound.
+                    differs = True
+                if differs:
                     changes[name] = [self._value(plan, name, None if old is _MISSING else old, "payload.changes"),
                                      self._value(plan, name, new, "payload.changes")]
         for name, old in old_values.items():
@@ -176,18 +196,31 @@ class RecordBuilder:
         return hmac_value(self._hmac_key, encoded, self._hmac_key_id) if name in plan.hmac_fields else encoded
 
 
-def _differs(old: Any, new: Any) -> bool:
-    """A change: another type (`1` -> `True`), or unequal values."""
-    try:
-        return type(old) is not type(new) or bool(old != new)
-    except RecursionError:
-        # Two values too deep (or self-referencing) to compare: counted as a change, so that encoding them
-        # refuses them with an EventError naming the field and the depth bound.
-        return True
+ActorColumns = tuple[str, str, str | None, str | None, str | None]  # actor_id, actor_type, actor_ip, run id, request id
+# The last bound actor that passed the checks with nothing overridden by the call, and its columns: the common
+# case (every event of a request or job names no actor of its own) then costs no checks. `Actor` is frozen, and
+# the pair is replaced whole, so a thread sees another's pair or its own, never half of one.
+_last_bound: tuple[Actor | None, ActorColumns | None] = (None, None)
 
 
-def _actor_of(event_type: str, fields: Mapping[str, Any]) -> tuple[str, str, str | None, str | None, str | None]:
+def _actor_of(event_type: str, fields: Mapping[str, Any]) -> ActorColumns:
     bound = current_actor()
+    last, columns = _last_bound
+    if (bound is last and columns is not None and "actor_id" not in fields and "actor_type" not in fields
+            and "actor_ip" not in fields):
+        return columns
+    columns = _checked_actor(event_type, fields, bound)
+    if bound is not None and "actor_id" not in fields and "actor_type" not in fields and "actor_ip" not in fields:
+        _remember(bound, columns)
+    return columns
+
+
+def _remember(bound: Actor, columns: ActorColumns) -> None:
+    global _last_bound  # noqa: PLW0603 - one reference, replaced whole
+    _last_bound = (bound, columns)
+
+
+def _checked_actor(event_type: str, fields: Mapping[str, Any], bound: Actor | None) -> ActorColumns:
     actor_id = fields.get("actor_id")
     run_id = request_id = None
     if bound is not None:

@@ -40,6 +40,8 @@ TAG_BYTES = 16
 KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 SUBJECT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}:[^\x00-\x1f\x7f]{1,256}\Z")
 _AAD_PREFIX = b"auditlock/enc/v1\x00"
+_json = orjson.dumps
+_base64 = binascii.b2a_base64
 _ID_CHARS = 32
 MAX_SEALED_CHARS = 1 << 20
 
@@ -51,15 +53,16 @@ class DecryptError(ValueError):
 class DataKey:
     """One subject's data key with its AES-GCM object ready (built once, reused for every value)."""
 
-    __slots__ = ("_aad", "_aead", "_prefix", "key", "key_id", "subject")
+    __slots__ = ("_aad", "_aead", "_encrypt", "_prefix", "key", "key_id", "subject")
 
     def __init__(self, key_id: str, subject: str, key: bytes) -> None:
         self.key_id = key_id
         self.subject = subject
         self.key = key
         self._aead = AESGCM(key)
+        self._encrypt = self._aead.encrypt
         self._prefix = f"{PREFIX}{key_id}:"
-        self._aad: dict[str, bytes] = {}
+        self._aad: dict[str, bytes] = {}  # per field: `associated_data(subject, field)`, built once
 
     @classmethod
     def generate(cls, subject: str) -> DataKey:
@@ -68,15 +71,18 @@ class DataKey:
 
     def seal(self, field: str, encoded: Any) -> str:
         """`enc:v1:...` of an encoded (JSON-native) value of `field`."""
-        aad = self._aad.get(field)
-        if aad is None:
+        # The per-value path: one dict lookup, one nonce, one encryption, one base64 (module-level names, no
+        # attribute lookups on modules).
+        try:
+            aad = self._aad[field]
+        except KeyError:
             aad = self._aad[field] = associated_data(self.subject, field)
         try:
             nonce = _nonces.pop()
         except IndexError:
             nonce = _refill_nonces()
-        sealed = self._aead.encrypt(nonce, orjson.dumps(encoded), aad)
-        return self._prefix + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+        sealed = self._encrypt(nonce, _json(encoded), aad)
+        return self._prefix + _base64(nonce + sealed, newline=False).decode()
 
     def reveal(self, field: str, body: bytes) -> Any:
         """The value of a parsed sealed value's body (nonce ‖ ciphertext); `DecryptError` if it does not open."""

@@ -67,25 +67,17 @@ class Sealer:
             if value is None and pair is None:
                 continue
             if key is None:
-                key = self._key(event_type, target, target_type, target_id, fields)
+                # The common case without a call: the target is the subject and its key is cached (a subject is
+                # checked once, before its key is first asked for).
+                keys = self._keys or self.keys  # the property (which opens the store) only until it is open
+                if target.subject is None and target_id is not None:
+                    key = keys.fresh(f"{target_type}:{target_id}")
+                if key is None:
+                    key = keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
             if value is not None:
                 payload[name] = key.seal(name, value)
             if pair is not None:
-                changes[name] = [_seal_or_none(key, name, item) for item in pair]
-
-    def _key(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
-             fields: Mapping[str, Any]) -> DataKey:
-        # The common case first: the target is the subject and its key is cached (a subject is checked once,
-        # before its key is first asked for).
-        if target.subject is None and target_id is not None:
-            key = self.keys.fresh(f"{target_type}:{target_id}")
-            if key is not None:
-                return key
-        return self.keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
-
-
-def _seal_or_none(key: DataKey, name: str, value: Any) -> Any:
-    return None if value is None else key.seal(name, value)
+                changes[name] = [None if item is None else key.seal(name, item) for item in pair]
 
 
 def subject_of(event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
