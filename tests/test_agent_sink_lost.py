@@ -31,7 +31,7 @@ class SinkProblems:
     def __init__(self, agent: Agent, *, then: str) -> None:
         self.agent = agent
         self.then = then
-        self.reports: list[str | None] = []
+        self.reports: list[str] = []
 
     def __call__(self, problem: str | None) -> None:
         if problem is None:
