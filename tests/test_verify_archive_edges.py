@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.support.verify_env import subjects
 from tests.support.verify_forgery import ArchiveCopy, reseal
-from tests.test_verify_invariants import copy, pristine, private_key, run
+from tests.test_verify_invariants import copy, month_of, pristine, private_key, run
 
 __all__ = ["copy", "pristine"]  # the fixtures, shared with the invariants module
 
@@ -107,3 +107,34 @@ def _a_closing_line(copy: ArchiveCopy) -> tuple[str, int]:
             if event["event_type"] == "auditlock.writer_closed":
                 return key, index
     raise AssertionError("the pristine archive has no closed writer")
+
+
+class TestDigestSchema:
+    """Invariant: a digest is read only under exactly its schema, `auditlock-digest/1`."""
+
+    def test_later_schema_is_not_read(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (hostile input is refused by name): a re-signed digest claiming a schema that sorts after
+        the known one is a `digest modified` finding, not read as if it were that schema."""
+        newest = copy.stored("digests")[-1]
+        body = copy.digest(newest)
+        body["schema"] = "auditlock-digest/9"
+        copy.resign(newest, body, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        assert newest in subjects(report, "digest modified")
+
+
+class TestRangeChainLinks:
+    """Invariant: with --since, a predecessor inside the range that is gone is still a broken link."""
+
+    def test_removed_middle_digest_under_since(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: only a predecessor before the range's first month is excused; a removed one in the range
+        is named as missing (not noted as lying before the selected months)."""
+        first, removed, successor = copy.stored("digests")
+        copy.remove(removed)
+
+        _status, report = run(copy, pristine, "--since", month_of(first))
+
+        [broken] = [f for f in report["findings"] if f["kind"] == "broken digest chain"]
+        assert (broken["subject"], broken["detail"]) == (successor, f"its previous digest {removed} is missing")
