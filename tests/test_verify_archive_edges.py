@@ -80,6 +80,32 @@ class TestBadLinesNamed:
         assert {"kind": "unreadable object", "subject": key, "detail": "lines 2 are not auditlock/1 events"} \
             in report["findings"]
 
+    def test_eleven_bad_lines_name_ten_and_count_the_rest(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (bounded, exact detail): 11 garbage lines name the first 10 and count the eleventh."""
+        key = max(copy.stored(), key=lambda k: len(copy.lines(k)))
+        lines = copy.lines(key)
+        assert len(lines) > 12
+        copy.write_lines(key, [lines[0], *[b"not an event"] * 11, *lines[12:]])
+
+        _status, report = run(copy, pristine)
+
+        assert {"kind": "unreadable object", "subject": key,
+                "detail": "lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 1 more are not auditlock/1 events"} \
+            in report["findings"]
+
+    def test_a_line_verify_names_is_not_named_again_as_skipped(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (one finding per fault): garbage on line 2 is one finding; the list of lines readers skip
+        leaves out the lines already named (both numbered from 1)."""
+        key = copy.stored()[0]
+        lines = copy.lines(key)
+        copy.write_lines(key, [lines[0], b"not an event", *lines[2:]])
+
+        _status, report = run(copy, pristine)
+
+        assert [f["detail"] for f in report["findings"] if f["subject"] == key and
+                f["kind"] == "unreadable object"] == \
+            ["lines 2 are not auditlock/1 events"]
+
 
 class TestClosedRecordChecked:
     """Invariant: a digest's `closed` for a writer's last line is checked against that line, whatever its type."""
@@ -138,3 +164,18 @@ class TestRangeChainLinks:
 
         [broken] = [f for f in report["findings"] if f["kind"] == "broken digest chain"]
         assert (broken["subject"], broken["detail"]) == (successor, f"its previous digest {removed} is missing")
+
+
+class TestNothingToVerify:
+    """Invariant: "nothing to verify" means no digest, no events object and no finding — any one of them is enough."""
+
+    def test_digests_alone_are_something_to_verify(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (the source is the right one): --until the month before the archive's first reads the
+        digests one month on (ranges are widened by a month for digests) and no events object: not "nothing"."""
+        year, month = map(int, month_of(copy.stored("digests")[0]).split("-"))
+        before = f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"
+
+        status, report = run(copy, pristine, "--until", before)
+
+        assert (status, report["counts"].get("digests"), report["counts"].get("objects")) == (0, 3, None)
+        assert report["nothing_to_verify"] is False
