@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.verify_env import subjects
-from tests.support.verify_forgery import ArchiveCopy, reseal
+from tests.support.verify_forgery import PREFIX, ArchiveCopy, reseal
 from tests.test_verify_invariants import copy, month_of, pristine, private_key, run
 
 __all__ = ["copy", "pristine"]  # the fixtures, shared with the invariants module
@@ -179,3 +179,18 @@ class TestNothingToVerify:
 
         assert (status, report["counts"].get("digests"), report["counts"].get("objects")) == (0, 3, None)
         assert report["nothing_to_verify"] is False
+
+
+class TestMissingObject:
+    """Invariant: an events object a digest lists and the archive lacks is named, with the digest listing it."""
+
+    def test_removed_object_names_its_digest(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (no event lost silently): a removed events object is `missing object`, naming its digest."""
+        digest = copy.stored("digests")[0]
+        key = copy.digest(digest)["objects"][0]["key"].removeprefix(PREFIX)
+        copy.remove(key)
+
+        _status, report = run(copy, pristine)
+
+        assert {"kind": "missing object", "subject": key, "detail": f"listed in {digest} but not in the archive"} \
+            in report["findings"]
