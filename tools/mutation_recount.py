@@ -1,12 +1,15 @@
 """Re-test the survivors of a mutation run against another tree: today's sources and today's tests.
 
-    python tools/mutation_recount.py SURVIVORS TREE [--timeout S] -- PYTEST-ARGS...
+    python tools/mutation_recount.py SURVIVORS TREE [--timeout S] [--only N...] -- PYTEST-ARGS...
+    python tools/mutation_recount.py SURVIVORS TREE --runner SOCKET [--only N...]
 
 SURVIVORS is a group's `survivors.txt` (tools/mutation.sh writes it: every surviving mutant as a diff). TREE is a
 checkout with its own virtualenv (`git archive HEAD | tar -x -C TREE && (cd TREE && uv sync --locked
 --all-extras)`); never the work tree someone is editing: each mutant is written into TREE's sources while its tests
 run. For each survivor: the diff is applied with `patch` (which finds the hunk again when lines moved since the
-run), `pytest -x PYTEST-ARGS` runs in TREE, and the file is put back byte for byte. One line a mutant on stdout,
+run), `pytest -x PYTEST-ARGS` runs in TREE (with `--runner`: the fork server tools/mutation_runner.py serves from
+TREE runs the tests, seconds a mutant instead of pytest's start-up), and the file is put back byte for byte.
+One line a mutant on stdout,
 tab-separated: the survivor's number in the file, its verdict (`killed`, `survived`, `stale`: the code the diff
 mutates is no longer there; `error`: pytest could not run; `timeout`), module, operator and occurrence, and the
 mutated line. A run whose group tests were added to after it started is recounted this way without rerunning
@@ -52,7 +55,7 @@ def read_survivors(path: Path) -> list[Survivor]:
             for n, m in enumerate(_BLOCK.finditer(path.read_text()), 1)]
 
 
-def recount(survivor: Survivor, tree: Path, pytest_args: list[str], timeout: float) -> str:
+def recount(survivor: Survivor, tree: Path, command: list[str], timeout: float) -> str:
     """Apply the mutant to `tree`, run the tests, restore the module; the verdict."""
     module = tree / survivor.module
     original = module.read_bytes()
@@ -62,13 +65,19 @@ def recount(survivor: Survivor, tree: Path, pytest_args: list[str], timeout: flo
         module.write_bytes(original)
         return "stale"
     try:
-        return _run_tests(tree, pytest_args, timeout)
+        return _run_tests(tree, command, timeout)
     finally:
         module.write_bytes(original)
 
 
-def _run_tests(tree: Path, pytest_args: list[str], timeout: float) -> str:
-    command = [str(tree / ".venv/bin/python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *pytest_args]
+def _test_command(tree: Path, runner: str | None, pytest_args: list[str]) -> list[str]:
+    python = str(tree / ".venv/bin/python")
+    if runner is not None:
+        return [python, str(tree / "tools/mutation_runner.py"), "run", runner]
+    return [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *pytest_args]
+
+
+def _run_tests(tree: Path, command: list[str], timeout: float) -> str:
     child = subprocess.Popen(command, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
@@ -87,12 +96,15 @@ def main() -> int:
     parser.add_argument("tree", type=Path)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--only", type=int, nargs="*", help="survivor numbers to recount (default: all)")
-    parser.add_argument("pytest_args", nargs="+")
+    parser.add_argument("--runner", help="socket of a mutation_runner.py server started in TREE")
+    parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args()
+    tree = args.tree.resolve()
+    command = _test_command(tree, args.runner, args.pytest_args)
     for survivor in read_survivors(args.survivors):
         if args.only and survivor.number not in args.only:
             continue
-        verdict = recount(survivor, args.tree.resolve(), args.pytest_args, args.timeout)
+        verdict = recount(survivor, tree, command, args.timeout)
         print(survivor.number, verdict, survivor.module, survivor.operator, survivor.occurrence,
               survivor.mutated_line, sep="\t", flush=True)
     return 0
