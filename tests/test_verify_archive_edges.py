@@ -194,3 +194,21 @@ class TestMissingObject:
 
         assert {"kind": "missing object", "subject": key, "detail": f"listed in {digest} but not in the archive"} \
             in report["findings"]
+
+
+class TestEventIdNotHex:
+    """Invariant: an event id that is not a hex UUID is compared as text, never a crash of verify."""
+
+    def test_text_event_id_is_verified(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant (everything read is hostile): a resealed line whose `event_id` is `not-a-uuid` is verified
+        (the report lists the object's events), with the id compared as text."""
+        key = copy.stored()[0]
+        events = copy.events(key)
+        events[1]["event_id"] = "not-a-uuid"
+        copy.write_events(key, events)
+        reseal(copy, private_key(pristine))
+
+        status, report = run(copy, pristine)
+
+        assert status in (0, 1)
+        assert report["counts"]["events"] > len(events)
