@@ -427,6 +427,42 @@ class TestFsyncFailure:
         read_spool(audit.spool)  # no foreign line, no damage, every chain intact
 
 
+class TestFsyncFailureOutsideTheCall:
+    """fdatasync fails under durability "process" (an explicit flush) or "group" (the background flusher): the
+    failure is counted in `stats["sync_failures"]` and the segment abandoned, as under "sync"."""
+
+    def test_failed_flush_is_counted_and_abandons_the_segment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`flush()` whose fdatasync fails returns False, counts one sync failure, continues as a new writer."""
+        audit = Audit(tmp_path / "spool", durability="process", flush_interval_ms=600_000)
+        writer = audit.core.writer
+        try:
+            audit.events(3)
+            first = writer.writer_id
+            _fail_next_fdatasync(monkeypatch)
+            assert writer.flush() is False
+            assert (writer.stats["sync_failures"], writer.writer_id != first) == (1, True)
+        finally:
+            audit.close()
+
+    def test_failed_background_fsync_is_counted_and_abandons_the_segment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The flusher's fdatasync fails: one sync failure counted, and the writer continues under a new id."""
+        audit = Audit(tmp_path / "spool", durability="group", flush_interval_ms=10)
+        writer = audit.core.writer
+        try:
+            audit.events(3)
+            first = writer.writer_id
+            _fail_next_fdatasync(monkeypatch)
+            audit.events(1)  # dirty again, whenever the flusher ran before the patch
+            wait_for(lambda: writer.writer_id != first, 30, what="the flusher abandoning the segment")
+            assert writer.stats["sync_failures"] == 1
+        finally:
+            audit.close()
+
+
 def _emit_one(audit: Audit, index: int) -> Any:
     """One order.updated event through the core; the record, or the exception the call raised."""
     try:
