@@ -213,6 +213,22 @@ class TestSealing:
             writer.close()
 
 
+class TestStats:
+    """`SpoolWriter.stats` (exported by the app's metrics): zero at the start, then each event, byte and sealed
+    segment counted once."""
+
+    def test_counts_of_a_writer_closed_after_three_events(self, config: Config) -> None:
+        """A fresh writer counts nothing; after 3 events and close(): the lines and bytes of its one segment
+        (the clean-end record included), 1 segment sealed, no error."""
+        writer = SpoolWriter(config.spool)
+        assert writer.stats == {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
+        emit_orders(AuditCore(config, writer=writer), 3)
+        writer.close()
+        [path] = segment_paths(config.spool.dir)
+        assert writer.stats == {"events": len(path.read_bytes().splitlines()), "bytes": path.stat().st_size,
+                                "segments_sealed": 1, "errors": 0, "sync_failures": 0}
+
+
 class TestDurabilityModes:
     @pytest.mark.parametrize("mode", ["sync", "group", "process"])
     def test_every_mode_writes_before_returning(self, make_config: Callable[..., Config],
