@@ -24,6 +24,7 @@ from auditlock.spool.format import EVENT_KEYS, OPEN_SUFFIX, SEALED_SUFFIX, ZERO_
 from auditlock.spool.reader import scan_segment
 from auditlock.spool.space import spool_size
 from auditlock.spool.writer import SpoolWriter
+from tests.support.spool_child import run_to_end, start_child
 from tests.support.spool_files import segment_paths, spool_events, spool_lines
 from tests.support.waiting import wait_for
 
@@ -227,6 +228,27 @@ class TestStats:
         [path] = segment_paths(config.spool.dir)
         assert writer.stats == {"events": len(path.read_bytes().splitlines()), "bytes": path.stat().st_size,
                                 "segments_sealed": 1, "errors": 0, "sync_failures": 0}
+
+
+class TestExitWithoutClose:
+    """A process that never calls close() still exits, and its writer's `atexit` hook seals the segment."""
+
+    @pytest.mark.parametrize("durability", ["sync", "group"])
+    def test_process_returning_from_main_exits_and_seals(self, tmp_path: Path, durability: str) -> None:
+        """The flusher is a daemon thread: it never holds the interpreter's exit (joined before `atexit` runs);
+        three events written, the process exits by itself, one sealed segment holds them and the clean end."""
+        spool = tmp_path / "spool"
+        child = start_child(spool, "--mode", "crash", "--count", "3", "--durability", durability)
+        try:
+            lines = run_to_end(child)
+        finally:
+            if child.poll() is None:  # only when the test failed: a child stuck at exit
+                child.kill()
+                child.wait()
+        assert len(lines) == 3
+        names = [parse_segment_name(path.name) for path in segment_paths(spool)]
+        assert [name.is_open for name in names if name] == [False]
+        assert spool_events(spool)[-1]["event_type"] == "auditlock.writer_closed"
 
 
 class TestDurabilityModes:
