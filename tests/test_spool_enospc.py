@@ -297,6 +297,18 @@ class TestSpoolOverMaxBytes:
         assert len(audit.returned) > 50
         audit.assert_spool_holds_exactly_the_returned_events()
 
+    def test_a_new_writer_measures_before_its_first_event(self, audit: Audit) -> None:
+        """A new writer (another process's, or after a restart) starting on a full spool refuses its first event:
+        it measures the spool before writing, instead of counting from zero until its own bytes reach max_bytes."""
+        audit.until_error()
+        audit.close()
+        second = Audit(audit.spool, max_bytes=65536)
+        try:
+            with pytest.raises(auditlock.SpoolError, match="max_bytes"):
+                second.event()
+        finally:
+            second.close()
+
     def test_writing_resumes_after_segments_are_removed(self, audit: Audit) -> None:
         """Once the agent removes sealed segments, writing resumes and seq continues without a gap."""
         audit.until_error()
