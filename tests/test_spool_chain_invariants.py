@@ -147,3 +147,17 @@ class TestRefusalClosesItsDescriptor:
             open_spool_file(fifo)
 
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+class TestReadBound:
+    """Invariant: `open_spool_file(path, max_bytes)` reads a file of up to `max_bytes` bytes, not one byte more."""
+
+    def test_exactly_the_bound_opens_and_one_byte_over_is_refused(self, tmp_path: Path) -> None:
+        """Invariant (bounded memory, no false refusal): `max_bytes` bytes open; `max_bytes + 1` is refused by name."""
+        at_bound, over = tmp_path / "at_bound", tmp_path / "over"
+        at_bound.write_bytes(b"x" * 100)
+        over.write_bytes(b"x" * 101)
+        with open_spool_file(at_bound, 100) as opened:
+            assert opened.read() == b"x" * 100
+        with pytest.raises(UnsafeSpoolFileError, match="101 bytes, over the read bound of 100 bytes"):
+            open_spool_file(over, 100)
