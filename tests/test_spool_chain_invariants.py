@@ -11,9 +11,10 @@ import fcntl
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
-from auditlock.spool.chain import UtcClock, find_unencodable, uuid7_hex
+from auditlock.spool.chain import EventChain, UtcClock, find_unencodable, uuid7_hex
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.lines import parse_line
 from auditlock.spool.segment import OpenSegment
@@ -161,3 +162,14 @@ class TestReadBound:
             assert opened.read() == b"x" * 100
         with pytest.raises(UnsafeSpoolFileError, match="101 bytes, over the read bound of 100 bytes"):
             open_spool_file(over, 100)
+
+
+class TestFirstPrevIsSixtyFourZeros:
+    """Invariant: a writer's seq 0 links to 64 zeros (the format every reader and verify expects, by its text)."""
+
+    def test_first_line_prev_is_64_zeros(self) -> None:
+        """Invariant (the on-disk format): the first line's `prev` is the text of 64 zeros, not a shorter or
+        longer run that writer and readers would agree on only within one version."""
+        chain = EventChain(uuid7_hex(1), max_event_bytes=4096)
+        line, _month = chain.stamp({"event_type": "order.updated"})
+        assert orjson.loads(line)["prev"] == "0" * 64
