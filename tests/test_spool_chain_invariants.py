@@ -106,6 +106,20 @@ class TestUuid7Randomness:
         assert (first >> 62) & 0b11 == (second >> 62) & 0b11 == 0b10
 
 
+class TestUuid7RandomBits:
+    """Invariant: every one of the 62 random bits of a UUIDv7 (writer and agent ids) varies."""
+
+    def test_each_random_bit_is_seen_set_and_clear(self) -> None:
+        """Invariant (unique ids): over 128 ids of one instant each random bit is both 1 and 0 somewhere (a bit
+        stuck for all 128 by chance: 2**-127)."""
+        ids = [int(uuid7_hex(INSTANT_NS), 16) & ((1 << 62) - 1) for _ in range(128)]
+        ever_set = ever_clear = 0
+        for value in ids:
+            ever_set |= value
+            ever_clear |= ~value
+        assert (ever_set, ever_clear & ((1 << 62) - 1)) == ((1 << 62) - 1, (1 << 62) - 1)
+
+
 class TestLineThatIsNotAnObject:
     """Invariant: a line that is valid JSON but not an object is named, never an exception out of the reader."""
 

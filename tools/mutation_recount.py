@@ -1,7 +1,7 @@
 """Re-test the survivors of a mutation run against another tree: today's sources and today's tests.
 
-    python tools/mutation_recount.py SURVIVORS TREE [--timeout S] [--only N...] -- PYTEST-ARGS...
-    python tools/mutation_recount.py SURVIVORS TREE --runner SOCKET [--only N...]
+    python tools/mutation_recount.py SURVIVORS TREE [--timeout S] [--only N,N...] -- PYTEST-ARGS...
+    python tools/mutation_recount.py SURVIVORS TREE --runner SOCKET [--only N,N...]
 
 SURVIVORS is a group's `survivors.txt` (tools/mutation.sh writes it: every surviving mutant as a diff). TREE is a
 checkout with its own virtualenv (`git archive HEAD | tar -x -C TREE && (cd TREE && uv sync --locked
@@ -95,12 +95,14 @@ def main() -> int:
     parser.add_argument("survivors", type=Path)
     parser.add_argument("tree", type=Path)
     parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--only", type=int, nargs="*", help="survivor numbers to recount (default: all)")
+    parser.add_argument("--only", type=lambda text: {int(n) for n in text.split(",")},
+                        help="survivor numbers to recount, comma-separated (default: all)")
     parser.add_argument("--runner", help="socket of a mutation_runner.py server started in TREE")
-    parser.add_argument("pytest_args", nargs="*")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)  # PYTEST-ARGS: everything after `--`, as given
+    args = parser.parse_args(argv[:split])
     tree = args.tree.resolve()
-    command = _test_command(tree, args.runner, args.pytest_args)
+    command = _test_command(tree, args.runner, argv[split + 1:])
     for survivor in read_survivors(args.survivors):
         if args.only and survivor.number not in args.only:
             continue
