@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 
 import orjson
 import pytest
 
-from auditlock.spool.chain import EventChain, UtcClock, find_unencodable, uuid7_hex
+from auditlock.spool.chain import EventChain, RandomPool, UtcClock, find_unencodable, uuid7_hex
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.lines import parse_line
 from auditlock.spool.segment import OpenSegment
@@ -118,6 +119,18 @@ class TestUuid7RandomBits:
             ever_set |= value
             ever_clear |= ~value
         assert (ever_set, ever_clear & ((1 << 62) - 1)) == ((1 << 62) - 1, (1 << 62) - 1)
+
+
+class TestRandomPoolTails:
+    """Invariant: every tail a `RandomPool` hands out is a well-formed UUID tail, across its 4 KiB refills."""
+
+    def test_three_refills_of_well_formed_tails(self) -> None:
+        """Invariant (valid event ids): 1600 tails (512 a refill) all read `vxxx-xxxxxxxxxxxx`, the variant digit
+        8-b — none cut short at the end of a refill."""
+        pool = RandomPool()
+        tails = [pool.next_tail() for _ in range(1600)]
+        bad = [tail for tail in tails if not re.fullmatch(r"[89ab][0-9a-f]{3}-[0-9a-f]{12}", tail)]
+        assert bad == []
 
 
 class TestLineThatIsNotAnObject:
