@@ -251,6 +251,40 @@ class TestExitWithoutClose:
         assert spool_events(spool)[-1]["event_type"] == "auditlock.writer_closed"
 
 
+class TestWriterEdges:
+    """A writer closed without events writes nothing; the clock stepping back a month rotates; `flush()` under
+    durability "sync" succeeds and keeps the writer."""
+
+    def test_close_without_events_writes_nothing(self, config: Config) -> None:
+        """close() of a writer (with its core's clean-end record set up) that wrote no event records no clean end
+        and creates no segment: a process that never audited leaves nothing in the spool."""
+        writer = SpoolWriter(config.spool)
+        AuditCore(config, writer=writer)
+        writer.close()
+        assert list(Path(config.spool.dir).glob("*.jsonl")) == []
+
+    def test_clock_stepping_back_a_month_rotates(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """Events of December, then of November (the clock set back): each month's events in their own segment."""
+        december = calendar.timegm((2026, 12, 1, 0, 0, 1)) * 10**9
+        november = calendar.timegm((2026, 11, 30, 23, 0, 0)) * 10**9
+        times = itertools.chain([december, december + 10**6], itertools.count(november, 10**6))
+        writer = writer_for(config, closing, clock=lambda: next(times))
+        emit_orders(AuditCore(config, writer=writer), 4)
+        months = [{e["occurred_at"][:7] for e in map(orjson.loads, p.read_bytes().splitlines())}
+                  for p in segment_paths(config.spool.dir)]
+        assert sorted(months, key=sorted) == [{"2026-11"}, {"2026-12"}]
+
+    def test_flush_in_sync_mode_keeps_the_writer(self, make_config: Callable[..., Config],
+                                                 closing: Callable[[Any], Any]) -> None:
+        """flush() under durability "sync" returns True and does not abandon the segment."""
+        config = make_config(spool={"durability": "sync"})
+        writer = writer_for(config, closing)
+        emit_orders(AuditCore(config, writer=writer), 2)
+        first = writer.writer_id
+        assert writer.flush() is True
+        assert writer.writer_id == first
+
+
 class TestDurabilityModes:
     @pytest.mark.parametrize("mode", ["sync", "group", "process"])
     def test_every_mode_writes_before_returning(self, make_config: Callable[..., Config],
