@@ -299,13 +299,15 @@ class TestSpoolOverMaxBytes:
 
     def test_a_new_writer_measures_before_its_first_event(self, audit: Audit) -> None:
         """A new writer (another process's, or after a restart) starting on a full spool refuses its first event:
-        it measures the spool before writing, instead of counting from zero until its own bytes reach max_bytes."""
+        it measures the spool before writing, instead of counting from zero until its own bytes reach max_bytes;
+        the refusal is counted once in `stats["errors"]`."""
         audit.until_error()
         audit.close()
         second = Audit(audit.spool, max_bytes=65536)
         try:
             with pytest.raises(auditlock.SpoolError, match="max_bytes"):
                 second.event()
+            assert second.core.writer.stats["errors"] == 1  # the refusal counted once
         finally:
             second.close()
 
