@@ -252,8 +252,8 @@ class TestExitWithoutClose:
 
 
 class TestWriterEdges:
-    """A writer closed without events writes nothing; the clock stepping back a month rotates; `flush()` under
-    durability "sync" succeeds and keeps the writer."""
+    """A writer closed without events writes nothing; `flush()` before any event, and under durability "sync",
+    succeeds (and keeps the writer); the clock stepping back a month rotates."""
 
     def test_close_without_events_writes_nothing(self, config: Config) -> None:
         """close() of a writer (with its core's clean-end record set up) that wrote no event records no clean end
@@ -262,6 +262,10 @@ class TestWriterEdges:
         AuditCore(config, writer=writer)
         writer.close()
         assert list(Path(config.spool.dir).glob("*.jsonl")) == []
+
+    def test_flush_before_any_event_succeeds(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """flush() with nothing written (no segment yet) has nothing to make durable: True."""
+        assert writer_for(config, closing).flush() is True
 
     def test_clock_stepping_back_a_month_rotates(self, config: Config, closing: Callable[[Any], Any]) -> None:
         """Events of December, then of November (the clock set back): each month's events in their own segment."""
