@@ -17,8 +17,10 @@ import pytest
 
 from auditlock.agent.ledger import LEDGER_FILE
 from auditlock.archive import layout
+from auditlock.errors import SpoolError
 from auditlock.handler.encode import MAX_DEPTH
 from auditlock.query.spool import count_spool_events
+from auditlock.spool.files import refuse_world_writable
 from auditlock.spool.format import QUARANTINE_DIR
 from tests.support.archive_env import REPO, ArchiveEnv
 from tests.support.hostile_spool import (
@@ -247,6 +249,23 @@ class TestStateFiles:
         done = env.run_agent_once(timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         good_events_shipped(env, 20)
+
+
+class TestWorldWritableCheck:
+    """`refuse_world_writable` (the agent's start): only a spool every local user may write is refused."""
+
+    @pytest.mark.parametrize("mode", [0o700, 0o750, 0o770], ids=oct)
+    def test_private_or_group_writable_spool_is_accepted(self, tmp_path: Path, mode: int) -> None:
+        """A spool private to its owner or shared with a trusted group passes the check."""
+        tmp_path.chmod(mode)
+        refuse_world_writable(tmp_path)
+
+    @pytest.mark.parametrize("mode", [0o777, 0o702], ids=oct)
+    def test_world_writable_spool_is_refused(self, tmp_path: Path, mode: int) -> None:
+        """A spool others may write is refused, whatever the owner's and group's bits."""
+        tmp_path.chmod(mode)
+        with pytest.raises(SpoolError, match="writable by every local user"):
+            refuse_world_writable(tmp_path)
 
 
 class TestModes:

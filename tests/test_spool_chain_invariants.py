@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 
+import orjson
 import pytest
 
-from auditlock.spool.chain import UtcClock, find_unencodable, uuid7_hex
+from auditlock.spool.chain import EventChain, RandomPool, UtcClock, find_unencodable, uuid7_hex
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.lines import parse_line
 from auditlock.spool.segment import OpenSegment
@@ -105,6 +107,32 @@ class TestUuid7Randomness:
         assert (first >> 62) & 0b11 == (second >> 62) & 0b11 == 0b10
 
 
+class TestUuid7RandomBits:
+    """Invariant: every one of the 62 random bits of a UUIDv7 (writer and agent ids) varies."""
+
+    def test_each_random_bit_is_seen_set_and_clear(self) -> None:
+        """Invariant (unique ids): over 128 ids of one instant each random bit is both 1 and 0 somewhere (a bit
+        stuck for all 128 by chance: 2**-127)."""
+        ids = [int(uuid7_hex(INSTANT_NS), 16) & ((1 << 62) - 1) for _ in range(128)]
+        ever_set = ever_clear = 0
+        for value in ids:
+            ever_set |= value
+            ever_clear |= ~value
+        assert (ever_set, ever_clear & ((1 << 62) - 1)) == ((1 << 62) - 1, (1 << 62) - 1)
+
+
+class TestRandomPoolTails:
+    """Invariant: every tail a `RandomPool` hands out is a well-formed UUID tail, across its 4 KiB refills."""
+
+    def test_three_refills_of_well_formed_tails(self) -> None:
+        """Invariant (valid event ids): 1600 tails (512 a refill) all read `vxxx-xxxxxxxxxxxx`, the variant digit
+        8-b — none cut short at the end of a refill."""
+        pool = RandomPool()
+        tails = [pool.next_tail() for _ in range(1600)]
+        bad = [tail for tail in tails if not re.fullmatch(r"[89ab][0-9a-f]{3}-[0-9a-f]{12}", tail)]
+        assert bad == []
+
+
 class TestLineThatIsNotAnObject:
     """Invariant: a line that is valid JSON but not an object is named, never an exception out of the reader."""
 
@@ -147,3 +175,28 @@ class TestRefusalClosesItsDescriptor:
             open_spool_file(fifo)
 
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+class TestReadBound:
+    """Invariant: `open_spool_file(path, max_bytes)` reads a file of up to `max_bytes` bytes, not one byte more."""
+
+    def test_exactly_the_bound_opens_and_one_byte_over_is_refused(self, tmp_path: Path) -> None:
+        """Invariant (bounded memory, no false refusal): `max_bytes` bytes open; `max_bytes + 1` is refused by name."""
+        at_bound, over = tmp_path / "at_bound", tmp_path / "over"
+        at_bound.write_bytes(b"x" * 100)
+        over.write_bytes(b"x" * 101)
+        with open_spool_file(at_bound, 100) as opened:
+            assert opened.read() == b"x" * 100
+        with pytest.raises(UnsafeSpoolFileError, match="101 bytes, over the read bound of 100 bytes"):
+            open_spool_file(over, 100)
+
+
+class TestFirstPrevIsSixtyFourZeros:
+    """Invariant: a writer's seq 0 links to 64 zeros (the format every reader and verify expects, by its text)."""
+
+    def test_first_line_prev_is_64_zeros(self) -> None:
+        """Invariant (the on-disk format): the first line's `prev` is the text of 64 zeros, not a shorter or
+        longer run that writer and readers would agree on only within one version."""
+        chain = EventChain(uuid7_hex(1), max_event_bytes=4096)
+        line, _month = chain.stamp({"event_type": "order.updated"})
+        assert orjson.loads(line)["prev"] == "0" * 64

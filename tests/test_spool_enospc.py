@@ -297,6 +297,20 @@ class TestSpoolOverMaxBytes:
         assert len(audit.returned) > 50
         audit.assert_spool_holds_exactly_the_returned_events()
 
+    def test_a_new_writer_measures_before_its_first_event(self, audit: Audit) -> None:
+        """A new writer (another process's, or after a restart) starting on a full spool refuses its first event:
+        it measures the spool before writing, instead of counting from zero until its own bytes reach max_bytes;
+        the refusal is counted once in `stats["errors"]`."""
+        audit.until_error()
+        audit.close()
+        second = Audit(audit.spool, max_bytes=65536)
+        try:
+            with pytest.raises(auditlock.SpoolError, match="max_bytes"):
+                second.event()
+            assert second.core.writer.stats["errors"] == 1  # the refusal counted once
+        finally:
+            second.close()
+
     def test_writing_resumes_after_segments_are_removed(self, audit: Audit) -> None:
         """Once the agent removes sealed segments, writing resumes and seq continues without a gap."""
         audit.until_error()
@@ -425,6 +439,42 @@ class TestFsyncFailure:
         assert rotating["seq"] == 0
         assert writer.stats["sync_failures"] == 1
         read_spool(audit.spool)  # no foreign line, no damage, every chain intact
+
+
+class TestFsyncFailureOutsideTheCall:
+    """fdatasync fails under durability "process" (an explicit flush) or "group" (the background flusher): the
+    failure is counted in `stats["sync_failures"]` and the segment abandoned, as under "sync"."""
+
+    def test_failed_flush_is_counted_and_abandons_the_segment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`flush()` whose fdatasync fails returns False, counts one sync failure, continues as a new writer."""
+        audit = Audit(tmp_path / "spool", durability="process", flush_interval_ms=600_000)
+        writer = audit.core.writer
+        try:
+            audit.events(3)
+            first = writer.writer_id
+            _fail_next_fdatasync(monkeypatch)
+            assert writer.flush() is False
+            assert (writer.stats["sync_failures"], writer.writer_id != first) == (1, True)
+        finally:
+            audit.close()
+
+    def test_failed_background_fsync_is_counted_and_abandons_the_segment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The flusher's fdatasync fails: one sync failure counted, and the writer continues under a new id."""
+        audit = Audit(tmp_path / "spool", durability="group", flush_interval_ms=10)
+        writer = audit.core.writer
+        try:
+            audit.events(3)
+            first = writer.writer_id
+            _fail_next_fdatasync(monkeypatch)
+            audit.events(1)  # dirty again, whenever the flusher ran before the patch
+            wait_for(lambda: writer.writer_id != first, 30, what="the flusher abandoning the segment")
+            assert writer.stats["sync_failures"] == 1
+        finally:
+            audit.close()
 
 
 def _emit_one(audit: Audit, index: int) -> Any:

@@ -24,6 +24,7 @@ from auditlock.spool.format import EVENT_KEYS, OPEN_SUFFIX, SEALED_SUFFIX, ZERO_
 from auditlock.spool.reader import scan_segment
 from auditlock.spool.space import spool_size
 from auditlock.spool.writer import SpoolWriter
+from tests.support.spool_child import run_to_end, start_child
 from tests.support.spool_files import segment_paths, spool_events, spool_lines
 from tests.support.waiting import wait_for
 
@@ -211,6 +212,81 @@ class TestSealing:
             wait_for(lambda: all(not p.name.endswith(".open.jsonl") for p in segment_paths(config.spool.dir)))
         finally:
             writer.close()
+
+
+class TestStats:
+    """`SpoolWriter.stats` (exported by the app's metrics): zero at the start, then each event, byte and sealed
+    segment counted once."""
+
+    def test_counts_of_a_writer_closed_after_three_events(self, config: Config) -> None:
+        """A fresh writer counts nothing; after 3 events and close(): the lines and bytes of its one segment
+        (the clean-end record included), 1 segment sealed, no error."""
+        writer = SpoolWriter(config.spool)
+        assert writer.stats == {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
+        emit_orders(AuditCore(config, writer=writer), 3)
+        writer.close()
+        [path] = segment_paths(config.spool.dir)
+        assert writer.stats == {"events": len(path.read_bytes().splitlines()), "bytes": path.stat().st_size,
+                                "segments_sealed": 1, "errors": 0, "sync_failures": 0}
+
+
+class TestExitWithoutClose:
+    """A process that never calls close() still exits, and its writer's `atexit` hook seals the segment."""
+
+    @pytest.mark.parametrize("durability", ["sync", "group"])
+    def test_process_returning_from_main_exits_and_seals(self, tmp_path: Path, durability: str) -> None:
+        """The flusher is a daemon thread: it never holds the interpreter's exit (joined before `atexit` runs);
+        three events written, the process exits by itself, one sealed segment holds them and the clean end."""
+        spool = tmp_path / "spool"
+        child = start_child(spool, "--mode", "crash", "--count", "3", "--durability", durability)
+        try:
+            lines = run_to_end(child)
+        finally:
+            if child.poll() is None:  # only when the test failed: a child stuck at exit
+                child.kill()
+                child.wait()
+        assert len(lines) == 3
+        names = [parse_segment_name(path.name) for path in segment_paths(spool)]
+        assert [name.is_open for name in names if name] == [False]
+        assert spool_events(spool)[-1]["event_type"] == "auditlock.writer_closed"
+
+
+class TestWriterEdges:
+    """A writer closed without events writes nothing; `flush()` before any event, and under durability "sync",
+    succeeds (and keeps the writer); the clock stepping back a month rotates."""
+
+    def test_close_without_events_writes_nothing(self, config: Config) -> None:
+        """close() of a writer (with its core's clean-end record set up) that wrote no event records no clean end
+        and creates no segment: a process that never audited leaves nothing in the spool."""
+        writer = SpoolWriter(config.spool)
+        AuditCore(config, writer=writer)
+        writer.close()
+        assert list(Path(config.spool.dir).glob("*.jsonl")) == []
+
+    def test_flush_before_any_event_succeeds(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """flush() with nothing written (no segment yet) has nothing to make durable: True."""
+        assert writer_for(config, closing).flush() is True
+
+    def test_clock_stepping_back_a_month_rotates(self, config: Config, closing: Callable[[Any], Any]) -> None:
+        """Events of December, then of November (the clock set back): each month's events in their own segment."""
+        december = calendar.timegm((2026, 12, 1, 0, 0, 1)) * 10**9
+        november = calendar.timegm((2026, 11, 30, 23, 0, 0)) * 10**9
+        times = itertools.chain([december, december + 10**6], itertools.count(november, 10**6))
+        writer = writer_for(config, closing, clock=lambda: next(times))
+        emit_orders(AuditCore(config, writer=writer), 4)
+        months = [{e["occurred_at"][:7] for e in map(orjson.loads, p.read_bytes().splitlines())}
+                  for p in segment_paths(config.spool.dir)]
+        assert sorted(months, key=sorted) == [{"2026-11"}, {"2026-12"}]
+
+    def test_flush_in_sync_mode_keeps_the_writer(self, make_config: Callable[..., Config],
+                                                 closing: Callable[[Any], Any]) -> None:
+        """flush() under durability "sync" returns True and does not abandon the segment."""
+        config = make_config(spool={"durability": "sync"})
+        writer = writer_for(config, closing)
+        emit_orders(AuditCore(config, writer=writer), 2)
+        first = writer.writer_id
+        assert writer.flush() is True
+        assert writer.writer_id == first
 
 
 class TestDurabilityModes:
