@@ -59,7 +59,6 @@ grace_period_s = 60
 """
 
 
-
 @dataclass
 class Part:
     """One spool + config + bucket that an agent ships between."""
@@ -95,7 +94,6 @@ class Part:
     def agent_argv(self, *args: str) -> list[str]:
         """argv of `python -m auditlock agent`."""
         return [sys.executable, "-m", "auditlock", "agent", "--config", str(self.config_path), *args]
-
 
 
 def fill_with_core(config_path: Path, n: int) -> tuple[float, int]:

@@ -80,7 +80,6 @@ def stream_run(root: Path, endpoint: S3Endpoint, client: S3Client, master: Part,
     return result
 
 
-
 def stream_summary(runs: dict[str, Any]) -> dict[str, Any]:
     """(5)'s JSON: every run's figures, and the goal's three (peak RSS per segment size, floor ratios)."""
     summary: dict[str, Any] = {"stream": runs, "loadavg_after_stream": round(os.getloadavg()[0], 2)}

@@ -140,7 +140,6 @@ def witness_run(root: Path, endpoint: S3Endpoint, client: S3Client, events: int,
             "agent": agent, "floor": floor, "same_floor": same, "unwitnessed": unwitnessed, "problems": problems}
 
 
-
 def witness_rows(witness: dict[str, Any], events: int) -> list[tuple[str, str, str, str]]:
     """The table rows of (4)."""
     agent, floor, plain, same = witness["agent"], witness["floor"], witness["unwitnessed"], witness["same_floor"]
