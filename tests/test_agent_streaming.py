@@ -116,7 +116,8 @@ class TestNoSpaceForStaging:
 
 def write_big_segment(config: Config, target_bytes: int) -> int:
     """One sealed segment of about `target_bytes` of valid events, written straight in the spool's format (a
-    writer's chain stamped by auditlock's own EventChain, as bench/agent.py does); returns its events."""
+    writer's chain stamped by auditlock's own EventChain, as bench/agent.py's `fill_fast` does, in
+    bench/agentbench/spools.py); returns its events."""
     with auditlock.actor("user:82"):
         template = AuditCore(config).build("order.updated", {"target_type": "Order", "target_id": "0",
                                                              "status": "shipped"})
