@@ -25,12 +25,9 @@ from tests.support.shipping import drain_or_fail
 
 
 @pytest.fixture
-def env(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
+def env(shipping_env: ArchiveEnv) -> ArchiveEnv:
     """A spool and config shipping to a fresh lock bucket; boto3 credentials in the environment."""
-    endpoint, name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
-    return ArchiveEnv.create(tmp_path, endpoint, name)
+    return shipping_env
 
 
 def drain(env: ArchiveEnv) -> None:

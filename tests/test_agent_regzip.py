@@ -7,7 +7,6 @@ import base64
 import dataclasses
 import gzip
 import hashlib
-from pathlib import Path
 
 import pytest
 
@@ -15,16 +14,12 @@ from auditlock.agent.batch import ArchiveObject, build_objects, list_sealed
 from auditlock.agent.uploader import ALREADY_PRESENT, DELIVERED, Uploader
 from auditlock.archive.client import make_s3_client
 from tests.support.archive_env import ArchiveEnv
-from tests.support.s3servers import S3Endpoint
 
 
 @pytest.fixture
-def env(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
+def env(shipping_env: ArchiveEnv) -> ArchiveEnv:
     """A spool and config shipping to a fresh lock bucket; boto3 credentials in the environment."""
-    endpoint, name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
-    return ArchiveEnv.create(tmp_path, endpoint, name)
+    return shipping_env
 
 
 def regzipped(obj: ArchiveObject) -> ArchiveObject:

@@ -11,10 +11,12 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import RadosGateway, S3Endpoint, make_lock_bucket, rgw_available, start_moto
 
 REQUIRE_RGW_ENV = "AUDITLOCK_REQUIRE_RGW"
@@ -64,6 +66,15 @@ def bucket(s3: S3Endpoint) -> Iterator[tuple[S3Endpoint, str]]:
     name = make_lock_bucket(client, f"auditlock-test-{uuid.uuid4().hex[:16]}")
     yield s3, name
     _empty_and_delete(s3, name)
+
+
+@pytest.fixture
+def shipping_env(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
+    """A spool and config shipping to a fresh lock bucket (``bucket``); boto3 credentials in the environment."""
+    endpoint, name = bucket
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+    return ArchiveEnv.create(tmp_path, endpoint, name)
 
 
 def _empty_and_delete(endpoint: S3Endpoint, name: str) -> None:
