@@ -109,6 +109,10 @@ class TestEagerTasks:
             barrier.wait()
             emit_event(audit_log, "order.updated", target_type="Order", target_id=order_id)
 
+        # Create the task before the threads use it, as an application (or a worker, at start) does: Celery builds a
+        # lazily declared task on first use and registers it before binding it to the app, so a thread racing that
+        # first use can get the task without its request stack ('NoneType' object has no attribute 'push').
+        assert together.name == "shop.together"
         ids: dict[str, str] = {}
         failures: list[str] = []
 
