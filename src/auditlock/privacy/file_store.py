@@ -30,6 +30,7 @@ import orjson
 from auditlock.errors import KeyStoreError
 from auditlock.privacy.crypto import KEY_BYTES, KEY_ID, DataKey
 from auditlock.privacy.keystore import Lookup
+from auditlock.spool.format import fsync_dir
 
 MAX_FILE_BYTES = 4096
 _DIRS = ("subjects", "keys", "erased")
@@ -135,7 +136,7 @@ class FileKeyStore:
                 return False
             finally:
                 os.unlink(tmp)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise KeyStoreError(f"file key store: cannot write {path}: {exc.strerror}; check [erasure] dir, its "
                                 "space and permissions") from exc
@@ -145,7 +146,7 @@ class FileKeyStore:
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise KeyStoreError(f"file key store: cannot remove {path}: {exc.strerror}") from exc
 
@@ -200,10 +201,3 @@ def _key_of(record: dict[str, Any], key_id: str) -> bytes:
         raise KeyStoreError(f"file key store: the key file of key {key_id} holds no {KEY_BYTES}-byte key; restore it")
     return key
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from auditlock.errors import AuditlockError, ConfigError
+from auditlock.spool.format import fsync_dir
 
 log = logging.getLogger("auditlock.ui")
 
@@ -97,7 +98,7 @@ class RevokedSessions:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except OSError as exc:
             raise SessionStateError(
                 f"the logout could not be recorded in [ui] revoked_sessions_dir {directory} ({exc.strerror}), so "
@@ -125,10 +126,3 @@ def _usable(directory: Path) -> Path:
                           f"directory it can write, shared by every replica") from exc
     return directory
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
