@@ -308,21 +308,10 @@ class ErasureConfig:
 
     def load_dsn(self) -> str:
         """The SQL store's URL from `dsn_env` or `dsn_file`; a `ConfigError` names the source that failed."""
-        if self.dsn_env is not None:
-            value = os.environ.get(self.dsn_env, "").strip()
-            if not value:
-                raise ConfigError(f"[erasure] dsn_env: environment variable {self.dsn_env} is not set or empty; "
-                                  "set it to the key store's SQLAlchemy URL (postgresql+psycopg://...)")
-            return value
-        if self.dsn_file is None:
-            raise ConfigError('[erasure] store = "sql" needs dsn_env or dsn_file')
-        try:
-            value = self.dsn_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"[erasure] dsn_file: cannot read {self.dsn_file}: {exc.strerror}") from exc
-        if not value:
-            raise ConfigError(f"[erasure] dsn_file: {self.dsn_file} is empty; write the SQLAlchemy URL into it")
-        return value
+        return _load_dsn("erasure", self.dsn_env, self.dsn_file,
+                         set_env_to="the key store's SQLAlchemy URL (postgresql+psycopg://...)",
+                         write_file="write the SQLAlchemy URL into it",
+                         neither='[erasure] store = "sql" needs dsn_env or dsn_file')
 
 
 @dataclass(frozen=True)
@@ -350,22 +339,11 @@ class CaptureConfig:
 
     def load_dsn(self) -> str:
         """The libpq connection string; a `ConfigError` names the source that is missing or empty."""
-        if self.dsn_env is not None:
-            value = os.environ.get(self.dsn_env, "").strip()
-            if not value:
-                raise ConfigError(f"[capture] dsn_env: environment variable {self.dsn_env} is not set or empty; "
-                                  "set it to a libpq connection string (e.g. \"host=db user=auditlock_capture "
-                                  "dbname=app\"; the password from PGPASSFILE or PGPASSWORD)")
-            return value
-        if self.dsn_file is not None:
-            try:
-                value = self.dsn_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"[capture] dsn_file: cannot read {self.dsn_file}: {exc.strerror}") from exc
-            if not value:
-                raise ConfigError(f"[capture] dsn_file: {self.dsn_file} is empty; write the connection string in it")
-            return value
-        raise ConfigError("[capture]: no connection configured; set dsn_env or dsn_file")
+        return _load_dsn("capture", self.dsn_env, self.dsn_file,
+                         set_env_to=("a libpq connection string (e.g. \"host=db user=auditlock_capture dbname=app\"; "
+                                     "the password from PGPASSFILE or PGPASSWORD)"),
+                         write_file="write the connection string in it",
+                         neither="[capture]: no connection configured; set dsn_env or dsn_file")
 
 
 @dataclass(frozen=True)
@@ -390,3 +368,24 @@ class Config:
     def erasable(self) -> bool:
         """Whether any target has erasable fields (the handler then loads `auditlock.privacy`)."""
         return any(target.erasable for target in self.targets.values())
+
+
+def _load_dsn(section: str, env: str | None, file: Path | None, *, set_env_to: str, write_file: str,
+              neither: str) -> str:
+    """A connection string from `[section] dsn_env` or `dsn_file`; a `ConfigError` names the source that failed."""
+    if env is not None:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise ConfigError(f"[{section}] dsn_env: environment variable {env} is not set or empty; "
+                              f"set it to {set_env_to}")
+        return value
+    if file is None:
+        raise ConfigError(neither)
+    try:
+        value = file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"[{section}] dsn_file: cannot read {file}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"[{section}] dsn_file: {file} is empty; {write_file}")
+    return value
+
