@@ -16,7 +16,8 @@ from auditlock.config import Config, build_config
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.postgres", "tests.support.capture_env",
                   "tests.support.query_env", "tests.support.sqlalchemy_models", "tests.support.athena_env",
-                  "tests.support.privacy_env", "tests.support.users"]
+                  "tests.support.privacy_env", "tests.support.users",
+                  "tests.support.written_spool"]
 
 HMAC_KEY = "test-hmac-key-0123456789"
 

@@ -20,7 +20,7 @@ from auditlock.agent.recovery import _lock_if_dead, quarantine, recover_dead_wri
 from auditlock.config import Config
 from auditlock.spool.format import NEW_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX
 from auditlock.spool.reader import scan_segment
-from tests.test_spool_reader import reopen, write_orders
+from tests.support.written_spool import reopen, write_orders
 
 
 def dead_writers_segment(config: Config, count: int = 5) -> Path:

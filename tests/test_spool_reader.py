@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,36 +15,12 @@ import pytest
 
 from auditlock.agent.recovery import recover_dead_writers
 from auditlock.config import Config
-from auditlock.handler.core import AuditCore
-from auditlock.spool.format import QUARANTINE_DIR, SegmentName, parse_segment_name
+from auditlock.spool.format import QUARANTINE_DIR
 from auditlock.spool.reader import scan_segment
-from auditlock.spool.writer import SpoolWriter
 from tests.support.spool_child import scan_spool
-from tests.support.spool_files import segment_paths
+from tests.support.written_spool import edit_line, reopen, write_orders
 
 OTHER_HASH = "ab" * 32  # a well-formed prev that is the hash of no line
-
-
-def write_orders(config: Config, count: int) -> list[Path]:
-    """Write `count` order.updated events with the real writer, close it; the sealed segments in chain order."""
-    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes)
-    core = AuditCore(config, writer=writer)
-    try:
-        for n in range(count):
-            core.emit("order.updated", {"actor_id": "user#1", "target_type": "Order", "target_id": n,
-                                        "before": {"status": "new"}, "after": {"status": "paid"}})
-    finally:
-        writer.close()
-    return segment_paths(config.spool.dir)
-
-
-def edit_line(path: Path, index: int, change: Callable[[dict[str, Any]], None]) -> None:
-    """Rewrite line `index` (0-based) of a segment in place after `change` edited its parsed event."""
-    lines = path.read_bytes().splitlines(keepends=True)
-    event = orjson.loads(lines[index])
-    change(event)
-    lines[index] = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-    path.write_bytes(b"".join(lines))
 
 
 def change_status(event: dict[str, Any]) -> None:
@@ -58,29 +33,12 @@ def set_prev(event: dict[str, Any]) -> None:
     event["prev"] = OTHER_HASH
 
 
-def reopen(path: Path) -> Path:
-    """Give a sealed segment its `.open` name back: an open segment whose writer is gone."""
-    name = parse_segment_name(path.name)
-    assert name is not None
-    target = path.with_name(SegmentName(name.writer, name.first_seq, is_open=True).filename)
-    path.rename(target)
-    return target
-
-
 @pytest.fixture
 def one_segment(config: Config) -> Path:
     """A single sealed segment of 6 lines: 5 events and the writer's clean-end record."""
     [path] = write_orders(config, 5)
     assert len(path.read_bytes().splitlines()) == 6
     return path
-
-
-@pytest.fixture
-def rotated(make_config: Callable[..., Config]) -> list[Path]:
-    """A writer's chain over several 4 KiB segments."""
-    paths = write_orders(make_config(spool={"segment_max_bytes": 4096}), 40)
-    assert len(paths) >= 3
-    return paths
 
 
 class TestChainInsideASegment:

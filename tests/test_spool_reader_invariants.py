@@ -19,20 +19,7 @@ from auditlock.spool.format import WRITER_CLOSED
 from auditlock.spool.lines import MAX_LINE_DEPTH, parse_line, valid_event
 from auditlock.spool.reader import DamagedSegmentError, group_lines, scan_segment
 from tests.support.hostile_spool import rechain, set_field
-from tests.test_spool_reader import edit_line, write_orders
-
-
-@pytest.fixture
-def rotated(make_config: Callable[..., Config]) -> list[Path]:
-    """A writer's chain over several 4 KiB segments; only the last one ends with the clean-end record."""
-    paths = write_orders(make_config(spool={"segment_max_bytes": 4096}), 40)
-    assert len(paths) >= 3
-    return paths
-
-
-def lines_of(path: Path) -> list[bytes]:
-    """The raw lines of a segment, newlines kept."""
-    return path.read_bytes().splitlines(keepends=True)
+from tests.support.written_spool import edit_line, lines_of, write_orders
 
 
 def refusal(path: Path) -> str:

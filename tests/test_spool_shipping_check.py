@@ -18,22 +18,9 @@ from auditlock.config import Config
 from auditlock.spool.format import SCHEMA, line_hash, parse_segment_name
 from auditlock.spool.reader import DamagedSegmentError, first_occurred_at, group_lines, scan_segment
 from tests.support.hostile_spool import rechain, set_field
-from tests.test_spool_reader import edit_line, write_orders
+from tests.support.written_spool import edit_line, lines_of, write_orders
 
 Edit = Callable[[dict[str, Any]], None]
-
-
-@pytest.fixture
-def rotated(make_config: Callable[..., Config]) -> list[Path]:
-    """A writer's chain over several 4 KiB segments; only the last one ends with the clean-end record."""
-    paths = write_orders(make_config(spool={"segment_max_bytes": 4096}), 40)
-    assert len(paths) >= 3
-    return paths
-
-
-def lines_of(path: Path) -> list[bytes]:
-    """The raw lines of a segment, newlines kept."""
-    return path.read_bytes().splitlines(keepends=True)
 
 
 class TestIntactSegment:
