@@ -88,12 +88,9 @@ def run_in_thread(agent: Agent, timeout: float = ONCE_TIMEOUT) -> Any:
 
 
 @pytest.fixture
-def aws_env(bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
+def aws_env(bucket_in_env: tuple[S3Endpoint, str]) -> S3Endpoint:
     """The bucket's credentials in the environment (for in-process agents)."""
-    endpoint, _name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
-    return endpoint
+    return bucket_in_env[0]
 
 
 class TestLateEvents:

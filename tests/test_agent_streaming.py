@@ -42,14 +42,10 @@ def s3(moto_s3: S3Endpoint) -> S3Endpoint:
 
 
 @pytest.fixture
-def env(tmp_path: Path, bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
+def env(shipping_env: ArchiveEnv) -> ArchiveEnv:
     """A spool of several 4 KiB sealed segments shipping to a fresh lock bucket."""
-    endpoint, name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
-    env = ArchiveEnv.create(tmp_path, endpoint, name)
-    env.write_events(30)
-    return env
+    shipping_env.write_events(30)
+    return shipping_env
 
 
 def staging_files(env: ArchiveEnv) -> list[str]:
@@ -143,12 +139,9 @@ def peak_rss_kib(env: ArchiveEnv) -> int:
 
 class TestMemoryDoesNotGrowWithSegmentSize:
     @pytest.fixture
-    def big_env(self, tmp_path: Path, bucket: tuple[S3Endpoint, str],
-                monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ArchiveEnv]:
+    def big_env(self, tmp_path: Path, bucket_in_env: tuple[S3Endpoint, str]) -> Callable[[str], ArchiveEnv]:
         """A factory of spools with 96 MiB segments and batches, all shipping to the test's bucket."""
-        endpoint, name = bucket
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+        endpoint, name = bucket_in_env
 
         def make(label: str) -> ArchiveEnv:
             root = tmp_path / label

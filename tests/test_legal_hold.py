@@ -18,7 +18,7 @@ from auditlock.archive.timerange import format_time
 from auditlock.cli import main
 from tests.support.archive_env import ArchiveEnv
 from tests.support.calendar import months_ago, to_ns
-from tests.support.s3servers import S3Endpoint, content_md5
+from tests.support.s3servers import content_md5
 from tests.support.shipping import drain_or_fail
 from tests.support.verify_env import verify
 from tests.test_lifecycle import TEMPLATE, CfnLoader, resource
@@ -88,12 +88,9 @@ class HeldArchive:
 
 
 @pytest.fixture
-def archive(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HeldArchive:
+def archive(shipping_env: ArchiveEnv) -> HeldArchive:
     """The four-batch archive on a fresh lock bucket (moto, then RADOS Gateway), credentials in the environment."""
-    endpoint, name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
-    return HeldArchive(ArchiveEnv.create(tmp_path, endpoint, name))
+    return HeldArchive(shipping_env)
 
 
 class TestSetObserveRelease:

@@ -69,11 +69,19 @@ def bucket(s3: S3Endpoint) -> Iterator[tuple[S3Endpoint, str]]:
 
 
 @pytest.fixture
-def shipping_env(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
-    """A spool and config shipping to a fresh lock bucket (``bucket``); boto3 credentials in the environment."""
-    endpoint, name = bucket
+def bucket_in_env(bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch) -> tuple[S3Endpoint, str]:
+    """A fresh lock bucket (``bucket``) with its server's credentials in the environment, where boto3 and every
+    agent or CLI child the test starts read them."""
+    endpoint, _name = bucket
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+    return bucket
+
+
+@pytest.fixture
+def shipping_env(bucket_in_env: tuple[S3Endpoint, str], tmp_path: Path) -> ArchiveEnv:
+    """A spool and config shipping to a fresh lock bucket; boto3 credentials in the environment."""
+    endpoint, name = bucket_in_env
     return ArchiveEnv.create(tmp_path, endpoint, name)
 
 
