@@ -86,7 +86,9 @@ def sample(agent: Agent, name: str, **labels: str) -> float:
 def quarantined(env: ArchiveEnv) -> list[str]:
     """The segment names in quarantine/ (not their reason files)."""
     directory = env.spool / QUARANTINE_DIR
-    return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".reason.txt")) if directory.exists() else []
+    if not directory.exists():
+        return []
+    return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".reason.txt"))
 
 
 def interrupted_batch(env: ArchiveEnv, proxy: FaultProxy) -> Intent:
@@ -97,7 +99,8 @@ def interrupted_batch(env: ArchiveEnv, proxy: FaultProxy) -> Intent:
     with pytest.raises(StopRequestedError):
         agent.shipper.ship_due(force=True)
     intent = agent.shipper.ledger.read()
-    assert intent is not None and intent.state == UPLOADING, intent
+    assert intent is not None
+    assert intent.state == UPLOADING, intent
     return intent
 
 
@@ -142,7 +145,8 @@ class TestRejectedBatchSetAside:
         [aside] = quarantined(env)
         assert aside in before
         reason = quarantine_reason(env.spool, aside)
-        assert "InvalidArgument" in reason and "move the segment back" in reason, reason
+        assert "InvalidArgument" in reason, reason
+        assert "move the segment back" in reason, reason
         kept = {event["event_id"] for event in spool_events(env.spool / QUARANTINE_DIR)}
         archived = {event["event_id"] for event in env.archive_events(closings=True)}
         assert not kept & archived
@@ -198,5 +202,6 @@ class TestLedgerNamesGoneSegments:
         assert restarted.shipper.ledger.read() is None
         assert sample(restarted, "auditlock_errors_total", kind="ledger_segment_missing") == 1
         [message] = [r.getMessage() for r in caplog.records if "segments that are gone" in r.getMessage()]
-        assert gone in message and kept not in message, message
+        assert gone in message, message
+        assert kept not in message, message
         assert (env.spool / kept).exists(), "a segment still there ships afresh, never deleted unshipped"

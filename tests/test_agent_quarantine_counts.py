@@ -55,7 +55,8 @@ class TestQuarantinedSegmentsCounted:
         [segment] = sealed_segments(env.spool)
         data = segment.read_bytes()
         edited = data.replace(b'"status":"paid"', b'"status":"void"', 1)
-        assert len(edited) == len(data) and edited != data
+        assert len(edited) == len(data)
+        assert edited != data
         segment.write_bytes(edited)
         agent = Agent(env.config, serve_http=False)
         assert agent.shipper.ship_batch(list_sealed(env.spool)) == 0
