@@ -1,0 +1,184 @@
+"""What the spool writer promises about fsync and capacity, at the edges no other test reached.
+
+- Durability `process`: written before the call returns, fsync'd only when sealing — the background flusher never
+  fsyncs (docs/configuration.md), however many times it runs after an event.
+- A failed fsync in the logging call (`sync`) is counted in `stats["errors"]` as well as `stats["sync_failures"]`.
+- A seal whose fsync fails does not raise: counted in `stats["sync_failures"]`, the segment left `.open` for the
+  agent to recover, and writing continues.
+- `[spool] max_bytes` is inclusive: an event that brings the spool to exactly `max_bytes` is written.
+
+Written for surviving mutants of `spool/writer.py` (docs/mutation-survivors.md). Real files and a real writer;
+`os.fsync` and `os.fdatasync` are wrapped to record or fail calls (as tests/support/held_fsync.py does), the
+writes themselves stay real.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import auditlock
+from auditlock.config import build_config
+from auditlock.handler.core import AuditCore
+from auditlock.spool.format import OPEN_SUFFIX
+from auditlock.spool.space import spool_size
+from auditlock.spool.writer import SpoolWriter
+from tests.support.hostile_spool import sealed_segments
+from tests.support.waiting import wait_for
+
+Closing = Callable[[Any], Any]
+FLUSHER = "auditlock-spool-flusher"  # the writer's background thread
+TICKS_TIMEOUT_S = 30.0
+SMALLEST_MAX_BYTES = 65536  # the config's lower bound for [spool] max_bytes
+
+
+def audit_core(spool: Path, *, measure: Callable[[Path], int] | None = None, **spool_options: Any) -> AuditCore:
+    """An audit core over a writer of its own on `spool` (durability "sync", 4 KiB segments, unless given)."""
+    config = build_config({
+        "service": "writer-promises",
+        "spool": {"dir": str(spool), "durability": "sync", "segment_max_bytes": 4096, **spool_options},
+        "events": {"include": ["order.*"]},
+        "targets": {"Order": {"fields": ["status"]}},
+        "retention": {"default": "std", "classes": {"std": {"days": 1}}},
+    })
+    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes, measure=measure)
+    return AuditCore(config, writer=writer)
+
+
+def emit(core: AuditCore, count: int) -> None:
+    """Emit `count` events through the core (each of the same length, whatever the count)."""
+    with auditlock.actor("user#1"):
+        for _ in range(count):
+            assert core.emit("order.updated", {"target_type": "Order", "target_id": 0, "status": "paid"}) is not None
+
+
+def fail_next(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make the next call of `os.<name>` (`fsync`, `fdatasync`) fail with EIO, as a failing disk would; later calls
+    work again."""
+    real = getattr(os, name)
+
+    def failing(fd: int) -> None:
+        monkeypatch.setattr(os, name, real)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, name, failing)
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Every later call of `os.<name>` (its descriptor); the calls run for real."""
+    real = getattr(os, name)
+    calls: list[int] = []
+
+    def recording(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, name, recording)
+    return calls
+
+
+class FlusherScans:
+    """The writer's `measure`: the real `spool_size`, counting the calls the flusher makes (one per tick, after
+    its fsync step), so a test can wait for ticks that began after something it did."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def __call__(self, directory: Path) -> int:
+        if threading.current_thread().name == FLUSHER:
+            self.ticks += 1
+        return spool_size(directory)
+
+
+def open_segments(spool: Path) -> list[Path]:
+    """The open segments in the spool, by name."""
+    return sorted(spool.glob(f"*{OPEN_SUFFIX}"))
+
+
+class TestProcessModeFsyncsOnlyWhenSealing:
+    """Durability "process": no fsync by the flusher; the seal makes the segment durable."""
+
+    def test_flusher_never_fsyncs_an_unsealed_segment(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      closing: Closing) -> None:
+        """Two whole flusher ticks (10 ms apart) after three events: no fdatasync was made."""
+        scans = FlusherScans()
+        core = audit_core(tmp_path / "spool", measure=scans, durability="process", flush_interval_ms=10)
+        closing(core.writer)
+        fdatasyncs = record_calls(monkeypatch, "fdatasync")
+        emit(core, 3)
+        after = scans.ticks
+        wait_for(lambda: scans.ticks >= after + 2, TICKS_TIMEOUT_S, what="two flusher ticks after the events")
+        assert fdatasyncs == []
+
+    def test_seal_makes_the_segment_durable(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            closing: Closing) -> None:
+        """`seal()` fsyncs the segment before it takes its sealed name."""
+        core = audit_core(tmp_path / "spool", durability="process", flush_interval_ms=600_000)
+        closing(core.writer)
+        emit(core, 3)
+        fsyncs = record_calls(monkeypatch, "fsync")
+        core.writer.seal()
+        assert fsyncs, "sealing made no fsync"
+        assert len(sealed_segments(tmp_path / "spool")) == 1
+
+
+class TestFsyncFailureAccounting:
+    """A failed fsync is counted where it happened, and never stops the writer."""
+
+    def test_failed_fsync_in_the_call_counts_an_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      closing: Closing) -> None:
+        """Durability "sync": the call raises, and `stats` counts one error and one sync failure."""
+        core = audit_core(tmp_path / "spool", segment_max_bytes=65536)
+        closing(core.writer)
+        emit(core, 3)
+        fail_next(monkeypatch, "fdatasync")
+        with pytest.raises(auditlock.SpoolError, match="I/O error"):
+            emit(core, 1)
+        assert (core.writer.stats["errors"], core.writer.stats["sync_failures"]) == (1, 1)
+
+    def test_failed_seal_is_counted_and_writing_continues(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          closing: Closing) -> None:
+        """`seal()` whose fsync fails does not raise: one sync failure, the segment left `.open`, the next event
+        written into a new segment."""
+        spool = tmp_path / "spool"
+        core = audit_core(spool, durability="process", flush_interval_ms=600_000)
+        writer = closing(core.writer)
+        emit(core, 3)
+        fail_next(monkeypatch, "fsync")
+        writer.seal()
+        assert (writer.stats["sync_failures"], writer.stats["segments_sealed"]) == (1, 0)
+        [left_open] = open_segments(spool)
+        emit(core, 1)
+        assert open_segments(spool) != [left_open], "the next event opened a segment of its own"
+
+
+class TestMaxBytesIsInclusive:
+    """The line that fills the spool to exactly `max_bytes` is accepted; the bound is not one byte lower."""
+
+    def test_first_event_filling_the_spool_exactly_is_written(self, tmp_path: Path) -> None:
+        """A new writer on a spool holding `max_bytes - line` bytes writes its first line, reaching `max_bytes`.
+
+        (`test_spool_enospc.py` fills the spool until a refusal, so no line landed on the bound itself.)"""
+        scratch = audit_core(tmp_path / "scratch")  # the length of a new writer's first line
+        emit(scratch, 1)
+        line = spool_size(tmp_path / "scratch")
+        scratch.writer.close()
+        spool = tmp_path / "spool"
+        filler = audit_core(spool, max_bytes=4 * SMALLEST_MAX_BYTES)
+        while spool_size(spool) < SMALLEST_MAX_BYTES - line:
+            emit(filler, 1)
+        filler.writer.close()
+        held = spool_size(spool)
+
+        core = audit_core(spool, max_bytes=held + line)
+        try:
+            emit(core, 1)
+            assert spool_size(spool) == held + line, "the premise: that line filled the spool exactly"
+        finally:
+            core.writer.close()
