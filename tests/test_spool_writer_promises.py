@@ -5,11 +5,13 @@
 - A failed fsync in the logging call (`sync`) is counted in `stats["errors"]` as well as `stats["sync_failures"]`.
 - A seal whose fsync fails does not raise: counted in `stats["sync_failures"]`, the segment left `.open` for the
   agent to recover, and writing continues.
+- A line torn by a full disk whose partial bytes cannot be truncated away ends the segment: the writer abandons it
+  (left `.open`, never written again) and continues under a new writer id.
 - `[spool] max_bytes` is inclusive: an event that brings the spool to exactly `max_bytes` is written.
 
 Written for surviving mutants of `spool/writer.py` (docs/mutation-survivors.md). Real files and a real writer;
-`os.fsync` and `os.fdatasync` are wrapped to record or fail calls (as tests/support/held_fsync.py does), the
-writes themselves stay real.
+`os.fsync`, `os.fdatasync`, `os.write` and `os.ftruncate` are wrapped to record or fail calls (as
+tests/support/held_fsync.py does), the writes themselves stay real.
 """
 
 from __future__ import annotations
@@ -156,6 +158,51 @@ class TestFsyncFailureAccounting:
         [left_open] = open_segments(spool)
         emit(core, 1)
         assert open_segments(spool) != [left_open], "the next event opened a segment of its own"
+
+
+def tear_next_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next `os.write` writes half its bytes, the one after fails with ENOSPC (a disk filling mid-line), and the
+    next `os.ftruncate` fails with EIO, so the partial line cannot be taken back; later calls work again."""
+    real_write, real_ftruncate = os.write, os.ftruncate
+    writes = 0
+
+    def write(fd: int, data: bytes) -> int:
+        nonlocal writes
+        writes += 1
+        if writes == 1:
+            return real_write(fd, data[:len(data) // 2])
+        monkeypatch.setattr(os, "write", real_write)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def ftruncate(fd: int, length: int) -> None:
+        monkeypatch.setattr(os, "ftruncate", real_ftruncate)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+
+class TestTornLineEndsTheSegment:
+    """A partial line that cannot be taken back: nothing is ever appended after it."""
+
+    def test_torn_segment_is_abandoned_and_never_written_again(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               closing: Closing) -> None:
+        """The call raises; the torn segment stays `.open` with its bytes as they were; the next event is written
+        by a new writer id into a segment of its own."""
+        spool = tmp_path / "spool"
+        core = audit_core(spool, segment_max_bytes=65536)
+        writer = closing(core.writer)
+        emit(core, 3)
+        first = writer.writer_id
+        tear_next_line(monkeypatch)
+        with pytest.raises(auditlock.SpoolError):
+            emit(core, 1)
+        [torn] = open_segments(spool)
+        torn_bytes = torn.read_bytes()
+        emit(core, 1)
+        assert writer.writer_id != first
+        assert torn.read_bytes() == torn_bytes, "a line was appended after the torn one"
+        assert len(open_segments(spool)) == 2
 
 
 class TestMaxBytesIsInclusive:
