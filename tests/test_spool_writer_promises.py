@@ -7,6 +7,8 @@
   agent to recover, and writing continues.
 - A line torn by a full disk whose partial bytes cannot be truncated away ends the segment: the writer abandons it
   (left `.open`, never written again) and continues under a new writer id.
+- `flush()` whose shared fsync fails (durability "sync") returns False, and the writer continues under a new id.
+- A process forked while its writer has no open segment (after a seal) gives the child a writer id of its own.
 - `[spool] max_bytes` is inclusive: an event that brings the spool to exactly `max_bytes` is written.
 
 Written for surviving mutants of `spool/writer.py` (docs/mutation-survivors.md). Real files and a real writer;
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +35,15 @@ from auditlock.handler.core import AuditCore
 from auditlock.spool.format import OPEN_SUFFIX
 from auditlock.spool.space import spool_size
 from auditlock.spool.writer import SpoolWriter
+from tests.support.held_fsync import HeldFdatasync
 from tests.support.hostile_spool import sealed_segments
+from tests.support.spool_child import REPO_ROOT, read_spool
 from tests.support.waiting import wait_for
 
 Closing = Callable[[Any], Any]
 FLUSHER = "auditlock-spool-flusher"  # the writer's background thread
 TICKS_TIMEOUT_S = 30.0
+CHILD_TIMEOUT_S = 120.0
 SMALLEST_MAX_BYTES = 65536  # the config's lower bound for [spool] max_bytes
 
 
@@ -180,6 +187,97 @@ def tear_next_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "write", write)
     monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+
+class TestFlushWhoseFsyncFails:
+    """Durability "sync": a `flush()` that settles lines whose shared fsync fails reports it, and the writer moves
+    on under a new id."""
+
+    def test_flush_returns_false_and_the_writer_moves_on(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          closing: Closing) -> None:
+        """Caller A's fdatasync is held until `flush()` holds the writer lock, then fails: `flush()` returns False,
+        A's call raises, and the writer continues under a new id."""
+        core = audit_core(tmp_path / "spool", segment_max_bytes=65536, flush_interval_ms=600_000)
+        writer = closing(core.writer)
+        emit(core, 2)
+        first = writer.writer_id
+        flushing = threading.Event()
+
+        def flush_holds_the_writer_lock() -> bool:
+            if not flushing.is_set():
+                return False
+            if writer._lock.acquire(blocking=False):  # free: flush() has not taken it yet
+                writer._lock.release()
+                return False
+            return True  # nobody else takes it: the flusher's interval is 10 minutes
+
+        held = HeldFdatasync(flush_holds_the_writer_lock, fail_first=True)
+        monkeypatch.setattr(os, "fdatasync", held)
+        outcome: list[BaseException | None] = []
+
+        def caller_a() -> None:
+            try:
+                emit(core, 1)
+                outcome.append(None)
+            except auditlock.SpoolError as exc:
+                outcome.append(exc)
+
+        a = threading.Thread(target=caller_a)
+        a.start()
+        wait_for(lambda: held.calls, TICKS_TIMEOUT_S, what="caller A's fdatasync started")
+        flushing.set()
+        flushed = writer.flush()
+        a.join(timeout=2 * TICKS_TIMEOUT_S)
+        assert not a.is_alive(), "caller A's logging call did not return"
+        assert flushed is False
+        assert isinstance(outcome[0], auditlock.SpoolError), outcome
+        assert writer.writer_id != first
+
+
+FORK_WITHOUT_A_SEGMENT = """
+import os, sys
+import auditlock
+from auditlock.config import build_config
+from auditlock.handler.core import AuditCore
+
+config = build_config({"service": "writer-promises", "spool": {"dir": sys.argv[1], "durability": "sync"},
+                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
+                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
+core = AuditCore(config)
+with auditlock.actor("user#1"):
+    core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
+    core.writer.seal()  # the writer is in use, and has no open segment
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        core.emit("order.updated", {"target_type": "Order", "target_id": 2, "status": "paid"})
+        os.write(write, core.writer.writer_id.encode())
+        core.writer.close()
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 1024).decode()
+    _, status = os.waitpid(pid, 0)
+    core.emit("order.updated", {"target_type": "Order", "target_id": 3, "status": "paid"})
+print(core.writer.writer_id, child, os.waitstatus_to_exitcode(status))
+core.writer.close()
+"""
+
+
+class TestForkWithoutAnOpenSegment:
+    """A process forked while its writer has no open segment (after a seal) gives the child a writer of its own."""
+
+    def test_child_writes_under_a_writer_id_of_its_own(self, tmp_path: Path) -> None:
+        """Parent and child each write after the fork: two writer ids, every chain intact."""
+        spool = tmp_path / "spool"
+        done = subprocess.run([sys.executable, "-c", FORK_WITHOUT_A_SEGMENT, str(spool)], capture_output=True,
+                              text=True, timeout=CHILD_TIMEOUT_S, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        assert done.returncode == 0, done.stderr
+        parent, child, child_status = done.stdout.split()
+        assert child_status == "0", done.stderr
+        assert child != parent, done.stderr
+        contents = read_spool(spool)  # fails on a chain break or a line in another writer's segment
+        assert sorted(contents.writers) == sorted([parent, child])
 
 
 class TestTornLineEndsTheSegment:
