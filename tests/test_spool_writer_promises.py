@@ -303,23 +303,91 @@ class TestTornLineEndsTheSegment:
         assert len(open_segments(spool)) == 2
 
 
+class HeldFlusherScans:
+    """The writer's `measure`: the real `spool_size`; once `hold()` is called, every scan of the flusher waits
+    before it looks at the directory — the first until `release_first()`, the later ones until `release_all()` —
+    so the test can write during the first scan and keep every later one from settling the count."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._first_done = False
+        self.first_waiting = threading.Event()
+        self.next_waiting = threading.Event()  # a later scan began: the first one's tick has settled the count
+        self._first = threading.Event()
+        self._all = threading.Event()
+
+    def hold(self) -> None:
+        self._held = True
+
+    def release_first(self) -> None:
+        self._first.set()
+
+    def release_all(self) -> None:
+        self._first.set()
+        self._all.set()
+
+    def __call__(self, directory: Path) -> int:
+        if self._held and threading.current_thread().name == FLUSHER:
+            if not self._first_done:
+                self._first_done = True
+                self.first_waiting.set()
+                self._first.wait(TICKS_TIMEOUT_S)
+            else:
+                self.next_waiting.set()
+                self._all.wait(TICKS_TIMEOUT_S)
+        return spool_size(directory)
+
+
+def first_line_bytes(scratch: Path) -> int:
+    """The length of a new writer's first line as `emit` writes it (measured in a scratch spool)."""
+    core = audit_core(scratch)
+    emit(core, 1)
+    length = spool_size(scratch)
+    core.writer.close()
+    return length
+
+
+def filled_spool(spool: Path, at_least: int) -> int:
+    """Write events through a writer (then closed) until `spool` holds `at_least` bytes; what it holds."""
+    filler = audit_core(spool, max_bytes=4 * SMALLEST_MAX_BYTES)
+    while spool_size(spool) < at_least:
+        emit(filler, 1)
+    filler.writer.close()
+    return spool_size(spool)
+
+
 class TestMaxBytesIsInclusive:
     """The line that fills the spool to exactly `max_bytes` is accepted; the bound is not one byte lower."""
+
+    def test_line_filling_the_spool_exactly_after_a_rescan_is_written(self, tmp_path: Path) -> None:
+        """A writer whose count is not exact (a line written during the flusher's scan, counted twice) measures
+        again before refusing, and writes the line that brings the spool to exactly `max_bytes`."""
+        line = first_line_bytes(tmp_path / "scratch")  # every line below has this length (seq 0..2, same event)
+        spool = tmp_path / "spool"
+        held = filled_spool(spool, SMALLEST_MAX_BYTES - 3 * line)
+        scans = HeldFlusherScans()
+        core = audit_core(spool, measure=scans, max_bytes=held + 3 * line, segment_max_bytes=65536,
+                          flush_interval_ms=10)
+        try:
+            emit(core, 1)
+            scans.hold()
+            wait_for(scans.first_waiting.is_set, TICKS_TIMEOUT_S, what="the flusher's scan")
+            emit(core, 1)  # written while the flusher's scan waits: that scan will see it, and it is added again
+            scans.release_first()
+            wait_for(scans.next_waiting.is_set, TICKS_TIMEOUT_S, what="the first scan's tick over")
+            emit(core, 1)  # over the inexact count, exactly at max_bytes for the spool: measured, then written
+            assert spool_size(spool) == held + 3 * line, "the premise: three lines of that length filled the spool"
+        finally:
+            scans.release_all()
+            core.writer.close()
 
     def test_first_event_filling_the_spool_exactly_is_written(self, tmp_path: Path) -> None:
         """A new writer on a spool holding `max_bytes - line` bytes writes its first line, reaching `max_bytes`.
 
         (`test_spool_enospc.py` fills the spool until a refusal, so no line landed on the bound itself.)"""
-        scratch = audit_core(tmp_path / "scratch")  # the length of a new writer's first line
-        emit(scratch, 1)
-        line = spool_size(tmp_path / "scratch")
-        scratch.writer.close()
+        line = first_line_bytes(tmp_path / "scratch")
         spool = tmp_path / "spool"
-        filler = audit_core(spool, max_bytes=4 * SMALLEST_MAX_BYTES)
-        while spool_size(spool) < SMALLEST_MAX_BYTES - line:
-            emit(filler, 1)
-        filler.writer.close()
-        held = spool_size(spool)
+        held = filled_spool(spool, SMALLEST_MAX_BYTES - line)
 
         core = audit_core(spool, max_bytes=held + line)
         try:
