@@ -20,6 +20,7 @@ from auditlock.spool.format import SEALED_SUFFIX
 from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 
+SEGMENT_MAX_BYTES = 4096  # ArchiveEnv's [spool] segment_max_bytes: the lowest batch_max_bytes it accepts
 AGE_S = 3600.0  # batch_max_age_s: far longer than any test takes, so a fresh segment is never old
 
 
@@ -62,6 +63,14 @@ class TestWhenABatchIsDue:
         agent = reconfigure(env, batch_max_bytes=sum(path.stat().st_size for path in sealed(env)))
         assert agent.shipper.ship_due(force=False) > 0
         assert sealed(env) == []
+
+    def test_backlog_over_batch_max_bytes_ships(self, env: ArchiveEnv) -> None:
+        """A young backlog larger than `batch_max_bytes` is full too: a batch ships at once."""
+        total = sum(path.stat().st_size for path in sealed(env))
+        assert total - 1 >= SEGMENT_MAX_BYTES, "the bound may not be below a segment's (config check)"
+        agent = reconfigure(env, batch_max_bytes=total - 1)
+        assert agent.shipper.ship_due(force=False) > 0
+        assert env.stored_keys() != []
 
     def test_old_segment_ships(self, env: ArchiveEnv) -> None:
         """A small backlog whose oldest segment was sealed `batch_max_age_s` ago ships."""

@@ -23,6 +23,7 @@ from tests.support.archive_env import ArchiveEnv
 from tests.support.s3servers import S3Endpoint
 
 DRAIN_DEADLINE_S = 120.0
+LONG_BACKOFF_S = 3600.0
 
 
 class SinkProblems:
@@ -42,14 +43,30 @@ class SinkProblems:
         getattr(self.agent, self.then).set()
 
 
-@pytest.fixture
-def agent(tmp_path: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Agent:
-    """An in-process agent with sealed segments waiting, shipping to a bucket that does not exist."""
+def gone_bucket_env(root: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
+    """Sealed segments waiting in a spool whose config ships to a bucket that does not exist."""
     for key, value in {"AWS_ACCESS_KEY_ID": moto_s3.access_key, "AWS_SECRET_ACCESS_KEY": moto_s3.secret_key,
                        "AWS_DEFAULT_REGION": moto_s3.region}.items():
         monkeypatch.setenv(key, value)
-    env = ArchiveEnv.create(tmp_path, moto_s3, f"auditlock-gone-{uuid.uuid4().hex[:12]}")
+    env = ArchiveEnv.create(root, moto_s3, f"auditlock-gone-{uuid.uuid4().hex[:12]}")
     env.write_events(3)
+    return env
+
+
+@pytest.fixture
+def agent(tmp_path: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Agent:
+    """An in-process agent with sealed segments waiting, shipping to a bucket that does not exist."""
+    return Agent(gone_bucket_env(tmp_path, moto_s3, monkeypatch).config, serve_http=False)
+
+
+@pytest.fixture
+def patient_agent(tmp_path: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Agent:
+    """As `agent`, with `[agent] backoff_max_s` an hour: the next try of a failed delivery (a lost sink waits the
+    capped backoff) comes after any drain deadline of these tests."""
+    env = gone_bucket_env(tmp_path, moto_s3, monkeypatch)
+    text = env.config_path.read_text()
+    assert "backoff_max_s = 0.5" in text
+    env.config_path.write_text(text.replace("backoff_max_s = 0.5", f"backoff_max_s = {LONG_BACKOFF_S}"))
     return Agent(env.config, serve_http=False)
 
 
@@ -81,3 +98,24 @@ class TestSinkLostAfterThePreflight:
         with pytest.raises(DeadlineExceededError, match="second signal"):
             agent.shipper.ship_due(force=True, deadline=time.monotonic() + DRAIN_DEADLINE_S)
         assert len(problems.reports) == 1
+
+
+class TestDrainDeadline:
+    """In a drain, no delivery is attempted once the deadline has passed, and none is waited for beyond it."""
+
+    def test_no_delivery_is_attempted_after_the_deadline(self, agent: Agent) -> None:
+        """A deadline already past: `DeadlineExceededError` ("no time left") before any request reaches the sink."""
+        problems = SinkProblems(agent, then="abort")
+        agent.shipper.on_sink_problem = problems
+        with pytest.raises(DeadlineExceededError, match="no time left"):
+            agent.shipper.ship_due(force=True, deadline=time.monotonic() - 1)
+        assert problems.reports == []
+
+    def test_retry_due_after_the_deadline_gives_up_at_once(self, patient_agent: Agent) -> None:
+        """The next try would come after the deadline: the drain ends at once naming the failure, without waiting
+        (a wait would end only by the abort the callback sets: "aborted by a second signal")."""
+        problems = SinkProblems(patient_agent, then="abort")
+        patient_agent.shipper.on_sink_problem = problems
+        with pytest.raises(DeadlineExceededError, match="still failing") as raised:
+            patient_agent.shipper.ship_due(force=True, deadline=time.monotonic() + DRAIN_DEADLINE_S)
+        assert "NoSuchBucket" in str(raised.value), raised.value
