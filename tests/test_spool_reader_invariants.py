@@ -7,6 +7,7 @@ Segments are written by the real writer, then edited on disk as tampering or a b
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from auditlock.config import Config
 from auditlock.spool.format import WRITER_CLOSED
 from auditlock.spool.lines import MAX_LINE_DEPTH, parse_line, valid_event
-from auditlock.spool.reader import DamagedSegmentError, group_lines, scan_segment
+from auditlock.spool.reader import DamagedSegmentError, first_occurred_at, group_lines, scan_segment
 from tests.support.hostile_spool import rechain, set_field
 from tests.support.written_spool import edit_line, lines_of, write_orders
 
@@ -176,3 +177,28 @@ class TestNestingBound:
         body = orjson.dumps(event)
 
         assert (valid_event(body) == event) is valid
+
+
+class TestFirstOccurredAtOfHostileFiles:
+    """Invariant: `first_occurred_at` answers None for anything under a segment name that is not a regular file —
+    it never blocks on a FIFO, never follows a symlink, never raises (the agent's open-segment age check calls it)."""
+
+    def test_fifo_under_a_segment_name_is_none(self, rotated: list[Path]) -> None:
+        """A FIFO in place of a segment gives None at once (the reader opens it non-blocking and refuses it)."""
+        rotated[0].unlink()
+        os.mkfifo(rotated[0])
+        assert first_occurred_at(rotated[0]) is None
+
+    def test_symlink_under_a_segment_name_is_none(self, rotated: list[Path], tmp_path: Path) -> None:
+        """A symlink to a valid segment elsewhere gives None: the reader does not follow it."""
+        outside = tmp_path / "outside.jsonl"
+        outside.write_bytes(rotated[1].read_bytes())
+        assert first_occurred_at(outside) is not None
+        rotated[1].unlink()
+        rotated[1].symlink_to(outside)
+        assert first_occurred_at(rotated[1]) is None
+
+    def test_regular_segment_gives_its_first_lines_time(self, rotated: list[Path]) -> None:
+        """The control: an intact segment gives its first line's `occurred_at`."""
+        first = orjson.loads(lines_of(rotated[0])[0])
+        assert first_occurred_at(rotated[0]) == first["occurred_at"]
