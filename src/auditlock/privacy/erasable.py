@@ -41,6 +41,7 @@ from auditlock.privacy.keystore import KeyCache, KeyStore, open_store
 MAX_FINDINGS = 100
 _NO_CHANGES: dict[str, list[Any]] = {}  # never written to: a field is sealed in `changes` only if it is there
 _SUBJECT_ID_TYPES = (str, int)
+_SHAPES_CACHED = 256  # per target type: the places of the shapes (which values an event holds) seen most
 
 
 class Sealer:
@@ -55,7 +56,7 @@ class Sealer:
         self._config = config.erasure
         self._keys = None if store is None else KeyCache(store, config.erasure.cache_ttl_s)
         self._lock = threading.Lock()
-        self._order: dict[str | None, tuple[str, ...]] = {}  # per target type: its erasable fields, sorted
+        self._plans: dict[str | None, _SealPlan] = {}  # per target type (configured ones only: the builder checks)
 
     @property
     def keys(self) -> KeyCache:
@@ -74,44 +75,61 @@ class Sealer:
              fields: Mapping[str, Any], payload: dict[str, Any]) -> None:
         """Replace the erasable values of `payload` (built from `fields`) by their sealed form, in place: one v2
         envelope for all of them (see `crypto`'s design comment)."""
+        plan = self._plans.get(target_type) or self._plan_of(target_type, target)
         changes: dict[str, list[Any]] = payload.get("changes") or _NO_CHANGES
-        places: list[tuple[str, int]] = []
+        shape = 0
         values: list[Any] = []
-        for name in self._order.get(target_type) or self._order_of(target_type, target):
+        for name, value_bit, before_bit, after_bit in plan.fields:
             value, pair = payload.get(name), changes.get(name)
             if value is not None:
-                places.append((name, 0))
+                shape |= value_bit
                 values.append(value)
             if pair is not None:
                 before, after = pair  # the builder's [before, after]
                 if before is not None:
-                    places.append((name, 1))
+                    shape |= before_bit
                     values.append(before)
                 if after is not None:
-                    places.append((name, 2))
+                    shape |= after_bit
                     values.append(after)
-        if places:
-            key = self._key(event_type, target, target_type, target_id, fields)
-            _place(payload, changes, places, key.seal_event(tuple(places), values), key.reference)
-
-    def _order_of(self, target_type: str | None, target: TargetConfig) -> tuple[str, ...]:
-        """The target's erasable fields in place order (sorted), computed once per target type."""
-        order = self._order[target_type] = tuple(sorted(target.erasable))
-        return order
-
-    def _key(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
-             fields: Mapping[str, Any]) -> DataKey:
+        if not shape:
+            return
         # The common case without a call: the target is the subject and its key is cached (a subject is checked
         # once, before its key is first asked for).
         keys = self._keys or self.keys  # the property (which opens the store) only until it is open
-        if target.subject is None and target_id is not None:
-            key = keys.fresh(f"{target_type}:{target_id}")
-            if key is not None:
-                return key
-        return keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
+        key = keys.fresh(f"{target_type}:{target_id}") if plan.target_is_subject and target_id is not None else None
+        if key is None:
+            key = keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
+        places = plan.places.get(shape) or plan.places_of(shape)
+        _place(payload, changes, places, key.seal_event(places, values), key.reference)
+
+    def _plan_of(self, target_type: str | None, target: TargetConfig) -> _SealPlan:
+        plan = self._plans[target_type] = _SealPlan(target)
+        return plan
 
 
-def _place(payload: dict[str, Any], changes: dict[str, list[Any]], places: list[tuple[str, int]], envelope: str,
+class _SealPlan:
+    """What sealing needs of one target type, computed once: its erasable fields in place order (sorted), each
+    with the bits its value, before and after side set in an event's shape; the places of each shape seen."""
+
+    __slots__ = ("fields", "places", "target_is_subject")
+
+    def __init__(self, target: TargetConfig) -> None:
+        names = sorted(target.erasable)
+        self.fields = tuple((name, 1 << 3 * i, 2 << 3 * i, 4 << 3 * i) for i, name in enumerate(names))
+        self.target_is_subject = target.subject is None
+        self.places: dict[int, Places] = {}
+
+    def places_of(self, shape: int) -> Places:
+        """The places (`crypto.Places`, in place order) of the values an event's shape says it holds."""
+        places = tuple((name, where) for name, *bits in self.fields for where, bit in enumerate(bits) if shape & bit)
+        if len(self.places) >= _SHAPES_CACHED:
+            self.places.clear()
+        self.places[shape] = places
+        return places
+
+
+def _place(payload: dict[str, Any], changes: dict[str, list[Any]], places: Places, envelope: str,
            reference: str) -> None:
     """Write the envelope at the first place and the reference at every other one."""
     sealed = envelope
