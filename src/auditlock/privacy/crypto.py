@@ -5,7 +5,7 @@ every reader reads both, forever (v1 values sit in archives under Object Lock fo
 
     enc:v2:<key id>:<base64 of nonce (12 bytes) || AES-256-GCM ciphertext and tag>    the event's envelope
     enc:v2:<key id>:@                                                                  a reference to it
-    enc:v1:<key id>:<base64 of nonce || ciphertext and tag>                            one value (until 0.x)
+    enc:v1:<key id>:<base64 of nonce || ciphertext and tag>                            one value (before v2)
 
 Base64 is the standard alphabet, padded (it never holds `@`).
 
