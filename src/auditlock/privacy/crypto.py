@@ -27,7 +27,7 @@ than the rest of sealing together):
   non-null one in ONE call: the plaintext is the JSON array of the values in place order.
 - The first place holds the envelope, every other place the reference `enc:v2:<key id>:@`. A reader finds the
   event's places by looking for `enc:v2:` values in the payload (top level and changes), sorts them, and opens
-  the one envelope with all of them.
+  the one envelope with all of them, wherever among them it sits (where it sits changes no value).
 - The associated data binds the ciphertext to its subject and to the event's exact set of places:
   `auditlock/enc/v2 NUL` + the JSON text of `[subject, [[field, where], ...]]`. A reference moved to another
   field or side, added or removed, an envelope moved to another subject's key id or another event whose places
@@ -37,6 +37,10 @@ than the rest of sealing together):
   digests detect every such edit (as for v1).
 - Malformed: no envelope, two, references under another key id than the envelope's, a plaintext that is not an
   array of exactly one value per place — each a finding for every value of the event.
+- Readers reveal whole payloads (`erasable.Revealer.payload`): the query engine (so `auditlock query` and the
+  admin view) and `auditlock subject export`, which finds a subject's events by `enc:v1:<key id>:` or
+  `enc:v2:<key id>:` in the payload text. `Revealer.value` reveals a v1 value alone; a v2 one alone is a finding.
+  `query --sql`, Athena and other readers of the objects see the archive's bytes.
 
 v1 (one AES-GCM call per value; written until issue #19's v2, read forever): the associated data is
 `auditlock/enc/v1 NUL subject NUL field`, so a value moved to another field or copied under another subject's
