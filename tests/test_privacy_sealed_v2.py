@@ -182,6 +182,15 @@ class TestAlteredEvents:
         assert shown["changes"]["email"] == [UNREADABLE, UNREADABLE]
         assert cause in revealer.findings[0]
 
+    def test_finding_for_many_places_is_bounded(self, config: Config, core: AuditCore) -> None:
+        """An event altered to hold thousands of long-named references gets findings of bounded length."""
+        payload = emit(core)
+        payload.update({f"{'x' * 500}{n}": payload["name"] for n in range(2000)})
+        shown, revealer = reveal(config, payload)
+        assert shown["changes"]["email"] == [UNREADABLE, UNREADABLE]
+        assert "and 1994 more" in revealer.findings[0]
+        assert max(len(f) for f in revealer.findings) < 2000
+
     def test_plaintext_not_one_value_per_place(self, config: Config, core: AuditCore) -> None:
         """An envelope sealed with the right key and places but the wrong number of values is a finding."""
         emit(core)

@@ -74,6 +74,7 @@ KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 SUBJECT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}:[^\x00-\x1f\x7f]{1,256}\Z")
 _AAD_PREFIX = b"auditlock/enc/v1\x00"
 _AAD_V2_PREFIX = b"auditlock/enc/v2\x00"
+_PLACES_SHOWN = 10  # in a finding
 _AAD_V2_CACHED = 256  # per key: the associated data of the sets of places seen most (an event type's shapes)
 _json = orjson.dumps
 _base64 = binascii.b2a_base64
@@ -198,7 +199,11 @@ def event_associated_data(subject: str, places: Places) -> bytes:
 
 
 def _shown_places(places: Places) -> str:
-    return ", ".join(field if where == 0 else f"changes.{field}[{where - 1}]" for field, where in places)
+    """The places for a finding: at most `_PLACES_SHOWN`, each name cut to 64 characters (a payload is hostile)."""
+    shown = [repr(field[:64]) if where == 0 else f"changes.{field[:64]!r}[{where - 1}]"
+             for field, where in places[:_PLACES_SHOWN]]
+    more = f" and {len(places) - _PLACES_SHOWN} more" if len(places) > _PLACES_SHOWN else ""
+    return ", ".join(shown) + more
 
 
 def is_sealed(value: object) -> bool:
