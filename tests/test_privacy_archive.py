@@ -20,12 +20,13 @@ from auditlock.archive.timerange import ALL_TIME
 from auditlock.cli import main
 from auditlock.config import Config, load_config
 from auditlock.handler.core import AuditCore
-from auditlock.privacy.crypto import ERASED
+from auditlock.privacy.crypto import ERASED, PREFIX, PREFIX_V2
 from auditlock.privacy.keystore import open_store
 from auditlock.query.filters import EventFilter
 from auditlock.ui import present
 from auditlock.ui.reader import ArchiveReader
 from tests.support.privacy_env import MARKER, erasable_doc, iter_bytes, write_toml
+from tests.support.privacy_v1 import v1_core
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.shipping import drain_or_fail
 
@@ -81,7 +82,14 @@ class ErasedArchive:
 
 
 def emit_story(config: Config) -> None:
-    """The events of the story, through the real handler core."""
+    """The events of the story, through the real handler core: first `customer.created` as the handler wrote it
+    before `enc:v2` (`enc:v1:` values, the old sealer), then the rest as it writes them now."""
+    old = v1_core(AuditCore(config))
+    with auditlock.actor("user:1"):
+        for customer in ("42", "43"):
+            old.emit("customer.created", {"target_type": "Customer", "target_id": customer,
+                                          "name": f"{MARKER} v1 {customer}", "email": f"{MARKER}-v1@example.com"})
+    old.writer.close()
     core = AuditCore(config)
     with auditlock.actor("user:1"):
         for customer in ("42", "43"):
@@ -174,7 +182,7 @@ class TestAfterErasure:
 
     def test_query_shows_the_subject_erased_and_others_readable(self, erased: ErasedArchive) -> None:
         """`auditlock query` shows Customer:42's values as `[erased]`, Customer:43's and plain fields as written."""
-        shown = {e["target_id"]: e["payload"] for e in erased.query("--target-type", "Customer")}
+        shown = {e["target_id"]: e["payload"] for e in erased.query("--type", "customer.updated")}
         assert shown["42"] == {"name": ERASED, "tier": "gold", "changes": {"email": [ERASED, ERASED]}}
         assert shown["43"]["changes"]["email"] == ["old-43@example.com", f"{MARKER}-43@example.com"]
         assert shown["43"]["name"] == f"{MARKER} 43"
@@ -191,7 +199,8 @@ class TestAfterErasure:
     def test_admin_view_reader_shows_erased(self, erased: ErasedArchive) -> None:
         """The admin view's reader (event page and export) shows the erased subject's values as `[erased]`."""
         reader = ArchiveReader(erased.config, erased.root / "view-cache")
-        page = reader.search(EventFilter(target_type="Customer", target_id="42", time_range=ALL_TIME), 10).page
+        page = reader.search(EventFilter(target_type="Customer", target_id="42", types=("customer.updated",),
+                                         time_range=ALL_TIME), 10).page
         [row] = page.events
         event = present.present(row)
         assert [(c.field, c.before, c.after) for c in present.changes(event["payload"])] == [
@@ -201,7 +210,7 @@ class TestAfterErasure:
         assert ERASED in present.summary(present.present(found)["payload"])
         out = io.StringIO()
         reader.export(EventFilter(target_type="Customer", time_range=ALL_TIME), "jsonl", out)
-        assert out.getvalue().count(ERASED) == 3
+        assert out.getvalue().count(ERASED) == 5  # 3 in customer.updated (v2), 2 in customer.created (v1)
         assert MARKER in out.getvalue()  # Customer:43's values stay readable
 
     def test_archive_verifies_clean(self, erased: ErasedArchive) -> None:
@@ -216,3 +225,26 @@ class TestAfterErasure:
         status, out, err = erased.cli("erase", "--subject", "Customer:42", "--actor", "user#7", "--reason", "again")
         assert status == 0, err
         assert "has no key in the store" in out
+
+
+class TestV1Archive:
+    def test_both_forms_are_in_the_archive(self, erased: ErasedArchive) -> None:
+        """The archive holds `enc:v1:` values (written by the old code) and `enc:v2:` ones (written now)."""
+        events = b"".join(data for key, data in erased.object_bytes() if key.endswith(".gz"))
+        assert PREFIX.encode() in events
+        assert PREFIX_V2.encode() in events
+
+    def test_export_before_erasure_holds_v1_values_decrypted(self, erased: ErasedArchive) -> None:
+        """The access export found the subject's v1 event (by its key id) and decrypted its values."""
+        [created] = [e for e in erased.export_before if e["event_type"] == "customer.created"]
+        assert created["target_id"] == "42"
+        assert created["payload"] == {"name": f"{MARKER} v1 42", "email": f"{MARKER}-v1@example.com"}
+
+    def test_query_shows_erased_v1_values_and_others_readable(self, erased: ErasedArchive) -> None:
+        """`auditlock query` shows the erased subject's v1 values as `[erased]`, another subject's decrypted."""
+        status, _, err = erased.cli("query", "--type", "customer.created")
+        assert status == 0, err
+        assert "finding" not in err
+        shown = {e["target_id"]: e["payload"] for e in erased.query("--type", "customer.created")}
+        assert shown["42"] == {"name": ERASED, "email": ERASED}
+        assert shown["43"] == {"name": f"{MARKER} v1 43", "email": f"{MARKER}-v1@example.com"}

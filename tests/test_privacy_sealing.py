@@ -16,11 +16,12 @@ from auditlock import EventError
 from auditlock.config import build_config
 from auditlock.errors import ConfigError, KeyStoreError
 from auditlock.handler.core import AuditCore
-from auditlock.privacy.crypto import ERASED, PREFIX, UNREADABLE, parse_sealed
+from auditlock.privacy.crypto import ERASED, PREFIX, PREFIX_V2, UNREADABLE, parse_sealed, parse_sealed_v2
 from auditlock.privacy.erasable import revealer_for
 from auditlock.privacy.erase import erase_subject
 from tests.conftest import config_dict
 from tests.support.privacy_env import MARKER, erasable_config, erasable_doc, iter_bytes
+from tests.support.privacy_v1 import v1_core
 
 
 def file_store(tmp: Path) -> dict[str, Any]:
@@ -34,6 +35,14 @@ def core(tmp_path: Path, closing: Callable[[Any], Any]) -> AuditCore:
     core = AuditCore(erasable_config(tmp_path / "spool", file_store(tmp_path)))
     closing(core.writer)
     return core
+
+
+def key_id_of(record: dict[str, Any]) -> str:
+    """The key id of a record's sealed values (every v2 value names it)."""
+    payload = record["payload"]
+    values = [*payload.values(), *(v for pair in payload.get("changes", {}).values() for v in pair)]
+    [key_id] = {parse_sealed_v2(v)[0] for v in values if isinstance(v, str) and v.startswith(PREFIX_V2)}
+    return key_id
 
 
 def customer_event(core: AuditCore, customer: int | str, email: str, **extra: Any) -> dict[str, Any]:
@@ -92,34 +101,33 @@ class TestSealing:
         assert not [path for path, data in scanned if MARKER.encode() in data]
 
     def test_sealed_values_and_plain_fields(self, core: AuditCore) -> None:
-        """Erasable values are `enc:v1:` strings; other fields, nulls and the target stay plain."""
+        """Erasable values are `enc:v2:` strings — the envelope at the first place (sorted), references at the
+        others; other fields, nulls and the target stay plain."""
         record = customer_event(core, 42, "a@example.com", name="Ann", tier="gold")
         payload = record["payload"]
-        assert payload["name"].startswith(PREFIX)
+        key_id, body = parse_sealed_v2(payload["changes"]["email"][0])  # ("email", 1) sorts first
+        assert body is not None
+        assert payload["changes"]["email"][1] == payload["name"] == f"{PREFIX_V2}{key_id}:@"
         assert payload["tier"] == "gold"
-        before, after = payload["changes"]["email"]
-        assert before.startswith(PREFIX)
-        assert after.startswith(PREFIX)
-        assert before != after
         assert (record["target_type"], record["target_id"]) == ("Customer", "42")
         removed = customer_event(core, 42, None)  # type: ignore[arg-type]
         assert removed["payload"]["changes"]["email"][1] is None
 
     def test_one_key_per_subject(self, core: AuditCore) -> None:
         """Events of one subject share its key id; another subject's events use another."""
-        first = parse_sealed(customer_event(core, 1, "a@x")["payload"]["changes"]["email"][1])[0]
-        again = parse_sealed(customer_event(core, 1, "b@x")["payload"]["changes"]["email"][1])[0]
-        other = parse_sealed(customer_event(core, 2, "c@x")["payload"]["changes"]["email"][1])[0]
+        first = key_id_of(customer_event(core, 1, "a@x"))
+        again = key_id_of(customer_event(core, 1, "b@x"))
+        other = key_id_of(customer_event(core, 2, "c@x"))
         assert first == again != other
 
     def test_subject_named_by_a_field(self, core: AuditCore) -> None:
         """`subject = "Customer:customer_id"`: an Order's erasable value is sealed under its customer's key."""
-        customer = parse_sealed(customer_event(core, 42, "a@x")["payload"]["changes"]["email"][1])[0]
+        customer = key_id_of(customer_event(core, 42, "a@x"))
         with auditlock.actor("user:1"):
             order = core.emit("order.created", {"target_type": "Order", "target_id": 7,
                                                 "after": {"shipping_address": "Street 1", "customer_id": 42}})
         assert order is not None
-        assert parse_sealed(order["payload"]["changes"]["shipping_address"][1])[0] == customer
+        assert key_id_of(order) == customer
 
     def test_event_without_its_subject_is_refused(self, core: AuditCore) -> None:
         """An erasable value with no subject id to pick its key is an EventError naming the field."""
@@ -156,9 +164,10 @@ class TestRevealing:
         assert revealer.payload(kept["payload"])["changes"]["email"] == ["old@example.com", "b@x"]
         assert revealer.findings == []
 
-    def test_value_moved_to_another_field_or_subject_is_a_finding(self, core: AuditCore) -> None:
-        """A sealed value copied to another field or forged under another key id is `[undecryptable]` with a
-        finding naming the event and the field, never a crash or a wrong plaintext."""
+    def test_v1_value_moved_to_another_field_or_subject_is_a_finding(self, core: AuditCore) -> None:
+        """A v1 value (written by the old code path) copied to another field or forged under another key id is
+        `[undecryptable]` with a finding naming the event and the field, never a crash or a wrong plaintext."""
+        v1_core(core)
         sealed = customer_event(core, 42, "a@x")["payload"]["changes"]["email"][1]
         other_key = parse_sealed(customer_event(core, 43, "b@x")["payload"]["changes"]["email"][1])[0]
         forged = sealed.replace(parse_sealed(sealed)[0], other_key)
@@ -173,11 +182,11 @@ class TestRevealing:
 
     def test_key_this_store_never_had_is_a_finding(self, core: AuditCore, tmp_path: Path) -> None:
         """A value whose key id the store does not know (another store) is a finding, not shown as erased."""
-        sealed = customer_event(core, 42, "a@x")["payload"]["changes"]["email"][1]
+        payload = customer_event(core, 42, "a@x")["payload"]
         elsewhere = erasable_config(tmp_path / "spool", {"store": "file", "dir": str(tmp_path / "other-keys")})
         revealer = revealer_for(elsewhere)
         assert revealer is not None
-        assert revealer.value("email", sealed, "e-2") == UNREADABLE
+        assert revealer.payload(payload, "e-2")["changes"]["email"] == [UNREADABLE, UNREADABLE]
         assert "is not in this key store" in revealer.findings[0]
 
 

@@ -23,12 +23,25 @@ import orjson
 
 from auditlock.config.model import Config, TargetConfig
 from auditlock.errors import ConfigError, EventError, KeyStoreError
-from auditlock.privacy.crypto import ERASED, PREFIX, SUBJECT, UNREADABLE, DataKey, DecryptError, is_sealed, parse_sealed
+from auditlock.privacy.crypto import (
+    ERASED,
+    SEALED_MARK,
+    SUBJECT,
+    UNREADABLE,
+    DataKey,
+    DecryptError,
+    Places,
+    is_sealed,
+    is_sealed_v2,
+    parse_sealed,
+    parse_sealed_v2,
+)
 from auditlock.privacy.keystore import KeyCache, KeyStore, open_store
 
 MAX_FINDINGS = 100
 _NO_CHANGES: dict[str, list[Any]] = {}  # never written to: a field is sealed in `changes` only if it is there
 _SUBJECT_ID_TYPES = (str, int)
+_SHAPES_CACHED = 256  # per target type: the places of the shapes (which values an event holds) seen most
 
 
 class Sealer:
@@ -43,6 +56,7 @@ class Sealer:
         self._config = config.erasure
         self._keys = None if store is None else KeyCache(store, config.erasure.cache_ttl_s)
         self._lock = threading.Lock()
+        self._plans: dict[str | None, _SealPlan] = {}  # per target type (configured ones only: the builder checks)
 
     @property
     def keys(self) -> KeyCache:
@@ -59,25 +73,72 @@ class Sealer:
 
     def seal(self, event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None, *,
              fields: Mapping[str, Any], payload: dict[str, Any]) -> None:
-        """Replace the erasable values of `payload` (built from `fields`) by their sealed form, in place."""
+        """Replace the erasable values of `payload` (built from `fields`) by their sealed form, in place: one v2
+        envelope for all of them (see `crypto`'s design comment)."""
+        plan = self._plans.get(target_type) or self._plan_of(target_type, target)
         changes: dict[str, list[Any]] = payload.get("changes") or _NO_CHANGES
-        key: DataKey | None = None
-        for name in target.erasable:
+        shape = 0
+        values: list[Any] = []
+        for name, value_bit, before_bit, after_bit in plan.fields:
             value, pair = payload.get(name), changes.get(name)
-            if value is None and pair is None:
-                continue
-            if key is None:
-                # The common case without a call: the target is the subject and its key is cached (a subject is
-                # checked once, before its key is first asked for).
-                keys = self._keys or self.keys  # the property (which opens the store) only until it is open
-                if target.subject is None and target_id is not None:
-                    key = keys.fresh(f"{target_type}:{target_id}")
-                if key is None:
-                    key = keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
             if value is not None:
-                payload[name] = key.seal(name, value)
+                shape |= value_bit
+                values.append(value)
             if pair is not None:
-                changes[name] = [None if item is None else key.seal(name, item) for item in pair]
+                before, after = pair  # the builder's [before, after]
+                if before is not None:
+                    shape |= before_bit
+                    values.append(before)
+                if after is not None:
+                    shape |= after_bit
+                    values.append(after)
+        if not shape:
+            return
+        # The common case without a call: the target is the subject and its key is cached (a subject is checked
+        # once, before its key is first asked for).
+        keys = self._keys or self.keys  # the property (which opens the store) only until it is open
+        key = keys.fresh(f"{target_type}:{target_id}") if plan.target_is_subject and target_id is not None else None
+        if key is None:
+            key = keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
+        places = plan.places.get(shape) or plan.places_of(shape)
+        _place(payload, changes, places, key.seal_event(places, values), key.reference)
+
+    def _plan_of(self, target_type: str | None, target: TargetConfig) -> _SealPlan:
+        plan = self._plans[target_type] = _SealPlan(target)
+        return plan
+
+
+class _SealPlan:
+    """What sealing needs of one target type, computed once: its erasable fields in place order (sorted), each
+    with the bits its value, before and after side set in an event's shape; the places of each shape seen."""
+
+    __slots__ = ("fields", "places", "target_is_subject")
+
+    def __init__(self, target: TargetConfig) -> None:
+        names = sorted(target.erasable)
+        self.fields = tuple((name, 1 << 3 * i, 2 << 3 * i, 4 << 3 * i) for i, name in enumerate(names))
+        self.target_is_subject = target.subject is None
+        self.places: dict[int, Places] = {}
+
+    def places_of(self, shape: int) -> Places:
+        """The places (`crypto.Places`, in place order) of the values an event's shape says it holds."""
+        places = tuple((name, where) for name, *bits in self.fields for where, bit in enumerate(bits) if shape & bit)
+        if len(self.places) >= _SHAPES_CACHED:
+            self.places.clear()
+        self.places[shape] = places
+        return places
+
+
+def _place(payload: dict[str, Any], changes: dict[str, list[Any]], places: Places, envelope: str,
+           reference: str) -> None:
+    """Write the envelope at the first place and the reference at every other one."""
+    sealed = envelope
+    for name, where in places:
+        if where == 0:
+            payload[name] = sealed
+        else:
+            changes[name][where - 1] = sealed
+        sealed = reference
 
 
 def subject_of(event_type: str, target: TargetConfig, target_type: str | None, target_id: str | None,
@@ -123,7 +184,7 @@ class Revealer:
 
     def payload_text(self, text: str | None, event_id: str | None = None) -> str | None:
         """A payload as JSON text, its sealed values revealed (unchanged if it holds none)."""
-        if text is None or PREFIX not in text:
+        if text is None or SEALED_MARK not in text:
             return text
         try:
             payload = orjson.loads(text)
@@ -135,29 +196,56 @@ class Revealer:
 
     def payload(self, payload: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
         """A copy of `payload` with its sealed values revealed (top-level fields and both sides of changes)."""
-        out = {name: self.value(name, value, event_id) for name, value in payload.items()}
+        opened = self._open_event(_v2_places(payload), event_id)
+        out = {name: opened[name, 0] if (name, 0) in opened else self.value(name, value, event_id)
+               for name, value in payload.items()}
         changes = payload.get("changes")
         if isinstance(changes, dict):
-            out["changes"] = {name: [self.value(name, v, event_id) for v in pair] if isinstance(pair, list) else pair
+            out["changes"] = {name: [opened[name, where] if (name, where) in opened else self.value(name, v, event_id)
+                                     for where, v in enumerate(pair, 1)] if isinstance(pair, list) else pair
                               for name, pair in changes.items()}
         return out
 
     def value(self, field: str, value: Any, event_id: str | None = None) -> Any:
-        """The plaintext of a sealed value, `[erased]`, or `[undecryptable]` with a finding; others unchanged."""
+        """The plaintext of a v1 sealed value, `[erased]`, or `[undecryptable]` with a finding; others unchanged.
+        A v2 value is revealed with its event's other values (`payload`): alone it is a finding."""
         if not is_sealed(value):
             return value
         try:
+            if is_sealed_v2(value):
+                raise DecryptError("an enc:v2 value is revealed with its event's payload, not alone")
             key_id, body = parse_sealed(value)
-            found = self.keys.lookup(key_id)
-            if found == "erased":
-                return ERASED
-            if found == "unknown":
-                raise DecryptError(f"key {key_id} is not in this key store (a different [erasure] store, or a "
-                                   "restored backup missing it)")
-            return found.reveal(field, body)
+            found = self._key(key_id)
+            return found if isinstance(found, str) else found.reveal(field, body)
         except DecryptError as exc:
             self._finding(f"event {event_id or '?'}: payload field {field!r}: {exc}")
             return UNREADABLE
+
+    def _open_event(self, sealed: dict[tuple[str, int], str], event_id: str | None) -> dict[tuple[str, int], Any]:
+        """The revealed values of an event's v2 places (`[erased]`, or `[undecryptable]` with a finding each)."""
+        if not sealed:
+            return {}
+        places = tuple(sorted(sealed))
+        try:
+            key_id, body = _envelope_of(places, sealed)
+            found = self._key(key_id)
+            if isinstance(found, str):
+                return dict.fromkeys(places, found)
+            return dict(zip(places, found.reveal_event(places, body), strict=True))
+        except DecryptError as exc:
+            for field, _ in places:
+                self._finding(f"event {event_id or '?'}: payload field {field!r}: {exc}")
+            return dict.fromkeys(places, UNREADABLE)
+
+    def _key(self, key_id: str) -> DataKey | str:
+        """The key of a key id, or `ERASED`; `DecryptError` for a key this store never had."""
+        found = self.keys.lookup(key_id)
+        if found == "erased":
+            return ERASED
+        if found == "unknown":
+            raise DecryptError(f"key {key_id} is not in this key store (a different [erasure] store, or a "
+                               "restored backup missing it)")
+        return found
 
     def close(self) -> None:
         """Release the store's connections (the reader is done)."""
@@ -172,6 +260,30 @@ class Revealer:
         self.finding_count += 1
         if len(self.findings) < MAX_FINDINGS:
             self.findings.append(text)
+
+
+def _v2_places(payload: dict[str, Any]) -> dict[tuple[str, int], str]:
+    """The payload's v2 values by place (see `crypto`): top-level fields, then each side of each change."""
+    places = {(name, 0): value for name, value in payload.items() if is_sealed_v2(value)}
+    changes = payload.get("changes")
+    if isinstance(changes, dict):
+        for name, pair in changes.items():
+            if isinstance(pair, list):
+                places.update(((name, where), v) for where, v in enumerate(pair, 1) if is_sealed_v2(v))
+    return places
+
+
+def _envelope_of(places: Places, sealed: dict[tuple[str, int], str]) -> tuple[str, bytes]:
+    """`(key id, body)` of an event's one envelope; `DecryptError` if there is none, two, or the references name
+    another key."""
+    parsed = [parse_sealed_v2(sealed[place]) for place in places]
+    envelopes = [(key_id, body) for key_id, body in parsed if body is not None]
+    if len(envelopes) != 1:
+        raise DecryptError(f"the event's enc:v2 values hold {len(envelopes)} envelopes, not one")
+    key_id, body = envelopes[0]
+    if any(other != key_id for other, _ in parsed):
+        raise DecryptError(f"the event's enc:v2 values name other keys than their envelope's key {key_id}")
+    return key_id, body
 
 
 def revealer_for(config: Config) -> Revealer | None:

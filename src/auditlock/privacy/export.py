@@ -17,7 +17,7 @@ from auditlock.archive.timerange import ALL_TIME, TimeRange
 from auditlock.config.model import Config
 from auditlock.errors import ConfigError
 from auditlock.handler import event_types
-from auditlock.privacy.crypto import PREFIX
+from auditlock.privacy.crypto import PREFIX, PREFIX_V2
 from auditlock.privacy.erasable import revealer_for
 from auditlock.privacy.erase import check_subject, record
 from auditlock.query import output
@@ -58,4 +58,6 @@ def subject_condition(subject: str, key_id: str | None, time_range: TimeRange) -
     if key_id is not None:
         mine.append("strpos(CAST(payload AS VARCHAR), ?) > 0")
         params.append(f"{PREFIX}{key_id}:")
+        mine.append("strpos(CAST(payload AS VARCHAR), ?) > 0")
+        params.append(f"{PREFIX_V2}{key_id}:")
     return f"{base} AND ({' OR '.join(mine)})", params
