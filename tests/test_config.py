@@ -189,6 +189,15 @@ class TestErrors:
         doc["retention"]["classes"]["standard"]["hot_days"] = 500
         assert problems_of(doc) == ["[retention.classes.standard] hot_days = 500 is more than days = 400"]
 
+    @pytest.mark.parametrize("key", ["fields", "hmac"])
+    def test_a_target_field_named_changes_is_refused(self, tmp_path: Path, key: str) -> None:
+        """A target field named `changes` is refused: it would stand where every reader expects the changes."""
+        doc = config_dict(tmp_path)
+        doc["targets"]["Order"][key] = [*doc["targets"]["Order"].get(key, []), "changes"]
+        problems = [p for p in problems_of(doc) if "changes" in p]
+        assert problems == [f'[targets.Order] {key} names "changes", auditlock\'s own payload key (before/after of '
+                            'changed fields); rename the application\'s field, e.g. "change_note"']
+
     def test_hmac_fields_need_a_key(self, tmp_path: Path) -> None:
         """hmac fields without [hmac] key_env/key_file are refused."""
         doc = config_dict(tmp_path)

@@ -319,8 +319,18 @@ class _Reader(TableReader):
             values["fields"] = frozenset(values.get("fields", ()))
             values["hmac"] = frozenset(values.get("hmac", ()))
             values["erasable"] = frozenset(values.get("erasable", ()))
+            self._reserved_field_names(where, values)
             targets[name] = TargetConfig(**values)
         return MappingProxyType(targets)
+
+    def _reserved_field_names(self, where: str, values: Mapping[str, Any]) -> None:
+        """A target field may not be named like auditlock's own payload key `changes` ({field: [before, after]}):
+        its value would stand where every reader expects the changes, or be overwritten by them."""
+        reserved = schema.RESERVED_PAYLOAD_KEY
+        for key in ("fields", "hmac", "erasable"):
+            if reserved in values[key]:
+                self.problems.append(f'[{where}] {key} names "{reserved}", auditlock\'s own payload key (before/after '
+                                     "of changed fields); rename the application's field, e.g. \"change_note\"")
 
     def _retention(self, table: Mapping[str, Any]) -> RetentionConfig | None:
         self._unknown_keys(table, ["default", "classes", "events"], "[retention]")

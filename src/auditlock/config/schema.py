@@ -134,6 +134,7 @@ HMAC_KEY_KEYS: dict[str, Key] = {"key_env": STR, "key_file": PATH}
 HMAC_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 HMAC_KEY_ID_RULE = "1 to 32 letters, digits, '_' and '-'"
 
+RESERVED_PAYLOAD_KEY = "changes"  # auditlock's own payload key, {field: [before, after]}: never a target field
 TARGET_KEYS: dict[str, Key] = {"fields": LIST, "hmac": LIST, "retention": STR, "sensitive_reads": BOOL,
                                "erasable": LIST, "subject": STR, "table": STR}
 # Sub-tables of a target: `[targets.<Type>.columns]` maps a captured table's column names to field names.
