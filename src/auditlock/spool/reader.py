@@ -254,10 +254,11 @@ class _Chain:
         current run's (month prefix, class) and the run's time bounds kept in locals. Lines are grouped only
         where the key changes (`_hand_over`)."""
         expected, writer, last_hash = self.expected, self.writer, self.last_hash
+        base = expected  # a line's index in the chunk is `expected - base`
         runs: list[_Run] = []
         month, retention, first, last, start = _NO_MONTH, "", "", "", 0
         values: tuple[Any, ...] = ()
-        for index, body in enumerate(bodies):
+        for body in bodies:
             checked = checked_event(body)
             if checked is None:
                 raise self._damaged(body, expected, last_hash)
@@ -267,9 +268,9 @@ class _Chain:
                 raise self._damaged(body, expected, last_hash)
             occurred_at = values[OCCURRED_AT_AT]
             if not occurred_at.startswith(month) or values[RETENTION] != retention:
-                if index:
-                    runs.append(_Run(start, index, (month, retention), first, last))
-                month, retention, start = occurred_at[:7], values[RETENTION], index
+                if expected != base:
+                    runs.append(_Run(start, expected - base, (month, retention), first, last))
+                month, retention, start = occurred_at[:7], values[RETENTION], expected - base
                 first = last = occurred_at
             elif occurred_at < first:
                 first = occurred_at

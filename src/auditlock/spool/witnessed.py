@@ -21,7 +21,7 @@ WITNESS_DIR = "witness"  # under the agent's state directory
 # The findings of a segment that disagrees with its witness (the agent's, `verify --spool`'s and the archive's).
 REWRITTEN = "rewritten before shipping"
 MISSING = "witnessed segment missing"
-COMPARE_CHUNK = 256 * 1024  # two buffers of it stay in the L2 cache
+COMPARE_CHUNK = 1024 * 1024
 
 
 def copy_names(name: SegmentName) -> tuple[str, str]:
