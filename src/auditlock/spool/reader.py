@@ -16,13 +16,13 @@ from typing import Any, BinaryIO, Protocol
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
 from auditlock.spool.lines import (
-    EVENT_TYPE,
+    EVENT_TYPE_INDEX,
     MAX_LINE_BYTES,
-    OCCURRED_AT_AT,
-    PREV,
-    RETENTION,
-    SEQ,
-    WRITER,
+    OCCURRED_AT_INDEX,
+    PREV_INDEX,
+    RETENTION_INDEX,
+    SEQ_INDEX,
+    WRITER_INDEX,
     checked_event,
     parse_line,
 )
@@ -263,14 +263,14 @@ class _Chain:
             if checked is None:
                 raise self._damaged(body, expected, last_hash)
             values = checked[1]
-            if (values[SEQ] != expected or values[WRITER] != writer
-                    or (last_hash is not None and values[PREV] != last_hash)):
+            if (values[SEQ_INDEX] != expected or values[WRITER_INDEX] != writer
+                    or (last_hash is not None and values[PREV_INDEX] != last_hash)):
                 raise self._damaged(body, expected, last_hash)
-            occurred_at = values[OCCURRED_AT_AT]
-            if not occurred_at.startswith(month) or values[RETENTION] != retention:
+            occurred_at = values[OCCURRED_AT_INDEX]
+            if not occurred_at.startswith(month) or values[RETENTION_INDEX] != retention:
                 if expected != base:
                     runs.append(_Run(start, expected - base, (month, retention), first, last))
-                month, retention, start = occurred_at[:7], values[RETENTION], expected - base
+                month, retention, start = occurred_at[:7], values[RETENTION_INDEX], expected - base
                 first = last = occurred_at
             elif occurred_at < first:
                 first = occurred_at
@@ -294,7 +294,7 @@ class _Chain:
     def end(self) -> SegmentEnd:
         """The writer position after the last line."""
         lines = self.index
-        closed = bool(self.last_values) and self.last_values[EVENT_TYPE] == WRITER_CLOSED
+        closed = bool(self.last_values) and self.last_values[EVENT_TYPE_INDEX] == WRITER_CLOSED
         return SegmentEnd(lines, self.expected - 1 if lines else None, self.last_hash, closed)
 
 
