@@ -282,10 +282,11 @@ class TestChunkedChainCheck:
             assert (count, first, last) == (len(expected[key]), min(times), max(times))
 
     def test_times_out_of_order_give_each_key_its_earliest_and_latest(self, tmp_path: Path) -> None:
-        """A clock stepping back inside a key's run and between its runs (A B A in one chunk): the key's earliest
-        and latest time, not its first and last line's."""
-        times = ["2026-05-01T10:00:05.000000Z", "2026-05-01T10:00:01.000000Z", "2026-05-01T10:00:09.000000Z",
-                 "2026-06-01T10:00:00.000000Z", "2026-05-01T10:00:00.000000Z", "2026-05-01T10:00:07.000000Z"]
+        """A clock stepping back inside a key's runs (A B A in one chunk; the earliest time inside the first run,
+        the latest inside the second): the key's earliest and latest time, not its first and last line's."""
+        times = ["2026-05-01T10:00:05.000000Z", "2026-05-01T10:00:00.000000Z", "2026-05-01T10:00:09.000000Z",
+                 "2026-06-01T10:00:00.000000Z",
+                 "2026-05-01T10:00:03.000000Z", "2026-05-01T10:00:11.000000Z", "2026-05-01T10:00:04.000000Z"]
         lines, prev = [], ZERO_HASH
         for seq, occurred_at in enumerate(times):
             body = orjson.dumps(base_event(seq, prev, occurred_at))
@@ -296,6 +297,6 @@ class TestChunkedChainCheck:
         stream_lines(write_segment(tmp_path, lines), sink)
 
         assert [(key, data, count, first, last) for key, data, count, first, last in sink.writes] == [
-            (("2026-05", "standard"), b"".join(lines[:3] + lines[4:]), 5, "2026-05-01T10:00:00.000000Z",
-             "2026-05-01T10:00:09.000000Z"),
+            (("2026-05", "standard"), b"".join(lines[:3] + lines[4:]), 6, "2026-05-01T10:00:00.000000Z",
+             "2026-05-01T10:00:11.000000Z"),
             (("2026-06", "standard"), lines[3], 1, times[3], times[3])]
