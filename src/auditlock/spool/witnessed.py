@@ -42,12 +42,12 @@ def compare_with_copy(segment: Path, copy: Path, *, sealed: bool, max_bytes: int
         position = 0
         while wanted := _read_into(witnessed, want):
             if _read_into(current, memoryview(got)[:wanted]) != wanted or not _same(want, got, wanted):
-                return _described(copy, segment, position, size, max_bytes)
+                return _described(witnessed, current, position, size)
             position += wanted
-    if sealed and size > position:
-        return (f"{size - position} bytes after the end the witness saw of the sealed segment ({position} bytes, "
-                f"{_lines_in(copy, position, max_bytes)} lines): lines were added after line "
-                f"{_lines_in(copy, position, max_bytes)}")
+        if sealed and size > position:
+            lines = _lines_in(witnessed, position)
+            return (f"{size - position} bytes after the end the witness saw of the sealed segment ({position} bytes, "
+                    f"{lines} lines): lines were added after line {lines}")
     return None
 
 
@@ -64,22 +64,22 @@ def _same(want: bytearray, got: bytearray, length: int) -> bool:
     return want[:length] == got[:length]
 
 
-def _described(copy: Path, segment: Path, position: int, size: int, max_bytes: int | None) -> str:
-    """What differs in the chunk at `position`: both files read again there (the slow path, once per finding)."""
-    with open_spool_file(copy, max_bytes) as witnessed, open_spool_file(segment, max_bytes) as current:
-        witnessed.seek(position)
-        current.seek(position)
-        want, got = witnessed.read(COMPARE_CHUNK), current.read(COMPARE_CHUNK)
-    return _difference(want, got, _lines_in(copy, position, max_bytes), position, size)
+def _described(witnessed: BinaryIO, current: BinaryIO, position: int, size: int) -> str:
+    """What differs in the chunk at `position`: both open files read again there (the slow path, once per
+    finding; the same files the comparison read, whatever was renamed since)."""
+    witnessed.seek(position)
+    current.seek(position)
+    want, got = witnessed.read(COMPARE_CHUNK), current.read(COMPARE_CHUNK)
+    return _difference(want, got, _lines_in(witnessed, position), position, size)
 
 
-def _lines_in(copy: Path, end: int, max_bytes: int | None) -> int:
+def _lines_in(witnessed: BinaryIO, end: int) -> int:
     """How many lines the copy's first `end` bytes hold."""
+    witnessed.seek(0)
     lines = position = 0
-    with open_spool_file(copy, max_bytes) as witnessed:
-        while position < end and (block := witnessed.read(min(COMPARE_CHUNK, end - position))):
-            lines += block.count(b"\n")
-            position += len(block)
+    while position < end and (block := witnessed.read(min(COMPARE_CHUNK, end - position))):
+        lines += block.count(b"\n")
+        position += len(block)
     return lines
 
 
