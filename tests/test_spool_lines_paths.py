@@ -15,8 +15,15 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from auditlock.spool.format import ZERO_HASH
-from auditlock.spool.lines import MAX_LINE_BYTES, MAX_LINE_DEPTH, check_rule_by_rule, parse_line, valid_event
+from auditlock.spool.format import EVENT_KEYS, ZERO_HASH
+from auditlock.spool.lines import (
+    MAX_LINE_BYTES,
+    MAX_LINE_DEPTH,
+    check_rule_by_rule,
+    checked_event,
+    parse_line,
+    valid_event,
+)
 from auditlock.spool.reader import CHUNK_BYTES, DamagedSegmentError, scan_segment, stream_lines
 from tests.support.hostile_spool import PLANTED_WRITER, planted_name
 from tests.test_hostile_spool_shapes import crafted_lines
@@ -131,6 +138,16 @@ class TestFastAndSlowPathAgree:
         assert (fast is not None) == (slow.event is not None), slow.problem
         assert fast == slow.event
 
+    @pytest.mark.parametrize("body", HOSTILE.values(), ids=HOSTILE.keys())
+    def test_the_shipping_reader_s_path_gets_the_same_verdict(self, body: bytes) -> None:
+        """`checked_event` (what the shipping reader runs) accepts exactly what `valid_event` accepts, with the
+        event's values in schema order."""
+        fast, checked = valid_event(body), checked_event(body)
+
+        assert (checked is None) == (fast is None)
+        if checked is not None:
+            assert checked == (fast, tuple(fast[key] for key in EVENT_KEYS))
+
     def test_the_table_holds_valid_and_invalid_lines(self) -> None:
         """The table above exercises both verdicts (only the `valid*` lines are valid)."""
         valid = {name for name, body in HOSTILE.items() if valid_event(body) is not None}
@@ -144,6 +161,7 @@ class TestFastAndSlowPathAgree:
         body = line.split(b"\n")[0]
 
         assert (valid_event(body) is not None) == (check_rule_by_rule(body).event is not None)
+        assert (checked_event(body) is not None) == (check_rule_by_rule(body).event is not None)
 
 
 def chained(count: int, *, months: tuple[str, ...] = ("2026-05",),
@@ -262,3 +280,23 @@ class TestChunkedChainCheck:
         for key, _, count, first, last in sink.writes:
             times = [orjson.loads(line)["occurred_at"] for line in expected[key]]
             assert (count, first, last) == (len(expected[key]), min(times), max(times))
+
+    def test_times_out_of_order_give_each_key_its_earliest_and_latest(self, tmp_path: Path) -> None:
+        """A clock stepping back inside a key's runs (A B A in one chunk; the earliest time inside the first run,
+        the latest inside the second): the key's earliest and latest time, not its first and last line's."""
+        times = ["2026-05-01T10:00:05.000000Z", "2026-05-01T10:00:00.000000Z", "2026-05-01T10:00:09.000000Z",
+                 "2026-06-01T10:00:00.000000Z",
+                 "2026-05-01T10:00:03.000000Z", "2026-05-01T10:00:11.000000Z", "2026-05-01T10:00:04.000000Z"]
+        lines, prev = [], ZERO_HASH
+        for seq, occurred_at in enumerate(times):
+            body = orjson.dumps(base_event(seq, prev, occurred_at))
+            lines.append(body + b"\n")
+            prev = hashlib.sha256(body).hexdigest()
+        sink = Sink()
+
+        stream_lines(write_segment(tmp_path, lines), sink)
+
+        assert [(key, data, count, first, last) for key, data, count, first, last in sink.writes] == [
+            (("2026-05", "standard"), b"".join(lines[:3] + lines[4:]), 6, "2026-05-01T10:00:00.000000Z",
+             "2026-05-01T10:00:11.000000Z"),
+            (("2026-06", "standard"), lines[3], 1, times[3], times[3])]

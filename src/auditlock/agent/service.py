@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-import watchfiles
-
 from auditlock.agent import signals
 from auditlock.agent.digests import DigestChain
 from auditlock.agent.identity import IdentityCheck, ensure_private_dir, refuse_foreign_sticky_spool
@@ -233,6 +231,8 @@ class Agent:
 
     def _watch(self) -> None:
         try:
+            import watchfiles  # noqa: PLC0415 - `agent --once` never watches (~20 ms of start-up)
+
             for _changes in watchfiles.watch(self.spool, stop_event=self.stop, debounce=50, step=20,
                                              recursive=False, rust_timeout=1000, yield_on_timeout=False):
                 self.wake.set()

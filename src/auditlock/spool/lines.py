@@ -17,8 +17,9 @@ only if it is exactly what the writer writes:
   name: `2026-12!/../../../x` never gets that far), `retention` a valid class name (also in the key);
 - nested at most `MAX_LINE_DEPTH` (40) levels (the writer allows 32 inside one payload field).
 
-`valid_event` is the fast path (one parse, one re-encode; the agent runs it for every event it ships);
-`parse_line` checks the same rules one by one and says which one a line breaks.
+`checked_event` is the fast path (one parse, one re-encode; the agent runs it for every event it ships and reads
+the chain off the values it returns), `valid_event` the same verdict without the values; `parse_line` checks the
+same rules one by one and says which one a line breaks.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ _CONTAINERS = frozenset((dict, list))
 _KNOWN_KEYS = frozenset(EVENT_KEYS)
 _KEY_COUNT = len(EVENT_KEYS)
 _values = operator.itemgetter(*EVENT_KEYS)  # every key's value, in schema order (KeyError if one is missing)
+# Where `checked_event`'s values tuple holds the fields its callers read.
+EVENT_TYPE_INDEX, OCCURRED_AT_INDEX, RETENTION_INDEX, WRITER_INDEX, SEQ_INDEX, PREV_INDEX = map(
+    EVENT_KEYS.index, ("event_type", "occurred_at", "retention", "writer", "seq", "prev"))
+_PAYLOAD_INDEX = EVENT_KEYS.index("payload")
 
 
 def _shapes() -> frozenset[tuple[type, ...]]:
@@ -81,21 +86,34 @@ class ParsedLine:
 def valid_event(body: bytes) -> dict[str, Any] | None:
     """The event of a line without its newline if it is valid, else None (then `parse_line` says why).
 
-    The per-line fast path (the agent runs it for every event it ships, the archive's readers for every line they
-    read), hence its flat shape; the rules are those of the module docstring, and `parse_line` checks exactly the
-    same ones one by one. Nesting is counted only when the payload holds an object or a list (every other value
-    is a scalar once the types are checked).
+    The per-line fast path (the archive's readers run it for every line they read), hence its flat shape; the
+    rules are those of the module docstring, and `parse_line` checks exactly the same ones one by one.
+    """
+    checked = checked_event(body)
+    return None if checked is None else checked[0]
+
+
+def checked_event(body: bytes) -> tuple[dict[str, Any], tuple[Any, ...]] | None:
+    """`valid_event` with the event's values in schema order (`EVENT_KEYS`; `SEQ_INDEX` and the other `*_INDEX`
+    say where), or None: the agent's shipping reader runs it for every event it ships and reads the chain fields
+    off the tuple.
+
+    One parse, one lookup of the values' type tuple, one re-encode. Nesting is counted only when the payload holds
+    an object or a list (every other value is a scalar once the types are checked).
     """
     try:
         event = _loads(body)
-        ok = (type(event) is dict and len(event) == _KEY_COUNT and tuple(map(type, _values(event))) in _SHAPES
-              and event["schema"] == SCHEMA and _SEQ_MIN <= event["seq"] <= _SEQ_MAX
-              and _real_time(event["occurred_at"]) and _class_name(event["retention"]) and len(body) <= MAX_LINE_BYTES
-              and _dumps(event) == body
-              and (_CONTAINERS.isdisjoint(map(type, event["payload"].values())) or _depth(event) <= MAX_LINE_DEPTH))
+        if type(event) is not dict or len(event) != _KEY_COUNT:
+            return None
+        values = _values(event)
+        ok = (tuple(map(type, values)) in _SHAPES and values[0] == SCHEMA
+              and _SEQ_MIN <= values[SEQ_INDEX] <= _SEQ_MAX and _real_time(values[OCCURRED_AT_INDEX])
+              and _class_name(values[RETENTION_INDEX]) and len(body) <= MAX_LINE_BYTES and _dumps(event) == body
+              and (_CONTAINERS.isdisjoint(map(type, values[_PAYLOAD_INDEX].values()))
+                   or _depth(event) <= MAX_LINE_DEPTH))
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, KeyError, TypeError):
         return None
-    return event if ok else None
+    return (event, values) if ok else None
 
 
 def parse_line(line: bytes) -> ParsedLine:

@@ -15,7 +15,17 @@ from typing import Any, BinaryIO, Protocol
 
 from auditlock.spool.files import UnsafeSpoolFileError, open_spool_file
 from auditlock.spool.format import WRITER_CLOSED, SegmentName, line_hash, parse_segment_name
-from auditlock.spool.lines import MAX_LINE_BYTES, parse_line, valid_event
+from auditlock.spool.lines import (
+    EVENT_TYPE_INDEX,
+    MAX_LINE_BYTES,
+    OCCURRED_AT_INDEX,
+    PREV_INDEX,
+    RETENTION_INDEX,
+    SEQ_INDEX,
+    WRITER_INDEX,
+    checked_event,
+    parse_line,
+)
 
 
 @dataclass
@@ -215,6 +225,7 @@ def stream_lines(path: Path, sink: LineSink, max_bytes: int | None = None, *,
     return chain.end()
 
 
+_NO_MONTH = "\n"  # no time starts with it: the first line of a chunk starts a run
 CHUNK_BYTES = 256 * 1024  # ~500 events: per-chunk costs vanish, and the working set stays at a few chunks
 
 
@@ -228,7 +239,7 @@ class _Chain:
         self.writer = name.writer
         self.expected = name.first_seq
         self.last_hash: str | None = None
-        self.last_event: dict[str, Any] | None = None
+        self.last_values: tuple[Any, ...] = ()  # the last line's values (`checked_event`), empty before one
 
     @property
     def index(self) -> int:
@@ -237,35 +248,44 @@ class _Chain:
 
     def check(self, bodies: list[bytes], block: memoryview, sink: LineSink) -> None:
         """Check the lines `bodies` (without their newlines) of `block` (them with their newlines) and hand them to
-        `sink` by key: the whole block when its lines all have one key (the usual case), else joined per key."""
+        `sink` by key: the whole block when its lines all have one key (the usual case), else joined per key.
+
+        Per line: `checked_event`, the chain (seq, writer, prev), the line's hash; the key is compared with the
+        current run's (month prefix, class) and the run's time bounds kept in locals. Lines are grouped only
+        where the key changes (`_hand_over`)."""
         expected, writer, last_hash = self.expected, self.writer, self.last_hash
-        groups: dict[tuple[str, str], list[Any]] = {}
-        group_key: tuple[str, str] | None = None
-        group: list[Any] = []
-        event: dict[str, Any] | None = None
+        base = expected  # a line's index in the chunk is `expected - base`
+        runs: list[_Run] = []
+        month, retention, first, last, start = _NO_MONTH, "", "", "", 0
+        values: tuple[Any, ...] = ()
         for body in bodies:
-            event = valid_event(body)
-            if (event is None or event["seq"] != expected or event["writer"] != writer
-                    or (last_hash is not None and event["prev"] != last_hash)):
-                self.expected, self.last_hash = expected, last_hash  # what `problem` compares with
-                raise DamagedSegmentError(self.path, self.problem(body + b"\n"))
-            occurred_at = event["occurred_at"]
-            key = (occurred_at[:7], event["retention"])
-            if key != group_key:
-                group_key = key
-                group = groups.get(key) or groups.setdefault(key, [[], occurred_at, occurred_at])
-            group[0].append(body)
-            if occurred_at < group[1]:
-                group[1] = occurred_at
-            elif occurred_at > group[2]:
-                group[2] = occurred_at
+            checked = checked_event(body)
+            if checked is None:
+                raise self._damaged(body, expected, last_hash)
+            values = checked[1]
+            if (values[SEQ_INDEX] != expected or values[WRITER_INDEX] != writer
+                    or (last_hash is not None and values[PREV_INDEX] != last_hash)):
+                raise self._damaged(body, expected, last_hash)
+            occurred_at = values[OCCURRED_AT_INDEX]
+            if not occurred_at.startswith(month) or values[RETENTION_INDEX] != retention:
+                if expected != base:
+                    runs.append(_Run(start, expected - base, (month, retention), first, last))
+                month, retention, start = occurred_at[:7], values[RETENTION_INDEX], expected - base
+                first = last = occurred_at
+            elif occurred_at < first:
+                first = occurred_at
+            elif occurred_at > last:
+                last = occurred_at
             expected += 1
             last_hash = sha256(body).hexdigest()
-        self.expected, self.last_hash = expected, last_hash
-        self.last_event = event
-        for key, (lines, first, last) in groups.items():
-            data = block if len(groups) == 1 else b"\n".join(lines) + b"\n"
-            sink.write(key, data, len(lines), first, last)
+        self.expected, self.last_hash, self.last_values = expected, last_hash, values
+        runs.append(_Run(start, len(bodies), (month, retention), first, last))
+        _hand_over(runs, bodies, block, sink)
+
+    def _damaged(self, body: bytes, expected: int, last_hash: str | None) -> DamagedSegmentError:
+        """The error for `body`, the line after the chain state (`expected`, `last_hash`) `check` reached."""
+        self.expected, self.last_hash = expected, last_hash  # what `problem` compares with
+        return DamagedSegmentError(self.path, self.problem(body + b"\n"))
 
     def problem(self, line: bytes) -> str:
         """Why `line`, the next line, is not a valid continuation of the chain."""
@@ -274,8 +294,34 @@ class _Chain:
     def end(self) -> SegmentEnd:
         """The writer position after the last line."""
         lines = self.index
-        closed = self.last_event is not None and self.last_event.get("event_type") == WRITER_CLOSED
+        closed = bool(self.last_values) and self.last_values[EVENT_TYPE_INDEX] == WRITER_CLOSED
         return SegmentEnd(lines, self.expected - 1 if lines else None, self.last_hash, closed)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive lines [start, end) of a chunk with one (month, class) key, and their earliest and latest time."""
+
+    start: int
+    end: int
+    key: tuple[str, str]
+    first: str
+    last: str
+
+
+def _hand_over(runs: list[_Run], bodies: list[bytes], block: memoryview, sink: LineSink) -> None:
+    """Hand a checked chunk to `sink`: the whole block for one run, else each key's runs joined in file order."""
+    if len(runs) == 1:
+        run = runs[0]
+        sink.write(run.key, block, len(bodies), run.first, run.last)
+        return
+    groups: dict[tuple[str, str], list[_Run]] = {}
+    for run in runs:
+        groups.setdefault(run.key, []).append(run)
+    for key, same in groups.items():
+        lines = [body for run in same for body in bodies[run.start:run.end]]
+        sink.write(key, b"\n".join(lines) + b"\n", len(lines), min(run.first for run in same),
+                   max(run.last for run in same))
 
 
 def _shipping_problem(line: bytes, writer: str, expected_seq: int, last_hash: str | None, index: int) -> str:

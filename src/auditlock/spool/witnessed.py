@@ -9,8 +9,10 @@ are read as hostile (`spool.files.open_spool_file`), in bounded chunks. Imports 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from auditlock.spool.files import open_spool_file
 from auditlock.spool.format import SegmentName
@@ -30,20 +32,55 @@ def copy_names(name: SegmentName) -> tuple[str, str]:
 def compare_with_copy(segment: Path, copy: Path, *, sealed: bool, max_bytes: int | None = None) -> str | None:
     """None if `segment` begins with exactly `copy`'s bytes (and, if `sealed`, holds nothing after them); otherwise
     what differs, naming the first line that does (1-based). Raises `FileNotFoundError` if either is gone and
-    `UnsafeSpoolFileError` if either is not a regular file within `max_bytes`."""
+    `UnsafeSpoolFileError` if either is not a regular file within `max_bytes`.
+
+    The agent runs it on every segment it ships, so agreeing files cost two reads into two reused buffers and one
+    `memcmp` per chunk; lines are counted only to describe a difference (`_described`)."""
     with open_spool_file(copy, max_bytes) as witnessed, open_spool_file(segment, max_bytes) as current:
         size = os.fstat(current.fileno()).st_size
-        lines = position = 0
-        while want := witnessed.read(COMPARE_CHUNK):
-            got = current.read(len(want))
-            if got != want:
-                return _difference(want, got, lines, position, size)
-            lines += want.count(b"\n")
-            position += len(want)
-    if sealed and size > position:
-        return (f"{size - position} bytes after the end the witness saw of the sealed segment ({position} bytes, "
-                f"{lines} lines): lines were added after line {lines}")
+        want, got = bytearray(COMPARE_CHUNK), bytearray(COMPARE_CHUNK)
+        position = 0
+        while wanted := _read_into(witnessed, want):
+            if _read_into(current, memoryview(got)[:wanted]) != wanted or not _same(want, got, wanted):
+                return _described(witnessed, current, position, size)
+            position += wanted
+        if sealed and size > position:
+            lines = _lines_in(witnessed, position)
+            return (f"{size - position} bytes after the end the witness saw of the sealed segment ({position} bytes, "
+                    f"{lines} lines): lines were added after line {lines}")
     return None
+
+
+def _read_into(file: BinaryIO, buffer: bytearray | memoryview) -> int:
+    """Fill `buffer` from `file` (fewer bytes only at the end of the file); `open_spool_file` gives a buffered
+    reader, whose `readinto` reads until the buffer is full."""
+    return cast(io.BufferedReader, file).readinto(buffer)
+
+
+def _same(want: bytearray, got: bytearray, length: int) -> bool:
+    """Whether the first `length` bytes of the two buffers are equal (whole buffers: one memcmp, no copy)."""
+    if length == len(want):
+        return want == got
+    return want[:length] == got[:length]
+
+
+def _described(witnessed: BinaryIO, current: BinaryIO, position: int, size: int) -> str:
+    """What differs in the chunk at `position`: both open files read again there (the slow path, once per
+    finding; the same files the comparison read, whatever was renamed since)."""
+    witnessed.seek(position)
+    current.seek(position)
+    want, got = witnessed.read(COMPARE_CHUNK), current.read(COMPARE_CHUNK)
+    return _difference(want, got, _lines_in(witnessed, position), position, size)
+
+
+def _lines_in(witnessed: BinaryIO, end: int) -> int:
+    """How many lines the copy's first `end` bytes hold."""
+    witnessed.seek(0)
+    lines = position = 0
+    while position < end and (block := witnessed.read(min(COMPARE_CHUNK, end - position))):
+        lines += block.count(b"\n")
+        position += len(block)
+    return lines
 
 
 def _difference(want: bytes, got: bytes, lines: int, position: int, size: int) -> str:
