@@ -1,0 +1,67 @@
+"""The per-event stamp's fast paths (issue #17) give byte-for-byte what the plain computation gives."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditlock.spool.chain import EventChain, UtcClock, uuid7_str
+
+# Every nanosecond from 1970 to the end of 9999 (occurred_at keeps four year digits).
+_TIMES = st.integers(min_value=0, max_value=253402300799 * 10**9 + 999_999_999)
+_RAND62 = st.integers(min_value=0, max_value=(1 << 62) - 1)
+
+
+def reference_stamp(now_ns: int, rand62: int) -> tuple[str, str, int]:
+    """occurred_at, event_id and month computed from scratch, with format specs and no cache."""
+    seconds, ns = divmod(now_ns, 10**9)
+    tm = time.gmtime(seconds)
+    occurred_at = time.strftime("%Y-%m-%dT%H:%M:%S", tm) + f".{ns // 1000:06d}Z"
+    return occurred_at, uuid7_str(now_ns, rand62), tm.tm_year * 12 + tm.tm_mon - 1
+
+
+def tail_of(rand62: int) -> str:
+    """The `RandomPool` tail (variant and 62 random bits) that holds `rand62`."""
+    return uuid7_str(0, rand62)[19:]
+
+
+class TestClockTables:
+    @settings(max_examples=400)
+    @given(st.lists(st.tuples(_TIMES, st.integers(0, 2_000_000), _RAND62), min_size=1, max_size=8))
+    def test_cached_stamp_equals_the_reference(self, steps: list[tuple[int, int, int]]) -> None:
+        """For any times (some a few ns or ms after the previous one, so the caches are reused), the clock gives the
+        reference occurred_at, event_id and month."""
+        clock = UtcClock()
+        for start, delta, rand in steps:
+            for now in (start, min(start + delta, 253402300799 * 10**9 + 999_999_999)):
+                assert clock.stamp(now, tail_of(rand)) == reference_stamp(now, rand)
+
+    def test_every_sub_millisecond_step_is_formatted(self) -> None:
+        """All 4096 values of the id's 12 sub-millisecond bits and all 1000 microseconds come out as the format
+        specs give them."""
+        clock = UtcClock()
+        base = 1_800_000_000_123 * 1_000_000
+        for now in {base + sub * 1_000_000 // 4096 for sub in range(4096)} | {base + us * 1000 for us in range(1000)}:
+            assert clock.stamp(now, tail_of(7)) == reference_stamp(now, 7)
+
+
+class TestStampedLine:
+    @settings(max_examples=200)
+    @given(_TIMES, st.integers(0, 2**63 - 1), st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4))
+    def test_line_is_the_canonical_dump(self, now: int, seq: int, payload: dict[str, str]) -> None:
+        """A stamped line is `orjson.dumps` of the record with the reference chain fields, in schema order."""
+        chain = EventChain("a" * 32, max_event_bytes=65536, clock=lambda: now)
+        chain.seq = seq
+        record: dict[str, Any] = {"schema": "auditlock/1", "event_id": None, "event_type": "order.updated",
+                                  "occurred_at": None, "payload": payload}
+        line, month = chain.stamp(record)
+        occurred_at, event_id, ref_month = reference_stamp(now, int(record["event_id"][19:].replace("-", ""), 16)
+                                                           & ((1 << 62) - 1))
+        expected = {"schema": "auditlock/1", "event_id": event_id, "event_type": "order.updated",
+                    "occurred_at": occurred_at, "payload": payload, "writer": "a" * 32, "seq": seq,
+                    "prev": "0" * 64}
+        assert (line, month) == (orjson.dumps(expected, option=orjson.OPT_APPEND_NEWLINE), ref_month)
