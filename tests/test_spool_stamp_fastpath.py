@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditlock.spool.chain import EventChain, UtcClock, uuid7_str
+from auditlock.spool.chain import EventChain, UtcClock, tails_of, uuid7_str
 
 # Every nanosecond from 1970 to the end of 9999 (occurred_at keeps four year digits).
 _TIMES = st.integers(min_value=0, max_value=253402300799 * 10**9 + 999_999_999)
@@ -65,3 +65,22 @@ class TestStampedLine:
                     "occurred_at": occurred_at, "payload": payload, "writer": "a" * 32, "seq": seq,
                     "prev": "0" * 64}
         assert (line, month) == (orjson.dumps(expected, option=orjson.OPT_APPEND_NEWLINE), ref_month)
+
+
+class TestRandomTails:
+    @settings(max_examples=200)
+    @given(st.integers(1, 64).flatmap(lambda n: st.binary(min_size=8 * n, max_size=8 * n)))
+    def test_tails_hold_the_random_bytes_under_the_variant(self, random: bytes) -> None:
+        """Tail i is head i (bytes 2i, 2i+1 of the first quarter, variant 0b10 over the top two bits) in hex, a dash,
+        and body i (6 bytes of the rest) in hex: 62 random bits an id, none repeated from another tail."""
+        count = len(random) // 8
+        expected = []
+        for i in range(count):
+            head, body = random[2 * i:2 * i + 2], random[2 * count + 6 * i:2 * count + 6 * i + 6]
+            expected.append(f"{0x80 | head[0] & 0x3F:02x}{head[1]:02x}-{body.hex()}")
+        assert tails_of(random) == expected
+
+    def test_every_variant_digit_is_reachable(self) -> None:
+        """All 256 head bytes map to the variant digits 8, 9, a, b with the byte's own low six bits kept."""
+        heads = {tails_of(bytes([b, 0]) + bytes(6))[0][:2] for b in range(256)}
+        assert heads == {f"{0x80 | b:02x}" for b in range(64)}
