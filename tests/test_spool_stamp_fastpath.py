@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditlock.config import Config
+from auditlock.handler.core import AuditCore
+from auditlock.handler.record import RecordBuilder, RecordPlan
 from auditlock.spool.chain import EventChain, UtcClock, tails_of, uuid7_str
 
 # Every nanosecond from 1970 to the end of 9999 (occurred_at keeps four year digits).
@@ -84,3 +88,43 @@ class TestRandomTails:
         """All 256 head bytes map to the variant digits 8, 9, a, b with the byte's own low six bits kept."""
         heads = {tails_of(bytes([b, 0]) + bytes(6))[0][:2] for b in range(256)}
         assert heads == {f"{0x80 | b:02x}" for b in range(64)}
+
+
+_MISSING = object()
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=4)
+                       | st.floats(allow_nan=False, allow_infinity=False), lambda inner: st.lists(inner, max_size=2),
+                       max_leaves=4)
+_SIDES = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _VALUES, max_size=4)
+
+
+def reference_changes(builder: RecordBuilder, plan: RecordPlan, before: dict[str, Any], after: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """`payload.changes` as the builder computed it before #17's fast path: every value through `_value`."""
+    changes = {}
+    for name, new in after.items():
+        if name in plan.change_fields:
+            old = before.get(name, _MISSING)
+            if type(old) is not type(new) or bool(old != new):
+                changes[name] = [builder._value(plan, name, None if old is _MISSING else old, "payload.changes"),
+                                 builder._value(plan, name, new, "payload.changes")]
+    for name, old in before.items():
+        if name in plan.change_fields and name not in after:
+            changes[name] = [builder._value(plan, name, old, "payload.changes"), None]
+    return changes
+
+
+class TestChangesFastPath:
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_SIDES, _SIDES, st.booleans())
+    def test_changes_equal_the_reference(self, make_config: Callable[..., Config], before: dict[str, Any],
+                                         after: dict[str, Any], hashed: bool) -> None:
+        """For any before/after of plain, int, float and list values (a missing key, None, `1` against `True`), with
+        and without an hmac field, `payload.changes` is what every value through `_value` gives."""
+        target = {"fields": ["a", "b", "c"], "hmac": ["b"] if hashed else []}
+        builder = AuditCore(make_config(targets={"Plain": target}))._builder
+        fields = {"actor_id": "user:1", "target_type": "Plain", "target_id": "1", "before": before, "after": after}
+        record = builder.build("order.updated", fields)
+        plan = builder._plans[("order.updated", "Plain")]
+        expected = reference_changes(builder, plan, before, after)
+        assert record["payload"].get("changes") == expected
+        assert orjson.dumps(record["payload"].get("changes")) == orjson.dumps(expected)
