@@ -34,6 +34,8 @@ def tail_of(rand62: int) -> str:
 
 
 class TestClockTables:
+    """The lookup tables give occurred_at and the id's time part exactly as the format specs did."""
+
     @settings(max_examples=400)
     @given(st.lists(st.tuples(_TIMES, st.integers(0, 2_000_000), _RAND62), min_size=1, max_size=8))
     def test_cached_stamp_equals_the_reference(self, steps: list[tuple[int, int, int]]) -> None:
@@ -54,6 +56,8 @@ class TestClockTables:
 
 
 class TestStampedLine:
+    """A stamped line is still the canonical dump of the record: the line format does not change."""
+
     @settings(max_examples=200)
     @given(_TIMES, st.integers(0, 2**63 - 1), st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4))
     def test_line_is_the_canonical_dump(self, now: int, seq: int, payload: dict[str, str]) -> None:
@@ -72,6 +76,8 @@ class TestStampedLine:
 
 
 class TestRandomTails:
+    """The random tails made in C hold exactly their random bytes, under RFC 9562's variant."""
+
     @settings(max_examples=200)
     @given(st.integers(1, 64).flatmap(lambda n: st.binary(min_size=8 * n, max_size=8 * n)))
     def test_tails_hold_the_random_bytes_under_the_variant(self, random: bytes) -> None:
@@ -114,6 +120,8 @@ def reference_changes(builder: RecordBuilder, plan: RecordPlan, before: dict[str
 
 
 class TestChangesFastPath:
+    """payload.changes without a call per plain value equals the former computation."""
+
     @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(_SIDES, _SIDES, st.booleans())
     def test_changes_equal_the_reference(self, make_config: Callable[..., Config], before: dict[str, Any],
