@@ -29,13 +29,13 @@ AUDIT_ARGUMENTS = frozenset(
 # Keys of a call that describe the event itself; every other key is a payload candidate.
 RESERVED_FIELDS = AUDIT_ARGUMENTS | {"event"}
 _NO_TARGET = TargetConfig()
-_MISSING = object()
 _PLAN_CACHE_MAX = 4096
 _NAMES_SHOWN = 20
 _SHOWN_MAX_CHARS = 100
 ACTOR_ID_MAX_CHARS = 256
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _MODULES = sys.modules
+_AS_IS = frozenset({str, bool, type(None)})  # payload values written as they are (outside hmac fields)
 
 
 @dataclass(frozen=True)
@@ -168,20 +168,23 @@ class RecordBuilder:
 
     def _changes(self, event_type: str, before: Any, after: Any, plan: RecordPlan) -> dict[str, Any]:
         old_values, new_values = _mapping(event_type, "before", before), _mapping(event_type, "after", after)
-        allowed = plan.change_fields
+        allowed, hashed = plan.change_fields, plan.hmac_fields
         changes = {}
         for name, new in new_values.items():
             if name in allowed:
-                old = old_values.get(name, _MISSING)
-                try:  # a change: another type (`1` -> `True`), or unequal values
-                    differs = type(old) is not type(new) or bool(old != new)
+                old = old_values.get(name)
+                try:  # unchanged: the same type and equal values (`1` -> `True` is a change); `!=` as always
+                    unchanged = type(old) is type(new) and not old != new  # noqa: SIM202
+                    if unchanged and (old is not None or name in old_values):
+                        continue
                 except RecursionError:
-                    # Two values too deep (or self-referencing) to compare: counted as a change, so that encoding
-                    # them refuses them with an EventError naming the field and the depth bound.
-                    differs = True
-                if differs:
-                    changes[name] = [self._value(plan, name, None if old is _MISSING else old, "payload.changes"),
+                    pass  # too deep (or self-referencing) to compare: a change, so that encoding refuses it with
+                    # an EventError naming the field and the depth bound
+                if hashed or type(old) not in _AS_IS or type(new) not in _AS_IS:
+                    changes[name] = [self._value(plan, name, old, "payload.changes"),
                                      self._value(plan, name, new, "payload.changes")]
+                else:
+                    changes[name] = [old, new]  # as they are (`_value`'s first case, without the calls)
         for name, old in old_values.items():
             if name in allowed and name not in new_values:
                 changes[name] = [self._value(plan, name, old, "payload.changes"), None]

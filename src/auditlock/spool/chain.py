@@ -37,7 +37,7 @@ _RAND62 = (1 << 62) - 1
 
 class RandomPool:
     """The random tails of UUIDv7 strings (`vxxx-xxxxxxxxxxxx`: the variant and 62 random bits), made from
-    `os.urandom` 4 KiB at a time (one syscall and one batch of formatting per 512 ids).
+    `os.urandom` 4 KiB at a time (one syscall per 512 ids, formatted in C: `tails_of`).
 
     A writer makes a new pool after fork, so parent and child never hand out the same numbers.
     """
@@ -50,14 +50,23 @@ class RandomPool:
     def next_tail(self) -> str:
         """The next random tail."""
         if not self._tails:
-            digits = os.urandom(self._SIZE).hex()
-            self._tails = [f"{_VARIANT_DIGIT[digits[i]]}{digits[i + 1:i + 4]}-{digits[i + 4:i + 16]}"
-                           for i in range(0, len(digits), 16)]
+            self._tails = tails_of(os.urandom(self._SIZE))
         return self._tails.pop()
 
 
-# A random hex digit -> the digit holding RFC 9562's variant (0b10) in its top two bits and its own low two bits.
-_VARIANT_DIGIT = {f"{d:x}": f"{0b1000 | d & 0b11:x}" for d in range(16)}
+def tails_of(random: bytes) -> list[str]:
+    """UUID tails made from random bytes, 8 a tail: the first quarter gives each tail's 2-byte head (its top two
+    bits replaced by RFC 9562's variant, 0b10), the rest its 6-byte body, and `bytes.hex` with a separator and
+    `str.split` cut them apart without a Python step per tail (~2.5x faster than slicing one hex string)."""
+    count = len(random) // 8
+    heads = bytearray(random[:2 * count])
+    heads[0::2] = heads[0::2].translate(_WITH_VARIANT)
+    bodies = random[2 * count:8 * count]
+    return list(map("-".join, zip(heads.hex(" ", 2).split(), bodies.hex(" ", 6).split(), strict=True)))
+
+
+# A random byte -> the same byte with RFC 9562's variant (0b10) in its top two bits.
+_WITH_VARIANT = bytes(0b1000_0000 | b & 0b0011_1111 for b in range(256))
 
 
 class UtcClock:
@@ -82,8 +91,9 @@ class UtcClock:
         ms, sub_ns = divmod(now_ns, 1_000_000)
         if ms != self._ms:
             self._new_millisecond(ms)
-        return (f"{self._ms_prefix}{sub_ns // 1000:03d}Z", f"{self._id_prefix}{sub_ns * 4096 // 1_000_000:03x}-{tail}",
-                self._month)
+        sub = sub_ns * 4096 // 1_000_000  # the 12 bits of sub-millisecond time, as 3 hex digits from two tables
+        return (f"{self._ms_prefix}{_DIGITS3[sub_ns // 1000]}Z",
+                f"{self._id_prefix}{_HEX1[sub >> 8]}{_HEX2[sub & 0xFF]}-{tail}", self._month)
 
     def _new_millisecond(self, ms: int) -> None:
         second, ms_of_second = divmod(ms, 1000)
@@ -93,9 +103,16 @@ class UtcClock:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", tm)
             self._month = tm.tm_year * 12 + tm.tm_mon - 1
         self._ms = ms
-        self._ms_prefix = f"{self._prefix}.{ms_of_second:03d}"
+        self._ms_prefix = f"{self._prefix}.{_DIGITS3[ms_of_second]}"
         h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
         self._id_prefix = f"{h[:8]}-{h[8:]}-7"
+
+
+# `f"{n:03d}"` and `f"{n:03x}"` per event cost ~0.2 µs each (int.__format__ with a spec); a tuple index ~10 ns.
+# 1000 + 16 + 256 short strings (~70 KB), the same text the format specs give.
+_DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
+_HEX1 = tuple(f"{n:x}" for n in range(16))
+_HEX2 = tuple(f"{n:02x}" for n in range(256))
 
 
 class EventChain:
