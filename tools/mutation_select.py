@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import json
 import os
 import site
@@ -87,6 +88,7 @@ def build_map(out: Path, modules: list[str], pytest_args: list[str]) -> int:
     os.environ["MUTRUN_COV_DIR"] = str(work)
     cov.start()
     try:
+        _import_at_import_time(modules)
         code = pytest.main(["-q", "-p", "no:cacheprovider", *pytest_args], plugins=[state])
     finally:
         cov.stop()
@@ -96,6 +98,14 @@ def build_map(out: Path, modules: list[str], pytest_args: list[str]) -> int:
     mapping["exit_code"] = int(code)
     out.write_text(json.dumps(mapping))
     return int(code)
+
+
+def _import_at_import_time(modules: list[str]) -> None:
+    """Import the group's modules before any test, so their top-level lines are measured as import time (the code
+    under test may import them lazily, inside whichever test comes first)."""
+    for module in modules:
+        parts = Path(module).with_suffix("").parts
+        importlib.import_module(".".join(parts[parts.index("src") + 1:] if "src" in parts else parts))
 
 
 class _Recorder:
