@@ -1,6 +1,7 @@
 """A fork server for the mutation run: pytest started once per run, not once per mutant (see docs/testing.md).
 
-    python tools/mutation_runner.py serve SOCKET TIMEOUT_S -- PYTEST-ARGS...   (tools/mutation.sh starts it)
+    python tools/mutation_runner.py serve SOCKET TIMEOUT_S [--select MODULE...] -- PYTEST-ARGS...
+                                                                    (tools/mutation.sh starts it)
     python tools/mutation_runner.py run SOCKET                                   (Cosmic Ray's test command)
 
 Starting pytest with this project's plugins and conftest costs about 3 s of CPU, which on a loaded two-core
@@ -11,7 +12,8 @@ The client's exit status is the child's: 0 means the mutant survived. The child 
 own; when the client goes away (Cosmic Ray's timeout killed it) the server kills that whole group before it
 takes the next mutant, so no test run outlives its mutant and no status reaches the wrong client. A child still
 running after TIMEOUT_S is ended by its alarm. If the server cannot be reached, the client runs pytest itself
-(slow, but never a mutant counted as killed because the runner was down).
+(slow, but never a mutant counted as killed because the runner was down). With `--select`, each mutant runs only
+the tests that executed the statements it changed (tools/mutation_select.py; the map is built before serving).
 """
 
 from __future__ import annotations
