@@ -5,8 +5,9 @@
 `map` runs the group's tests once under `coverage`, switching the coverage context to each test's node id, and
 writes which tests executed each line of the group's modules. Code run by a subprocess a test starts is measured
 too: a `.pth` hook in the tree's virtualenv starts coverage in every Python child while `MUTRUN_COV_DIR` is set,
-under the context of the test running at the time. A child that cannot save its data (SIGKILLed, or a fork of the
-test process that ends with `os._exit`) makes its test one that runs for *every* mutant ("always" tests).
+under the context of the test running at the time. A child that cannot save its data (SIGKILLed, or a fork — of the test
+process or of a child — that ends with `os._exit`) makes its test one that runs for *every* mutant ("always"
+tests).
 
 `Selection` (used by the fork server) compares the group's modules with their pristine text, finds the statements
 a mutant changed and returns the tests to run for it:
@@ -58,6 +59,12 @@ if _dir:
             _cov.save()
 
     atexit.register(_save)
+
+    def _forked() -> None:  # a fork of this child ends without saving: its test runs for every mutant
+        with open(os.path.join(_dir, f"fork-{os.getpid()}.json"), "w") as f:
+            json.dump({"context": _context}, f)
+
+    os.register_at_fork(after_in_child=_forked)
 '''
 
 
