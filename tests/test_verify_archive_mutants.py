@@ -7,9 +7,12 @@ edits and re-signs its own copy as a forger with the key would.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from tests.support.verify_env import subjects
+import orjson
+
+from tests.support.verify_env import kinds, subjects
 from tests.support.verify_forgery import ArchiveCopy, reseal
 from tests.test_verify_invariants import copy, month_boundary_writer, pristine, private_key, run
 
@@ -33,3 +36,114 @@ class TestNegativeSeqStart:
         _status, report = run(copy, pristine)
 
         assert f"writer {writer}" in subjects(report, "seq gap")
+
+
+class TestReplayedLineIsNotAContinuation:
+    """Invariant: a line continues its writer's run only at exactly the next seq, whatever its prev says."""
+
+    def test_seq_zero_chained_after_the_last_line_is_a_duplicate(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a second seq 0 of a writer, put after its latest line and chained to it (prev = that line's
+        hash), digests re-signed, is named `seq 0–0 present more than once` — not taken as the run going on."""
+        writer, head, following = month_boundary_writer(copy)
+        lines = copy.lines(following)
+        first = copy.events(head)[0]
+        replay = {**first, "prev": hashlib.sha256(lines[-1]).hexdigest(),
+                  "event_id": first["event_id"][:-4] + "eeee"}
+        copy.write_lines(following, [*lines, orjson.dumps(replay)])
+        reseal(copy, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        duplicates = [f["detail"] for f in report["findings"]
+                      if f["kind"] == "duplicate event" and f["subject"] == f"writer {writer}"]
+        assert [d for d in duplicates if d.startswith("seq 0–0 present more than once")], report["findings"]
+
+
+class TestClosedRecordOfAnOpenWriter:
+    """Invariant: a digest's `closed: false` matches any last line that is not the clean-end record."""
+
+    def test_not_closed_over_an_ordinary_event_is_no_mismatch(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a writer recorded not closed whose recorded line is an ordinary event (one whose type sorts
+        after `auditlock.writer_closed`) is no `digest closed mismatch`."""
+        key, index = _first_closing_line(copy)
+        events = copy.events(key)
+        writer, seq = events[index]["writer"], events[index]["seq"]
+        events[index]["event_type"] = "order.updated"
+        copy.write_events(key, events)
+        recording = _digests_recording(copy, writer, seq)
+        assert recording
+        for digest in recording:
+            body = copy.digest(digest)
+            body["writers"][writer]["closed"] = False
+            copy.write_digest(digest, body)
+        reseal(copy, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        assert "digest closed mismatch" not in kinds(report), report["findings"]
+
+
+def _first_closing_line(copy: ArchiveCopy) -> tuple[str, int]:
+    """The object and line index of the first clean-end record in the copy."""
+    for key in copy.stored():
+        for index, event in enumerate(copy.events(key)):
+            if event["event_type"] == "auditlock.writer_closed":
+                return key, index
+    raise AssertionError("the pristine archive has no closed writer")
+
+
+def _digests_recording(copy: ArchiveCopy, writer: str, seq: int) -> list[str]:
+    """The digests whose writer record for `writer` ends at `seq`."""
+    return [key for key in copy.stored("digests")
+            if copy.digest(key).get("writers", {}).get(writer, {}).get("last_seq") == seq]
+
+
+class TestClosedWritersAreNotOpen:
+    """Invariant: a writer whose last line is its clean-end record is neither open nor missing its tail."""
+
+    def test_clean_archive_has_no_open_writer(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: the agent's clean archive (every writer closed, its events recent) lists no open writer."""
+        status, report = run(copy, pristine)
+
+        assert report["open_writers"] == []
+        assert (status, report["findings"]) == (0, [])
+
+
+class TestDirectoryCopySkipsLocks:
+    """Invariant: the report says what it could not check — on a directory copy, Object Lock and tags."""
+
+    def test_directory_report_names_the_lock_checks_skipped(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a directory source's report lists the lock, retain-until and tag checks as skipped."""
+        _status, report = run(copy, pristine)
+
+        assert [s for s in report["skipped"] if s.startswith("Object Lock mode, retain-until and tags")]
+
+
+class TestHostileDigestFields:
+    """Invariant: a digest's fields are hostile input — a wrong type is a finding or a note, never a crash."""
+
+    def test_app_drops_of_another_shape_are_counted_as_none(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: `app_drops` whose per-writer values are not objects (re-signed) counts no drops and does
+        not stop verify."""
+        newest = copy.stored("digests")[-1]
+        body = copy.digest(newest)
+        body["app_drops"] = {"writer-a": "many", "writer-b": 3}
+        copy.resign(newest, body, private_key(pristine))
+
+        status, report = run(copy, pristine)
+
+        assert status == 0, report
+        assert f"{newest}: applications reported 0 audit events dropped so far (on_error = drop) by 2 writers; " \
+               "see its app_drops" in report["notes"]
+
+    def test_previous_of_another_type_is_a_finding(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a digest whose `previous` is a number (not an object or null) is named, not a crash."""
+        newest = copy.stored("digests")[-1]
+        body = copy.digest(newest)
+        body["previous"] = 5
+        copy.resign(newest, body, private_key(pristine))
+
+        status, report = run(copy, pristine)
+
+        assert status == 1, report
+        assert newest in {f["subject"] for f in report["findings"]}
