@@ -147,3 +147,19 @@ class TestHostileDigestFields:
 
         assert status == 1, report
         assert newest in {f["subject"] for f in report["findings"]}
+
+
+class TestForeignFileInACopy:
+    """Invariant: everything under `events/` of a directory copy is an archive object or a finding."""
+
+    def test_nested_file_is_a_foreign_object(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a file one directory deeper than the agent's keys (which readers would never see) is a
+        `foreign object` of the copy."""
+        month = Path(copy.stored()[0]).parent
+        stray = copy.root / month / "nested" / "extra.jsonl.gz"
+        stray.parent.mkdir()
+        stray.write_bytes(b"")
+
+        _status, report = run(copy, pristine)
+
+        assert f"{month}/nested/extra.jsonl.gz" in subjects(report, "foreign object")
