@@ -7,6 +7,7 @@ edits and re-signs its own copy as a forger with the key would.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
@@ -163,3 +164,19 @@ class TestForeignFileInACopy:
         _status, report = run(copy, pristine)
 
         assert f"{month}/nested/extra.jsonl.gz" in subjects(report, "foreign object")
+
+
+class TestObjectCutShort:
+    """Invariant: an events object ends with a newline — one whose last line has none was cut short."""
+
+    def test_missing_final_newline_is_unreadable(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: an object whose content lost its final newline (digests re-listing its new bytes) is an
+        `unreadable object` saying it was cut short."""
+        key = copy.stored()[0]
+        (copy.root / key).write_bytes(gzip.compress(b"\n".join(copy.lines(key)), mtime=0))
+        reseal(copy, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        assert {"kind": "unreadable object", "subject": key,
+                "detail": "the last line has no newline (the object was cut short)"} in report["findings"]
