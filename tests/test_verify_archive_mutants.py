@@ -180,3 +180,13 @@ class TestObjectCutShort:
 
         assert {"kind": "unreadable object", "subject": key,
                 "detail": "the last line has no newline (the object was cut short)"} in report["findings"]
+
+
+class TestSignerNoteOnlyForAKeyring:
+    """Invariant: which key signed how many digests is noted only when verify was given several keys."""
+
+    def test_one_key_gives_no_signer_note(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: with the one key every digest is signed by, the report has no per-key signature note."""
+        _status, report = run(copy, pristine)
+
+        assert not [n for n in report["notes"] if n.startswith("digest signatures by key")], report["notes"]
