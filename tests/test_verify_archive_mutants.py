@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.support.verify_env import kinds, subjects
 from tests.support.verify_forgery import ArchiveCopy, reseal
@@ -190,3 +191,32 @@ class TestSignerNoteOnlyForAKeyring:
         _status, report = run(copy, pristine)
 
         assert not [n for n in report["notes"] if n.startswith("digest signatures by key")], report["notes"]
+
+
+class TestPredecessorLinkEitherSide:
+    """Invariant: a digest's link to its predecessor is compared for equality — a forged value is named whichever
+    side of the true one it sorts on (the archive's hashes and agent ids are random)."""
+
+    @pytest.mark.parametrize("forged", ["00" * 32, "ff" * 32])
+    def test_recorded_hash_below_or_above(self, copy: ArchiveCopy, pristine: Path, forged: str) -> None:
+        """Invariant: a re-signed successor recording a predecessor hash of all zeros or all ones is named."""
+        middle, newest = copy.stored("digests")[1:3]
+        body = copy.digest(newest)
+        body["previous"]["sha256"] = forged
+        copy.resign(newest, body, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        assert middle in subjects(report, "digest modified")
+
+    @pytest.mark.parametrize("forged", ["0" * 32, "f" * 32])
+    def test_agent_below_or_above(self, copy: ArchiveCopy, pristine: Path, forged: str) -> None:
+        """Invariant: a re-signed successor claiming an agent id of all zeros or all ones is a broken chain."""
+        newest = copy.stored("digests")[2]
+        body = copy.digest(newest)
+        body["agent"]["id"] = forged
+        copy.resign(newest, body, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        assert newest in subjects(report, "broken digest chain")
