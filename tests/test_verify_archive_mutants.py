@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -220,3 +222,121 @@ class TestPredecessorLinkEitherSide:
         _status, report = run(copy, pristine)
 
         assert newest in subjects(report, "broken digest chain")
+
+
+def _writer_lines(copy: ArchiveCopy, key: str, writer: str) -> list[int]:
+    """Indexes of `writer`'s lines in an object."""
+    return [n for n, event in enumerate(copy.events(key)) if event["writer"] == writer]
+
+
+def _details(report: dict[str, Any], kind: str, subject: str) -> list[str]:
+    """The details of the report's findings of one kind and subject."""
+    return [f["detail"] for f in report["findings"] if f["kind"] == kind and f["subject"] == subject]
+
+
+class TestGapInsideAnObject:
+    """Invariant: a run of a writer continues only at the next seq — a skipped seq is a gap even when the line
+    after it is chained to the line before it."""
+
+    def test_line_removed_and_chain_relinked_is_a_gap(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: a middle line removed from an object, its successor's prev re-pointed at the line before,
+        digests re-signed, is `seq N–N missing`."""
+        writer, head, _following = month_boundary_writer(copy)
+        lines, events = copy.lines(head), copy.events(head)
+        mine = _writer_lines(copy, head, writer)
+        before, removed, after = mine[0], mine[1], mine[2]
+        events[after]["prev"] = hashlib.sha256(lines[before]).hexdigest()
+        kept = [orjson.dumps(e) if n == after else line for n, (line, e) in enumerate(zip(lines, events, strict=True))
+                if n != removed]
+        copy.write_lines(head, kept)
+        reseal(copy, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        seq = events[removed]["seq"]
+        gaps = _details(report, "seq gap", f"writer {writer}")
+        assert [g for g in gaps if g.startswith(f"seq {seq}–{seq} missing")], report["findings"]
+
+
+class TestChainBreakEitherSide:
+    """Invariant: `prev` is compared for equality — a wrong prev is a chain break whichever side of the right
+    hash it sorts on (the archive's hashes are random)."""
+
+    @pytest.mark.parametrize("forged", ["0" * 64, "f" * 64])
+    def test_middle_line_prev_below_or_above(self, copy: ArchiveCopy, pristine: Path, forged: str) -> None:
+        """Invariant: a middle line whose prev is all zeros or all ones (no reseal) is a `chain break`."""
+        writer, head, _following = month_boundary_writer(copy)
+        events = copy.events(head)
+        events[_writer_lines(copy, head, writer)[2]]["prev"] = forged
+        copy.write_events(head, events)
+
+        _status, report = run(copy, pristine)
+
+        assert f"writer {writer}" in subjects(report, "chain break")
+
+    @pytest.mark.parametrize("forged", ["", "0" * 63 + "1"])
+    def test_first_line_prev_below_or_above_zeros(self, copy: ArchiveCopy, pristine: Path, forged: str) -> None:
+        """Invariant: a writer's seq 0 whose prev is not exactly 64 zeros (empty, or one above) is a `chain
+        break`."""
+        writer, head, _following = month_boundary_writer(copy)
+        events = copy.events(head)
+        events[_writer_lines(copy, head, writer)[0]]["prev"] = forged
+        copy.write_events(head, events)
+        reseal(copy, private_key(pristine))  # seq 1 on chained to the edited seq 0: only the start is wrong
+
+        _status, report = run(copy, pristine)
+
+        assert f"writer {writer}" in subjects(report, "chain break")
+
+    @pytest.mark.parametrize("forged", ["0" * 64, "f" * 64])
+    def test_next_object_prev_below_or_above(self, copy: ArchiveCopy, pristine: Path, forged: str) -> None:
+        """Invariant: the first line of a writer's next object, its prev all zeros or all ones (the object's other
+        lines chained to it, no reseal), is a `chain break` across the objects."""
+        writer, _head, following = month_boundary_writer(copy)
+        events = copy.events(following)
+        mine = _writer_lines(copy, following, writer)
+        events[mine[0]]["prev"] = forged
+        for before, after in itertools.pairwise(mine):  # the rest of the object chained to the edited line
+            events[after]["prev"] = hashlib.sha256(orjson.dumps(events[before])).hexdigest()
+        copy.write_events(following, events)
+
+        _status, report = run(copy, pristine)
+
+        assert f"writer {writer}" in subjects(report, "chain break")
+
+
+class TestRecordedLastHashEitherSide:
+    """Invariant: a digest's recorded `last_hash` is compared for equality with the line it names."""
+
+    @pytest.mark.parametrize("forged", ["0" * 64, "f" * 64])
+    def test_last_hash_below_or_above(self, copy: ArchiveCopy, pristine: Path, forged: str) -> None:
+        """Invariant: the newest digest re-signed with a writer's last_hash all zeros or all ones is a `digest
+        hash mismatch`."""
+        newest = copy.stored("digests")[-1]
+        body = copy.digest(newest)
+        writer = sorted(body["writers"])[0]
+        body["writers"][writer]["last_hash"] = forged
+        copy.resign(newest, body, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        assert newest in subjects(report, "digest hash mismatch")
+
+
+class TestWriterGoneFromTheArchive:
+    """Invariant: a writer a digest records must have events in the archive."""
+
+    def test_every_object_of_a_writer_removed(self, copy: ArchiveCopy, pristine: Path) -> None:
+        """Invariant: all objects of a writer removed (digests re-signed without them, its writer record kept)
+        is a `seq gap` saying no event of that writer is in the archive."""
+        writer, _head, _following = month_boundary_writer(copy)
+        objects = copy.writer_objects(writer)
+        assert all({e["writer"] for e in copy.events(key)} == {writer} for key in objects)
+        for key in objects:
+            copy.remove(key)
+        reseal(copy, private_key(pristine))
+
+        _status, report = run(copy, pristine)
+
+        gaps = _details(report, "seq gap", f"writer {writer}")
+        assert [g for g in gaps if g.endswith("and no event of this writer is in the archive")], report["findings"]
