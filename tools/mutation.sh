@@ -45,7 +45,8 @@ tests/test_spool_reader.py"
 tests/test_verify_report.py tests/test_verify_cli.py"
 "verify-archive|src/auditlock/verify/events.py src/auditlock/verify/archive.py src/auditlock/verify/digests.py \
 src/auditlock/verify/objects.py src/auditlock/verify/source.py src/auditlock/verify/versions.py|\
-tests/test_verify_spool.py tests/test_verify_invariants.py tests/test_verify_archive_edges.py"
+tests/test_verify_spool.py tests/test_verify_invariants.py tests/test_verify_archive_edges.py \
+tests/test_verify_archive_mutants.py"
 "shipper|src/auditlock/agent/shipper.py|tests/test_agent_sink_lost.py tests/test_agent_batch_due.py \
 tests/test_agent_content_md5.py \
 tests/test_agent_invariants.py::TestUploadingIntent tests/test_agent_invariants.py::TestSegmentsKeptUntilConfirmed \
