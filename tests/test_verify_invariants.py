@@ -11,8 +11,10 @@ tests/test_verify_archive.py.
 from __future__ import annotations
 
 import base64
+import os
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,29 @@ from tests.support.verify_env import (
 )
 from tests.support.verify_forgery import PREFIX, ArchiveCopy, reseal
 
+ARCHIVE_CACHE_ENV = "AUDITLOCK_TEST_ARCHIVE_CACHE"
+
 
 @pytest.fixture(scope="module")
-def pristine(moto_s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A download of a clean signed archive the real agent wrote (three batches, two classes, a month boundary);
-    the signing key pair lies next to it (`digest-key.pem`, `digest-key.pub.pem`)."""
-    root = tmp_path_factory.mktemp("invariants")
+    the signing key pair lies next to it (`digest-key.pem`, `digest-key.pub.pem`).
+
+    With `AUDITLOCK_TEST_ARCHIVE_CACHE=DIR` (set by tools/mutation.sh for groups that mutate only `verify/`, which
+    builds no archive) the first build is kept in DIR and reused by later test runs instead of being rebuilt."""
+    cache = os.environ.get(ARCHIVE_CACHE_ENV)
+    if not cache:
+        return _build_pristine(request, tmp_path_factory.mktemp("invariants"))
+    kept = Path(cache) / "kept"
+    if not kept.is_dir():
+        built = _build_pristine(request, Path(tempfile.mkdtemp(prefix="building-", dir=cache)))
+        built.parent.rename(kept)  # whole or not at all: a run stopped mid-build leaves only a building-* dir
+    return kept / "copy"
+
+
+def _build_pristine(request: pytest.FixtureRequest, root: Path) -> Path:
+    """Build the archive with the agent on moto under `root` and download it to `root/copy`."""
+    moto_s3: S3Endpoint = request.getfixturevalue("moto_s3")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
         patch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
@@ -48,7 +67,7 @@ def pristine(moto_s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> I
         private, _public = make_keypair(root)
         enable_signing(env, private)
         build_archive(env)
-        yield download(env, root / "copy")
+        return download(env, root / "copy")
 
 
 @pytest.fixture

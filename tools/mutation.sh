@@ -21,7 +21,7 @@ set -euo pipefail
 
 COSMIC_RAY="cosmic-ray==8.7.0"
 MUTANT_TIMEOUT_S="${MUTANT_TIMEOUT_S:-120}"
-SERVER_START_S=600  # preloading imports once; generous: the machine may be loaded
+SERVER_START_S=1800  # preloading imports and building the coverage map (one test run); the machine may be loaded
 base="${MUTATION_DIR:-/tmp/auditlock-mutation}"
 repo="$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)"
 filter="$repo/tools/mutation_filter.py"
@@ -45,7 +45,8 @@ tests/test_spool_reader.py"
 tests/test_verify_report.py tests/test_verify_cli.py"
 "verify-archive|src/auditlock/verify/events.py src/auditlock/verify/archive.py src/auditlock/verify/digests.py \
 src/auditlock/verify/objects.py src/auditlock/verify/source.py src/auditlock/verify/versions.py|\
-tests/test_verify_spool.py tests/test_verify_invariants.py tests/test_verify_archive_edges.py"
+tests/test_verify_spool.py tests/test_verify_invariants.py tests/test_verify_archive_edges.py \
+tests/test_verify_archive_mutants.py"
 "shipper|src/auditlock/agent/shipper.py|tests/test_agent_sink_lost.py tests/test_agent_batch_due.py \
 tests/test_agent_content_md5.py \
 tests/test_agent_invariants.py::TestUploadingIntent tests/test_agent_invariants.py::TestSegmentsKeptUntilConfirmed \
@@ -78,12 +79,22 @@ TOML
 }
 
 start_runner() {  # WORK: the fork server for this run's tests, listening on $work/runner.sock
-    local work="$1" tests waited=0
+    local work="$1" tests waited=0 select=()
+    unset AUDITLOCK_TEST_ARCHIVE_CACHE
     tests=$(cat "$work/tests")
     rm -f "$work/runner.sock"
+    # Per-mutant test selection by coverage (MUTATION_SELECT=0: every test for every mutant). The module list is
+    # read from the session's config, so a resumed run selects for the modules it was initialised with.
+    [[ "${MUTATION_SELECT:-1}" == 0 ]] || mapfile -t select < <(modules_of "$work")
+    [[ ${#select[@]} -eq 0 ]] || select=(--select "${select[@]}")
+    # A group that mutates only verify/ cannot change the archive the agent builds for the verify tests: build it
+    # once and reuse it (tests/test_verify_invariants.py::pristine).
+    if ! modules_of "$work" | grep -qv '^src/auditlock/verify/'; then
+        mkdir -p "$work/archive-cache" && export AUDITLOCK_TEST_ARCHIVE_CACHE="$work/archive-cache"
+    fi
     # shellcheck disable=SC2086  # the test list is words
     (cd "$work/tree" && exec .venv/bin/python tools/mutation_runner.py serve "$work/runner.sock" \
-        "$MUTANT_TIMEOUT_S" -- -m "not rgw" $tests) > "$work/runner.log" 2>&1 &
+        "$MUTANT_TIMEOUT_S" "${select[@]}" -- -m "not rgw" $tests) > "$work/runner.log" 2>&1 &
     runner_pid=$!
     trap 'kill "$runner_pid" 2>/dev/null || true' EXIT
     until [[ -S "$work/runner.sock" ]]; do
@@ -91,6 +102,10 @@ start_runner() {  # WORK: the fork server for this run's tests, listening on $wo
         (( waited++ < SERVER_START_S )) || { echo "runner not up after ${SERVER_START_S}s" >&2; exit 1; }
         sleep 1
     done
+}
+
+modules_of() {  # WORK: the modules the session mutates, one a line (from its cosmic-ray.toml)
+    sed -n 's/^module-path = \[\(.*\)\]$/\1/p' "$1/cosmic-ray.toml" | tr -d '" ' | tr ',' '\n'
 }
 
 exec_run() {  # WORK: run the pending mutants, then write survivors.txt
