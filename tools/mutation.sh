@@ -59,6 +59,7 @@ init_run() {  # WORK "MODULES" "TESTS": a fresh copy of HEAD, a session, equival
     git -C "$repo" rev-parse HEAD > "$work/commit"
     git -C "$repo" archive HEAD | tar -x -C "$work/tree"
     (cd "$work/tree" && uv sync --locked --all-extras --quiet)
+    "$work/tree/.venv/bin/python" "$repo/tools/mutation_exception_name.py" > /dev/null  # an honest exception replacer
     printf '%s\n' "$tests" > "$work/tests"
     local module_list
     module_list=$(printf '"%s", ' $modules)

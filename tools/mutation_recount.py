@@ -102,6 +102,8 @@ def main() -> int:
     split = argv.index("--") if "--" in argv else len(argv)  # PYTEST-ARGS: everything after `--`, as given
     args = parser.parse_args(argv[:split])
     tree = args.tree.resolve()
+    subprocess.run([str(tree / ".venv/bin/python"), str(Path(__file__).with_name("mutation_exception_name.py"))],
+                   check=True, stdout=subprocess.DEVNULL)  # Cosmic Ray's exception name, defined in TREE's processes
     command = _test_command(tree, args.runner, argv[split + 1:])
     for survivor in read_survivors(args.survivors):
         if args.only and survivor.number not in args.only:
