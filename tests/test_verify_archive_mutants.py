@@ -340,3 +340,23 @@ class TestWriterGoneFromTheArchive:
 
         gaps = _details(report, "seq gap", f"writer {writer}")
         assert [g for g in gaps if g.endswith("and no event of this writer is in the archive")], report["findings"]
+
+
+class TestLinesThatAreNotEvents:
+    """Invariant: a line of an events object that is JSON but not an event — an object missing an event's keys, or
+    not an object at all — is a named bad line of an `unreadable object`, never a crash of verify."""
+
+    @pytest.mark.parametrize("line", [b'{"writer":"ab","seq":1}', b"[1,2,3]", b'"text"'],
+                             ids=["object-missing-keys", "array", "string"])
+    def test_json_that_is_not_an_event_is_a_bad_line(self, copy: ArchiveCopy, pristine: Path, line: bytes) -> None:
+        """Invariant: such a line appended to an object, digests re-signed, is named by its line number."""
+        key = copy.stored()[0]
+        lines = copy.lines(key)
+        copy.write_lines(key, [*lines, line])
+        reseal(copy, private_key(pristine))
+
+        status, report = run(copy, pristine)
+
+        assert status == 1
+        assert {"kind": "unreadable object", "subject": key,
+                "detail": f"lines {len(lines) + 1} are not auditlock/1 events"} in report["findings"]

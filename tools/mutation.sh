@@ -39,8 +39,8 @@ tests/test_spool_reader.py tests/test_agent_recovery.py"
 src/auditlock/spool/format.py src/auditlock/spool/files.py|tests/test_spool_shipping_check.py \
 tests/test_spool_chain_invariants.py tests/test_spool_reader_invariants.py tests/test_spool_reader.py \
 tests/test_agent_recovery.py tests/test_spool_writer.py tests/test_spool_enospc.py tests/test_verify_spool.py"
-"writer|src/auditlock/spool/writer.py|tests/test_spool_writer.py tests/test_spool_enospc.py \
-tests/test_spool_reader.py"
+"writer|src/auditlock/spool/writer.py|tests/test_spool_writer.py tests/test_spool_writer_promises.py \
+tests/test_spool_enospc.py tests/test_spool_reader.py"
 "verify-spool|src/auditlock/verify/spool.py src/auditlock/verify/findings.py|tests/test_verify_spool.py \
 tests/test_verify_report.py tests/test_verify_cli.py"
 "verify-archive|src/auditlock/verify/events.py src/auditlock/verify/archive.py src/auditlock/verify/digests.py \
@@ -48,7 +48,7 @@ src/auditlock/verify/objects.py src/auditlock/verify/source.py src/auditlock/ver
 tests/test_verify_spool.py tests/test_verify_invariants.py tests/test_verify_archive_edges.py \
 tests/test_verify_archive_mutants.py"
 "shipper|src/auditlock/agent/shipper.py|tests/test_agent_sink_lost.py tests/test_agent_batch_due.py \
-tests/test_agent_content_md5.py \
+tests/test_agent_content_md5.py tests/test_agent_delivery_outcomes.py tests/test_agent_quarantine_counts.py \
 tests/test_agent_invariants.py::TestUploadingIntent tests/test_agent_invariants.py::TestSegmentsKeptUntilConfirmed \
 tests/test_agent_invariants.py::TestObjectKeysAreDeterministic"
 )

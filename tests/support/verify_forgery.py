@@ -101,7 +101,8 @@ def _relink(copy: ArchiveCopy) -> dict[tuple[str, int], str]:
     """Recompute every line's `prev` as the hash of its writer's line seq-1 (in the same object if it is there,
     else the first one seen); rewrite the objects whose lines changed. Returns (writer, seq) → the line's hash."""
     located = [(event["writer"], event["seq"], key, index, event)
-               for key in copy.stored() for index, event in enumerate(copy.events(key))]
+               for key in copy.stored() for index, event in enumerate(copy.events(key))
+               if isinstance(event, dict) and {"writer", "seq", "prev"} <= event.keys()]  # a planted non-event stays
     hashes: dict[tuple[str, int], str] = {}
     in_object: dict[tuple[str, int, str], str] = {}
     contents = {key: copy.lines(key) for key in copy.stored()}
