@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -54,14 +53,6 @@ class RejectFirstEventsObject:
             self.rejected.append(path)
             return REJECTED
         return "pass"
-
-
-@pytest.fixture
-def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
-    """A fresh FaultProxy in front of moto; it must not have hit an internal error."""
-    with FaultProxy(moto_s3.url, max_stall=15) as fp:
-        yield fp
-    assert fp.errors == []
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,6 @@ MakeEnv = Callable[..., ArchiveEnv]
 def s3(moto_s3: S3Endpoint) -> S3Endpoint:
     """These tests run against the session's moto server only (the proxy needs a fast upstream)."""
     return moto_s3
-
-
-@pytest.fixture
-def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
-    """A fresh FaultProxy in front of moto; it must not have hit an internal error."""
-    with FaultProxy(moto_s3.url, max_stall=15) as fp:
-        yield fp
-    assert fp.errors == []
 
 
 @pytest.fixture

@@ -59,14 +59,6 @@ def start_agent() -> Iterator[StartAgent]:
         agent.close()
 
 
-@pytest.fixture
-def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
-    """A FaultProxy in front of moto (for the tests that take S3 away)."""
-    with FaultProxy(moto_s3.url) as fp:
-        yield fp
-    assert fp.errors == []
-
-
 class TestGaugesDuringAnOutage:
     """The backlog, oldest-event-age and spool-usage gauges move while a delivery is retried, not only after."""
 

@@ -176,14 +176,6 @@ def start_agent() -> Iterator[StartAgent]:
 
 
 
-@pytest.fixture
-def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
-    """A FaultProxy in front of moto (for the tests that take S3 away)."""
-    with FaultProxy(moto_s3.url) as fp:
-        yield fp
-    assert fp.errors == []
-
-
 def make_env(root: Path, bucket: tuple[S3Endpoint, str], **kwargs: Any) -> ArchiveEnv:
     """An ArchiveEnv for the bucket (straight to moto unless `endpoint_url` says otherwise)."""
     endpoint, name = bucket

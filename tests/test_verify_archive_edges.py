@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.verify_env import subjects
-from tests.support.verify_forgery import PREFIX, ArchiveCopy, reseal
+from tests.support.verify_forgery import PREFIX, ArchiveCopy, first_closing_line, reseal
 from tests.test_verify_invariants import copy, month_of, pristine, private_key, run
 
 __all__ = ["copy", "pristine"]  # the fixtures, shared with the invariants module
@@ -113,7 +113,7 @@ class TestClosedRecordChecked:
     def test_clean_end_recorded_over_an_ordinary_event(self, copy: ArchiveCopy, pristine: Path) -> None:
         """Invariant (a clean end is the `auditlock.writer_closed` record and no other): a digest recording
         `closed` over a line whose event type sorts before that one (`account.closed`) is named."""
-        key, index = _a_closing_line(copy)
+        key, index = first_closing_line(copy)
         events = copy.events(key)
         events[index]["event_type"] = "account.closed"
         copy.write_events(key, events)
@@ -124,15 +124,6 @@ class TestClosedRecordChecked:
         [mismatch] = [f for f in report["findings"] if f["kind"] == "digest closed mismatch"]
         assert "records the writer closed (a clean end), the archive's line is 'account.closed'" \
             in mismatch["detail"]
-
-
-def _a_closing_line(copy: ArchiveCopy) -> tuple[str, int]:
-    """The object and line index of the first writer's clean-end record in the copy."""
-    for key in copy.stored():
-        for index, event in enumerate(copy.events(key)):
-            if event["event_type"] == "auditlock.writer_closed":
-                return key, index
-    raise AssertionError("the pristine archive has no closed writer")
 
 
 class TestDigestSchema:

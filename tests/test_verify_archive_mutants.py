@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from tests.support.verify_env import kinds, subjects
-from tests.support.verify_forgery import ArchiveCopy, reseal
+from tests.support.verify_forgery import ArchiveCopy, first_closing_line, reseal
 from tests.test_verify_invariants import copy, month_boundary_writer, pristine, private_key, run
 
 __all__ = ["copy", "pristine"]  # the fixtures, shared with the invariants module
@@ -69,7 +69,7 @@ class TestClosedRecordOfAnOpenWriter:
     def test_not_closed_over_an_ordinary_event_is_no_mismatch(self, copy: ArchiveCopy, pristine: Path) -> None:
         """Invariant: a writer recorded not closed whose recorded line is an ordinary event (one whose type sorts
         after `auditlock.writer_closed`) is no `digest closed mismatch`."""
-        key, index = _first_closing_line(copy)
+        key, index = first_closing_line(copy)
         events = copy.events(key)
         writer, seq = events[index]["writer"], events[index]["seq"]
         events[index]["event_type"] = "order.updated"
@@ -85,15 +85,6 @@ class TestClosedRecordOfAnOpenWriter:
         _status, report = run(copy, pristine)
 
         assert "digest closed mismatch" not in kinds(report), report["findings"]
-
-
-def _first_closing_line(copy: ArchiveCopy) -> tuple[str, int]:
-    """The object and line index of the first clean-end record in the copy."""
-    for key in copy.stored():
-        for index, event in enumerate(copy.events(key)):
-            if event["event_type"] == "auditlock.writer_closed":
-                return key, index
-    raise AssertionError("the pristine archive has no closed writer")
 
 
 def _digests_recording(copy: ArchiveCopy, writer: str, seq: int) -> list[str]:

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.archive_env import ArchiveEnv
+from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import RadosGateway, S3Endpoint, make_lock_bucket, rgw_available, start_moto
 
 REQUIRE_RGW_ENV = "AUDITLOCK_REQUIRE_RGW"
@@ -96,6 +97,15 @@ def _empty_and_delete(endpoint: S3Endpoint, name: str) -> None:
                 with contextlib.suppress(ClientError):
                     client.delete_object(Bucket=name, Key=key, VersionId=version_id, BypassGovernanceRetention=True)
         client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def proxy(moto_s3: S3Endpoint) -> Iterator[FaultProxy]:
+    """A fresh FaultProxy in front of the session's moto server (a planned stall is held at most 15 s); it must
+    not have hit an internal error."""
+    with FaultProxy(moto_s3.url, max_stall=15) as fp:
+        yield fp
+    assert fp.errors == []
 
 
 @pytest.fixture

@@ -81,6 +81,14 @@ class ArchiveCopy:
         return [key for key in self.stored() if any(event["writer"] == writer for event in self.events(key))]
 
 
+def first_closing_line(copy: ArchiveCopy) -> tuple[str, int]:
+    """The object and line index of the first clean-end record in the copy."""
+    for key in copy.stored():
+        for index, event in enumerate(copy.events(key)):
+            if event["event_type"] == "auditlock.writer_closed":
+                return key, index
+    raise AssertionError("the pristine archive has no closed writer")
+
 def reseal(copy: ArchiveCopy, private_key_pem: bytes) -> None:
     """Make every hash, record and signature in the copy agree with its (edited) events again."""
     line_hashes = _relink(copy)
