@@ -10,6 +10,10 @@
 - `flush()` whose shared fsync fails (durability "sync") returns False, and the writer continues under a new id.
 - A process forked while its writer has no open segment (after a seal) gives the child a writer id of its own.
 - `[spool] max_bytes` is inclusive: an event that brings the spool to exactly `max_bytes` is written.
+- The durability a config file names is honoured: "sync" fsyncs in the call, "group" in the background (TOML
+  gives an equal string, never the literal object itself).
+- `flush(timeout)` that cannot take the writer lock in time returns False.
+- A writer closed and then used again still seals its segment at exit (its `atexit` hook registered again).
 
 Written for surviving mutants of `spool/writer.py` (docs/mutation-survivors.md). Real files and a real writer;
 `os.fsync`, `os.fdatasync`, `os.write` and `os.ftruncate` are wrapped to record or fail calls (as
@@ -19,6 +23,7 @@ tests/support/held_fsync.py does), the writes themselves stay real.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -27,10 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import auditlock
-from auditlock.config import build_config
+from auditlock.config import build_config, load_config
 from auditlock.handler.core import AuditCore
 from auditlock.spool.format import OPEN_SUFFIX
 from auditlock.spool.space import spool_size
@@ -237,7 +243,7 @@ class TestFlushWhoseFsyncFails:
 FORK_WITHOUT_A_SEGMENT = """
 import os, sys
 import auditlock
-from auditlock.config import build_config
+from auditlock.config import build_config, load_config
 from auditlock.handler.core import AuditCore
 
 config = build_config({"service": "writer-promises", "spool": {"dir": sys.argv[1], "durability": "sync"},
@@ -395,3 +401,126 @@ class TestMaxBytesIsInclusive:
             assert spool_size(spool) == held + line, "the premise: that line filled the spool exactly"
         finally:
             core.writer.close()
+
+
+CONFIG_FILE = """
+service = "writer-promises"
+[spool]
+dir = {dir}
+durability = "{durability}"
+flush_interval_ms = {flush_interval_ms}
+[events]
+include = ["order.*"]
+[targets.Order]
+fields = ["status"]
+[retention]
+default = "std"
+[retention.classes.std]
+days = 1
+"""
+
+
+def core_from_config_file(directory: Path, durability: str, flush_interval_ms: int,
+                          measure: Callable[[Path], int] | None = None) -> AuditCore:
+    """An audit core whose config is loaded from a TOML file written in `directory` (spool `directory/spool`)."""
+    path = directory / "auditlock.toml"
+    path.write_text(CONFIG_FILE.format(dir=json.dumps(str(directory / "spool")), durability=durability,
+                                       flush_interval_ms=flush_interval_ms))
+    config = load_config(path, environ={})
+    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes, measure=measure)
+    return AuditCore(config, writer=writer)
+
+
+class TestDurabilityFromAConfigFile:
+    """The durability read from a TOML file (an equal string, not the literal) selects the mode it names."""
+
+    def test_sync_from_a_file_fsyncs_in_the_call(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 closing: Closing) -> None:
+        """durability = "sync" in a config file: the event is fdatasync'd before the logging call returns."""
+        core = core_from_config_file(tmp_path, "sync", flush_interval_ms=600_000)
+        closing(core.writer)
+        fdatasyncs = record_calls(monkeypatch, "fdatasync")
+        emit(core, 1)
+        assert fdatasyncs, "the logging call returned before its line was fdatasync'd"
+
+    def test_group_from_a_file_fsyncs_in_the_background(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        closing: Closing) -> None:
+        """durability = "group" in a config file: two whole flusher ticks after the events, one fdatasync'd them."""
+        scans = FlusherScans()
+        core = core_from_config_file(tmp_path, "group", flush_interval_ms=10, measure=scans)
+        closing(core.writer)
+        fdatasyncs = record_calls(monkeypatch, "fdatasync")
+        emit(core, 3)
+        after = scans.ticks
+        wait_for(lambda: scans.ticks >= after + 2, TICKS_TIMEOUT_S, what="two flusher ticks after the events")
+        assert fdatasyncs, "the flusher never fdatasync'd the events of a group-mode writer"
+
+
+class FirstScanHeld:
+    """The writer's `measure`: the scan of its first event (under the writer lock, in the logging thread) waits
+    until released; the flusher's scans run at once."""
+
+    def __init__(self) -> None:
+        self.waiting, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, directory: Path) -> int:
+        if threading.current_thread().name != FLUSHER and not self.waiting.is_set():
+            self.waiting.set()
+            self.release.wait(TICKS_TIMEOUT_S)
+        return spool_size(directory)
+
+
+class TestFlushThatCannotTakeTheLock:
+    """`flush(timeout)` reports a writer lock it could not take in time as False, never as made durable."""
+
+    def test_flush_returns_false_while_the_lock_is_held(self, tmp_path: Path, closing: Closing) -> None:
+        """A logging call holds the writer lock (its first capacity scan held): `flush(timeout=0.01)` is False;
+        once the call is done, `flush()` is True."""
+        scans = FirstScanHeld()
+        core = audit_core(tmp_path / "spool", measure=scans, durability="group", flush_interval_ms=600_000)
+        writer = closing(core.writer)
+        caller = threading.Thread(target=emit, args=(core, 1))
+        caller.start()
+        try:
+            wait_for(scans.waiting.is_set, TICKS_TIMEOUT_S, what="the logging call's scan under the writer lock")
+            assert writer.flush(timeout=0.01) is False
+        finally:
+            scans.release.set()
+            caller.join(timeout=2 * TICKS_TIMEOUT_S)
+        assert not caller.is_alive(), "the logging call did not return"
+        assert writer.flush() is True
+
+
+CLOSE_THEN_WRITE_AGAIN = """
+import sys
+import auditlock
+from auditlock.config import build_config
+from auditlock.handler.core import AuditCore
+
+config = build_config({"service": "writer-promises", "spool": {"dir": sys.argv[1], "durability": "sync"},
+                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
+                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
+core = AuditCore(config)
+with auditlock.actor("user#1"):
+    core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
+    core.writer.close()
+    core.emit("order.updated", {"target_type": "Order", "target_id": 2, "status": "paid"})
+# exits without close(): the writer's atexit hook must seal the reopened segment
+"""
+
+
+class TestExitAfterCloseAndReuse:
+    """A writer closed, then written to again (a later append reopens), is closed again by its `atexit` hook."""
+
+    def test_reopened_segment_is_sealed_at_exit(self, tmp_path: Path) -> None:
+        """Event, close(), event, exit without close(): no segment left `.open`, and each of the two segments ends
+        with its clean-end record."""
+        spool = tmp_path / "spool"
+        done = subprocess.run([sys.executable, "-c", CLOSE_THEN_WRITE_AGAIN, str(spool)], capture_output=True,
+                              text=True, timeout=CHILD_TIMEOUT_S, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        assert done.returncode == 0, done.stderr
+        assert open_segments(spool) == [], "the reopened segment was left open at exit"
+        last_events = [orjson.loads(path.read_bytes().splitlines()[-1])["event_type"]
+                       for path in sealed_segments(spool)]
+        assert last_events == ["auditlock.writer_closed"] * 2
