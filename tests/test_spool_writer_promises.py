@@ -1,7 +1,8 @@
 """What the spool writer promises about fsync and capacity, at the edges no other test reached.
 
 - Durability `process`: written before the call returns, fsync'd only when sealing — the background flusher never
-  fsyncs (docs/configuration.md), however many times it runs after an event.
+  fsyncs (docs/configuration.md), however many times it runs after an event — nor after a seal, a `flush()` or an
+  abandoned segment.
 - A failed fsync in the logging call (`sync`) is counted in `stats["errors"]` as well as `stats["sync_failures"]`.
 - A seal whose fsync fails does not raise: counted in `stats["sync_failures"]`, the segment left `.open` for the
   agent to recover, and writing continues.
@@ -524,3 +525,63 @@ class TestExitAfterCloseAndReuse:
         last_events = [orjson.loads(path.read_bytes().splitlines()[-1])["event_type"]
                        for path in sealed_segments(spool)]
         assert last_events == ["auditlock.writer_closed"] * 2
+
+
+class TestProcessModeFlusherAfterSealFlushOrAbandon:
+    """Durability "process": a seal, a `flush()` or an abandoned segment leaves nothing for the flusher to fsync."""
+
+    @staticmethod
+    def fdatasyncs_in_two_ticks(core: AuditCore, scans: FlusherScans, monkeypatch: pytest.MonkeyPatch,
+                                step: Callable[[], None]) -> list[int]:
+        """Run `step` and start recording fdatasync under the writer lock (no tick in between), then the
+        fdatasyncs of the next two whole flusher ticks."""
+        with core.writer._lock:
+            step()
+            fdatasyncs = record_calls(monkeypatch, "fdatasync")
+            after = scans.ticks
+        wait_for(lambda: scans.ticks >= after + 2, TICKS_TIMEOUT_S, what="two flusher ticks after the step")
+        return fdatasyncs
+
+    def test_no_fsync_of_the_segment_after_a_seal(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  closing: Closing) -> None:
+        """Events, `seal()`, an event into a new segment: two ticks later, no fdatasync."""
+        scans = FlusherScans()
+        core = audit_core(tmp_path / "spool", measure=scans, durability="process", flush_interval_ms=10)
+        closing(core.writer)
+        emit(core, 3)
+
+        def seal_and_write() -> None:
+            core.writer.seal()
+            emit(core, 1)
+
+        assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, seal_and_write) == []
+
+    def test_no_fsync_after_a_flush(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: Closing) -> None:
+        """Events, `flush()` (its own fdatasync): two ticks later, no further fdatasync."""
+        scans = FlusherScans()
+        core = audit_core(tmp_path / "spool", measure=scans, durability="process", flush_interval_ms=10)
+        closing(core.writer)
+        emit(core, 3)
+
+        def flush_only() -> None:
+            assert core.writer.flush() is True
+
+        assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, flush_only) == []
+
+    def test_no_fsync_of_the_next_segment_after_an_abandoned_one(self, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 closing: Closing) -> None:
+        """A torn line abandons the segment; the next event opens another: two ticks later, no fdatasync."""
+        scans = FlusherScans()
+        core = audit_core(tmp_path / "spool", measure=scans, durability="process", flush_interval_ms=10,
+                          segment_max_bytes=65536)
+        closing(core.writer)
+        emit(core, 3)
+
+        def tear_then_write() -> None:
+            tear_next_line(monkeypatch)
+            with pytest.raises(auditlock.SpoolError):
+                emit(core, 1)
+            emit(core, 1)
+
+        assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, tear_then_write) == []
