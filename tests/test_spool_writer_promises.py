@@ -15,6 +15,7 @@
   gives an equal string, never the literal object itself).
 - `flush(timeout)` that cannot take the writer lock in time returns False.
 - A writer closed and then used again still seals its segment at exit (its `atexit` hook registered again).
+- Durability "group" in a process whose stdin (descriptor 0) is closed still fsyncs in the background.
 
 Written for surviving mutants of `spool/writer.py` (docs/mutation-survivors.md). Real files and a real writer;
 `os.fsync`, `os.fdatasync`, `os.write` and `os.ftruncate` are wrapped to record or fail calls (as
@@ -585,3 +586,46 @@ class TestProcessModeFlusherAfterSealFlushOrAbandon:
             emit(core, 1)
 
         assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, tear_then_write) == []
+
+
+GROUP_MODE_WITHOUT_STDIN = """
+import os, sys, threading
+import auditlock
+from auditlock.config import build_config
+from auditlock.handler.core import AuditCore
+
+config = build_config({"service": "writer-promises",
+                       "spool": {"dir": sys.argv[1], "durability": "group", "flush_interval_ms": 10},
+                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
+                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
+core = AuditCore(config)
+real_fdatasync, synced = os.fdatasync, threading.Event()
+
+def recording(fd):
+    real_fdatasync(fd)
+    synced.set()
+
+os.fdatasync = recording
+with auditlock.actor("user#1"):
+    core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
+    first = synced.wait(float(sys.argv[2]))
+    synced.clear()
+    os.close(0)  # descriptor 0 is now the lowest free one: the flusher's dup of the segment gets it
+    core.emit("order.updated", {"target_type": "Order", "target_id": 2, "status": "paid"})
+    second = synced.wait(float(sys.argv[2]))
+print(first, second)
+core.writer.close()
+"""
+
+
+class TestGroupModeWithStdinClosed:
+    """Durability "group" in a process whose descriptor 0 is closed: the flusher still fsyncs (its duplicate of the
+    segment's descriptor may be 0)."""
+
+    def test_flusher_fsyncs_through_descriptor_zero(self, tmp_path: Path) -> None:
+        """An event, its fdatasync, stdin closed, another event: the flusher fdatasyncs that one too."""
+        done = subprocess.run([sys.executable, "-c", GROUP_MODE_WITHOUT_STDIN, str(tmp_path / "spool"),
+                               str(CHILD_TIMEOUT_S / 4)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT_S, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["True", "True"], done.stderr
