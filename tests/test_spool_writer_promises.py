@@ -1,8 +1,7 @@
 """What the spool writer promises about fsync and capacity, at the edges no other test reached.
 
 - Durability `process`: written before the call returns, fsync'd only when sealing — the background flusher never
-  fsyncs (docs/configuration.md), however many times it runs after an event — nor after a seal, a `flush()` or an
-  abandoned segment.
+  fsyncs (docs/configuration.md), however many times it runs after an event.
 - A failed fsync in the logging call (`sync`) is counted in `stats["errors"]` as well as `stats["sync_failures"]`.
 - A seal whose fsync fails does not raise: counted in `stats["sync_failures"]`, the segment left `.open` for the
   agent to recover, and writing continues.
@@ -11,21 +10,15 @@
 - `flush()` whose shared fsync fails (durability "sync") returns False, and the writer continues under a new id.
 - A process forked while its writer has no open segment (after a seal) gives the child a writer id of its own.
 - `[spool] max_bytes` is inclusive: an event that brings the spool to exactly `max_bytes` is written.
-- The durability a config file names is honoured: "sync" fsyncs in the call, "group" in the background (TOML
-  gives an equal string, never the literal object itself).
-- `flush(timeout)` that cannot take the writer lock in time returns False.
-- A writer closed and then used again still seals its segment at exit (its `atexit` hook registered again).
-- Durability "group" in a process whose stdin (descriptor 0) is closed still fsyncs in the background.
+(The durability as configured and used: tests/test_spool_writer_durability.py.)
 
 Written for surviving mutants of `spool/writer.py` (docs/mutation-survivors.md). Real files and a real writer;
-`os.fsync`, `os.fdatasync`, `os.write` and `os.ftruncate` are wrapped to record or fail calls (as
-tests/support/held_fsync.py does), the writes themselves stay real.
+`os.fsync`, `os.fdatasync`, `os.write` and `os.ftruncate` are wrapped to record or fail calls
+(tests/support/writer_probes.py), the writes themselves stay real.
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import subprocess
 import sys
@@ -34,88 +27,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 import auditlock
-from auditlock.config import build_config, load_config
-from auditlock.handler.core import AuditCore
-from auditlock.spool.format import OPEN_SUFFIX
 from auditlock.spool.space import spool_size
-from auditlock.spool.writer import SpoolWriter
 from tests.support.held_fsync import HeldFdatasync
 from tests.support.hostile_spool import sealed_segments
 from tests.support.spool_child import REPO_ROOT, read_spool
 from tests.support.waiting import wait_for
+from tests.support.writer_probes import (
+    CHILD_TIMEOUT_S,
+    FLUSHER,
+    TICKS_TIMEOUT_S,
+    FlusherScans,
+    audit_core,
+    emit,
+    fail_next,
+    open_segments,
+    record_calls,
+    tear_next_line,
+)
 
 Closing = Callable[[Any], Any]
-FLUSHER = "auditlock-spool-flusher"  # the writer's background thread
-TICKS_TIMEOUT_S = 30.0
-CHILD_TIMEOUT_S = 120.0
 SMALLEST_MAX_BYTES = 65536  # the config's lower bound for [spool] max_bytes
-
-
-def audit_core(spool: Path, *, measure: Callable[[Path], int] | None = None, **spool_options: Any) -> AuditCore:
-    """An audit core over a writer of its own on `spool` (durability "sync", 4 KiB segments, unless given)."""
-    config = build_config({
-        "service": "writer-promises",
-        "spool": {"dir": str(spool), "durability": "sync", "segment_max_bytes": 4096, **spool_options},
-        "events": {"include": ["order.*"]},
-        "targets": {"Order": {"fields": ["status"]}},
-        "retention": {"default": "std", "classes": {"std": {"days": 1}}},
-    })
-    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes, measure=measure)
-    return AuditCore(config, writer=writer)
-
-
-def emit(core: AuditCore, count: int) -> None:
-    """Emit `count` events through the core (each of the same length, whatever the count)."""
-    with auditlock.actor("user#1"):
-        for _ in range(count):
-            assert core.emit("order.updated", {"target_type": "Order", "target_id": 0, "status": "paid"}) is not None
-
-
-def fail_next(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Make the next call of `os.<name>` (`fsync`, `fdatasync`) fail with EIO, as a failing disk would; later calls
-    work again."""
-    real = getattr(os, name)
-
-    def failing(fd: int) -> None:
-        monkeypatch.setattr(os, name, real)
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(os, name, failing)
-
-
-def record_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
-    """Every later call of `os.<name>` (its descriptor); the calls run for real."""
-    real = getattr(os, name)
-    calls: list[int] = []
-
-    def recording(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, name, recording)
-    return calls
-
-
-class FlusherScans:
-    """The writer's `measure`: the real `spool_size`, counting the calls the flusher makes (one per tick, after
-    its fsync step), so a test can wait for ticks that began after something it did."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-
-    def __call__(self, directory: Path) -> int:
-        if threading.current_thread().name == FLUSHER:
-            self.ticks += 1
-        return spool_size(directory)
-
-
-def open_segments(spool: Path) -> list[Path]:
-    """The open segments in the spool, by name."""
-    return sorted(spool.glob(f"*{OPEN_SUFFIX}"))
 
 
 class TestProcessModeFsyncsOnlyWhenSealing:
@@ -173,28 +107,6 @@ class TestFsyncFailureAccounting:
         [left_open] = open_segments(spool)
         emit(core, 1)
         assert open_segments(spool) != [left_open], "the next event opened a segment of its own"
-
-
-def tear_next_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next `os.write` writes half its bytes, the one after fails with ENOSPC (a disk filling mid-line), and the
-    next `os.ftruncate` fails with EIO, so the partial line cannot be taken back; later calls work again."""
-    real_write, real_ftruncate = os.write, os.ftruncate
-    writes = 0
-
-    def write(fd: int, data: bytes) -> int:
-        nonlocal writes
-        writes += 1
-        if writes == 1:
-            return real_write(fd, data[:len(data) // 2])
-        monkeypatch.setattr(os, "write", real_write)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def ftruncate(fd: int, length: int) -> None:
-        monkeypatch.setattr(os, "ftruncate", real_ftruncate)
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(os, "write", write)
-    monkeypatch.setattr(os, "ftruncate", ftruncate)
 
 
 class TestFlushWhoseFsyncFails:
@@ -403,229 +315,3 @@ class TestMaxBytesIsInclusive:
             assert spool_size(spool) == held + line, "the premise: that line filled the spool exactly"
         finally:
             core.writer.close()
-
-
-CONFIG_FILE = """
-service = "writer-promises"
-[spool]
-dir = {dir}
-durability = "{durability}"
-flush_interval_ms = {flush_interval_ms}
-[events]
-include = ["order.*"]
-[targets.Order]
-fields = ["status"]
-[retention]
-default = "std"
-[retention.classes.std]
-days = 1
-"""
-
-
-def core_from_config_file(directory: Path, durability: str, flush_interval_ms: int,
-                          measure: Callable[[Path], int] | None = None) -> AuditCore:
-    """An audit core whose config is loaded from a TOML file written in `directory` (spool `directory/spool`)."""
-    path = directory / "auditlock.toml"
-    path.write_text(CONFIG_FILE.format(dir=json.dumps(str(directory / "spool")), durability=durability,
-                                       flush_interval_ms=flush_interval_ms))
-    config = load_config(path, environ={})
-    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes, measure=measure)
-    return AuditCore(config, writer=writer)
-
-
-class TestDurabilityFromAConfigFile:
-    """The durability read from a TOML file (an equal string, not the literal) selects the mode it names."""
-
-    def test_sync_from_a_file_fsyncs_in_the_call(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 closing: Closing) -> None:
-        """durability = "sync" in a config file: the event is fdatasync'd before the logging call returns."""
-        core = core_from_config_file(tmp_path, "sync", flush_interval_ms=600_000)
-        closing(core.writer)
-        fdatasyncs = record_calls(monkeypatch, "fdatasync")
-        emit(core, 1)
-        assert fdatasyncs, "the logging call returned before its line was fdatasync'd"
-
-    def test_group_from_a_file_fsyncs_in_the_background(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        closing: Closing) -> None:
-        """durability = "group" in a config file: two whole flusher ticks after the events, one fdatasync'd them."""
-        scans = FlusherScans()
-        core = core_from_config_file(tmp_path, "group", flush_interval_ms=10, measure=scans)
-        closing(core.writer)
-        fdatasyncs = record_calls(monkeypatch, "fdatasync")
-        emit(core, 3)
-        after = scans.ticks
-        wait_for(lambda: scans.ticks >= after + 2, TICKS_TIMEOUT_S, what="two flusher ticks after the events")
-        assert fdatasyncs, "the flusher never fdatasync'd the events of a group-mode writer"
-
-
-class FirstScanHeld:
-    """The writer's `measure`: the scan of its first event (under the writer lock, in the logging thread) waits
-    until released; the flusher's scans run at once."""
-
-    def __init__(self) -> None:
-        self.waiting, self.release = threading.Event(), threading.Event()
-
-    def __call__(self, directory: Path) -> int:
-        if threading.current_thread().name != FLUSHER and not self.waiting.is_set():
-            self.waiting.set()
-            self.release.wait(TICKS_TIMEOUT_S)
-        return spool_size(directory)
-
-
-class TestFlushThatCannotTakeTheLock:
-    """`flush(timeout)` reports a writer lock it could not take in time as False, never as made durable."""
-
-    def test_flush_returns_false_while_the_lock_is_held(self, tmp_path: Path, closing: Closing) -> None:
-        """A logging call holds the writer lock (its first capacity scan held): `flush(timeout=0.01)` is False;
-        once the call is done, `flush()` is True."""
-        scans = FirstScanHeld()
-        core = audit_core(tmp_path / "spool", measure=scans, durability="group", flush_interval_ms=600_000)
-        writer = closing(core.writer)
-        caller = threading.Thread(target=emit, args=(core, 1))
-        caller.start()
-        try:
-            wait_for(scans.waiting.is_set, TICKS_TIMEOUT_S, what="the logging call's scan under the writer lock")
-            assert writer.flush(timeout=0.01) is False
-        finally:
-            scans.release.set()
-            caller.join(timeout=2 * TICKS_TIMEOUT_S)
-        assert not caller.is_alive(), "the logging call did not return"
-        assert writer.flush() is True
-
-
-CLOSE_THEN_WRITE_AGAIN = """
-import sys
-import auditlock
-from auditlock.config import build_config
-from auditlock.handler.core import AuditCore
-
-config = build_config({"service": "writer-promises", "spool": {"dir": sys.argv[1], "durability": "sync"},
-                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
-                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
-core = AuditCore(config)
-with auditlock.actor("user#1"):
-    core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
-    core.writer.close()
-    core.emit("order.updated", {"target_type": "Order", "target_id": 2, "status": "paid"})
-# exits without close(): the writer's atexit hook must seal the reopened segment
-"""
-
-
-class TestExitAfterCloseAndReuse:
-    """A writer closed, then written to again (a later append reopens), is closed again by its `atexit` hook."""
-
-    def test_reopened_segment_is_sealed_at_exit(self, tmp_path: Path) -> None:
-        """Event, close(), event, exit without close(): no segment left `.open`, and each of the two segments ends
-        with its clean-end record."""
-        spool = tmp_path / "spool"
-        done = subprocess.run([sys.executable, "-c", CLOSE_THEN_WRITE_AGAIN, str(spool)], capture_output=True,
-                              text=True, timeout=CHILD_TIMEOUT_S, check=False,
-                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-        assert done.returncode == 0, done.stderr
-        assert open_segments(spool) == [], "the reopened segment was left open at exit"
-        last_events = [orjson.loads(path.read_bytes().splitlines()[-1])["event_type"]
-                       for path in sealed_segments(spool)]
-        assert last_events == ["auditlock.writer_closed"] * 2
-
-
-class TestProcessModeFlusherAfterSealFlushOrAbandon:
-    """Durability "process": a seal, a `flush()` or an abandoned segment leaves nothing for the flusher to fsync."""
-
-    @staticmethod
-    def fdatasyncs_in_two_ticks(core: AuditCore, scans: FlusherScans, monkeypatch: pytest.MonkeyPatch,
-                                step: Callable[[], None]) -> list[int]:
-        """Run `step` and start recording fdatasync under the writer lock (no tick in between), then the
-        fdatasyncs of the next two whole flusher ticks."""
-        with core.writer._lock:
-            step()
-            fdatasyncs = record_calls(monkeypatch, "fdatasync")
-            after = scans.ticks
-        wait_for(lambda: scans.ticks >= after + 2, TICKS_TIMEOUT_S, what="two flusher ticks after the step")
-        return fdatasyncs
-
-    def test_no_fsync_of_the_segment_after_a_seal(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  closing: Closing) -> None:
-        """Events, `seal()`, an event into a new segment: two ticks later, no fdatasync."""
-        scans = FlusherScans()
-        core = audit_core(tmp_path / "spool", measure=scans, durability="process", flush_interval_ms=10)
-        closing(core.writer)
-        emit(core, 3)
-
-        def seal_and_write() -> None:
-            core.writer.seal()
-            emit(core, 1)
-
-        assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, seal_and_write) == []
-
-    def test_no_fsync_after_a_flush(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: Closing) -> None:
-        """Events, `flush()` (its own fdatasync): two ticks later, no further fdatasync."""
-        scans = FlusherScans()
-        core = audit_core(tmp_path / "spool", measure=scans, durability="process", flush_interval_ms=10)
-        closing(core.writer)
-        emit(core, 3)
-
-        def flush_only() -> None:
-            assert core.writer.flush() is True
-
-        assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, flush_only) == []
-
-    def test_no_fsync_of_the_next_segment_after_an_abandoned_one(self, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch,
-                                                                 closing: Closing) -> None:
-        """A torn line abandons the segment; the next event opens another: two ticks later, no fdatasync."""
-        scans = FlusherScans()
-        core = audit_core(tmp_path / "spool", measure=scans, durability="process", flush_interval_ms=10,
-                          segment_max_bytes=65536)
-        closing(core.writer)
-        emit(core, 3)
-
-        def tear_then_write() -> None:
-            tear_next_line(monkeypatch)
-            with pytest.raises(auditlock.SpoolError):
-                emit(core, 1)
-            emit(core, 1)
-
-        assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, tear_then_write) == []
-
-
-GROUP_MODE_WITHOUT_STDIN = """
-import os, sys, threading
-import auditlock
-from auditlock.config import build_config
-from auditlock.handler.core import AuditCore
-
-config = build_config({"service": "writer-promises",
-                       "spool": {"dir": sys.argv[1], "durability": "group", "flush_interval_ms": 10},
-                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
-                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
-core = AuditCore(config)
-real_fdatasync, synced = os.fdatasync, threading.Event()
-
-def recording(fd):
-    real_fdatasync(fd)
-    synced.set()
-
-os.fdatasync = recording
-with auditlock.actor("user#1"):
-    core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
-    first = synced.wait(float(sys.argv[2]))
-    synced.clear()
-    os.close(0)  # descriptor 0 is now the lowest free one: the flusher's dup of the segment gets it
-    core.emit("order.updated", {"target_type": "Order", "target_id": 2, "status": "paid"})
-    second = synced.wait(float(sys.argv[2]))
-print(first, second)
-core.writer.close()
-"""
-
-
-class TestGroupModeWithStdinClosed:
-    """Durability "group" in a process whose descriptor 0 is closed: the flusher still fsyncs (its duplicate of the
-    segment's descriptor may be 0)."""
-
-    def test_flusher_fsyncs_through_descriptor_zero(self, tmp_path: Path) -> None:
-        """An event, its fdatasync, stdin closed, another event: the flusher fdatasyncs that one too."""
-        done = subprocess.run([sys.executable, "-c", GROUP_MODE_WITHOUT_STDIN, str(tmp_path / "spool"),
-                               str(CHILD_TIMEOUT_S / 4)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=CHILD_TIMEOUT_S, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["True", "True"], done.stderr

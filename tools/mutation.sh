@@ -40,7 +40,7 @@ src/auditlock/spool/format.py src/auditlock/spool/files.py|tests/test_spool_ship
 tests/test_spool_chain_invariants.py tests/test_spool_reader_invariants.py tests/test_spool_reader.py \
 tests/test_agent_recovery.py tests/test_spool_writer.py tests/test_spool_enospc.py tests/test_verify_spool.py"
 "writer|src/auditlock/spool/writer.py|tests/test_spool_writer.py tests/test_spool_writer_promises.py \
-tests/test_spool_enospc.py tests/test_spool_reader.py"
+tests/test_spool_writer_durability.py tests/test_spool_enospc.py tests/test_spool_reader.py"
 "verify-spool|src/auditlock/verify/spool.py src/auditlock/verify/findings.py|tests/test_verify_spool.py \
 tests/test_verify_report.py tests/test_verify_cli.py"
 "verify-archive|src/auditlock/verify/events.py src/auditlock/verify/archive.py src/auditlock/verify/digests.py \
