@@ -40,6 +40,7 @@ from tests.support.writer_probes import (
     TICKS_TIMEOUT_S,
     FlusherScans,
     audit_core,
+    child_script,
     emit,
     open_segments,
     record_calls,
@@ -135,22 +136,13 @@ class TestFlushThatCannotTakeTheLock:
         assert writer.flush() is True
 
 
-CLOSE_THEN_WRITE_AGAIN = """
-import sys
-import auditlock
-from auditlock.config import build_config
-from auditlock.handler.core import AuditCore
-
-config = build_config({"service": "writer-promises", "spool": {"dir": sys.argv[1], "durability": "sync"},
-                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
-                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
-core = AuditCore(config)
+CLOSE_THEN_WRITE_AGAIN = child_script('"durability": "sync"', """\
 with auditlock.actor("user#1"):
     core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
     core.writer.close()
     core.emit("order.updated", {"target_type": "Order", "target_id": 2, "status": "paid"})
 # exits without close(): the writer's atexit hook must seal the reopened segment
-"""
+""")
 
 
 class TestExitAfterCloseAndReuse:
@@ -230,17 +222,7 @@ class TestProcessModeFlusherAfterSealFlushOrAbandon:
         assert self.fdatasyncs_in_two_ticks(core, scans, monkeypatch, tear_then_write) == []
 
 
-GROUP_MODE_WITHOUT_STDIN = """
-import os, sys, threading
-import auditlock
-from auditlock.config import build_config
-from auditlock.handler.core import AuditCore
-
-config = build_config({"service": "writer-promises",
-                       "spool": {"dir": sys.argv[1], "durability": "group", "flush_interval_ms": 10},
-                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
-                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
-core = AuditCore(config)
+GROUP_MODE_WITHOUT_STDIN = child_script('"durability": "group", "flush_interval_ms": 10', """\
 real_fdatasync, synced = os.fdatasync, threading.Event()
 
 def recording(fd):
@@ -257,7 +239,7 @@ with auditlock.actor("user#1"):
     second = synced.wait(float(sys.argv[2]))
 print(first, second)
 core.writer.close()
-"""
+""")
 
 
 class TestGroupModeWithStdinClosed:

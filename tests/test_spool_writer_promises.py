@@ -41,6 +41,7 @@ from tests.support.writer_probes import (
     TICKS_TIMEOUT_S,
     FlusherScans,
     audit_core,
+    child_script,
     emit,
     fail_next,
     open_segments,
@@ -154,16 +155,7 @@ class TestFlushWhoseFsyncFails:
         assert writer.writer_id != first
 
 
-FORK_WITHOUT_A_SEGMENT = """
-import os, sys
-import auditlock
-from auditlock.config import build_config, load_config
-from auditlock.handler.core import AuditCore
-
-config = build_config({"service": "writer-promises", "spool": {"dir": sys.argv[1], "durability": "sync"},
-                       "events": {"include": ["order.*"]}, "targets": {"Order": {"fields": ["status"]}},
-                       "retention": {"default": "std", "classes": {"std": {"days": 1}}}})
-core = AuditCore(config)
+FORK_WITHOUT_A_SEGMENT = child_script('"durability": "sync"', """\
 with auditlock.actor("user#1"):
     core.emit("order.updated", {"target_type": "Order", "target_id": 1, "status": "paid"})
     core.writer.seal()  # the writer is in use, and has no open segment
@@ -180,7 +172,7 @@ with auditlock.actor("user#1"):
     core.emit("order.updated", {"target_type": "Order", "target_id": 3, "status": "paid"})
 print(core.writer.writer_id, child, os.waitstatus_to_exitcode(status))
 core.writer.close()
-"""
+""")
 
 
 class TestForkWithoutAnOpenSegment:

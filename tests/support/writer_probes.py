@@ -108,3 +108,23 @@ def tear_next_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "write", write)
     monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+
+_CHILD_PRELUDE = """
+import os, sys, threading
+import auditlock
+from auditlock.config import build_config
+from auditlock.handler.core import AuditCore
+
+config = build_config({{"service": "writer-promises", "spool": {{"dir": sys.argv[1], {spool}}},
+                       "events": {{"include": ["order.*"]}}, "targets": {{"Order": {{"fields": ["status"]}}}},
+                       "retention": {{"default": "std", "classes": {{"std": {{"days": 1}}}}}}}})
+core = AuditCore(config)
+"""
+
+
+def child_script(spool_options: str, body: str) -> str:
+    """A script for `python -c`: an audit core over the spool `sys.argv[1]` with these `[spool]` options (the
+    inside of a dict literal, e.g. `'"durability": "sync"'`), then `body`."""
+    return _CHILD_PRELUDE.format(spool=spool_options) + body
+
