@@ -10,6 +10,7 @@ import pytest
 
 from auditlock import ConfigError, load_config
 from auditlock.config import build_config
+from auditlock.config.model import CaptureConfig, ErasureConfig, HmacKeySource
 from tests.conftest import config_dict
 
 EXAMPLE = """
@@ -212,6 +213,41 @@ class TestErrors:
         config = build_config(config_dict(tmp_path))
         with pytest.raises(ConfigError, match="AUDITLOCK_TEST_HMAC is not set"):
             config.hmac.load_key()
+
+
+class TestSecretFiles:
+    """A secret read from a file (`[hmac] key_file`, `[erasure]`/`[capture] dsn_file`): whitespace around it is
+    dropped; a missing, empty or undecodable file is a `ConfigError` naming the key and the file, never a crash."""
+
+    def test_key_and_dsn_are_read_without_surrounding_whitespace(self, tmp_path: Path) -> None:
+        """The file's content, stripped."""
+        secret = tmp_path / "secret"
+        secret.write_text("  host=db dbname=app\n")
+        assert HmacKeySource(key_file=secret).load("[hmac]") == b"host=db dbname=app"
+        assert CaptureConfig(dsn_file=secret).load_dsn() == "host=db dbname=app"
+
+    @pytest.mark.parametrize("content", [b"", b" \n\t", "\u00a0\n".encode()], ids=["empty", "blank", "unicode-blank"])
+    def test_an_empty_dsn_file_is_named(self, tmp_path: Path, content: bytes) -> None:
+        """Nothing but whitespace: `... is empty` with what to write."""
+        secret = tmp_path / "dsn"
+        secret.write_bytes(content)
+        with pytest.raises(ConfigError, match=re.escape(f"[erasure] dsn_file: {secret} is empty; write the "
+                                                        "SQLAlchemy URL into it")):
+            ErasureConfig(store="sql", dsn_file=secret).load_dsn()
+
+    def test_a_dsn_file_that_is_not_utf8_is_named(self, tmp_path: Path) -> None:
+        """Bytes that are not UTF-8 are a `ConfigError`, not a `UnicodeDecodeError` out of the loader."""
+        secret = tmp_path / "dsn"
+        secret.write_bytes(b"host=\xff\xfe")
+        with pytest.raises(ConfigError, match=re.escape(f"[capture] dsn_file: {secret} is not UTF-8 text")):
+            CaptureConfig(dsn_file=secret).load_dsn()
+
+    def test_a_missing_key_file_is_named(self, tmp_path: Path) -> None:
+        """An unreadable key file names the key, the file and the reason."""
+        missing = tmp_path / "nope"
+        with pytest.raises(ConfigError, match=re.escape(f"[hmac.keys.k2] key_file: cannot read {missing}: No such "
+                                                        "file or directory")):
+            HmacKeySource(key_file=missing).load("[hmac.keys.k2]")
 
 
 class TestRetentionClasses:

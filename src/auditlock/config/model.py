@@ -153,12 +153,18 @@ class HmacConfig:
 
 
 def _read_key_file(path: Path, where: str = "[hmac]") -> bytes:
+    return _read_secret_file(path, f"{where} key_file", "write the hmac secret into it")
+
+
+def _read_secret_file(path: Path, source: str, fill_it: str) -> bytes:
+    """A secret file's content without surrounding whitespace; a `ConfigError` names `source` (e.g. `[hmac]
+    key_file`) and the file when it cannot be read or is empty, never the content."""
     try:
         value = path.read_bytes().strip()
     except OSError as exc:
-        raise ConfigError(f"{where} key_file: cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from exc
     if not value:
-        raise ConfigError(f"{where} key_file: {path} is empty; write the hmac secret into it")
+        raise ConfigError(f"{source}: {path} is empty; {fill_it}")
     return value
 
 
@@ -381,11 +387,11 @@ def _load_dsn(section: str, env: str | None, file: Path | None, *, set_env_to: s
         return value
     if file is None:
         raise ConfigError(neither)
+    source = f"[{section}] dsn_file"
     try:
-        value = file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"[{section}] dsn_file: cannot read {file}: {exc.strerror}") from exc
-    if not value:
-        raise ConfigError(f"[{section}] dsn_file: {file} is empty; {write_file}")
+        value = _read_secret_file(file, source, write_file).decode().strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: {file} is not UTF-8 text; {write_file}") from None
+    if not value:  # only Unicode whitespace
+        raise ConfigError(f"{source}: {file} is empty; {write_file}")
     return value
-
