@@ -222,20 +222,25 @@ def parse_sealed(value: str) -> tuple[str, bytes]:
     key_id, text = _key_id_and_text(value)
     if text == REFERENCE and value.startswith(PREFIX_V2):
         raise DecryptError(f"key {key_id}: a reference to its event's sealed values holds none itself")
-    try:
-        body = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise DecryptError(f"key {key_id}: the sealed value is not base64") from None
-    if len(body) < NONCE_BYTES + TAG_BYTES:
-        raise DecryptError(f"key {key_id}: the sealed value is too short to hold a nonce and a tag")
-    return key_id, body
+    return key_id, _body(key_id, text)
 
 
 def parse_sealed_v2(value: str) -> tuple[str, bytes | None]:
     """`(key id, nonce ‖ ciphertext)` of a v2 envelope, `(key id, None)` of a reference; `DecryptError` naming
     what is malformed."""
     key_id, text = _key_id_and_text(value)
-    return (key_id, None) if text == REFERENCE else parse_sealed(value)
+    return key_id, None if text == REFERENCE else _body(key_id, text)
+
+
+def _body(key_id: str, text: str) -> bytes:
+    """The nonce ‖ ciphertext a sealed value's base64 text holds."""
+    try:
+        body = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecryptError(f"key {key_id}: the sealed value is not base64") from None
+    if len(body) < NONCE_BYTES + TAG_BYTES:
+        raise DecryptError(f"key {key_id}: the sealed value is too short to hold a nonce and a tag")
+    return body
 
 
 def _key_id_and_text(value: str) -> tuple[str, str]:
