@@ -30,7 +30,7 @@ from auditlock.agent.service import Agent
 from auditlock.agent.shipper import StopRequestedError
 from auditlock.agent.trail import BATCH_SET_ASIDE
 from auditlock.spool.format import QUARANTINE_DIR
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.faultproxy import Action, FaultProxy
 from tests.support.hostile_spool import quarantine_reason, sealed_segments
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
@@ -58,9 +58,7 @@ class RejectFirstEventsObject:
 @pytest.fixture
 def env(tmp_path: Path, moto_s3: S3Endpoint, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """Two writers' sealed segments (a batch each) in a spool shipping to a fresh lock bucket through the proxy."""
-    for key, value in {"AWS_ACCESS_KEY_ID": moto_s3.access_key, "AWS_SECRET_ACCESS_KEY": moto_s3.secret_key,
-                       "AWS_DEFAULT_REGION": moto_s3.region}.items():
-        monkeypatch.setenv(key, value)
+    use_credentials(monkeypatch, moto_s3)
     bucket = make_lock_bucket(moto_s3.client(), f"auditlock-outcome-{uuid.uuid4().hex[:12]}")
     archive = ArchiveEnv.create(tmp_path, moto_s3, bucket, endpoint_url=proxy.url,
                                 batch_max_bytes=ONE_SEGMENT_A_BATCH)

@@ -15,7 +15,7 @@ import pytest
 
 from auditlock.agent.batch import list_sealed
 from auditlock.agent.service import Agent
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.hostile_spool import planted_name, quarantine_reason, sealed_segments
 from tests.support.s3servers import S3Endpoint
 
@@ -25,9 +25,7 @@ QUARANTINED = "auditlock_segments_quarantined_total"
 @pytest.fixture
 def env(tmp_path: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A spool with one writer's sealed segment; its bucket is never asked for anything."""
-    for key, value in {"AWS_ACCESS_KEY_ID": moto_s3.access_key, "AWS_SECRET_ACCESS_KEY": moto_s3.secret_key,
-                       "AWS_DEFAULT_REGION": moto_s3.region}.items():
-        monkeypatch.setenv(key, value)
+    use_credentials(monkeypatch, moto_s3)
     archive = ArchiveEnv.create(tmp_path, moto_s3, "auditlock-never-asked")
     archive.write_events(3)
     return archive

@@ -19,7 +19,7 @@ import pytest
 from auditlock.agent.s3errors import SinkUnusableError
 from auditlock.agent.service import Agent
 from auditlock.agent.shipper import DeadlineExceededError, StopRequestedError
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint
 
 DRAIN_DEADLINE_S = 120.0
@@ -45,9 +45,7 @@ class SinkProblems:
 
 def gone_bucket_env(root: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """Sealed segments waiting in a spool whose config ships to a bucket that does not exist."""
-    for key, value in {"AWS_ACCESS_KEY_ID": moto_s3.access_key, "AWS_SECRET_ACCESS_KEY": moto_s3.secret_key,
-                       "AWS_DEFAULT_REGION": moto_s3.region}.items():
-        monkeypatch.setenv(key, value)
+    use_credentials(monkeypatch, moto_s3)
     env = ArchiveEnv.create(root, moto_s3, f"auditlock-gone-{uuid.uuid4().hex[:12]}")
     env.write_events(3)
     return env

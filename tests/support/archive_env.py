@@ -106,8 +106,7 @@ class ArchiveEnv:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for an agent subprocess: the endpoint's credentials."""
-        return {**os.environ, "AWS_ACCESS_KEY_ID": self.endpoint.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.endpoint.secret_key, "AWS_DEFAULT_REGION": self.endpoint.region,
+        return {**os.environ, **self.endpoint.credentials_env(),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **extra}
 
     def agent_command(self, *args: str) -> list[str]:
@@ -172,11 +171,14 @@ def two_class_archive(root: Path, bucket: tuple[S3Endpoint, str], monkeypatch: p
     """A spool with events of two retention classes (one batch = two objects and a digest), the bucket's
     credentials and region in the environment."""
     endpoint, name = bucket
-    for key, value in {"AWS_ACCESS_KEY_ID": endpoint.access_key, "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
-                       "AWS_DEFAULT_REGION": endpoint.region}.items():
-        monkeypatch.setenv(key, value)
+    use_credentials(monkeypatch, endpoint)
     archive = ArchiveEnv.create(root, endpoint, name, segment_max_bytes=4096, batch_max_bytes=1 << 20)
     archive.write_events(events_per_class)
     archive.write_events(events_per_class, event_type="auth.login_failed", actor="svc:gate")
     return archive
 
+
+def use_credentials(monkeypatch: pytest.MonkeyPatch, endpoint: S3Endpoint) -> None:
+    """Put the endpoint's credentials and region in this test's environment (`S3Endpoint.credentials_env`)."""
+    for key, value in endpoint.credentials_env().items():
+        monkeypatch.setenv(key, value)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import RadosGateway, S3Endpoint, make_lock_bucket, rgw_available, start_moto
 
@@ -73,9 +73,7 @@ def bucket(s3: S3Endpoint) -> Iterator[tuple[S3Endpoint, str]]:
 def bucket_in_env(bucket: tuple[S3Endpoint, str], monkeypatch: pytest.MonkeyPatch) -> tuple[S3Endpoint, str]:
     """A fresh lock bucket (``bucket``) with its server's credentials in the environment, where boto3 and every
     agent or CLI child the test starts read them."""
-    endpoint, _name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+    use_credentials(monkeypatch, bucket[0])
     return bucket
 
 

@@ -50,6 +50,11 @@ class S3Endpoint:
     region: str
     kind: str  # "moto" | "rgw"
 
+    def credentials_env(self) -> dict[str, str]:
+        """The environment variables boto3 (and every agent or CLI child) reads this endpoint's credentials from."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": self.region}
+
     def client(self, **kw: Any) -> S3Client:
         """Return a boto3 S3 client for this endpoint; keyword arguments override the defaults."""
         # Checksums only when the operation requires them: older servers reject the CRC32 headers
