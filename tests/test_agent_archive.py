@@ -18,7 +18,7 @@ from auditlock.agent.uploader import ALREADY_PRESENT, ObjectConflictError, Uploa
 from auditlock.archive import layout
 from auditlock.archive.client import make_s3_client
 from auditlock.spool.format import SEALED_SUFFIX
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.calendar import NEXT_BOUNDARY, NEXT_MONTH, THIS_MONTH, to_ns
 from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket
 from tests.support.shipping import drain_or_fail
@@ -141,8 +141,7 @@ class TestEncryption:
     def test_sse_kms_when_configured(self, moto_s3: S3Endpoint, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
         """With [sink] kms_key_id every object is stored with SSE-KMS under that key (moto; RGW needs a KMS)."""
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+        use_credentials(monkeypatch, moto_s3)
         kms = boto3.client("kms", endpoint_url=moto_s3.url, region_name=moto_s3.region)
         key_id = kms.create_key(Description="auditlock test")["KeyMetadata"]["KeyId"]
         name = make_lock_bucket(moto_s3.client(), "kms-bucket")

@@ -17,7 +17,7 @@ import pytest
 
 from auditlock.agent.service import Agent
 from auditlock.spool.format import SEALED_SUFFIX
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 
 SEGMENT_MAX_BYTES = 4096  # ArchiveEnv's [spool] segment_max_bytes: the lowest batch_max_bytes it accepts
@@ -27,9 +27,7 @@ AGE_S = 3600.0  # batch_max_age_s: far longer than any test takes, so a fresh se
 @pytest.fixture
 def env(tmp_path: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """Sealed segments of 12 events waiting in the spool of a config shipping to a fresh lock bucket."""
-    for key, value in {"AWS_ACCESS_KEY_ID": moto_s3.access_key, "AWS_SECRET_ACCESS_KEY": moto_s3.secret_key,
-                       "AWS_DEFAULT_REGION": moto_s3.region}.items():
-        monkeypatch.setenv(key, value)
+    use_credentials(monkeypatch, moto_s3)
     bucket = make_lock_bucket(moto_s3.client(), f"auditlock-due-{uuid.uuid4().hex[:12]}")
     archive = ArchiveEnv.create(tmp_path, moto_s3, bucket, batch_max_age_s=AGE_S)
     archive.write_events(12)

@@ -30,7 +30,7 @@ from auditlock.agent.s3errors import Permanence, classify
 from auditlock.agent.service import Agent
 from auditlock.archive import layout
 from auditlock.spool.format import QUARANTINE_DIR, parse_segment_name
-from tests.support.archive_env import SHORT_CLASSES, ArchiveEnv
+from tests.support.archive_env import SHORT_CLASSES, ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, free_port, make_lock_bucket
 from tests.support.waiting import wait_for
 from tests.test_agent_service import AgentProcess
@@ -152,8 +152,7 @@ class TestRejectedBatch:
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
         """The agent's clock 3 days slow: the 5-day-old batch gets a past retain-until (400), the rest ships."""
         name = make_lock_bucket(rgw_s3.client(), f"auditlock-test-{uuid.uuid4().hex[:16]}")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", rgw_s3.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rgw_s3.secret_key)
+        use_credentials(monkeypatch, rgw_s3)
         # One segment per batch, so the old segment is a batch of its own.
         env = ArchiveEnv.create(tmp_path, rgw_s3, name, batch_max_bytes=4096, class_days=SHORT_CLASSES)
         old = env.write_events(4, clock=days_ago(5))

@@ -162,8 +162,7 @@ region = "us-east-1"
         capture_env.setup()
         capture_env.sql("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)", "UPDATE orders SET status = 'paid'")
         capture_env.capture("--once")
-        env = {**capture_env.env(), "AWS_ACCESS_KEY_ID": moto_s3.access_key,
-               "AWS_SECRET_ACCESS_KEY": moto_s3.secret_key, "AWS_DEFAULT_REGION": moto_s3.region}
+        env = {**capture_env.env(), **moto_s3.credentials_env()}
         for argv in (["agent", "--once"], ["verify"]):
             done = subprocess.run([sys.executable, "-m", "auditlock", *argv, "--config", str(capture_env.config_path)],
                                   capture_output=True, text=True, env=env, timeout=300, check=False)

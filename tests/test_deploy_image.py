@@ -103,8 +103,7 @@ def hand_spool_to_image_user(env: ArchiveEnv) -> None:
 
 def run_argv(container: str, env: ArchiveEnv, etc: Path, *command: str, **environ: str) -> list[str]:
     """`buildah run` of command in container: host network, spool and config bind-mounted, S3 credentials."""
-    settings = {"AWS_ACCESS_KEY_ID": env.endpoint.access_key, "AWS_SECRET_ACCESS_KEY": env.endpoint.secret_key,
-                "AWS_DEFAULT_REGION": env.endpoint.region, **environ}
+    settings = {**env.endpoint.credentials_env(), **environ}
     return [*BUILDAH, "run", "--isolation", "chroot", "--network", "host",
             "--volume", f"{env.spool}:{SPOOL}", "--volume", f"{etc}:/etc/auditlock:ro",
             *(arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")),

@@ -21,6 +21,7 @@ from auditlock.handler.encode import hmac_value
 from auditlock.handler.hmac_keys import HmacKeyring, key_id_of
 from auditlock.spool.writer import SpoolWriter
 from tests.conftest import HMAC_KEY, config_dict
+from tests.support.archive_env import use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.shipping import drain_or_fail
 
@@ -108,8 +109,7 @@ class RotatingService:
 @pytest.fixture
 def service(tmp_path: Path, moto_s3: S3Endpoint, keys: None, monkeypatch: pytest.MonkeyPatch) -> RotatingService:
     """A service on a fresh lock bucket of the moto server, its credentials in the environment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    use_credentials(monkeypatch, moto_s3)
     bucket = make_lock_bucket(moto_s3.client(), f"auditlock-hmac-{uuid.uuid4().hex[:12]}")
     return RotatingService(tmp_path, moto_s3, bucket)
 

@@ -42,7 +42,7 @@ from auditlock.ui.reader import ArchiveReader
 from auditlock.verify.archive import ArchiveOptions, verify_archive
 from auditlock.verify.findings import FOREIGN_OBJECT, OBJECT_TOO_LARGE, UNREADABLE_OBJECT
 from auditlock.verify.source import S3Source
-from tests.support.archive_env import REPO, ArchiveEnv
+from tests.support.archive_env import REPO, ArchiveEnv, use_credentials
 from tests.support.peak import run_with_peak
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.ui_env import PASSWORD, password_hash
@@ -140,8 +140,7 @@ def view(env: ArchiveEnv, tmp: Path) -> Iterator[TestClient]:
 @pytest.fixture
 def env(tmp_path: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """An empty lock bucket on moto with a config whose `[sink] batch_max_bytes` is 64 KiB."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    use_credentials(monkeypatch, moto_s3)
     bucket = make_lock_bucket(moto_s3.client(), f"auditlock-readers-{uuid.uuid4().hex[:12]}")
     (tmp_path / "env").mkdir()
     return ArchiveEnv.create(tmp_path / "env", moto_s3, bucket)

@@ -22,7 +22,7 @@ from auditlock.cli import main
 from auditlock.demo.run import INDENT, Narrator
 from auditlock.errors import ConfigError
 from auditlock.textsafe import error_text, terminal_safe
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 
 FORGED_VERDICT = "\x1b[2J\x1b[H result: clean"
@@ -54,8 +54,7 @@ def put_object(env: ArchiveEnv, key: str, lines: bytes) -> None:
 def hostile(tmp_path: Path, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A lock bucket on moto holding an object whose event has a hostile actor id, target id and payload, and an
     object whose key holds a carriage return and an escape sequence (2026-01, a month the tests name)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    use_credentials(monkeypatch, moto_s3)
     monkeypatch.setenv("COLUMNS", "200")
     bucket = make_lock_bucket(moto_s3.client(), f"auditlock-hostile-{uuid.uuid4().hex[:12]}")
     env = ArchiveEnv.create(tmp_path, moto_s3, bucket)

@@ -22,7 +22,7 @@ from auditlock.handler.encode import MAX_DEPTH
 from auditlock.query.spool import count_spool_events
 from auditlock.spool.files import refuse_world_writable
 from auditlock.spool.format import QUARANTINE_DIR
-from tests.support.archive_env import REPO, ArchiveEnv
+from tests.support.archive_env import REPO, ArchiveEnv, use_credentials
 from tests.support.hostile_spool import (
     planted_name,
     quarantine_reason,
@@ -41,8 +41,7 @@ KEY = re.compile(r"audit/events/year=\d{4}/month=\d\d/\d{8}T\d{6}Z-[a-z0-9_-]+-[
 @pytest.fixture
 def env(moto_s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A spool shipping to a fresh lock bucket on moto, with good events already sealed in it."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    use_credentials(monkeypatch, moto_s3)
     name = make_lock_bucket(moto_s3.client(), f"hostile-spool-{os.urandom(6).hex()}")
     env = ArchiveEnv.create(tmp_path, moto_s3, name)
     env.write_events(20)

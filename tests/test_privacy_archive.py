@@ -25,6 +25,7 @@ from auditlock.privacy.keystore import open_store
 from auditlock.query.filters import EventFilter
 from auditlock.ui import present
 from auditlock.ui.reader import ArchiveReader
+from tests.support.archive_env import use_credentials
 from tests.support.privacy_env import MARKER, erasable_doc, iter_bytes, write_toml
 from tests.support.privacy_v1 import v1_core
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
@@ -113,8 +114,7 @@ def erased(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                              "region": endpoint.region, "batch_max_age_s": 0.2},
                        agent={"http_port": 0, "backoff_initial_s": 0.05, "backoff_max_s": 0.5})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-        patch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+        use_credentials(patch, endpoint)
         path = write_toml(root / "auditlock.toml", doc)
         config = load_config(path)
         emit_story(config)

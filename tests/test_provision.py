@@ -20,7 +20,7 @@ from auditlock.bucket.provision import Provisioner, Report, provision
 from auditlock.cli import main
 from auditlock.config import Config, build_config
 from auditlock.errors import ProvisionError
-from tests.support.archive_env import SHORT_CLASSES, ArchiveEnv
+from tests.support.archive_env import SHORT_CLASSES, ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket, make_plain_bucket
 
 TLS_NOTE = "AuditlockDenyInsecureTransport not set"
@@ -30,9 +30,7 @@ ACL_NOTE = "BlockPublicAcls left off"
 @pytest.fixture
 def endpoint(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
     """The S3 server of this case, its credentials in the environment (as the CLI and agent find them)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
+    use_credentials(monkeypatch, s3)
     return s3
 
 

@@ -10,16 +10,14 @@ import orjson
 import pytest
 
 from auditlock.cli import main
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 
 
 @pytest.fixture
 def env(moto_s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A spool and config for an (empty, Object Lock) bucket on moto; its credentials in the environment."""
-    for name, value in (("AWS_ACCESS_KEY_ID", moto_s3.access_key), ("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key),
-                        ("AWS_DEFAULT_REGION", moto_s3.region)):
-        monkeypatch.setenv(name, value)
+    use_credentials(monkeypatch, moto_s3)
     bucket = f"auditlock-query-{uuid.uuid4().hex[:12]}"
     make_lock_bucket(moto_s3.client(), bucket)
     return ArchiveEnv.create(tmp_path, moto_s3, bucket)

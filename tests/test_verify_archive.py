@@ -23,7 +23,7 @@ import pytest
 
 from auditlock.archive import layout
 from auditlock.spool.format import SEALED_SUFFIX, parse_segment_name
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.calendar import NEXT_MONTH
 from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket, make_plain_bucket
 from tests.support.verify_env import (
@@ -49,8 +49,7 @@ from tests.support.verify_env import (
 def env(bucket: tuple[S3Endpoint, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A spool and config shipping to a fresh lock bucket, digests signed; credentials in the environment."""
     endpoint, name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+    use_credentials(monkeypatch, endpoint)
     archive = ArchiveEnv.create(tmp_path, endpoint, name)
     private, _public = make_keypair(tmp_path)
     enable_signing(archive, private)

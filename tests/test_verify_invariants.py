@@ -22,7 +22,7 @@ import pytest
 
 from auditlock.archive import digest as digest_format
 from auditlock.spool.format import SEALED_SUFFIX, parse_segment_name
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.verify_env import (
     build_archive,
@@ -60,8 +60,7 @@ def _build_pristine(request: pytest.FixtureRequest, root: Path) -> Path:
     """Build the archive with the agent on moto under `root` and download it to `root/copy`."""
     moto_s3: S3Endpoint = request.getfixturevalue("moto_s3")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-        patch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+        use_credentials(patch, moto_s3)
         bucket = make_lock_bucket(moto_s3.client(), f"auditlock-invariants-{uuid.uuid4().hex[:12]}")
         env = ArchiveEnv.create(root, moto_s3, bucket)
         private, _public = make_keypair(root)
@@ -73,8 +72,7 @@ def _build_pristine(request: pytest.FixtureRequest, root: Path) -> Path:
 @pytest.fixture
 def env(moto_s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A spool and config shipping to a fresh lock bucket on moto, digests signed; credentials in the environment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    use_credentials(monkeypatch, moto_s3)
     archive = ArchiveEnv.create(tmp_path, moto_s3, make_lock_bucket(moto_s3.client(),
                                                                    f"auditlock-head-{uuid.uuid4().hex[:12]}"))
     private, _public = make_keypair(tmp_path)

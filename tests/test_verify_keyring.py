@@ -10,7 +10,7 @@ import pytest
 
 from auditlock.archive import digest as digest_format
 from auditlock.verify.findings import BAD_SIGNATURE, UNKNOWN_SIGNING_KEY
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.verify_env import drain, enable_signing, kinds, make_keypair, subjects, verify
 
@@ -66,8 +66,7 @@ def public_ring(rotated: RotatedArchive) -> Path:
 @pytest.fixture
 def rotated(moto_s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RotatedArchive:
     """A rotated archive on a fresh lock bucket of the moto server, credentials in the environment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    use_credentials(monkeypatch, moto_s3)
     bucket = make_lock_bucket(moto_s3.client(), f"auditlock-keyring-{uuid.uuid4().hex[:12]}")
     (tmp_path / "env").mkdir()
     return RotatedArchive(ArchiveEnv.create(tmp_path / "env", moto_s3, bucket), tmp_path / "keys")

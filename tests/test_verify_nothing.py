@@ -10,7 +10,7 @@ import pytest
 
 from auditlock.agent.service import Agent
 from auditlock.cli import main
-from tests.support.archive_env import ArchiveEnv
+from tests.support.archive_env import ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.verify_env import verify
 
@@ -18,9 +18,7 @@ from tests.support.verify_env import verify
 @pytest.fixture
 def env(s3: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv:
     """A spool and config for an empty Object Lock bucket (moto and RGW); credentials in the environment."""
-    for name, value in (("AWS_ACCESS_KEY_ID", s3.access_key), ("AWS_SECRET_ACCESS_KEY", s3.secret_key),
-                        ("AWS_DEFAULT_REGION", s3.region)):
-        monkeypatch.setenv(name, value)
+    use_credentials(monkeypatch, s3)
     bucket = f"auditlock-verify-{uuid.uuid4().hex[:12]}"
     make_lock_bucket(s3.client(), bucket)
     return ArchiveEnv.create(tmp_path, s3, bucket)

@@ -30,7 +30,7 @@ from auditlock.handler.core import AuditCore
 from auditlock.spool.format import OPEN_SUFFIX, QUARANTINE_DIR, SEALED_SUFFIX, parse_segment_name
 from auditlock.spool.witnessed import MISSING, REWRITTEN, WITNESS_DIR
 from auditlock.spool.writer import SpoolWriter
-from tests.support.archive_env import REPO, ArchiveEnv
+from tests.support.archive_env import REPO, ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint
 from tests.support.shipping import drain_or_fail
 from tests.support.spool_child import LineReader
@@ -53,8 +53,7 @@ def env(tmp_path: Path, bucket: tuple[S3Endpoint, str], monkeypatch: pytest.Monk
     """A spool of 4 KiB segments whose batches are never due on their own (only a drain ships them); boto3
     credentials in the environment for the in-process agents and verify."""
     endpoint, name = bucket
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+    use_credentials(monkeypatch, endpoint)
     return ArchiveEnv.create(tmp_path, endpoint, name, batch_max_age_s=3600)
 
 

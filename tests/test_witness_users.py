@@ -21,7 +21,7 @@ import pytest
 from auditlock.agent.service import STATE_DIR, Agent
 from auditlock.spool.format import QUARANTINE_DIR, SEALED_SUFFIX
 from auditlock.spool.witnessed import REWRITTEN, WITNESS_DIR
-from tests.support.archive_env import REPO, ArchiveEnv
+from tests.support.archive_env import REPO, ArchiveEnv, use_credentials
 from tests.support.s3servers import S3Endpoint
 from tests.support.shipping import drain_or_fail
 from tests.support.users import TwoUsers, User
@@ -87,8 +87,7 @@ class TestTwoUsers:
     ) -> None:
         """The copy refuses the application's user (EACCES); the rewritten segment is set aside at shipping."""
         endpoint, name = bucket
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
+        use_credentials(monkeypatch, endpoint)
         env = ArchiveEnv.create(shared_root, endpoint, name, batch_max_age_s=3600)
         env.spool.mkdir(mode=0o770)
         os.chown(env.spool, 0, two_users.spool_gid)
