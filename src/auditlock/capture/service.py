@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -29,8 +30,9 @@ from auditlock.capture.metrics import CaptureMetrics
 from auditlock.capture.pgoutput import PgoutputError, decode, format_lsn
 from auditlock.capture.position import START, CaptureError, Position, PositionFile
 from auditlock.capture.recorder import CAPTURE_FIELDS, DDL_FIELDS, TRUNCATE_FIELDS, ChangeRecorder
+from auditlock.capture.records import CapturedRecords
 from auditlock.capture.staging import Staging
-from auditlock.capture.tables import captured_tables, event_types_of, with_catalog
+from auditlock.capture.tables import CapturedTable, captured_tables, event_types_of, with_catalog
 from auditlock.config.model import Config
 from auditlock.errors import SpoolError
 from auditlock.handler import event_types
@@ -62,6 +64,7 @@ class Capture:
         self._conn: psycopg.Connection[Any] | None = None
         self._core: AuditCore | None = None
         self._recorder: ChangeRecorder | None = None
+        self._records: CapturedRecords | None = None
         self._durable: Position = START
         self._events_counted = 0
         self._slot_lsn: int | None = None
@@ -87,6 +90,7 @@ class Capture:
         writer = SpoolWriter(replace(self.config.spool, dir=self.staging.directory, durability="group",
                                      on_error="raise"), max_event_bytes=self.config.events.max_event_bytes)
         self._core = AuditCore(self.config, writer=writer)
+        self._records = CapturedRecords(self._core.build, self.tables, _hmac_key(self.config, self.tables))
         self._recorder = ChangeRecorder(self.tables, self._write, position)
         self._record_gap(conn, known=saved is not None and saved.slot_lsn is not None)
         if position.change_index is None and position.end_lsn is not None:
@@ -198,9 +202,10 @@ class Capture:
             self._advance(conn, upto)
         return taken
 
-    def _write(self, event_type: str, fields: dict[str, Any]) -> None:
+    def _write(self, event_type: str, fields: dict[str, Any], shared: tuple[Any, ...]) -> None:
         assert self._core is not None
-        self._core.writer.append(self._core.build(event_type, fields))
+        assert self._records is not None
+        self._core.writer.append(self._records.build(event_type, fields, shared))
         failpoints.hit("after_append")
         if fields.get("change_index"):
             failpoints.hit("mid_transaction")
@@ -263,6 +268,11 @@ class Capture:
         if conn is not None and not conn.closed:
             log.warning("auditlock capture: cancelling the running query to stop within the grace period")
             conn.cancel()
+
+
+def _hmac_key(config: Config, tables: Mapping[str, CapturedTable]) -> tuple[str | None, bytes] | None:
+    """The hmac key the record builder hashes with (`AuditCore`), None when no captured table uses hmac."""
+    return config.hmac.load_current() if any(table.target.hmac for table in tables.values()) else None
 
 
 def _allow_capture_fields(types: list[str]) -> None:
