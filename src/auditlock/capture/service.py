@@ -165,13 +165,13 @@ class Capture:
         backoff = 0.0
         while not self.stop.is_set():
             try:
+                started = time.monotonic()
                 found = self.batch()
                 backoff = 0.0
                 if self.http is not None:
                     self.http.problem = None
                     self.http.beat()
-                if not found:
-                    self.stop.wait(self.settings.poll_interval_s)
+                self.stop.wait(self.pause_after(found, started))
             except (psycopg.Error, SpoolError, OSError) as exc:
                 if self.stop.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
                     log.info("auditlock capture: the running query was cancelled; stopping")
@@ -201,6 +201,18 @@ class Capture:
         if taken == 0:
             self._advance(conn, upto)
         return taken
+
+    def pause_after(self, taken: int, started: float) -> float:
+        """Seconds to wait after a pass that took `taken` messages and began at `started` (`time.monotonic()`).
+
+        None after a full pass (`batch_changes`: more is waiting). After any other — caught up, whether it found
+        changes or not — the rest of `poll_interval_s` since it began: every pass makes the server decode again
+        from the slot's restart point, so passes chasing a trickle of changes cost the database far more than the
+        changes themselves (docs/capture-postgres.md, "Speed"); a change waits at most `poll_interval_s` more.
+        """
+        if taken >= self.settings.batch_changes:
+            return 0.0
+        return max(0.0, self.settings.poll_interval_s - (time.monotonic() - started))
 
     def _write(self, event_type: str, fields: dict[str, Any], shared: tuple[Any, ...]) -> None:
         assert self._core is not None
