@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 
 from auditlock.capture import database
 from auditlock.capture.pgoutput import decode
@@ -23,6 +24,7 @@ from auditlock.capture.records import CapturedRecords
 from auditlock.capture.service import Capture
 from auditlock.capture.tables import captured_tables, with_catalog
 from auditlock.config import Config, build_config
+from auditlock.errors import EventError
 from auditlock.handler.context import actor, job
 from auditlock.handler.core import AuditCore
 from auditlock.integrations.postgres import bind_transaction
@@ -142,7 +144,7 @@ def both_paths(capture_env: CaptureEnv) -> tuple[list[bytes], list[bytes], int]:
         calls.append(kind)
         return core.build(kind, fields)
 
-    records = CapturedRecords(counted, tables, config.hmac.load_current())
+    records = CapturedRecords(counted, core.changes, tables)
     templated = [orjson.dumps(r) for r in record(tables, messages, records.build)]
     return built, templated, len(calls)
 
@@ -178,29 +180,54 @@ class TestSameRecords:
 
 
 class TestHostileValues:
-    """A value the template cannot write as it is goes to the builder, which refuses or encodes it as ever."""
+    """A value the template path cannot copy as it is gets the builder's own rule: the same record or refusal."""
 
-    def test_out_of_range_integer_is_the_builders_to_judge(self, tmp_path: Path) -> None:
-        """An integer beyond 64 bits (a forged int8 text) is built by the builder: the same outcome either way."""
+    @staticmethod
+    def records_of(tmp_path: Path) -> tuple[AuditCore, CapturedRecords, list[str]]:
+        """A core for a config mapping `public.orders` (field `total`), and template records counting its builds."""
         config = build_config(config_dict(tmp_path / "spool", targets={
             "Order": {"table": "public.orders", "fields": ["total"]}, "User": {}, "ApiKey": {}}))
         Capture(config, serve_http=False)
         core = AuditCore(config)
-        calls = []
+        calls: list[str] = []
 
         def counted(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
             calls.append(kind)
             return core.build(kind, fields)
 
-        records = CapturedRecords(counted, captured_tables(config), None)
-        shared = (("actor_id", "db:app"), ("actor_type", "db"))
+        return core, CapturedRecords(counted, core.changes, captured_tables(config)), calls
 
-        def fields(total: Any) -> dict[str, Any]:
-            return {"target_type": "Order", "target_id": "1", "after": {"total": total}, "actor_id": "db:app",
-                    "actor_type": "db", "commit_lsn": "0/1", "xid": 7, "committed_at": "2026-01-01T00:00:00.000000Z",
-                    "table": "public.orders", "change_index": 0}
+    @staticmethod
+    def fields(total: Any, target_id: Any = "1") -> dict[str, Any]:
+        """A captured insert of an order whose `total` is `total`."""
+        return {"target_type": "Order", "target_id": target_id, "after": {"total": total}, "actor_id": "db:app",
+                "actor_type": "db", "commit_lsn": "0/1", "xid": 7, "committed_at": "2026-01-01T00:00:00.000000Z",
+                "table": "public.orders", "change_index": 0}
 
-        records.build("order.created", fields(1), shared)
-        huge = records.build("order.created", fields(2**70), shared)
+    SHARED = (("actor_id", "db:app"), ("actor_type", "db"))
+
+    def test_out_of_range_integer_is_encoded_as_the_builder_does(self, tmp_path: Path) -> None:
+        """An integer beyond 64 bits (a forged int8 text) in a templated row: the builder's record, byte for byte."""
+        core, records, calls = self.records_of(tmp_path)
+        records.build("order.created", self.fields(1), self.SHARED)
+        huge = records.build("order.created", self.fields(2**70), self.SHARED)
+        assert calls == ["order.created"]
+        assert orjson.dumps(huge) == orjson.dumps(core.build("order.created", self.fields(2**70)))
+
+    def test_unencodable_value_is_refused_as_the_builder_refuses_it(self, tmp_path: Path) -> None:
+        """A value no JSON can hold raises the builder's EventError naming the field, template or not."""
+        core, records, _ = self.records_of(tmp_path)
+        records.build("order.created", self.fields(1), self.SHARED)
+        with pytest.raises(EventError, match="total") as templated:
+            records.build("order.created", self.fields(object()), self.SHARED)
+        with pytest.raises(EventError, match="total") as built:
+            core.build("order.created", self.fields(object()))
+        assert str(templated.value).split(":")[0] == str(built.value).split(":")[0]
+
+    def test_target_id_that_is_not_a_string_takes_the_builder(self, tmp_path: Path) -> None:
+        """A target id of another type is the builder's to judge, not copied into a template."""
+        core, records, calls = self.records_of(tmp_path)
+        records.build("order.created", self.fields(1), self.SHARED)
+        odd = records.build("order.created", self.fields(1, target_id=5), self.SHARED)
         assert calls == ["order.created", "order.created"]
-        assert huge == core.build("order.created", fields(2**70))
+        assert odd == core.build("order.created", self.fields(1, target_id=5))

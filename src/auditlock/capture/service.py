@@ -17,7 +17,6 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -32,7 +31,7 @@ from auditlock.capture.position import START, CaptureError, Position, PositionFi
 from auditlock.capture.recorder import CAPTURE_FIELDS, DDL_FIELDS, TRUNCATE_FIELDS, ChangeRecorder
 from auditlock.capture.records import CapturedRecords
 from auditlock.capture.staging import Staging
-from auditlock.capture.tables import CapturedTable, captured_tables, event_types_of, with_catalog
+from auditlock.capture.tables import captured_tables, event_types_of, with_catalog
 from auditlock.config.model import Config
 from auditlock.errors import SpoolError
 from auditlock.handler import event_types
@@ -90,7 +89,7 @@ class Capture:
         writer = SpoolWriter(replace(self.config.spool, dir=self.staging.directory, durability="group",
                                      on_error="raise"), max_event_bytes=self.config.events.max_event_bytes)
         self._core = AuditCore(self.config, writer=writer)
-        self._records = CapturedRecords(self._core.build, self.tables, _hmac_key(self.config, self.tables))
+        self._records = CapturedRecords(self._core.build, self._core.changes, self.tables)
         self._recorder = ChangeRecorder(self.tables, self._write, position)
         self._record_gap(conn, known=saved is not None and saved.slot_lsn is not None)
         if position.change_index is None and position.end_lsn is not None:
@@ -280,11 +279,6 @@ class Capture:
         if conn is not None and not conn.closed:
             log.warning("auditlock capture: cancelling the running query to stop within the grace period")
             conn.cancel()
-
-
-def _hmac_key(config: Config, tables: Mapping[str, CapturedTable]) -> tuple[str | None, bytes] | None:
-    """The hmac key the record builder hashes with (`AuditCore`), None when no captured table uses hmac."""
-    return config.hmac.load_current() if any(table.target.hmac for table in tables.values()) else None
 
 
 def _allow_capture_fields(types: list[str]) -> None:
