@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -14,6 +16,8 @@ import uuid
 import orjson
 import psycopg
 
+from auditlock.capture.service import Capture
+from auditlock.config import load_config
 from tests.support.capture_env import CaptureEnv
 from tests.support.s3servers import S3Endpoint, make_lock_bucket
 from tests.support.waiting import wait_for
@@ -197,3 +201,27 @@ class TestRename:
         capture_env.config_path.write_text(text)
         capture_env.capture("--once")
         assert [e["event_type"] for e in capture_env.events()] == ["order.schema_changed", "order.created"]
+
+
+class TestPacing:
+    """A pass that caught up is followed by the rest of poll_interval_s, so changes gather into fewer passes."""
+
+    @staticmethod
+    def capture(capture_env: CaptureEnv) -> Capture:
+        """A capture of the test config with batch_changes = 100 and poll_interval_s = 30 (nothing started)."""
+        config = load_config(capture_env.config_path)
+        settings = dataclasses.replace(config.capture, batch_changes=100, poll_interval_s=30.0)
+        return Capture(dataclasses.replace(config, capture=settings), serve_http=False)
+
+    def test_a_pass_that_found_changes_but_caught_up_waits(self, capture_env: CaptureEnv) -> None:
+        """Fewer changes than batch_changes: the next pass waits what is left of the poll interval."""
+        pause = self.capture(capture_env).pause_after(40, time.monotonic())
+        assert 0 < pause <= 30
+
+    def test_a_full_pass_goes_straight_on(self, capture_env: CaptureEnv) -> None:
+        """A pass that took batch_changes messages has more waiting: no pause."""
+        assert self.capture(capture_env).pause_after(100, time.monotonic()) == 0
+
+    def test_a_pass_longer_than_the_interval_goes_straight_on(self, capture_env: CaptureEnv) -> None:
+        """A pass that took longer than poll_interval_s is not followed by a pause of its own."""
+        assert self.capture(capture_env).pause_after(0, time.monotonic() - 60) == 0

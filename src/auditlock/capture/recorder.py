@@ -35,7 +35,9 @@ CAPTURE_FIELDS = frozenset({"commit_lsn", "xid", "committed_at", "table", "chang
 TRUNCATE_FIELDS = frozenset({"cascade", "restart_identity"})
 DDL_FIELDS = frozenset({"command", "object"})
 
-Write = Callable[[str, dict[str, Any]], None]
+# `write(event_type, fields, shared)`: `shared` holds the values every event of the transaction shares until its next
+# message (its attribution), so the writer can reuse what it built for them (`capture.records`).
+Write = Callable[[str, dict[str, Any], tuple[Any, ...]], None]
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _Transaction:
     covered_through: float  # the last change_index the position already covers (-1: none; inf: all)
     index: int = 0
     stamp: dict[str, Any] | None = None  # the fields every event of the transaction shares (until a message)
+    shared: tuple[Any, ...] = ()  # the attribution part of `stamp`, as a key
 
 
 class ChangeRecorder:
@@ -166,12 +169,14 @@ class ChangeRecorder:
             return
         begin = txn.begin
         if txn.stamp is None:
-            txn.stamp = {**txn.attribution.fields(), "commit_lsn": format_lsn(begin.commit_lsn), "xid": begin.xid,
+            attribution = txn.attribution.fields()
+            txn.shared = tuple(attribution.items())
+            txn.stamp = {**attribution, "commit_lsn": format_lsn(begin.commit_lsn), "xid": begin.xid,
                          "committed_at": _rfc3339(begin.commit_time)}
         fields.update(txn.stamp)
         fields["table"] = table.name
         fields["change_index"] = index
-        self._write(event_type, fields)
+        self._write(event_type, fields, txn.shared)
         self._last_row = (begin.commit_lsn, index)
         self.events += 1
 

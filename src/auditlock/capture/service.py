@@ -29,6 +29,7 @@ from auditlock.capture.metrics import CaptureMetrics
 from auditlock.capture.pgoutput import PgoutputError, decode, format_lsn
 from auditlock.capture.position import START, CaptureError, Position, PositionFile
 from auditlock.capture.recorder import CAPTURE_FIELDS, DDL_FIELDS, TRUNCATE_FIELDS, ChangeRecorder
+from auditlock.capture.records import CapturedRecords
 from auditlock.capture.staging import Staging
 from auditlock.capture.tables import captured_tables, event_types_of, with_catalog
 from auditlock.config.model import Config
@@ -62,6 +63,7 @@ class Capture:
         self._conn: psycopg.Connection[Any] | None = None
         self._core: AuditCore | None = None
         self._recorder: ChangeRecorder | None = None
+        self._records: CapturedRecords | None = None
         self._durable: Position = START
         self._events_counted = 0
         self._slot_lsn: int | None = None
@@ -87,6 +89,7 @@ class Capture:
         writer = SpoolWriter(replace(self.config.spool, dir=self.staging.directory, durability="group",
                                      on_error="raise"), max_event_bytes=self.config.events.max_event_bytes)
         self._core = AuditCore(self.config, writer=writer)
+        self._records = CapturedRecords(self._core.build, self._core.changes, self.tables)
         self._recorder = ChangeRecorder(self.tables, self._write, position)
         self._record_gap(conn, known=saved is not None and saved.slot_lsn is not None)
         if position.change_index is None and position.end_lsn is not None:
@@ -161,13 +164,13 @@ class Capture:
         backoff = 0.0
         while not self.stop.is_set():
             try:
+                started = time.monotonic()
                 found = self.batch()
                 backoff = 0.0
                 if self.http is not None:
                     self.http.problem = None
                     self.http.beat()
-                if not found:
-                    self.stop.wait(self.settings.poll_interval_s)
+                self.stop.wait(self.pause_after(found, started))
             except (psycopg.Error, SpoolError, OSError) as exc:
                 if self.stop.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
                     log.info("auditlock capture: the running query was cancelled; stopping")
@@ -198,9 +201,22 @@ class Capture:
             self._advance(conn, upto)
         return taken
 
-    def _write(self, event_type: str, fields: dict[str, Any]) -> None:
+    def pause_after(self, taken: int, started: float) -> float:
+        """Seconds to wait after a pass that took `taken` messages and began at `started` (`time.monotonic()`).
+
+        None after a full pass (`batch_changes`: more is waiting). After any other — caught up, whether it found
+        changes or not — the rest of `poll_interval_s` since it began: every pass makes the server decode again
+        from the slot's restart point, so passes chasing a trickle of changes cost the database far more than the
+        changes themselves (docs/capture-postgres.md, "Speed"); a change waits at most `poll_interval_s` more.
+        """
+        if taken >= self.settings.batch_changes:
+            return 0.0
+        return max(0.0, self.settings.poll_interval_s - (time.monotonic() - started))
+
+    def _write(self, event_type: str, fields: dict[str, Any], shared: tuple[Any, ...]) -> None:
         assert self._core is not None
-        self._core.writer.append(self._core.build(event_type, fields))
+        assert self._records is not None
+        self._core.writer.append(self._records.build(event_type, fields, shared))
         failpoints.hit("after_append")
         if fields.get("change_index"):
             failpoints.hit("mid_transaction")

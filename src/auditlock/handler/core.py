@@ -97,6 +97,10 @@ class AuditCore:
         """The record of an event, chain fields still empty; raises `EventError` on bad input."""
         return self._builder.build(event_type, fields)
 
+    def changes(self, event_type: str, target_type: str, before: Any, after: Any) -> dict[str, Any]:
+        """`payload.changes` as `build` writes it for `before`/`after` (the allowlist, hmac, encoding of values)."""
+        return self._builder.changes(event_type, target_type, before, after)
+
     def write(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """Write a built record; on a spool failure raise, or count the drop when `on_error = "drop"`."""
         if capture_hooks:

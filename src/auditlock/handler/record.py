@@ -108,6 +108,11 @@ class RecordBuilder:
             "trace_id": trace_id, "span_id": span_id,
         }
 
+    def changes(self, event_type: str, target_type: str, before: Any, after: Any) -> dict[str, Any]:
+        """`payload.changes` of an event of `event_type` on `target_type`, exactly as `build` writes it."""
+        plan = self._plans.get((event_type, target_type)) or self._new_plan(event_type, target_type)
+        return self._changes(event_type, before, after, plan)
+
     def _new_plan(self, event_type: str, target_type: str | None) -> RecordPlan:
         if not isinstance(event_type, str) or not event_types.EVENT_TYPE_PATTERN.match(event_type):
             raise EventError(
