@@ -65,6 +65,11 @@ class GroupCommit:
         self._waiting = 0  # callers between their append and their answer, the leader included
         self.delays = 0  # fdatasyncs whose leader waited for the commit delay
 
+    @property
+    def waiting(self) -> int:
+        """How many callers are between their append and their answer (the leader included)."""
+        return self._waiting
+
     def wait_durable(self, segment: OpenSegment, end: int) -> None:
         """Return once `segment` is durable up to byte `end`; raise `OSError` if that line was taken back.
 
