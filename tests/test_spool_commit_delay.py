@@ -50,7 +50,7 @@ class ScriptedFdatasync:
             self.calls += 1
             call = self.calls
         if call == 1:
-            wait_for(self._release, HOLD_TIMEOUT_S, "every caller appending while the first fdatasync ran")
+            wait_for(self._release, HOLD_TIMEOUT_S, "every caller waiting for the first fdatasync")
         if call == 2 and self._fail_second:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         self._real(fd)
@@ -106,14 +106,14 @@ def first_then_others(core: AuditCore, others: int, disk: ScriptedFdatasync) -> 
     return results
 
 
-def all_appended(core: AuditCore, callers: int) -> Callable[[], bool]:
-    """True once `callers` callers have appended their line (each then waits for an fdatasync covering it)."""
-    return lambda: core.writer.stats["events"] == callers
+def all_waiting(core: AuditCore, callers: int) -> Callable[[], bool]:
+    """True once `callers` callers have appended and wait for their fdatasync."""
+    return lambda: core.writer._commit.waiting == callers
 
 
 class TestCommitDelay:
-    """With a commit delay, a leader that finds at least COMMIT_SIBLINGS other lines not yet durable waits before
-    its fdatasync; each call still returns only once its own line is durable."""
+    """With a commit delay, a leader that finds at least COMMIT_SIBLINGS other callers waiting waits before its
+    fdatasync; each call still returns only once its own line is durable."""
 
     def test_a_delayed_fdatasync_covers_every_waiting_caller_before_any_returns(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -121,7 +121,7 @@ class TestCommitDelay:
         """7 callers wait behind a held fdatasync: the next leader delays, one fdatasync covers all 7, and no call
         returns before an fdatasync covered its line."""
         core = _core(tmp_path / "spool", MAX_DELAY_US)
-        disk = ScriptedFdatasync(all_appended(core, 8))
+        disk = ScriptedFdatasync(all_waiting(core, 8))
         monkeypatch.setattr(os, "fdatasync", disk)
         try:
             results = first_then_others(core, 7, disk)
@@ -141,7 +141,7 @@ class TestCommitDelay:
         first caller's line stays, and writing continues under a new writer id."""
         core = _core(tmp_path / "spool", MAX_DELAY_US)
         first_writer = core.writer.writer_id
-        disk = ScriptedFdatasync(all_appended(core, 8), fail_second=True)
+        disk = ScriptedFdatasync(all_waiting(core, 8), fail_second=True)
         monkeypatch.setattr(os, "fdatasync", disk)
         try:
             results = first_then_others(core, 7, disk)
@@ -159,10 +159,10 @@ class TestCommitDelay:
         assert [event["event_id"] for event in contents.events] == [results[0]["event_id"], after["event_id"]]
 
     def test_a_few_waiting_callers_are_not_delayed(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """With fewer than COMMIT_SIBLINGS other lines waiting, the next leader fdatasyncs at once."""
+        """With fewer than COMMIT_SIBLINGS other callers waiting, the next leader fdatasyncs at once."""
         others = COMMIT_SIBLINGS - 1
         core = _core(tmp_path / "spool", MAX_DELAY_US)
-        disk = ScriptedFdatasync(all_appended(core, 1 + others))
+        disk = ScriptedFdatasync(all_waiting(core, 1 + others))
         monkeypatch.setattr(os, "fdatasync", disk)
         try:
             results = first_then_others(core, others, disk)
@@ -186,7 +186,7 @@ class TestCommitDelay:
     def test_no_delay_when_it_is_zero(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """commit_delay_us = 0: 7 callers waiting, the next leader fdatasyncs at once."""
         core = _core(tmp_path / "spool", 0)
-        disk = ScriptedFdatasync(all_appended(core, 8))
+        disk = ScriptedFdatasync(all_waiting(core, 8))
         monkeypatch.setattr(os, "fdatasync", disk)
         try:
             results = first_then_others(core, 7, disk)

@@ -22,11 +22,11 @@ Invariants (the writer lock is the `SpoolWriter`'s; the condition's lock is take
 - `durable_size` and `failure` only change under the condition's lock, with every waiter notified.
 
 Commit delay (`[spool] commit_delay_us`, as PostgreSQL's `commit_delay`/`commit_siblings`): a leader that finds at
-least `COMMIT_SIBLINGS` lines besides its own not yet durable (one waiting caller each) waits up to that long on
-the condition before it takes the segment, so the callers still appending join its fdatasync, not the next one. It
-waits holding nothing but the leadership (no lock, no segment, nothing in flight), so every invariant above holds
-as without it; a settle or a take-back during the wait ends it early. A lone caller, or a few, never wait: the
-delay only pays when the fdatasyncs, not the callers, are what is scarce.
+least `COMMIT_SIBLINGS` other callers waiting (answered or not: callers just answered are about to log again)
+waits up to that long on the condition before it takes the segment, so the callers still appending join its
+fdatasync, not the next one. It waits holding nothing but the leadership (no lock, no segment, nothing in flight),
+so every invariant above holds as without it; a settle or a take-back during the wait ends it early. A lone
+caller, or a few, never wait: the delay only pays when the fdatasyncs, not the callers, are what is scarce.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from auditlock.spool.segment import OpenSegment
 
 log = logging.getLogger("auditlock.spool")
 
-# A leader delays its fdatasync only when at least this many other callers' lines wait for one (measured: with 3
-# or fewer the delay only idles the disk; docs/architecture.md, "sync mode commits in groups").
+# A leader delays its fdatasync only when at least this many other callers wait (measured: with 3 or fewer the
+# delay only idles the disk; docs/architecture.md, "sync mode commits in groups").
 COMMIT_SIBLINGS = 4
 
 
@@ -62,36 +62,44 @@ class GroupCommit:
         self._leading = False
         self._in_flight: OpenSegment | None = None
         self._delay_s = delay_us / 1_000_000
+        self._waiting = 0  # callers between their append and their answer, the leader included
         self.delays = 0  # fdatasyncs whose leader waited for the commit delay
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are between their append and their answer, the leader included."""
+        return self._waiting
 
     def wait_durable(self, segment: OpenSegment, end: int) -> None:
         """Return once `segment` is durable up to byte `end`; raise `OSError` if that line was taken back.
 
         The caller must not hold the writer lock (a leader needs it to pick up the segment).
         """
-        while True:
+        with self._cond:
+            self._waiting += 1
+        try:
+            while not self._follow(segment, end):
+                try:
+                    if self._delay_s and self._waiting > COMMIT_SIBLINGS:  # a hint: read without the lock
+                        self._delay()
+                    self._lead()
+                finally:
+                    with self._cond:
+                        self._leading = False
+                        self._cond.notify_all()
+        finally:
             with self._cond:
-                while not self._answered(segment, end):
-                    if not self._leading:
-                        self._leading = True
-                        break
-                    self._cond.wait()
-                else:
-                    return
-            try:
-                if self._delay_s and self._crowded():
-                    self._delay()
-                self._lead()
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+                self._waiting -= 1
 
-    def _crowded(self) -> bool:
-        """Whether at least `COMMIT_SIBLINGS` lines besides the leader's own wait for an fdatasync: one caller
-        each. Read without a lock — a hint, never a promise: a stale count only changes whether a leader waits."""
-        segment = self._current()
-        return segment is not None and segment.lines - segment.durable_lines > COMMIT_SIBLINGS
+    def _follow(self, segment: OpenSegment, end: int) -> bool:
+        """Wait for the leaders' fdatasyncs: True once the line is answered, False if this caller is to lead."""
+        with self._cond:
+            while not self._answered(segment, end):
+                if not self._leading:
+                    self._leading = True
+                    return False
+                self._cond.wait()
+            return True
 
     def _delay(self) -> None:
         """The commit delay: give the callers still appending up to `commit_delay_us` to join this fdatasync
