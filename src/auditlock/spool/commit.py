@@ -42,7 +42,7 @@ from auditlock.spool.segment import OpenSegment
 log = logging.getLogger("auditlock.spool")
 
 # A leader delays its fdatasync only when at least this many other callers wait (measured: with 3 or fewer the
-# delay only idles the disk; docs/architecture.md, "sync mode commits in groups").
+# delay only idles the disk; docs/architecture.md, "`sync` mode has a commit delay").
 COMMIT_SIBLINGS = 4
 
 
