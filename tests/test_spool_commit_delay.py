@@ -201,8 +201,8 @@ class TestCommitDelayKey:
     """`[spool] commit_delay_us`: microseconds, 0 to 10000, checked when the config is loaded."""
 
     def test_default_and_values(self, tmp_path: Path) -> None:
-        """Unset it is 100 µs; 0 (no delay) and 10000 are accepted."""
-        assert build_config(config_dict(tmp_path)).spool.commit_delay_us == 100
+        """Unset it is 50 µs; 0 (no delay) and 10000 are accepted."""
+        assert build_config(config_dict(tmp_path)).spool.commit_delay_us == 50
         for value in (0, 10_000):
             config = build_config(config_dict(tmp_path, spool={"dir": str(tmp_path), "commit_delay_us": value}))
             assert config.spool.commit_delay_us == value
