@@ -34,6 +34,7 @@ class SpoolConfig:
     max_bytes: int = 1024 * 1024 * 1024
     on_error: OnError = "raise"
     warn_fraction: float = 0.8
+    commit_delay_us: int = 50  # durability "sync": the group commit's delay (spool.commit)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "max_bytes": positive_int(65536),
         "on_error": Key("str", choices=("raise", "drop")),
         "warn_fraction": Key("float", minimum=0.01, maximum=1.0),
+        "commit_delay_us": Key("int", minimum=0, maximum=10_000),
     },
     "events": {"include": LIST, "keep_in_app_log": BOOL, "max_event_bytes": positive_int(1024)},
     "hmac": {"key_env": STR, "key_file": PATH, "current": STR},

@@ -20,6 +20,13 @@ Invariants (the writer lock is the `SpoolWriter`'s; the condition's lock is take
 - A segment leaves the writer (sealed or abandoned) only settled: every line in it durable, or taken back and its
   callers failed. Followers of an older segment are therefore answered by the rotation that sealed it.
 - `durable_size` and `failure` only change under the condition's lock, with every waiter notified.
+
+Commit delay (`[spool] commit_delay_us`, as PostgreSQL's `commit_delay`/`commit_siblings`): a leader that finds at
+least `COMMIT_SIBLINGS` other callers waiting (answered or not: callers just answered are about to log again)
+waits up to that long on the condition before it takes the segment, so the callers still appending join its
+fdatasync, not the next one. It waits holding nothing but the leadership (no lock, no segment, nothing in flight),
+so every invariant above holds as without it; a settle or a take-back during the wait ends it early. A lone
+caller, or a few, never wait: the delay only pays when the fdatasyncs, not the callers, are what is scarce.
 """
 
 from __future__ import annotations
@@ -34,14 +41,19 @@ from auditlock.spool.segment import OpenSegment
 
 log = logging.getLogger("auditlock.spool")
 
+# A leader delays its fdatasync only when at least this many other callers wait (measured: with 3 or fewer the
+# delay only idles the disk; docs/architecture.md, "`sync` mode has a commit delay").
+COMMIT_SIBLINGS = 4
+
 
 class GroupCommit:
     """One writer's shared fdatasyncs in durability "sync"."""
 
     def __init__(self, writer_lock: threading.RLock, current: Callable[[], OpenSegment | None],
-                 abandon_current: Callable[[], None], stats: dict[str, Any]) -> None:
+                 abandon_current: Callable[[], None], stats: dict[str, Any], *, delay_us: int = 0) -> None:
         """`current` returns the writer's open segment and `abandon_current` abandons it (both under the writer
-        lock); `stats` is the writer's counters (`sync_failures`, and `events`/`bytes` less what is taken back)."""
+        lock); `stats` is the writer's counters (`sync_failures`, and `events`/`bytes` less what is taken back);
+        `delay_us` is the commit delay (0: none)."""
         self._writer_lock = writer_lock
         self._current = current
         self._abandon_current = abandon_current
@@ -49,27 +61,52 @@ class GroupCommit:
         self._cond = threading.Condition(threading.Lock())
         self._leading = False
         self._in_flight: OpenSegment | None = None
+        self._delay_s = delay_us / 1_000_000
+        self._waiting = 0  # callers between their append and their answer, the leader included
+        self.delays = 0  # fdatasyncs whose leader waited for the commit delay
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are between their append and their answer, the leader included."""
+        return self._waiting
 
     def wait_durable(self, segment: OpenSegment, end: int) -> None:
         """Return once `segment` is durable up to byte `end`; raise `OSError` if that line was taken back.
 
         The caller must not hold the writer lock (a leader needs it to pick up the segment).
         """
-        while True:
+        with self._cond:
+            self._waiting += 1
+        try:
+            while not self._follow(segment, end):
+                try:
+                    if self._delay_s and self._waiting > COMMIT_SIBLINGS:  # a hint: read without the lock
+                        self._delay()
+                    self._lead()
+                finally:
+                    with self._cond:
+                        self._leading = False
+                        self._cond.notify_all()
+        finally:
             with self._cond:
-                while not self._answered(segment, end):
-                    if not self._leading:
-                        self._leading = True
-                        break
-                    self._cond.wait()
-                else:
-                    return
-            try:
-                self._lead()
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+                self._waiting -= 1
+
+    def _follow(self, segment: OpenSegment, end: int) -> bool:
+        """Wait for the leaders' fdatasyncs: True once the line is answered, False if this caller is to lead."""
+        with self._cond:
+            while not self._answered(segment, end):
+                if not self._leading:
+                    self._leading = True
+                    return False
+                self._cond.wait()
+            return True
+
+    def _delay(self) -> None:
+        """The commit delay: give the callers still appending up to `commit_delay_us` to join this fdatasync
+        (nothing is held meanwhile but the leadership; a settle or a take-back, which notify, end it early)."""
+        with self._cond:
+            self.delays += 1
+            self._cond.wait(self._delay_s)
 
     @staticmethod
     def _answered(segment: OpenSegment, end: int) -> bool:

@@ -78,7 +78,8 @@ class SpoolWriter:
         self._sync_lock = threading.Lock()
         self.stats = {"events": 0, "bytes": 0, "segments_sealed": 0, "errors": 0, "sync_failures": 0}
         self._drops = DropFile(self.directory, self.chain.writer_id)  # named after the first id; no I/O yet
-        self._commit = GroupCommit(self._lock, lambda: self._segment, self._abandon, self.stats)
+        self._commit = GroupCommit(self._lock, lambda: self._segment, self._abandon, self.stats,
+                                   delay_us=self.config.commit_delay_us)
 
     @property
     def writer_id(self) -> str:
