@@ -14,8 +14,11 @@ Invariants of both:
   back exactly what a plain field would hold. `None` is never encrypted: it stays null (nothing to hide).
 - One data key per subject: 256 random bits (`AESGCM.generate_key`), named by a key id of 128 random bits as
   32 lowercase hex characters. The key id says nothing about the subject; only the key store links the two.
-- A fresh random 96-bit nonce per AES-GCM call (from `os.urandom`, fetched 256 at a time; a forked child never
-  uses its parent's). With far fewer than 2**32 calls per key, a nonce collision is negligible.
+- A fresh random 96-bit nonce per AES-GCM call (from `os.urandom`, fetched 256 at a time into a pool: one
+  syscall per 256 calls). A nonce never serves twice: the pool holds each slice of a batch once and `list.pop`
+  (atomic under the GIL) hands it to one call of one thread; a forked child clears its copy of the pool
+  (`os.register_at_fork`), so parent and child never seal with the same pooled nonce. With far fewer than 2**32
+  calls per key, a collision of two random nonces is negligible.
 - Erasing a subject deletes its data key from the store: every value sealed under it becomes unreadable for
   good, while the archive's bytes — and so its chain and digests — stay exactly as written.
 
