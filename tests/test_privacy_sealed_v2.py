@@ -104,6 +104,52 @@ class TestEnvelope:
         assert reveal(config, payload)[0] == {"name": {"first": "Ann", "n": [1, 2.5]}, "email": ""}
 
 
+class TestEveryShape:
+    """The common shape (every erasable field in the payload, no change) has a path of its own; every shape seals
+    the same way."""
+
+    def test_every_field_in_the_payload(self, config: Config, core: AuditCore) -> None:
+        """Both fields at the top level: the envelope at the first in sorted order, whatever the call's order;
+        the payload keeps the call's key order; both reveal."""
+        payload = emit(core, target_type="Customer", target_id="5", name="Ann", tier="gold", email="a@example.com")
+        assert list(payload) == ["name", "tier", "email"]
+        key_id, body = parse_sealed_v2(payload["email"])
+        assert body is not None
+        assert payload["name"] == f"{PREFIX_V2}{key_id}:@"
+        assert reveal(config, payload)[0] == {"name": "Ann", "tier": "gold", "email": "a@example.com"}
+
+    @pytest.mark.parametrize(("fields", "sealed"), [
+        ({"name": None, "email": "a@example.com"}, ["email"]),
+        ({"name": "Ann", "email": None}, ["name"]),
+        ({"email": "a@example.com"}, ["email"]),
+        ({"name": "Ann", "email": "a@example.com", "after": {"name": "Bo"}}, ["name", "email", "changes"]),
+    ], ids=["null-name", "null-email", "name-absent", "with-a-change"])
+    def test_other_shapes(self, config: Config, core: AuditCore, fields: dict[str, Any], sealed: list[str]) -> None:
+        """A null or absent field, or a change beside the fields, takes the general path: nulls stay null, the
+        rest is sealed and reveals as passed."""
+        payload = emit(core, target_type="Customer", target_id="5", **fields)
+        for name in ("name", "email"):
+            assert (payload.get(name) is None) is (fields.get(name) is None)
+        assert [name for name in ("name", "email", "changes") if PREFIX_V2 in str(payload.get(name))] == sealed
+        expected = {name: value for name, value in fields.items() if name != "after"}
+        if "after" in fields:
+            expected["changes"] = {"name": [None, "Bo"]}
+        assert reveal(config, payload)[0] == expected
+
+    @pytest.mark.parametrize("event", [{"target_type": "Customer", "target_id": "5", "tier": "gold"},
+                                       {"target_type": "Order", "target_id": "7", "customer_id": 42}],
+                             ids=["two-erasable-fields", "one-erasable-field"])
+    def test_no_erasable_value_seals_nothing(self, config: Config, core: AuditCore, event: dict[str, Any]) -> None:
+        """An event of an erasable target without any erasable value is written plain, and its subject gets no
+        key."""
+        payload = emit(core, "customer.updated", **event)
+        assert "enc:v" not in str(payload)
+        store = open_store(config.erasure)
+        assert store.subject_key("Customer:5") is None
+        assert store.subject_key("Customer:42") is None
+        store.close()
+
+
 def swap(payload: dict[str, Any], field: str, to: str) -> dict[str, Any]:
     """The payload with the value of top-level `field` moved to `to`."""
     moved = dict(payload)

@@ -233,6 +233,42 @@ class TestNonces:
         os.waitpid(pid, 0)
         assert child_nonce != parse_sealed(key.seal("email", "parent"))[1][:12]
 
+    def test_event_nonces_never_repeat_across_refills(self, core: AuditCore) -> None:
+        """Envelopes of four pools' worth of events (1030 > 4 x 256 nonces) carry 1030 different 12-byte nonces."""
+        key = core._builder._sealer.keys.key_for("Customer:1")  # type: ignore[union-attr]
+        places = (("email", 0), ("name", 0))
+        nonces = [envelope_nonce(key.seal_event(places, ["same", "same"])) for _ in range(1030)]
+        assert {len(nonce) for nonce in nonces} == {12}
+        assert len(set(nonces)) == 1030
+
+    def test_child_and_parent_nonces_are_disjoint_across_refills(self, core: AuditCore) -> None:
+        """A forked child and its parent each seal 600 events (refilling their pools twice) from the same warm
+        pool: no nonce appears twice in either process, nor in both."""
+        key = core._builder._sealer.keys.key_for("Customer:1")  # type: ignore[union-attr]
+        places = (("email", 0), ("name", 0))
+        key.seal_event(places, ["warm", "the pool"])
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: send its 600 nonces, exit at once
+            os.write(write, b"".join(envelope_nonce(key.seal_event(places, ["c", "c"])) for _ in range(600)))
+            os._exit(0)
+        os.close(write)
+        parent = [envelope_nonce(key.seal_event(places, ["p", "p"])) for _ in range(600)]
+        with os.fdopen(read, "rb") as pipe:
+            sent = pipe.read()
+        os.waitpid(pid, 0)
+        child = [sent[i:i + 12] for i in range(0, len(sent), 12)]
+        assert len(child) == 600
+        assert len(set(child)) == len(set(parent)) == 600
+        assert not set(child) & set(parent)
+
+
+def envelope_nonce(envelope: str) -> bytes:
+    """The nonce of a v2 envelope."""
+    body = parse_sealed_v2(envelope)[1]
+    assert body is not None
+    return body[:12]
+
 
 class TestStoreOpenedOnUse:
     def test_core_that_never_seals_needs_no_store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

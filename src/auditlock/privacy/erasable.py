@@ -16,7 +16,8 @@ rather than show every value as erased.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -77,9 +78,60 @@ class Sealer:
         envelope for all of them (see `crypto`'s design comment)."""
         plan = self._plans.get(target_type) or self._plan_of(target_type, target)
         changes: dict[str, list[Any]] = payload.get("changes") or _NO_CHANGES
+        values: Sequence[Any] | None = None
+        if changes is _NO_CHANGES:  # the common case, every erasable field in the payload and no change: no shape
+            try:
+                values = plan.every_value(payload)
+            except KeyError:  # a field missing
+                values = None
+        if values is None or None in values:
+            sealed = plan.sealed_of(payload, changes)
+            if sealed is None:
+                return
+            places, values = sealed
+        else:
+            places = plan.flat
+        # The common case without a call to the store: the target is the subject and its key is cached (a subject
+        # is checked once, before its key is first asked for).
+        keys = self._keys or self.keys  # the property (which opens the store) only until it is open
+        key = keys.fresh(f"{target_type}:{target_id}") if plan.target_is_subject and target_id is not None else None
+        if key is None:
+            key = keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
+        envelope = key.seal_event(places, values)
+        if places is plan.flat:
+            payload[plan.first] = envelope
+            for name in plan.rest:
+                payload[name] = key.reference
+        else:
+            _place(payload, changes, places, envelope, key.reference)
+
+    def _plan_of(self, target_type: str | None, target: TargetConfig) -> _SealPlan:
+        plan = self._plans[target_type] = _SealPlan(target)
+        return plan
+
+
+class _SealPlan:
+    """What sealing needs of one target type, computed once: its erasable fields in place order (sorted), each
+    with the bits its value, before and after side set in an event's shape; the places of each shape seen; and
+    for the common shape (every field in the payload, no change) its places, ready, and a C-level getter of its
+    values."""
+
+    __slots__ = ("every_value", "fields", "first", "flat", "places", "rest", "target_is_subject")
+
+    def __init__(self, target: TargetConfig) -> None:
+        names = sorted(target.erasable)
+        self.every_value = _values_getter(names)
+        self.first, self.rest = names[0], tuple(names[1:])
+        self.flat: Places = tuple((name, 0) for name in names)  # every field in the payload, no change
+        self.fields = tuple((name, 1 << 3 * i, 2 << 3 * i, 4 << 3 * i) for i, name in enumerate(names))
+        self.target_is_subject = target.subject is None
+        self.places: dict[int, Places] = {}
+
+    def sealed_of(self, payload: dict[str, Any], changes: dict[str, list[Any]]) -> tuple[Places, list[Any]] | None:
+        """The places and values (in place order) of the non-null erasable values of an event; None if none."""
         shape = 0
         values: list[Any] = []
-        for name, value_bit, before_bit, after_bit in plan.fields:
+        for name, value_bit, before_bit, after_bit in self.fields:
             value, pair = payload.get(name), changes.get(name)
             if value is not None:
                 shape |= value_bit
@@ -93,32 +145,8 @@ class Sealer:
                     shape |= after_bit
                     values.append(after)
         if not shape:
-            return
-        # The common case without a call: the target is the subject and its key is cached (a subject is checked
-        # once, before its key is first asked for).
-        keys = self._keys or self.keys  # the property (which opens the store) only until it is open
-        key = keys.fresh(f"{target_type}:{target_id}") if plan.target_is_subject and target_id is not None else None
-        if key is None:
-            key = keys.key_for(subject_of(event_type, target, target_type, target_id, fields))
-        places = plan.places.get(shape) or plan.places_of(shape)
-        _place(payload, changes, places, key.seal_event(places, values), key.reference)
-
-    def _plan_of(self, target_type: str | None, target: TargetConfig) -> _SealPlan:
-        plan = self._plans[target_type] = _SealPlan(target)
-        return plan
-
-
-class _SealPlan:
-    """What sealing needs of one target type, computed once: its erasable fields in place order (sorted), each
-    with the bits its value, before and after side set in an event's shape; the places of each shape seen."""
-
-    __slots__ = ("fields", "places", "target_is_subject")
-
-    def __init__(self, target: TargetConfig) -> None:
-        names = sorted(target.erasable)
-        self.fields = tuple((name, 1 << 3 * i, 2 << 3 * i, 4 << 3 * i) for i, name in enumerate(names))
-        self.target_is_subject = target.subject is None
-        self.places: dict[int, Places] = {}
+            return None
+        return self.places.get(shape) or self.places_of(shape), values
 
     def places_of(self, shape: int) -> Places:
         """The places (`crypto.Places`, in place order) of the values an event's shape says it holds."""
@@ -127,6 +155,14 @@ class _SealPlan:
             self.places.clear()
         self.places[shape] = places
         return places
+
+
+def _values_getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """What reads the values of `names` from a payload (`KeyError` if one is missing), as a tuple."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    name = names[0]
+    return lambda payload: (payload[name],)
 
 
 def _place(payload: dict[str, Any], changes: dict[str, list[Any]], places: Places, envelope: str,
