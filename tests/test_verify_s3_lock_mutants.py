@@ -9,6 +9,7 @@ retention classes are read from a config file, as `auditlock verify` reads them.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,22 @@ import orjson
 import pytest
 
 from auditlock.archive import layout
+from auditlock.archive.timerange import TimeRange
 from auditlock.config import load_config
 from auditlock.config.model import RetentionClass
 from auditlock.verify import objects
 from auditlock.verify.archive import ArchiveOptions, verify_archive
 from auditlock.verify.digests import load_digests
-from auditlock.verify.findings import DIGEST_MODIFIED, OVERWRITTEN_OBJECT, UNDER_RETAINED_OBJECT, UNLOCKED_OBJECT, \
-    UNTAGGED_OBJECT, Report
+from auditlock.verify.findings import (
+    DIGEST_MODIFIED,
+    FOREIGN_OBJECT,
+    MISSING_OBJECT,
+    OVERWRITTEN_OBJECT,
+    UNDER_RETAINED_OBJECT,
+    UNLOCKED_OBJECT,
+    UNTAGGED_OBJECT,
+    Report,
+)
 from auditlock.verify.source import ObjectHead, S3Source
 from tests.support.archive_env import CONFIG_TEMPLATE
 from tests.test_verify_s3_mutants import KEY, LATER, PREFIX, delete, lock_bucket, put, sha, source
@@ -203,10 +213,12 @@ class TestClassOfAnUnlistedObject:
         assert objects.class_of("events/year=2026/month=12/forged.jsonl.gz", []) is None
 
 
-def digest(agent: Any = None, previous: dict[str, str] | None = None, objects: Any = ()) -> bytes:
+def digest(agent: Any = None, previous: dict[str, str] | None = None, objects: Any = (),
+           writers: Any = None) -> bytes:
     """A digest body (unsigned) as the agent encodes it."""
     return orjson.dumps({"schema": "auditlock-digest/1", "agent": {"id": "a1"} if agent is None else agent,
-                         "previous": previous, "objects": list(objects)}, option=orjson.OPT_SORT_KEYS)
+                         "previous": previous, "objects": list(objects), "writers": writers or {}},
+                        option=orjson.OPT_SORT_KEYS)
 
 
 def loaded(source: S3Source) -> tuple[Report, Any]:
@@ -259,3 +271,64 @@ class TestDigestsLoaded:
         put(source, DIGEST.format(1), digest(objects=[{"key": f"{PREFIX}/{KEY}"}, 7, good]))
         _report, found = loaded(source)
         assert [listing.sha256 for listing in found.listed[KEY]] == ["ab"]
+
+
+def listing(key: str) -> dict[str, str]:
+    """A digest's entry for the events object `key`."""
+    return {"key": f"{PREFIX}/{key}", "sha256": "ab" * 32, "retention": "standard", "last_occurred_at": LAST}
+
+
+def subjects(report: Report, kind: str) -> set[str]:
+    """The subjects of one kind's findings."""
+    return {f.subject for f in report.findings if f.kind == kind}
+
+
+class TestMonthRange:
+    """Invariant: a month range checks the versions of its own months' objects, the listed objects of its
+    months, and the digests (with their versions) one month either side — no more, no less."""
+
+    def test_december(self, source: S3Source) -> None:
+        """Range December 2026: December's overwritten object and missing listed object are named, November's
+        overwritten digest too; January's overwritten object is not checked."""
+        january = KEY.replace("year=2026/month=12/20261202", "year=2027/month=01/20270102")
+        missing = KEY.replace("standard", "security")
+        november = DIGEST.replace("month=12", "month=11").format(1)
+        for key in (KEY, january):
+            put(source, key, b"original\n")
+            put(source, key, b"overwritten\n")
+        put(source, november, digest())
+        put(source, november, digest(agent={"id": "forger"}))
+        put(source, DIGEST.format(1), digest(objects=[listing(missing)]))
+        december = TimeRange(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+        report = verify_archive(source, ArchiveOptions(time_range=december))
+        assert subjects(report, OVERWRITTEN_OBJECT) == {KEY, november}
+        assert subjects(report, MISSING_OBJECT) == {missing}
+
+
+class TestDigestRecordsAndLocksInARun:
+    """Invariant: a run checks every well-formed writer record of a digest past malformed ones, the digests'
+    own locks, and names a nested key as foreign."""
+
+    def test_hostile_writer_records(self, source: S3Source) -> None:
+        """Writers a (no fields), b (a number), c (a seq that is no number) and d (seq 0–3, absent): d's events
+        are a seq gap; the unlocked digest is an unlocked object; the nested key is a foreign object."""
+        writers = {"a": {}, "b": 5, "c": {"first_seq": 0, "last_seq": "x"},
+                   "d": {"first_seq": 0, "last_seq": 3, "last_hash": "0" * 64, "closed": True}}
+        put(source, DIGEST.format(1), digest(writers=writers))
+        nested = "events/year=2026/month=12/0/forged.jsonl.gz"
+        put(source, nested, b"forged\n")
+        report = verify_archive(source, ArchiveOptions())
+        assert [f.detail.split(":")[0] for f in report.findings if f.subject == "writer d"] == ["seq 0–3 missing"]
+        assert DIGEST.format(1) in subjects(report, UNLOCKED_OBJECT)
+        assert subjects(report, FOREIGN_OBJECT) == {nested}
+
+
+class TestCutShortGzip:
+    """Invariant: bytes that end inside a gzip stream are "not gzip", a finding — not an error out of verify."""
+
+    def test_truncated_gzip(self) -> None:
+        """A gzip object missing its last ten bytes: no content, the problem named."""
+        content, problem = objects.inflate(gzip.compress(b"x\n" * 100)[:-10], 1 << 20)
+        assert content is None
+        assert problem is not None
+        assert problem.startswith("not gzip: ")

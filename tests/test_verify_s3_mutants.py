@@ -11,19 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from auditlock.config import load_config
-from auditlock.config.model import RetentionClass
-from auditlock.verify import objects
-from auditlock.verify.findings import DELETE_MARKER, OVERWRITTEN_OBJECT, Report
+from auditlock.verify.findings import DELETE_MARKER, OVERWRITTEN_OBJECT
 from auditlock.verify.source import S3Source, SourceError, VersionsUnavailable
 from auditlock.verify.versions import Resolved, resolve
-from tests.support.archive_env import CONFIG_TEMPLATE
 from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import S3Endpoint, content_md5, make_lock_bucket
 
@@ -122,7 +116,7 @@ class TestVersionsListed:
 
     def test_a_foreign_key_does_not_stop_the_listing(self, source: S3Source) -> None:
         """A nested key listed before an archive key is left out, and the keys after it are still listed."""
-        nested = "events/year=2026/month=12/a/forged.jsonl.gz"
+        nested = "events/year=2026/month=12/0/forged.jsonl.gz"  # listed before KEY
         put(source, nested, b"forged\n")
         put(source, KEY, b"one\n")
         put(source, KEY, b"two\n")
@@ -184,9 +178,9 @@ class TestWhichVersionIsChecked:
                                                           three: list[tuple[str, bytes]]) -> None:
         """A recorded hash no version has: the newest (what readers saw) is checked, the hash named."""
         (newest, body), _middle, _oldest = three
-        result = resolved(source, {"f" * 64: "digests/recording"})
+        result = resolved(source, {"0123456789abcdef" * 4: "digests/recording"})
         assert (result.version_id, result.data) == (newest, body)
-        assert f"the newest: no version has the SHA-256 digests/recording recorded ({'f' * 16}…)" in \
+        assert "the newest: no version has the SHA-256 digests/recording recorded (0123456789abcdef…)" in \
             only_detail(result, OVERWRITTEN_OBJECT)
 
 
