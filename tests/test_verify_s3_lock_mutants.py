@@ -332,3 +332,15 @@ class TestCutShortGzip:
         assert content is None
         assert problem is not None
         assert problem.startswith("not gzip: ")
+
+
+class TestNothingToVerifyNote:
+    """Invariant: the empty-archive note says "at all" for an unbounded range, however the range was made."""
+
+    def test_unbounded_range_built_apart(self, source: S3Source) -> None:
+        """An empty bucket, the range an unbounded `TimeRange()` equal to `ALL_TIME` (as the CLI parses no
+        --since/--until): nothing to verify, the note says "at all"."""
+        report = verify_archive(source, ArchiveOptions(time_range=TimeRange()))
+        assert report.nothing_to_verify
+        assert any(note.startswith("nothing to verify: ") and note.split(". ")[0].endswith(" at all")
+                   for note in report.notes), report.notes
