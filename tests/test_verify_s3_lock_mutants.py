@@ -317,7 +317,7 @@ class TestDigestRecordsAndLocksInARun:
         put(source, DIGEST.format(1), digest(writers=writers))
         nested = "events/year=2026/month=12/0/forged.jsonl.gz"
         put(source, nested, b"forged\n")
-        report = verify_archive(source, ArchiveOptions())
+        report = verify_archive(source, ArchiveOptions(time_range=TimeRange()))  # unbounded, as the CLI makes it
         assert [f.detail.split(":")[0] for f in report.findings if f.subject == "writer d"] == ["seq 0–3 missing"]
         assert DIGEST.format(1) in subjects(report, UNLOCKED_OBJECT)
         assert subjects(report, FOREIGN_OBJECT) == {nested}
