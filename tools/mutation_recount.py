@@ -86,6 +86,10 @@ def _run_tests(tree: Path, command: list[str], timeout: float) -> str:
         os.killpg(child.pid, signal.SIGKILL)  # the tests' agent and writer subprocesses with it
         child.wait()
         return "timeout"
+    except BaseException:  # stopped (SIGTERM, Ctrl-C): the tests go too, before the module is restored
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
     return {0: "survived", 1: "killed"}.get(status, "error")
 
 
@@ -102,6 +106,8 @@ def main() -> int:
     split = argv.index("--") if "--" in argv else len(argv)  # PYTEST-ARGS: everything after `--`, as given
     args = parser.parse_args(argv[:split])
     tree = args.tree.resolve()
+    # SIGTERM as SystemExit, so that `recount`'s `finally` restores the mutated module (as Ctrl-C does).
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     subprocess.run([str(tree / ".venv/bin/python"), str(Path(__file__).with_name("mutation_exception_name.py"))],
                    check=True, stdout=subprocess.DEVNULL)  # Cosmic Ray's exception name, defined in TREE's processes
     command = _test_command(tree, args.runner, argv[split + 1:])

@@ -29,6 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mutation_exception_name
 from mutation_select import Selection
 
 OWN = ("auditlock", "tests", "__main__", "conftest")
@@ -86,6 +87,7 @@ def _selection(path: str, modules: list[str], pytest_args: list[str]) -> Selecti
 
 def serve(path: str, timeout_s: int, pytest_args: list[str], modules: list[str]) -> None:
     """Preload, then answer each connection with the exit status of one forked pytest run."""
+    _define_exception_name()
     _args_file(path).write_text(json.dumps(pytest_args))
     selection = _selection(path, modules, pytest_args)
     options = _options(pytest_args)
@@ -164,6 +166,14 @@ def run(path: str) -> int:
         args = json.loads(_args_file(path).read_text())
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
         return subprocess.run(command, check=False).returncode
+
+
+def _define_exception_name() -> None:
+    """Cosmic Ray's exception name in this server and so in every child it forks, and the `.pth` line for the
+    subprocesses the tests start (tools/mutation_exception_name.py): a server started before the line was
+    installed forked children without the name, and an exception-replacer mutant counted as killed falsely."""
+    mutation_exception_name.install()
+    exec(mutation_exception_name.LINE)  # noqa: S102 - the fixed line of that module, as the .pth runs it
 
 
 def main(argv: list[str]) -> int:
