@@ -84,7 +84,7 @@ class TestRunsAfterAContainedDuplicate:
         """Invariant: a writer's head object stored twice and a middle line of its next object removed (digests
         re-signed) is a duplicate *and* a `seq N–N missing` between the two runs of the next object."""
         writer, head, following = month_boundary_writer(copy)
-        twin = head[: -len("0123456789abcdef0123456789abcdef.jsonl.gz")] + "f" * 32 + ".jsonl.gz"
+        twin = f"{head.rsplit('-', 1)[0]}-{'f' * 32}.jsonl.gz"  # the same stamp and class, another content
         (copy.root / twin).write_bytes((copy.root / head).read_bytes())
         lines = copy.lines(following)
         removed = _writer_lines(copy, following, writer)[2]
