@@ -22,11 +22,19 @@ from auditlock.archive import layout
 from auditlock.archive.timerange import TimeRange
 from auditlock.config.model import RetentionClass
 from auditlock.verify.archive import ArchiveOptions, verify_archive
-from auditlock.verify.findings import UNDER_RETAINED_OBJECT
+from auditlock.verify.findings import DIGEST_MODIFIED, UNDER_RETAINED_OBJECT
 from auditlock.verify.source import S3Source
 from tests.support.verify_env import kinds, subjects
 from tests.support.verify_forgery import ArchiveCopy, reseal
-from tests.test_verify_invariants import copy, month_boundary_writer, month_of, pristine, private_key, run
+from tests.test_verify_invariants import (
+    copy,
+    month_boundary_writer,
+    month_of,
+    only_finding,
+    pristine,
+    private_key,
+    run,
+)
 from tests.test_verify_s3_lock_mutants import classes
 from tests.test_verify_s3_mutants import lock_bucket, put, source
 
@@ -179,16 +187,17 @@ class TestRetainUntilFromTheLatestEvent:
 
 
 class TestHostileWriterRecordHash:
-    """Invariant: a digest's writer record whose `last_hash` is missing or not a string records no hash — the
-    line is not compared with it, and verify does not stop."""
+    """Invariant: a digest's writer record whose `last_hash` is missing or not a string is named (`digest
+    modified`, the writer in the detail) — never compared as a hash, never skipped in silence, never a crash."""
 
     @pytest.mark.parametrize("last_hash", [None, 5, ["0" * 64]], ids=["missing", "number", "list"])
     def test_record_without_a_string_hash(self, copy: ArchiveCopy, pristine: Path, last_hash: Any) -> None:
-        """Invariant: the newest digest re-signed with a writer's last_hash removed, a number or a list verifies
-        clean (the record's hash was the only edit)."""
+        """Invariant: the newest digest re-signed with a writer's last_hash removed, a number or a list: that
+        digest is the one finding, naming the writer (the record's hash was the only edit)."""
         newest = copy.stored("digests")[-1]
         body = copy.digest(newest)
-        recorded = body["writers"][sorted(body["writers"])[0]]
+        writer = sorted(body["writers"])[0]
+        recorded = body["writers"][writer]
         if last_hash is None:
             del recorded["last_hash"]
         else:
@@ -197,8 +206,10 @@ class TestHostileWriterRecordHash:
 
         status, report = run(copy, pristine)
 
-        assert report["findings"] == []
-        assert status == 0
+        finding = only_finding(status, report, DIGEST_MODIFIED)
+        assert finding["subject"] == newest
+        assert finding["detail"].startswith("1 writer records are not the agent's")
+        assert finding["detail"].endswith(f": {writer}")
 
 
 class TestCaptureGapByItsType:

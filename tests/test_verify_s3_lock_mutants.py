@@ -265,12 +265,24 @@ class TestDigestsLoaded:
         assert found.digests == {}
         assert report.kinds() == {DIGEST_MODIFIED}
 
-    def test_bad_listing_entries_are_skipped(self, source: S3Source) -> None:
-        """Listed entries without a hash or of another type are skipped; the good one is listed."""
+    def test_bad_listing_entries_are_skipped_and_named(self, source: S3Source) -> None:
+        """Listed entries without a hash or of another type are skipped and named; the good one is listed."""
         good = {"key": f"{PREFIX}/{KEY}", "sha256": "ab", "retention": "standard", "last_occurred_at": LAST}
         put(source, DIGEST.format(1), digest(objects=[{"key": f"{PREFIX}/{KEY}"}, 7, good]))
-        _report, found = loaded(source)
+        report, found = loaded(source)
         assert [listing.sha256 for listing in found.listed[KEY]] == ["ab"]
+        assert [(f.kind, f.subject, f.detail.split(" are ")[0]) for f in report.findings] == [
+            (DIGEST_MODIFIED, DIGEST.format(1), "2 of its 3 object entries")]
+
+    def test_writers_that_are_no_map_are_named(self, source: S3Source) -> None:
+        """A digest whose `writers` is a list is read for its listings and named: `digest modified`."""
+        body = orjson.loads(digest(objects=[listing(KEY)]))
+        body["writers"] = ["w"]
+        put(source, DIGEST.format(1), orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+        report, found = loaded(source)
+        assert list(found.listed) == [KEY]
+        assert [(f.kind, f.detail) for f in report.findings] == [
+            (DIGEST_MODIFIED, "its writers are not a map of writer records")]
 
 
 def listing(key: str) -> dict[str, str]:
@@ -319,6 +331,9 @@ class TestDigestRecordsAndLocksInARun:
         put(source, nested, b"forged\n")
         report = verify_archive(source, ArchiveOptions(time_range=TimeRange()))  # unbounded, as the CLI makes it
         assert [f.detail.split(":")[0] for f in report.findings if f.subject == "writer d"] == ["seq 0–3 missing"]
+        [named] = [f.detail for f in report.findings if f.kind == DIGEST_MODIFIED]
+        assert named.startswith("3 writer records are not the agent's")
+        assert named.endswith(": a, b, c")
         assert DIGEST.format(1) in subjects(report, UNLOCKED_OBJECT)
         assert subjects(report, FOREIGN_OBJECT) == {nested}
 

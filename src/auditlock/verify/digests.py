@@ -92,11 +92,46 @@ def load_digests(source: ArchiveSource, months: Iterable[tuple[int, int]] | None
     found = DigestSet()
     for loaded in sorted(loaded_all, key=lambda d: d.key):
         found.digests[loaded.key] = loaded
-        for entry in loaded.body.get("objects", []):
+        entries, unread = loaded.body.get("objects", []), 0
+        for entry in entries:
             listing = _listing(entry, loaded.key)
-            if listing is not None:
+            if listing is None:
+                unread += 1
+            else:
                 found.listed.setdefault(listing.key, []).append(listing)
+        for detail in _malformed_parts(loaded.body, unread, len(entries)):
+            report.add(DIGEST_MODIFIED, loaded.key, detail)
     return found
+
+
+def _malformed_parts(body: Mapping[str, Any], unread: int, entries: int) -> list[str]:
+    """What of a digest's object entries and writer records the agent never writes. verify reads past each (the
+    rest of the digest still counts, as far as it can be read), and names it: never a silent skip."""
+    problems = []
+    if unread:
+        problems.append(f"{unread} of its {entries} object entries are not an events object's listing (a "
+                        "string key under the archive's prefix, sha256, retention and last_occurred_at)")
+    writers = body.get("writers")
+    if not isinstance(writers, dict):
+        problems.append("its writers are not a map of writer records")
+        return problems
+    malformed = sorted(str(writer) for writer, recorded in writers.items() if not _well_formed_record(recorded))
+    if malformed:
+        shown = ", ".join(malformed[:_SHOWN_WRITERS]) + (", …" if len(malformed) > _SHOWN_WRITERS else "")
+        problems.append(f"{len(malformed)} writer records are not the agent's (integer first_seq and last_seq, a "
+                        f"last_hash string, a closed flag): {shown}")
+    return problems
+
+
+_SHOWN_WRITERS = 5
+
+
+def _well_formed_record(recorded: Any) -> bool:
+    """Whether a digest's writer record is as the agent writes it (`archive.digest`: first_seq, last_seq,
+    last_hash, closed)."""
+    return (isinstance(recorded, dict) and type(recorded.get("first_seq")) is int
+            and type(recorded.get("last_seq")) is int and isinstance(recorded.get("last_hash"), str)
+            and isinstance(recorded.get("closed"), bool))
 
 
 def _parse(key: str, data: bytes, version_id: str | None) -> LoadedDigest | None:
