@@ -159,7 +159,8 @@ class TestSessionTrigger:
         capture_env.setup()
         capture_env.sql("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)")
         assert decoded_transactions(capture_env) == [["session", "row"]]
-        assert "pg_current_xact_id" in capture_env.sql("SELECT prosrc FROM pg_proc WHERE proname = 'note_session'")[0][0]
+        (source,) = capture_env.sql("SELECT prosrc FROM pg_proc WHERE proname = 'note_session'")[0]
+        assert "pg_current_xact_id" in source
 
 
 class TestRefusals:
