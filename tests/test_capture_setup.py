@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 import auditlock
+from auditlock.capture.pgoutput import Begin, Commit, Message, RowChange, decode
 from auditlock.config import load_config
 from auditlock.integrations.sqlalchemy import track
 from tests.support.capture_env import DSN_ENV, CaptureEnv
@@ -64,6 +67,100 @@ class TestSetup:
         assert changed["actor_id"] == "db:postgres"
         assert changed["payload"]["command"] == "ALTER TABLE"
         assert changed["payload"]["object"] == "public.orders"
+
+
+def decoded_transactions(env: CaptureEnv) -> list[list[str]]:
+    """What the slot holds (peeked, not consumed), per transaction: "session" for an auditlock.session message, "row"
+    for a row change. A commit with synchronous_commit on first flushes the WAL (the test server commits
+    asynchronously, and decoding reads flushed WAL only)."""
+    env.sql("SET LOCAL synchronous_commit = local", "SELECT pg_logical_emit_message(true, 'test.flush', '')")
+    rows = env.sql("SELECT data FROM pg_logical_slot_peek_binary_changes('auditlock', NULL, NULL, 'proto_version', "
+                   "'1', 'publication_names', 'auditlock_pub', 'messages', 'true')")
+    transactions: list[list[str]] = []
+    for (data,) in rows:
+        message = decode(bytes(data))
+        if isinstance(message, Begin):
+            transactions.append([])
+        elif isinstance(message, Message) and message.prefix == "auditlock.session":
+            transactions[-1].append("session")
+        elif isinstance(message, RowChange):
+            transactions[-1].append("row")
+        elif isinstance(message, Commit) and not transactions[-1]:
+            transactions.pop()  # the flush above
+    return transactions
+
+
+def psql(env: CaptureEnv, sql: str, appname: str) -> None:
+    """Run SQL through the real `psql` client (no application context), as an operator would."""
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(env.server.port), "-U",
+                    "postgres", "-d", env.database, "-c", sql], check=True, capture_output=True,
+                   env={**os.environ, "PGAPPNAME": appname}, timeout=60)
+
+
+class TestSessionTrigger:
+    """The statement trigger writes one auditlock.session message per transaction, committed with its rows."""
+
+    def test_one_message_per_transaction(self, capture_env: CaptureEnv) -> None:
+        """Four statements in one transaction give one message before the rows; the next transaction gets its own."""
+        capture_env.setup()
+        with psycopg.connect(capture_env.dsn) as conn:
+            conn.execute("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)")
+            conn.execute("INSERT INTO orders VALUES (2, 'new', 1, NULL, NULL)")
+            conn.execute("UPDATE orders SET status = 'paid' WHERE id = 1")
+            conn.execute("DELETE FROM orders WHERE id = 2")
+            conn.commit()
+            conn.execute("UPDATE orders SET status = 'sent' WHERE id = 1")
+            conn.commit()
+        assert decoded_transactions(capture_env) == [["session", "row", "row", "row", "row"], ["session", "row"]]
+
+    def test_rolled_back_savepoint_emits_again(self, capture_env: CaptureEnv) -> None:
+        """The message of a savepoint rolled back goes with it; the next statement writes it again, once."""
+        capture_env.setup()
+        with psycopg.connect(capture_env.dsn) as conn:
+            conn.execute("SAVEPOINT first")
+            conn.execute("INSERT INTO orders VALUES (1, 'undone', 1, NULL, NULL)")
+            conn.execute("ROLLBACK TO SAVEPOINT first")
+            conn.execute("INSERT INTO orders VALUES (2, 'kept', 1, NULL, NULL)")
+            conn.execute("SAVEPOINT second")
+            conn.execute("INSERT INTO orders VALUES (3, 'undone', 1, NULL, NULL)")
+            conn.execute("ROLLBACK TO SAVEPOINT second")
+            conn.execute("INSERT INTO orders VALUES (4, 'kept', 1, NULL, NULL)")
+            conn.commit()
+        assert decoded_transactions(capture_env) == [["session", "row", "row"]]
+        capture_env.capture("--once")
+        assert [(e["target_id"], e["actor_id"]) for e in capture_env.events()] == [("2", "db:postgres"),
+                                                                                   ("4", "db:postgres")]
+
+    def test_psql_transaction_is_attributed_to_the_role(self, capture_env: CaptureEnv) -> None:
+        """A psql transaction of several statements, no application context: every row by db:postgres, one message."""
+        capture_env.setup()
+        psql(capture_env, "BEGIN; INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL); "
+                          "UPDATE orders SET total = 2 WHERE id = 1; COMMIT", appname="ops-shell")
+        assert decoded_transactions(capture_env) == [["session", "row", "row"]]
+        capture_env.capture("--once")
+        events = capture_env.events()
+        assert [(e["actor_id"], e["actor_type"], e["actor_ip"]) for e in events] == [("db:postgres", "db",
+                                                                                      "127.0.0.1")] * 2
+        assert {e["payload"]["application_name"] for e in events} == {"ops-shell"}
+
+    def test_a_session_level_marker_does_not_switch_it_off(self, capture_env: CaptureEnv) -> None:
+        """`SET auditlock.session_noted` for the session (PGOPTIONS, ALTER ROLE … SET alike) leaves the message on."""
+        capture_env.setup()
+        with psycopg.connect(capture_env.dsn, autocommit=True) as conn:
+            conn.execute("SET auditlock.session_noted = 'on'")
+            conn.execute("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)")
+        assert decoded_transactions(capture_env) == [["session", "row"]]
+
+    def test_setup_replaces_an_older_function(self, capture_env: CaptureEnv) -> None:
+        """--setup over an install whose note_session() is older replaces it (CREATE OR REPLACE), keeping the rest."""
+        capture_env.sql("CREATE SCHEMA auditlock_capture",
+                        "CREATE FUNCTION auditlock_capture.note_session() RETURNS trigger LANGUAGE plpgsql "
+                        "AS $$ BEGIN RETURN NULL; END $$")
+        capture_env.setup()
+        capture_env.sql("INSERT INTO orders VALUES (1, 'new', 1, NULL, NULL)")
+        assert decoded_transactions(capture_env) == [["session", "row"]]
+        (source,) = capture_env.sql("SELECT prosrc FROM pg_proc WHERE proname = 'note_session'")[0]
+        assert "pg_current_xact_id" in source
 
 
 class TestRefusals:

@@ -26,6 +26,12 @@ DDL_TRIGGER = "auditlock_capture_ddl"
 # Not SECURITY DEFINER and no `SET search_path`: both cost a configuration save/restore on every call, on the
 # write path of every statement; `pg_logical_emit_message` is executable by PUBLIC, and every name is qualified
 # with pg_catalog (operators too), so the caller's search_path cannot redirect it.
+# Once per transaction: the marker is a transaction-local setting holding the transaction's id, so it reverts at the
+# transaction's end, and with a savepoint rolled back (which takes the message with it: the next statement emits
+# again); the id (not a flag) means a session-level `SET auditlock.session_noted` cannot switch the message off.
+# Speed (measured, docs/capture-postgres.md "What --setup costs the write path"): cheaper bodies keeping this contract
+# (one assignment instead of two PERFORMs, no DECLARE initialiser) measured no faster; an on/off flag is ~1 µs cheaper
+# but a session-level setting could silence it. Building the JSON is the largest part; no cheaper builder was found.
 SESSION_FUNCTION = f"""CREATE OR REPLACE FUNCTION {SCHEMA}.note_session() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
