@@ -4,7 +4,7 @@ Two kinds of transactional logical decoding messages (`pg_logical_emit_message(t
 the transaction's order, before the rows they describe:
 
     auditlock.session  {"role", "application_name", "client_addr"}     the statement trigger `--setup` installs
-                                                                          (once per transaction, SECURITY DEFINER)
+                                                                          (once per transaction, as the caller)
     auditlock.actor    {"actor_id", "actor_type", "actor_ip", "request_id", "job_run_id"}
                                                                           `integrations.postgres.bind_transaction`
 
@@ -12,6 +12,9 @@ A row is attributed to the application actor bound before it in its transaction,
 (`actor_type = "db"`, `actor_id = "db:<session_user>"`, the client address as `actor_ip`), else — a change made
 while the trigger was missing — to `db:unknown`. Never dropped. The content is hostile (any role can emit a
 message): bounded, parsed strictly, and a bad one is recorded as `payload.attribution_problem`, never trusted.
+What it cannot tell: a role that writes a mapped table can emit its own well-formed `auditlock.session` message
+naming another role (and pre-set the trigger's marker for its transaction); the last one counts. The session
+attribution is the database's word for honest sessions, not proof against a hostile one (docs/capture-postgres.md).
 """
 
 from __future__ import annotations
