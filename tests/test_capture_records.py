@@ -8,8 +8,10 @@ serialised records compared.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -35,6 +37,16 @@ from tests.support.privacy_env import write_toml
 CUSTOMERS = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, email text, tier smallint, vip boolean)"
 LINES = "CREATE TABLE public.order_lines (order_id integer, line integer, sku text, qty integer, PRIMARY KEY " \
         "(order_id, line))"
+
+
+@pytest.fixture(autouse=True)
+def no_opentelemetry(monkeypatch: pytest.MonkeyPatch) -> ModuleType | None:
+    """As in `auditlock capture`'s own process, which never imports OpenTelemetry: another test of this pytest
+    process may have (tests/test_integrations_otel.py), and then every record carries trace ids and takes the
+    builder (`TestOpenTelemetry` holds that case). The module as imported before the test, if it was."""
+    original = sys.modules.get("opentelemetry.trace")
+    monkeypatch.delitem(sys.modules, "opentelemetry.trace", raising=False)
+    return original
 
 
 def capture_doc(env: CaptureEnv) -> dict[str, Any]:
@@ -231,3 +243,19 @@ class TestHostileValues:
         odd = records.build("order.created", self.fields(1, target_id=5), self.SHARED)
         assert calls == ["order.created", "order.created"]
         assert odd == core.build("order.created", self.fields(1, target_id=5))
+
+
+class TestOpenTelemetry:
+    """In a process that imported OpenTelemetry every captured row takes the builder (trace ids vary per event)."""
+
+    def test_every_row_takes_the_builder(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         no_opentelemetry: ModuleType | None) -> None:
+        """With `opentelemetry.trace` imported no template serves: the builder runs for each row."""
+        if no_opentelemetry is None:
+            pytest.importorskip("opentelemetry.trace")  # a first import: it stays imported, as any test's does
+        else:
+            monkeypatch.setitem(sys.modules, "opentelemetry.trace", no_opentelemetry)  # the same module object
+        _core, records, calls = TestHostileValues.records_of(tmp_path)
+        for total in (1, 2, 3):
+            records.build("order.created", TestHostileValues.fields(total), TestHostileValues.SHARED)
+        assert calls == ["order.created"] * 3
