@@ -142,21 +142,27 @@ def unsealed(line: bytes) -> bytes:
     return orjson.dumps(strip(orjson.loads(line)))
 
 
-def both_paths(capture_env: CaptureEnv) -> tuple[list[bytes], list[bytes], int]:
-    """The serialised records of the builder path and of the template path, and how often the latter built."""
-    config = set_up(capture_env)
-    commit_changes(capture_env)
-    Capture(config, serve_http=False)  # registers capture's payload fields, as `auditlock capture` does
+def counted_records(config: Config, tables: Mapping[str, Any]) -> tuple[AuditCore, CapturedRecords, list[str]]:
+    """A core for `config` (capture's payload fields registered, as `auditlock capture` does) and template records
+    over `tables` whose builder calls are listed, one event type each."""
+    Capture(config, serve_http=False)
     core = AuditCore(config)
-    tables, messages = peeked(capture_env, config)
-    built = [orjson.dumps(r) for r in record(tables, messages, lambda kind, fields, _shared: core.build(kind, fields))]
-    calls = []
+    calls: list[str] = []
 
     def counted(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         calls.append(kind)
         return core.build(kind, fields)
 
-    records = CapturedRecords(counted, core.changes, tables)
+    return core, CapturedRecords(counted, core.changes, tables), calls
+
+
+def both_paths(capture_env: CaptureEnv) -> tuple[list[bytes], list[bytes], int]:
+    """The serialised records of the builder path and of the template path, and how often the latter built."""
+    config = set_up(capture_env)
+    commit_changes(capture_env)
+    tables, messages = peeked(capture_env, config)
+    core, records, calls = counted_records(config, tables)
+    built = [orjson.dumps(r) for r in record(tables, messages, lambda kind, fields, _shared: core.build(kind, fields))]
     templated = [orjson.dumps(r) for r in record(tables, messages, records.build)]
     return built, templated, len(calls)
 
@@ -199,15 +205,7 @@ class TestHostileValues:
         """A core for a config mapping `public.orders` (field `total`), and template records counting its builds."""
         config = build_config(config_dict(tmp_path / "spool", targets={
             "Order": {"table": "public.orders", "fields": ["total"]}, "User": {}, "ApiKey": {}}))
-        Capture(config, serve_http=False)
-        core = AuditCore(config)
-        calls: list[str] = []
-
-        def counted(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-            calls.append(kind)
-            return core.build(kind, fields)
-
-        return core, CapturedRecords(counted, core.changes, captured_tables(config)), calls
+        return counted_records(config, captured_tables(config))
 
     @staticmethod
     def fields(total: Any, target_id: Any = "1") -> dict[str, Any]:

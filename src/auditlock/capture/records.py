@@ -46,7 +46,7 @@ class CapturedRecords:
         """`build` is `AuditCore.build`, `changes` `AuditCore.changes`."""
         self._build = build
         self._changes = changes
-        # Per target type: its table when the template path may serve its rows.
+        # The target types whose row events the template path may serve.
         self._templatable = {t.target_type for t in tables.values() if _templatable(t)}
         self._templates: dict[tuple[str, str, tuple[Any, ...]], _Template] = {}
         event_types.watch_standard_fields(self)  # a plan change makes templates stale

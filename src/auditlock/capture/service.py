@@ -204,7 +204,7 @@ class Capture:
     def pause_after(self, taken: int, started: float) -> float:
         """Seconds to wait after a pass that took `taken` messages and began at `started` (`time.monotonic()`).
 
-        None after a full pass (`batch_changes`: more is waiting). After any other — caught up, whether it found
+        No pause after a full pass (`batch_changes`: more is waiting). After any other — caught up, whether it found
         changes or not — the rest of `poll_interval_s` since it began: every pass makes the server decode again
         from the slot's restart point, so passes chasing a trickle of changes cost the database far more than the
         changes themselves (docs/capture-postgres.md, "Speed"); a change waits at most `poll_interval_s` more.
