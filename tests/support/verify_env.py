@@ -15,12 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 import auditlock
+from auditlock.agent.service import Agent
 from auditlock.archive import digest as digest_format
 from auditlock.cli import main
 from auditlock.handler.core import AuditCore
 from auditlock.spool.writer import SpoolWriter
 from tests.support.archive_env import ArchiveEnv
-from tests.support.calendar import NEXT_BOUNDARY, to_ns
+from tests.support.calendar import NEXT_BOUNDARY, to_ns, utc_now
 from tests.support.s3servers import content_md5
 from tests.support.shipping import drain_or_fail
 
@@ -44,15 +45,21 @@ def enable_signing(env: ArchiveEnv, private_key: Path) -> None:
     env.config_path.write_text(text + f'signing_key_file = "{private_key}"\n')
 
 
-def drain(env: ArchiveEnv) -> None:
-    """Run the agent in-process until the spool is drained (one digest per batch); an S3 error fails at once."""
-    drain_or_fail(env.config)
+def drain(env: ArchiveEnv, *, digest_clock: Callable[[], dt.datetime] | None = None) -> None:
+    """Run the agent in-process until the spool is drained (one digest per batch); an S3 error fails at once.
+    `digest_clock` dates its digests instead of the live clock."""
+    agent = Agent(env.config, serve_http=False)
+    if digest_clock is not None:
+        agent.shipper.digests.clock = digest_clock
+    drain_or_fail(env.config, agent=agent)
 
 
-def write_mixed(env: ArchiveEnv, count: int) -> None:
-    """One writer whose events alternate between two retention classes (standard and security)."""
+def write_mixed(env: ArchiveEnv, count: int, *, clock: Callable[[], int] | None = None) -> None:
+    """One writer whose events alternate between two retention classes (standard and security); `clock` as the
+    writer's (nanoseconds)."""
     config = env.config
-    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes)
+    writer = SpoolWriter(config.spool, max_event_bytes=config.events.max_event_bytes,
+                         **({"clock": clock} if clock else {}))
     core = AuditCore(config, writer=writer)
     with auditlock.actor("user#2"):
         for n in range(count):
@@ -68,15 +75,30 @@ def month_boundary_clock() -> Iterator[int]:
 
 
 def build_archive(env: ArchiveEnv) -> None:
-    """Three batches by the real agent: two classes, a month boundary, a writer interleaving classes."""
-    env.write_events(40)
-    env.write_events(10, event_type="auth.login_failed", reason="bad")
-    drain(env)
+    """Three batches by the real agent: two classes, a month boundary, a writer interleaving classes.
+
+    Every time in it comes from the story's clock, not the live one: batches one and three and all three digests
+    lie in one month (`story_start`), batch two crosses the next month boundary — on any day, even if the build runs
+    across a real month's end."""
+    start = story_start()
+    events = itertools.count(to_ns(start), 1_000_000)
+    env.write_events(40, clock=lambda: next(events))
+    env.write_events(10, event_type="auth.login_failed", reason="bad", clock=lambda: next(events))
+    digests = (start + dt.timedelta(seconds=10 * n) for n in itertools.count(1))
+    drain(env, digest_clock=lambda: next(digests))
     ticks = month_boundary_clock()
     env.write_events(12, clock=lambda: next(ticks))
-    drain(env)
-    write_mixed(env, 30)
-    drain(env)
+    drain(env, digest_clock=lambda: next(digests))
+    write_mixed(env, 30, clock=lambda: next(events))
+    drain(env, digest_clock=lambda: next(digests))
+
+
+def story_start() -> dt.datetime:
+    """When the archive's story starts: now, or ten minutes before the next month boundary if that is sooner, so
+    the story's seconds end in the month they began, its writers' last events stay within verify's default
+    `--open-grace` of one hour (a session that crossed the boundary lags it by less), and a one-day class's
+    retain-until stays ahead of the live clock."""
+    return min(utc_now(), NEXT_BOUNDARY - dt.timedelta(minutes=10))
 
 
 def verify(*args: str) -> tuple[int, dict[str, Any]]:

@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import orjson
 
 from auditlock.agent.batch import ArchiveObject, WriterRange
 from auditlock.agent.ledger import set_aside
+from auditlock.agent.uploader import utc_now
 from auditlock.archive import digest as digest_format
 from auditlock.archive import layout
 from auditlock.config.model import RetentionClass
@@ -51,6 +52,7 @@ class DigestChain:
         self.prefix = prefix
         self.signing_key_pem = signing_key_pem
         self.host = socket.gethostname()
+        self.clock: Callable[[], dt.datetime] = utc_now  # dates each digest (`created_at`, hence its key)
         state = self._load()
         self.agent_id: str = state["agent_id"]
         self.last: tuple[str, str] | None = (state["last_key"], state["last_sha256"]) if state.get("last_key") else None
@@ -119,7 +121,7 @@ class DigestChain:
                     witness: dict[str, Any] | None = None) -> ArchiveObject:
         """The digest object covering `objects`, chained to the last one (not yet delivered); `witness` is what the
         agent's witness records in it (`agent.witness_guard.WitnessGuard.digest_record`)."""
-        created_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        created_at = self.clock().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         digest = {
             "schema": digest_format.DIGEST_SCHEMA,
             "agent": {"id": self.agent_id, "host": self.host},
