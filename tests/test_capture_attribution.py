@@ -9,7 +9,6 @@ Real PostgreSQL with `wal_level = logical`, real roles and sessions, `auditlock 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -94,7 +93,8 @@ class TestSetupRevokes:
         capture_env.write_config(dsn=capture_env.server.dsn(capture_env.database, user=owner))
         done = capture_env.setup()
         assert f"{EMIT_TEXT} can be executed by PUBLIC and role '{owner}' may not revoke it" in done.stderr
-        assert 'attribution = "open"' in done.stderr and "RDS/Aurora" in done.stderr
+        assert 'attribution = "open"' in done.stderr
+        assert "RDS/Aurora" in done.stderr
         assert "REVOKE EXECUTE ON FUNCTION pg_catalog" not in done.stdout
         assert public_executes(capture_env, EMIT_TEXT)
         refused = capture_env.capture("--once", check=False)
@@ -226,7 +226,8 @@ class TestStartRefusal:
         capture_env.sql(f"GRANT EXECUTE ON FUNCTION {EMIT_BYTEA} TO {granted}", f"GRANT {granted} TO {member}")
         done = capture_env.capture("--once", check=False)
         assert done.returncode == 1
-        assert f"'{granted}'" in done.stderr and f"'{member}'" in done.stderr
+        assert f"'{granted}'" in done.stderr
+        assert f"'{member}'" in done.stderr
         assert f"REVOKE EXECUTE ON FUNCTION {EMIT_BYTEA} FROM <role>" in done.stderr
 
     def test_open_starts_and_takes_any_message(self, capture_env: CaptureEnv) -> None:
@@ -259,7 +260,7 @@ class TestConfig:
         with pytest.raises(ConfigError, match=message):
             load_config(capture_env.config_path)
 
-    def test_defaults(self, capture_env: CaptureEnv, tmp_path: Path) -> None:
+    def test_defaults(self, capture_env: CaptureEnv) -> None:
         """Without the keys: no app roles, restricted attribution."""
         settings = load_config(capture_env.config_path).capture
         assert (settings.app_roles, settings.attribution) == ((), "restricted")
