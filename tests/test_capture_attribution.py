@@ -23,6 +23,7 @@ EMIT_TEXT = "pg_catalog.pg_logical_emit_message(boolean, text, text)"
 EMIT_BYTEA = "pg_catalog.pg_logical_emit_message(boolean, text, bytea)"
 FORGED_SESSION = "SELECT pg_logical_emit_message(true, 'auditlock.session', '{\"role\": \"postgres\"}')"
 FORGED_ACTOR = "SELECT pg_logical_emit_message(true, 'auditlock.actor', '{\"actor_id\": \"user:1\"}')"
+BIND_ACTOR = "auditlock_capture.bind_actor(text, text, text, text, text)"
 INSERT = "INSERT INTO orders VALUES (%s, 'new', 5, NULL, NULL)"
 
 
@@ -229,6 +230,22 @@ class TestStartRefusal:
         assert f"'{granted}'" in done.stderr
         assert f"'{member}'" in done.stderr
         assert f"REVOKE EXECUTE ON FUNCTION {EMIT_BYTEA} FROM <role>" in done.stderr
+
+    def test_refuses_bind_actor_for_public(self, capture_env: CaptureEnv) -> None:
+        """bind_actor granted to PUBLIC (anyone could bind an application actor) is refused with the REVOKE."""
+        capture_env.setup()
+        capture_env.sql(f"GRANT EXECUTE ON FUNCTION {BIND_ACTOR} TO PUBLIC")
+        done = capture_env.capture("--once", check=False)
+        assert done.returncode == 1
+        assert f"REVOKE EXECUTE ON FUNCTION {BIND_ACTOR} FROM PUBLIC" in done.stderr
+
+    def test_refuses_an_older_setup(self, capture_env: CaptureEnv) -> None:
+        """A database set up before emit_session() existed is refused until --setup runs again."""
+        capture_env.setup()
+        capture_env.sql("DROP FUNCTION auditlock_capture.emit_session()")
+        done = capture_env.capture("--once", check=False)
+        assert done.returncode == 1
+        assert "auditlock_capture.emit_session() is missing" in done.stderr
 
     def test_open_starts_and_takes_any_message(self, capture_env: CaptureEnv) -> None:
         """With attribution = "open" capture starts while PUBLIC can emit, and a role's forged session message is

@@ -90,8 +90,8 @@ def forging_problems(conn: psycopg.Connection[Any]) -> list[str]:
                 f"FUNCTION {function.signature} FROM <role> as a superuser (applications bind actors through "
                 f"{SCHEMA}.bind_actor, granted by [capture] app_roles), or set [capture] attribution = \"open\"")
     if _one(conn, f"SELECT to_regprocedure('{SCHEMA}.emit_session()') IS NULL"):
-        problems.append(f"{SCHEMA}.emit_session() is missing (set up by an older auditlock): run `auditlock capture "
-                        "--setup` again")
+        problems.append(f"{SCHEMA}.emit_session() is missing (no --setup yet, or one of an older auditlock): run "
+                        "`auditlock capture --setup`")
     elif _one(conn, f"SELECT has_function_privilege('public', to_regprocedure('{BIND_ACTOR}'), 'EXECUTE')"):
         problems.append(f"{BIND_ACTOR} can be executed by PUBLIC, so any role can bind an application actor: "
                         f"REVOKE EXECUTE ON FUNCTION {BIND_ACTOR} FROM PUBLIC")
