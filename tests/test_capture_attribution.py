@@ -122,6 +122,20 @@ class TestSetupRevokes:
         assert (created["actor_id"], "attribution_problem" in created["payload"]) == (f"db:{writer}", False)
 
 
+class TestLeastPrivilegeCapture:
+    """Capture's own role needs no EXECUTE on pg_logical_emit_message: --once flushes through flush_wal()."""
+
+    def test_replication_role_captures_once_after_the_revoke(self, capture_env: CaptureEnv) -> None:
+        """A non-superuser REPLICATION role runs --once on a restricted database and records the change."""
+        capture_env.setup()
+        capture_role = new_role(capture_env, "capture", "LOGIN REPLICATION")
+        capture_env.sql(INSERT, params=(1,))
+        capture_env.write_config(dsn=capture_env.server.dsn(capture_env.database, user=capture_role))
+        capture_env.capture("--once")
+        (created,) = capture_env.events()
+        assert created["actor_id"] == "db:postgres"
+
+
 class TestForgery:
     """With the restricted setup a role that writes a mapped table cannot say it is someone else."""
 
