@@ -93,7 +93,10 @@ class TestSetupRevokes:
                         f"TO {owner}")
         capture_env.write_config(dsn=capture_env.server.dsn(capture_env.database, user=owner))
         done = capture_env.setup()
-        assert f"{EMIT_TEXT} can be executed by PUBLIC and role '{owner}' may not revoke it" in done.stderr
+        assert f"pg_logical_emit_message can be executed by PUBLIC and role '{owner}' may not revoke it" in done.stderr
+        assert f"REVOKE EXECUTE ON FUNCTION {EMIT_TEXT} FROM PUBLIC" in done.stderr
+        assert f"REVOKE EXECUTE ON FUNCTION {EMIT_BYTEA} FROM PUBLIC" in done.stderr
+        assert done.stderr.count("attribution is forgeable") == 1
         assert 'attribution = "open"' in done.stderr
         assert "RDS/Aurora" in done.stderr
         assert "REVOKE EXECUTE ON FUNCTION pg_catalog" not in done.stdout

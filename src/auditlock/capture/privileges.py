@@ -103,30 +103,35 @@ def restriction_statements(conn: psycopg.Connection[Any], emitters: set[str]) ->
     to each non-superuser owner first (its functions keep working), then the REVOKE from PUBLIC; and the notes of what
     this role may not do. Statements only for what is missing (a second run prints none)."""
     statements: list[str] = []
-    notes: list[str] = []
+    fixes: list[str] = []  # what a superuser must run where this role may not
+    broken: list[str] = []  # grants without which the definer functions cannot emit (every write would fail)
     supers = superusers(conn)
     me = str(_one(conn, "SELECT current_user"))
+    owners = set()
     for function in emit_functions(conn):
         may = me in supers or bool(_one(conn, "SELECT pg_has_role(%s, 'USAGE')", (function.owner,)))
         lacking = [owner for owner in sorted(emitters - supers)
                    if not _directly_granted(conn, function.oid, owner)
                    and (function.public_executes or not _executes(conn, owner, function.oid))]
+        grants = [f'GRANT EXECUTE ON FUNCTION {function.signature} TO "{owner}"' for owner in lacking]
+        revoke = [f"REVOKE EXECUTE ON FUNCTION {function.signature} FROM PUBLIC"] if function.public_executes else []
         if may:
-            statements += [f'GRANT EXECUTE ON FUNCTION {function.signature} TO "{owner}"' for owner in lacking]
-            if function.public_executes:
-                statements.append(f"REVOKE EXECUTE ON FUNCTION {function.signature} FROM PUBLIC")
-        elif function.public_executes:
-            notes.append(
-                f"attribution is forgeable: {function.signature} can be executed by PUBLIC and role {me!r} may not "
-                f"revoke it (it belongs to {function.owner!r}). Run `auditlock capture --setup` once as a superuser "
-                f"(or REVOKE EXECUTE ON FUNCTION {function.signature} FROM PUBLIC as one" +
-                (f", after GRANT EXECUTE ON FUNCTION {function.signature} TO {', '.join(lacking)}" if lacking else "")
-                + f"); until then capture refuses to start with [capture] attribution = \"restricted\"; {FIX_MANAGED}")
-        elif lacking:
-            notes.append(
-                f"role(s) {', '.join(lacking)} own the {SCHEMA} functions but cannot execute {function.signature}, so "
-                "every write to a mapped table fails: as a superuser, GRANT EXECUTE ON FUNCTION "
-                f"{function.signature} TO {', '.join(lacking)}")
+            statements += grants + revoke
+        elif revoke:
+            fixes += grants + revoke
+            owners.add(function.owner)
+        else:
+            broken += grants
+    notes = []
+    if fixes:
+        notes.append(
+            f"attribution is forgeable: pg_logical_emit_message can be executed by PUBLIC and role {me!r} may not "
+            f"revoke it (it belongs to {', '.join(sorted(owners))}); until it is revoked capture refuses to start "
+            "with [capture] attribution = \"restricted\". Fix: run `auditlock capture --setup` once as a superuser, "
+            f"or as one: {'; '.join(fixes)}. {FIX_MANAGED[0].upper()}{FIX_MANAGED[1:]}")
+    if broken:
+        notes.append(f"the {SCHEMA} functions cannot emit, so every write to a mapped table fails: their owner may "
+                     f"not execute pg_logical_emit_message. Fix, as a superuser: {'; '.join(broken)}")
     return statements, notes
 
 
