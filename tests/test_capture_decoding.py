@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from auditlock.capture.attribution import Attribution
+from auditlock.capture.attribution import NO_SESSION, Attribution
 from auditlock.capture.pgoutput import (
     UNCHANGED,
     Begin,
@@ -138,5 +138,34 @@ class TestAttribution:
         assert "attribution_problem" in fields
 
     def test_no_session_message(self) -> None:
-        """A change without any message is still attributed: db:unknown."""
-        assert Attribution().fields() == {"actor_id": "db:unknown", "actor_type": "db"}
+        """A change without any message is still attributed: db:unknown, with the missing message named."""
+        assert Attribution().fields() == {"actor_id": "db:unknown", "actor_type": "db",
+                                          "attribution_problem": NO_SESSION}
+
+    def test_actor_without_a_session_is_kept_and_named(self) -> None:
+        """An actor bound in a transaction whose trigger emitted nothing: the actor and its role, the problem named."""
+        attribution = Attribution(frozenset({"app"}))
+        attribution.note(Message(True, 1, "auditlock.actor", b'{"actor_id": "user:1", "role": "app"}'))
+        fields = attribution.fields()
+        assert (fields["actor_id"], fields["db_role"], fields["attribution_problem"]) == ("user:1", "app", NO_SESSION)
+
+    @pytest.mark.parametrize(("content", "problem"), [
+        (b'{"actor_id": "user:1"}', "names no role"),
+        (b'{"actor_id": "user:1", "role": "intruder"}',
+         "bound by role 'intruder', which is not in [capture] app_roles"),
+    ])
+    def test_restricted_actor_needs_a_trusted_role(self, content: bytes, problem: str) -> None:
+        """With trusted roles, an actor message without a role or from another role is ignored and named."""
+        attribution = Attribution(frozenset({"app"}))
+        attribution.note(Message(True, 1, "auditlock.session", b'{"role": "intruder"}'))
+        attribution.note(Message(True, 2, "auditlock.actor", content))
+        fields = attribution.fields()
+        assert (fields["actor_id"], fields["db_role"]) == ("db:intruder", "intruder")
+        assert problem in fields["attribution_problem"]
+
+    def test_open_actor_needs_no_role(self) -> None:
+        """Without trusted roles (attribution = "open") an actor message without a role is taken, as before."""
+        attribution = Attribution()
+        attribution.note(Message(True, 1, "auditlock.session", b'{"role": "ops"}'))
+        attribution.note(Message(True, 2, "auditlock.actor", b'{"actor_id": "user:1"}'))
+        assert attribution.fields() == {"actor_id": "user:1", "db_role": "ops"}

@@ -3,18 +3,27 @@
 Two kinds of transactional logical decoding messages (`pg_logical_emit_message(true, prefix, content)`), decoded in
 the transaction's order, before the rows they describe:
 
-    auditlock.session  {"role", "application_name", "client_addr"}     the statement trigger `--setup` installs
+    auditlock.session  {"role", "application_name", "client_addr"}     `auditlock_capture.emit_session()`, called by
+                                                                          the statement trigger `--setup` installs
                                                                           (once per transaction, as the caller)
-    auditlock.actor    {"actor_id", "actor_type", "actor_ip", "request_id", "job_run_id"}
-                                                                          `integrations.postgres.bind_transaction`
+    auditlock.actor    {"actor_id", "actor_type", "actor_ip", "request_id", "job_run_id", "role"}
+                                                                          `auditlock_capture.bind_actor(...)`, called
+                                                                          by `integrations.postgres.bind_transaction`
 
 A row is attributed to the application actor bound before it in its transaction, else to the database session
-(`actor_type = "db"`, `actor_id = "db:<session_user>"`, the client address as `actor_ip`), else — a change made
-while the trigger was missing — to `db:unknown`. Never dropped. The content is hostile (any role can emit a
-message): bounded, parsed strictly, and a bad one is recorded as `payload.attribution_problem`, never trusted.
-What it cannot tell: a role that writes a mapped table can emit its own well-formed `auditlock.session` message
-naming another role (and pre-set the trigger's marker for its transaction); the last one counts. The session
-attribution is the database's word for honest sessions, not proof against a hostile one (docs/capture-postgres.md).
+(`actor_type = "db"`, `actor_id = "db:<session_user>"`, the client address as `actor_ip`), else to `db:unknown`
+with an `attribution_problem` saying no session message came (the trigger missing, or its marker set by hand for
+the transaction: a role proving no one). Never dropped. `db_role` is the session message's role, else the role that
+bound the actor.
+
+Both functions are SECURITY DEFINER and compute the roles themselves; with restricted attribution (the default,
+`capture.privileges`) no other role can execute `pg_logical_emit_message`, so a session message names the role that
+wrote and an actor message the role that bound it. Restricted attribution also checks that role (defence in depth:
+`trusted_roles`, the `[capture] app_roles` with the superusers and the setup role): an actor message without a role,
+or bound by another role (a member of an application role, say), is ignored and named. With `attribution = "open"`
+any role that writes a mapped table may have emitted any message (PostgreSQL's default EXECUTE for PUBLIC): the
+attribution is then the database's word for honest sessions only. The content is hostile either way: bounded,
+parsed strictly, and a bad one is recorded as `payload.attribution_problem`, never trusted.
 """
 
 from __future__ import annotations
@@ -33,14 +42,17 @@ DDL_PREFIX = "auditlock.ddl"
 MAX_MESSAGE_BYTES = 4096
 MAX_VALUE_CHARS = 256
 UNKNOWN_ACTOR = "db:unknown"
+NO_SESSION = ("no auditlock.session message came before this change: the session trigger is missing (run `auditlock "
+              "capture --setup`) or its marker was set by hand for the transaction, so the writing role is unproven")
 _SESSION_KEYS = ("role", "application_name", "client_addr")
-_ACTOR_KEYS = ("actor_id", "actor_type", "actor_ip", "request_id", "job_run_id")
+_ACTOR_KEYS = ("actor_id", "actor_type", "actor_ip", "request_id", "job_run_id", "role")
 
 
 @dataclass
 class Attribution:
     """What a transaction has said about who is acting, so far."""
 
+    trusted_roles: frozenset[str] | None = None  # who may bind an actor; None: anyone (attribution = "open")
     session: dict[str, str] = field(default_factory=dict)
     bound: dict[str, str] | None = None
     problem: str | None = None
@@ -63,8 +75,9 @@ class Attribution:
         """The actor fields and attribution payload fields of the next row."""
         session = self.session
         out: dict[str, Any] = {}
-        if session.get("role"):
-            out["db_role"] = session["role"]
+        role = session.get("role") or (self.bound or {}).get("role")
+        if role:
+            out["db_role"] = role
         if session.get("application_name"):
             out["application_name"] = session["application_name"]
         if self.bound is not None:
@@ -79,8 +92,9 @@ class Attribution:
             out["actor_id"] = f"db:{session['role']}" if session.get("role") else UNKNOWN_ACTOR
             out["actor_type"] = "db"
             out["actor_ip"] = session.get("client_addr") or None
-        if self.problem is not None:
-            out["attribution_problem"] = self.problem
+        problems = [p for p in (None if session else NO_SESSION, self.problem) if p is not None]
+        if problems:
+            out["attribution_problem"] = "; ".join(problems)
         return {k: v for k, v in out.items() if v is not None}
 
     def _parse(self, message: Message, keys: tuple[str, ...]) -> dict[str, str] | None:
@@ -114,5 +128,12 @@ class Attribution:
         kind = parsed.get("actor_type")
         if kind is not None and kind not in ACTOR_TYPES:
             self.problem = f"{ACTOR_PREFIX} message ignored: actor_type {kind!r} is not one of {', '.join(ACTOR_TYPES)}"
+            return False
+        trusted = self.trusted_roles
+        if trusted is not None and parsed.get("role") not in trusted:
+            role = parsed.get("role")
+            self.problem = (f"{ACTOR_PREFIX} message ignored: " + (
+                f"bound by role {role!r}, which is not in [capture] app_roles" if role else
+                "it names no role, so auditlock_capture.bind_actor did not emit it"))
             return False
         return True

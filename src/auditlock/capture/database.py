@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from auditlock.capture import privileges
 from auditlock.capture.pgoutput import format_lsn, parse_lsn
 from auditlock.capture.position import CaptureError
 from auditlock.capture.tables import CapturedTable
@@ -43,8 +44,9 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
 
 
 def check_ready(conn: psycopg.Connection[Any], slot: str, publication: str,
-                tables: Mapping[str, CapturedTable]) -> list[str]:
-    """Every reason capture cannot run, each naming its fix (empty: ready)."""
+                tables: Mapping[str, CapturedTable], *, attribution: str = "restricted") -> list[str]:
+    """Every reason capture cannot run, each naming its fix (empty: ready); with `attribution = "restricted"`, also
+    every way a role could forge attribution (`capture.privileges`)."""
     problems = []
     wal_level = _one(conn, "SHOW wal_level")
     if wal_level != "logical":
@@ -70,7 +72,17 @@ def check_ready(conn: psycopg.Connection[Any], slot: str, publication: str,
     if _one(conn, "SELECT count(*) FROM pg_publication WHERE pubname = %s", (publication,)) == 0:
         problems.append(f"publication {publication!r} does not exist: run `auditlock capture --setup`")
     problems += _table_problems(conn, publication, tables)
+    if attribution == "restricted":
+        problems += privileges.forging_problems(conn)
     return problems
+
+
+def trusted_roles(conn: psycopg.Connection[Any], app_roles: tuple[str, ...], attribution: str) -> frozenset[str] | None:
+    """The roles whose actor messages capture takes: the application roles, the superusers and the setup role (who
+    can emit anything anyway); None with `attribution = "open"` (anyone's)."""
+    if attribution != "restricted":
+        return None
+    return frozenset(app_roles) | privileges.superusers(conn) | privileges.setup_owners(conn)
 
 
 def _table_problems(conn: psycopg.Connection[Any], publication: str,
@@ -151,10 +163,16 @@ def flush_committed(conn: psycopg.Connection[Any]) -> None:
     not its own — and commits with `synchronous_commit = local` (no wait for standbys) flushes the WAL up to its commit
     record, and so past every commit before it. (Taking an xid alone is not enough: a transaction that wrote no WAL
     before its commit record commits asynchronously.)
+
+    The message comes from `auditlock_capture.flush_wal()` where `--setup` created it (restricted attribution leaves
+    `pg_logical_emit_message` to superusers and the setup role), else from `pg_logical_emit_message` itself.
     """
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = local")
-        conn.execute("SELECT pg_logical_emit_message(true, 'auditlock.flush', '')")
+        if _one(conn, f"SELECT to_regprocedure('{privileges.SCHEMA}.flush_wal()') IS NOT NULL"):
+            conn.execute(f"SELECT {privileges.SCHEMA}.flush_wal()".encode())
+        else:
+            conn.execute("SELECT pg_logical_emit_message(true, 'auditlock.flush', '')")
 
 
 def peek(conn: psycopg.Connection[Any], slot: str, publication: str, upto_lsn: int,

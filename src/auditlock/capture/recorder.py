@@ -53,8 +53,11 @@ class _Transaction:
 class ChangeRecorder:
     """Writes the events of decoded messages through `write(event_type, fields)`; tracks the last written change."""
 
-    def __init__(self, tables: Mapping[str, CapturedTable], write: Write, written: Position) -> None:
+    def __init__(self, tables: Mapping[str, CapturedTable], write: Write, written: Position, *,
+                 trusted_roles: frozenset[str] | None = None) -> None:
+        """`trusted_roles`: who may bind an actor (`Attribution.trusted_roles`; None: anyone)."""
         self._tables = tables
+        self._trusted_roles = trusted_roles
         self._write = write
         self._written = written
         self._last_row: tuple[int, int] | None = None  # the last row written, until `written` is next read
@@ -87,7 +90,8 @@ class ChangeRecorder:
         if type(message) is RowChange:  # nearly every message: the row path first
             self._row(message)
         elif isinstance(message, Begin):
-            self._txn = _Transaction(message, Attribution(), self._covered_through(message.commit_lsn))
+            covered = self._covered_through(message.commit_lsn)
+            self._txn = _Transaction(message, Attribution(self._trusted_roles), covered)
         elif isinstance(message, Relation):
             self._relation(message)
         elif isinstance(message, Commit):

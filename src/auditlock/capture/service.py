@@ -75,7 +75,8 @@ class Capture:
     def start(self) -> None:
         """Connect, refuse to start on any database problem, recover staging, resume from the durable position."""
         conn = self._connect()
-        problems = database.check_ready(conn, self.settings.slot, self.settings.publication, self.tables)
+        problems = database.check_ready(conn, self.settings.slot, self.settings.publication, self.tables,
+                                        attribution=self.settings.attribution)
         if problems:
             raise CaptureError("auditlock capture cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
         self.tables = with_catalog(self.tables, database.primary_keys(conn, self.tables),
@@ -90,7 +91,8 @@ class Capture:
                                      on_error="raise"), max_event_bytes=self.config.events.max_event_bytes)
         self._core = AuditCore(self.config, writer=writer)
         self._records = CapturedRecords(self._core.build, self._core.changes, self.tables)
-        self._recorder = ChangeRecorder(self.tables, self._write, position)
+        self._recorder = ChangeRecorder(self.tables, self._write, position, trusted_roles=database.trusted_roles(
+            conn, self.settings.app_roles, self.settings.attribution))
         self._record_gap(conn, known=saved is not None and saved.slot_lsn is not None)
         if position.change_index is None and position.end_lsn is not None:
             self._advance(conn, position.end_lsn)

@@ -66,7 +66,7 @@ def _setup(config: object, *, dry_run: bool) -> int:
     settings = config.capture
     tables = captured_tables(config)
     with database.connect(settings.load_dsn()) as conn:
-        plan = setup.plan_setup(conn, settings.slot, settings.publication, tables)
+        plan = setup.plan_setup(conn, settings.slot, settings.publication, tables, settings.app_roles)
         for statement in plan.statements:
             print(f"{statement};")
         if not dry_run:

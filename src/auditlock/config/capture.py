@@ -22,7 +22,15 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 def read_capture(reader: TableReader, table: Mapping[str, Any]) -> CaptureConfig:
     """`[capture]`: scalar keys, identifiers checked, one connection source."""
     values = reader._scalars(table, "capture")
+    values["app_roles"] = tuple(dict.fromkeys(values.get("app_roles", ())))
     capture = CaptureConfig(**values)
+    for role in capture.app_roles:
+        if not IDENTIFIER.fullmatch(role):
+            reader.problems.append(f"[capture] app_roles: {role!r} is not a lowercase PostgreSQL role name (letters, "
+                                   "digits, '_', at most 63 characters, not starting with a digit)")
+        elif role == "public" or role.startswith("pg_"):
+            reader.problems.append(f"[capture] app_roles: {role!r} is PUBLIC or a predefined role; name the "
+                                   "application's own login roles")
     for key in ("slot", "publication"):
         name = getattr(capture, key)
         if not IDENTIFIER.fullmatch(name):

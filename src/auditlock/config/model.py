@@ -338,6 +338,8 @@ class CaptureConfig:
     grace_period_s: float = 25.0
     poll_interval_s: float = 1.0
     batch_changes: int = 10000
+    app_roles: tuple[str, ...] = ()  # the roles granted auditlock_capture.bind_actor (the application's)
+    attribution: str = "restricted"  # "open": start although any writing role can forge attribution messages
 
     @property
     def configured(self) -> bool:

@@ -122,6 +122,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "grace_period_s": positive_float(),
         "poll_interval_s": positive_float(),
         "batch_changes": positive_int(1),
+        "app_roles": LIST,
+        "attribution": Key("str", choices=("restricted", "open")),
     },
 }
 

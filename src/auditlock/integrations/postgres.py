@@ -6,11 +6,15 @@
         bind_transaction(conn)          # the actor bound now (auditlock.actor / request / job) goes into the WAL
         conn.execute("UPDATE orders SET status = 'paid' WHERE id = 7")
 
-`bind_transaction` emits one transactional logical decoding message (`pg_logical_emit_message(true,
-'auditlock.actor', {...})`) with the bound actor id and type, client address, request id and job run id. It commits
-— or rolls back — atomically with the rows, so no window is left between COMMIT and the spool: capture attributes
-every later row change of the transaction to that actor (`capture.attribution`). Without a bound actor nothing is
-emitted and capture attributes the rows to the database session (`actor_type = "db"`).
+`bind_transaction` calls `auditlock_capture.bind_actor(actor_id, actor_type, actor_ip, request_id, job_run_id)`,
+which `auditlock capture --setup` creates (SECURITY DEFINER, EXECUTE granted to the roles of `[capture] app_roles`
+only): it emits one transactional logical decoding message (`auditlock.actor`) with the bound actor id and type,
+client address, request id and job run id, and the database role that bound them (`session_user`, added by the
+function). It commits — or rolls back — atomically with the rows, so no window is left between COMMIT and the
+spool: capture attributes every later row change of the transaction to that actor (`capture.attribution`). Without
+a bound actor nothing is emitted and capture attributes the rows to the database session (`actor_type = "db"`). A
+role not granted the function gets PostgreSQL's "permission denied for function bind_actor" (add it to
+`[capture] app_roles` and run `--setup` again); the transaction is then aborted, so nothing is written unattributed.
 
 Accepts a psycopg 3 or psycopg2 connection, a SQLAlchemy `Connection` or `Session` (sync). With the SQLAlchemy ORM,
 `track(..., capture="wal")` calls it at the start of every session transaction instead of recording events itself,
@@ -21,23 +25,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from auditlock.errors import EventError
 from auditlock.handler.context import current_actor
 
-ACTOR_PREFIX = "auditlock.actor"
-_EMIT = "SELECT pg_logical_emit_message(true, 'auditlock.actor', %s)"
+_BIND = "SELECT auditlock_capture.bind_actor(%s, %s, %s, %s, %s)"
+_BIND_NAMED = "SELECT auditlock_capture.bind_actor(:actor_id, :actor_type, :actor_ip, :request_id, :job_run_id)"
+_ARGUMENTS = ("actor_id", "actor_type", "actor_ip", "request_id", "job_run_id")
 
 
-def actor_message() -> bytes | None:
-    """The content `bind_transaction` emits for the actor bound here, or None when no actor is bound."""
+def actor_arguments() -> tuple[str | None, ...] | None:
+    """What `bind_transaction` passes to `bind_actor` for the actor bound here (in `_ARGUMENTS` order), or None when
+    no actor is bound."""
     bound = current_actor()
     if bound is None or bound.id is None:
         return None
-    content = {"actor_id": bound.id, "actor_type": bound.type, "actor_ip": bound.ip,
-               "request_id": bound.request_id, "job_run_id": bound.run_id}
-    return orjson.dumps({k: v for k, v in content.items() if v is not None})
+    return bound.id, bound.type, bound.ip, bound.request_id, bound.run_id
 
 
 def bind_transaction(conn: Any) -> bool:
@@ -46,34 +48,32 @@ def bind_transaction(conn: Any) -> bool:
     Raises `EventError` for a connection in autocommit mode (the message would be a transaction of its own,
     attributing nothing) or of a kind it does not know.
     """
-    content = actor_message()
-    if content is None:
+    arguments = actor_arguments()
+    if arguments is None:
         return False
-    text = content.decode()
     module = type(conn).__module__
     if module.startswith("sqlalchemy"):
-        _bind_sqlalchemy(conn, text)
+        _bind_sqlalchemy(conn, arguments)
     elif module.startswith("psycopg2"):
         _refuse_autocommit(bool(conn.autocommit))
         with conn.cursor() as cursor:
-            cursor.execute(_EMIT, (text,))
+            cursor.execute(_BIND, arguments)
     elif module.startswith("psycopg"):
         _refuse_autocommit(bool(conn.autocommit))
-        conn.execute(_EMIT, (text,))
+        conn.execute(_BIND, arguments)
     else:
         raise EventError(f"bind_transaction: {type(conn).__name__} is not a psycopg 3 / psycopg2 connection or a "
                          "SQLAlchemy Connection / Session")
     return True
 
 
-def _bind_sqlalchemy(conn: Any, text: str) -> None:
+def _bind_sqlalchemy(conn: Any, arguments: tuple[str | None, ...]) -> None:
     from sqlalchemy import text as sql_text  # noqa: PLC0415 - only for SQLAlchemy users
 
     connection = conn.connection() if hasattr(conn, "connection") and callable(conn.connection) else conn
     # The driver's own flag: SQLAlchemy's get_isolation_level() reports the server's level, never "AUTOCOMMIT".
     _refuse_autocommit(getattr(connection.connection.dbapi_connection, "autocommit", False) is True)
-    connection.execute(sql_text("SELECT pg_logical_emit_message(true, 'auditlock.actor', :content)"),
-                       {"content": text})
+    connection.execute(sql_text(_BIND_NAMED), dict(zip(_ARGUMENTS, arguments, strict=True)))
 
 
 def _refuse_autocommit(autocommit: bool) -> None:
