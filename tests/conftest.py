@@ -45,7 +45,13 @@ CALENDAR_MODULES = frozenset({
     "test_spool_writer.py",
     "test_ui.py",
     "test_verify_archive.py",
+    "test_verify_archive_edges.py",
+    "test_verify_archive_gaps.py",
+    "test_verify_archive_mutants.py",
     "test_verify_cli.py",
+    "test_verify_invariants.py",
+    "test_verify_s3_lock_mutants.py",
+    "test_verify_s3_mutants.py",
     "test_verify_spool.py",
 })
 
