@@ -45,13 +45,13 @@ class RandomPool:
     _SIZE = 4096
 
     def __init__(self) -> None:
-        self._tails: list[str] = []
+        self.tails: list[str] = []  # refilled in place: `EventChain.stamp` pops from it without a call
 
     def next_tail(self) -> str:
         """The next random tail."""
-        if not self._tails:
-            self._tails = tails_of(os.urandom(self._SIZE))
-        return self._tails.pop()
+        if not self.tails:
+            self.tails.extend(tails_of(os.urandom(self._SIZE)))
+        return self.tails.pop()
 
 
 def tails_of(random: bytes) -> list[str]:
@@ -122,6 +122,7 @@ class EventChain:
         self.writer_id = writer_id
         self._now_ns = clock
         self._random = RandomPool()
+        self._tails = self._random.tails
         self.seq = 0
         self.prev = ZERO_HASH
         self.max_event_bytes = max_event_bytes
@@ -129,7 +130,9 @@ class EventChain:
 
     def stamp(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Fill in the chain's fields and serialise; returns the line (with newline) and its month index."""
-        record["occurred_at"], record["event_id"], month = self._clock.stamp(self._now_ns(), self._random.next_tail())
+        tails = self._tails
+        tail = tails.pop() if tails else self._random.next_tail()
+        record["occurred_at"], record["event_id"], month = self._clock.stamp(self._now_ns(), tail)
         record["writer"] = self.writer_id
         record["seq"] = self.seq
         record["prev"] = self.prev
@@ -144,7 +147,7 @@ class EventChain:
     def advance(self, line: bytes) -> None:
         """Record that `line` (as returned by `stamp`) is now in the spool."""
         self.seq += 1
-        self.prev = sha256(memoryview(line)[:-1]).hexdigest()  # `format.line_hash`, without a call
+        self.prev = sha256(line[:-1]).hexdigest()  # `format.line_hash`, without a call (a copy is cheaper than a view)
 
 
 # The widest values `stamp` can give the chain's fields (seq as the largest signed 64-bit number).
