@@ -88,7 +88,7 @@ class RecordBuilder:
         plan = plan or self._new_plan(event_type, target_type)
         actor_id, actor_type, actor_ip, run_id, request_id = _actor_of(event_type, fields)
         trace_id = span_id = None
-        if _MODULES.get("opentelemetry.trace") is not None:  # only if the application imported OpenTelemetry
+        if "opentelemetry.trace" in _MODULES:  # only if the application imported OpenTelemetry (None: blocked)
             trace_id, span_id = _trace_ids()
         target_id = fields.get("target_id")
         if type(target_id) is not str or target_type is None:  # the common case (a str with its type) needs no call

@@ -77,7 +77,7 @@ class UtcClock:
         self._second = -1
         self._prefix = ""
         self._month = 0
-        self._ms = -1
+        self._ms_start = _NEVER  # the first nanosecond of the cached millisecond
         self._ms_prefix = ""
         self._id_prefix = ""
 
@@ -88,10 +88,13 @@ class UtcClock:
 
     def stamp(self, now_ns: int, tail: str) -> tuple[str, str, int]:
         """`occurred_at`, the UUIDv7 string of this time ending in `tail` (`RandomPool.next_tail`), the month."""
-        ms, sub_ns = divmod(now_ns, 1_000_000)
-        if ms != self._ms:
-            self._new_millisecond(ms)
-        sub = sub_ns * 4096 // 1_000_000  # the 12 bits of sub-millisecond time, as 3 hex digits from two tables
+        sub_ns = now_ns - self._ms_start  # one subtraction, no divmod, while the millisecond lasts
+        if not 0 <= sub_ns < 1_000_000:
+            self._new_millisecond(now_ns // 1_000_000)
+            sub_ns = now_ns - self._ms_start
+        # The 12 bits of sub-millisecond time (`* 4096 // 1_000_000`, reduced to stay within one int digit), as 3 hex
+        # digits from two tables.
+        sub = sub_ns * 512 // 125_000
         return (f"{self._ms_prefix}{_DIGITS3[sub_ns // 1000]}Z",
                 f"{self._id_prefix}{_HEX1[sub >> 8]}{_HEX2[sub & 0xFF]}-{tail}", self._month)
 
@@ -102,11 +105,13 @@ class UtcClock:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", tm)
             self._month = tm.tm_year * 12 + tm.tm_mon - 1
-        self._ms = ms
+        self._ms_start = ms * 1_000_000
         self._ms_prefix = f"{self._prefix}.{_DIGITS3[ms_of_second]}"
         h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
         self._id_prefix = f"{h[:8]}-{h[8:]}-7"
 
+
+_NEVER = -(2**64)  # a `_ms_start` no time is within a millisecond of
 
 # `f"{n:03d}"` and `f"{n:03x}"` per event cost ~0.2 µs each (int.__format__ with a spec); a tuple index ~10 ns.
 # 1000 + 16 + 256 short strings (~70 KB), the same text the format specs give.
