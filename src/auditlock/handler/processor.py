@@ -32,10 +32,10 @@ class AuditProcessor:
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
         """Process one structlog event dict."""
         name = event_dict.get("event")
-        if type(name) is not str or self._known_name(name) is not True:  # a name seen before: no call
-            if not self.core.is_audit_event(name):
-                self.core.refuse_unmatched(name, event_dict)
-                return event_dict
+        # A str name seen before is looked up in the core's cache without a call; any other asks the core.
+        if (type(name) is not str or self._known_name(name) is not True) and not self.core.is_audit_event(name):
+            self.core.refuse_unmatched(name, event_dict)
+            return event_dict
         record = self.core.emit(name, event_dict)
         if not self._keep:
             raise DropEvent
