@@ -197,3 +197,10 @@ class TestChangesOfMappings:
             core = AuditCore(build_config(config_dict(Path(tmp) / "spool")))
             changes = core.changes("order.updated", "Order", FrozenMapping(before), FrozenMapping(after))
             assert orjson.dumps(changes) == orjson.dumps(core.changes("order.updated", "Order", before, after))
+
+    @pytest.mark.parametrize(("old", "new"), [(1, True), (0, False), (True, 1), (1, 1.0), ("", None)])
+    def test_equal_values_of_another_type_are_changes(self, old: Any, new: Any) -> None:
+        """A value replaced by an equal one of another type (`1` by `True`, `1` by `1.0`) is a change."""
+        with tempfile.TemporaryDirectory() as tmp:
+            core = AuditCore(build_config(config_dict(Path(tmp) / "spool")))
+            assert core.changes("order.updated", "Order", {"status": old}, {"status": new}) == {"status": [old, new]}
