@@ -27,11 +27,13 @@ class AuditProcessor:
     def __init__(self, config: Config | str | None = None, *, core: AuditCore | None = None) -> None:
         self.core = core or AuditCore(_as_config(config))
         self._keep = self.core.config.events.keep_in_app_log
+        self._known_name = self.core.known_audit_name  # the cache of `is_audit_event`, read without its call
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
         """Process one structlog event dict."""
         name = event_dict.get("event")
-        if not self.core.is_audit_event(name):
+        # A str name seen before is looked up in the core's cache without a call; any other asks the core.
+        if (type(name) is not str or self._known_name(name) is not True) and not self.core.is_audit_event(name):
             self.core.refuse_unmatched(name, event_dict)
             return event_dict
         record = self.core.emit(name, event_dict)

@@ -36,6 +36,7 @@ ACTOR_ID_MAX_CHARS = 256
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _MODULES = sys.modules
 _AS_IS = frozenset({str, bool, type(None)})  # payload values written as they are (outside hmac fields)
+_ABSENT = object()  # a key missing from `before=`
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class RecordBuilder:
         plan = plan or self._new_plan(event_type, target_type)
         actor_id, actor_type, actor_ip, run_id, request_id = _actor_of(event_type, fields)
         trace_id = span_id = None
-        if _MODULES.get("opentelemetry.trace") is not None:  # only if the application imported OpenTelemetry
+        if "opentelemetry.trace" in _MODULES:  # only if the application imported OpenTelemetry (None: blocked)
             trace_id, span_id = _trace_ids()
         target_id = fields.get("target_id")
         if type(target_id) is not str or target_type is None:  # the common case (a str with its type) needs no call
@@ -172,27 +173,31 @@ class RecordBuilder:
         return payload
 
     def _changes(self, event_type: str, before: Any, after: Any, plan: RecordPlan) -> dict[str, Any]:
-        old_values, new_values = _mapping(event_type, "before", before), _mapping(event_type, "after", after)
+        old_values = before if type(before) is dict else _mapping(event_type, "before", before)
+        new_values = after if type(after) is dict else _mapping(event_type, "after", after)
         allowed, hashed = plan.change_fields, plan.hmac_fields
         changes = {}
         for name, new in new_values.items():
             if name in allowed:
-                old = old_values.get(name)
-                try:  # unchanged: the same type and equal values (`1` -> `True` is a change); `!=` as always
-                    unchanged = type(old) is type(new) and not old != new  # noqa: SIM202
-                    if unchanged and (old is not None or name in old_values):
-                        continue
-                except RecursionError:
-                    pass  # too deep (or self-referencing) to compare: a change, so that encoding refuses it with
-                    # an EventError naming the field and the depth bound
+                old = old_values.get(name, _ABSENT)
+                if type(old) is type(new):  # unchanged: the same type and equal values (`1` -> `True` is a change)
+                    try:
+                        if not old != new:  # `!=` as always  # noqa: SIM202
+                            continue
+                    except RecursionError:
+                        pass  # too deep (or self-referencing) to compare: a change, so that encoding refuses it
+                        # with an EventError naming the field and the depth bound
+                if old is _ABSENT:
+                    old = None  # a key missing from `before=` is a change from None
                 if hashed or type(old) not in _AS_IS or type(new) not in _AS_IS:
                     changes[name] = [self._value(plan, name, old, "payload.changes"),
                                      self._value(plan, name, new, "payload.changes")]
                 else:
                     changes[name] = [old, new]  # as they are (`_value`'s first case, without the calls)
-        for name, old in old_values.items():
-            if name in allowed and name not in new_values:
-                changes[name] = [self._value(plan, name, old, "payload.changes"), None]
+        if type(old_values) is not dict or type(new_values) is not dict or not old_values.keys() <= new_values.keys():
+            for name, old in old_values.items():  # keys missing from `after=`: changes to None
+                if name in allowed and name not in new_values:
+                    changes[name] = [self._value(plan, name, old, "payload.changes"), None]
         return changes
 
     def _value(self, plan: RecordPlan, name: str, value: Any, where: str) -> Any:

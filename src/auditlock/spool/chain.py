@@ -45,13 +45,13 @@ class RandomPool:
     _SIZE = 4096
 
     def __init__(self) -> None:
-        self._tails: list[str] = []
+        self.tails: list[str] = []  # refilled in place: `EventChain.stamp` pops from it without a call
 
     def next_tail(self) -> str:
         """The next random tail."""
-        if not self._tails:
-            self._tails = tails_of(os.urandom(self._SIZE))
-        return self._tails.pop()
+        if not self.tails:
+            self.tails.extend(tails_of(os.urandom(self._SIZE)))
+        return self.tails.pop()
 
 
 def tails_of(random: bytes) -> list[str]:
@@ -77,7 +77,7 @@ class UtcClock:
         self._second = -1
         self._prefix = ""
         self._month = 0
-        self._ms = -1
+        self._ms_start = _NEVER  # the first nanosecond of the cached millisecond
         self._ms_prefix = ""
         self._id_prefix = ""
 
@@ -88,10 +88,13 @@ class UtcClock:
 
     def stamp(self, now_ns: int, tail: str) -> tuple[str, str, int]:
         """`occurred_at`, the UUIDv7 string of this time ending in `tail` (`RandomPool.next_tail`), the month."""
-        ms, sub_ns = divmod(now_ns, 1_000_000)
-        if ms != self._ms:
-            self._new_millisecond(ms)
-        sub = sub_ns * 4096 // 1_000_000  # the 12 bits of sub-millisecond time, as 3 hex digits from two tables
+        sub_ns = now_ns - self._ms_start  # one subtraction, no divmod, while the millisecond lasts
+        if not 0 <= sub_ns < 1_000_000:
+            self._new_millisecond(now_ns // 1_000_000)
+            sub_ns = now_ns - self._ms_start
+        # The 12 bits of sub-millisecond time (`* 4096 // 1_000_000`, reduced to stay within one int digit), as 3 hex
+        # digits from two tables.
+        sub = sub_ns * 512 // 125_000
         return (f"{self._ms_prefix}{_DIGITS3[sub_ns // 1000]}Z",
                 f"{self._id_prefix}{_HEX1[sub >> 8]}{_HEX2[sub & 0xFF]}-{tail}", self._month)
 
@@ -102,11 +105,13 @@ class UtcClock:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", tm)
             self._month = tm.tm_year * 12 + tm.tm_mon - 1
-        self._ms = ms
+        self._ms_start = ms * 1_000_000
         self._ms_prefix = f"{self._prefix}.{_DIGITS3[ms_of_second]}"
         h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
         self._id_prefix = f"{h[:8]}-{h[8:]}-7"
 
+
+_NEVER = -(2**64)  # a `_ms_start` no time is within a millisecond of
 
 # `f"{n:03d}"` and `f"{n:03x}"` per event cost ~0.2 µs each (int.__format__ with a spec); a tuple index ~10 ns.
 # 1000 + 16 + 256 short strings (~70 KB), the same text the format specs give.
@@ -122,6 +127,7 @@ class EventChain:
         self.writer_id = writer_id
         self._now_ns = clock
         self._random = RandomPool()
+        self._tails = self._random.tails
         self.seq = 0
         self.prev = ZERO_HASH
         self.max_event_bytes = max_event_bytes
@@ -129,7 +135,9 @@ class EventChain:
 
     def stamp(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Fill in the chain's fields and serialise; returns the line (with newline) and its month index."""
-        record["occurred_at"], record["event_id"], month = self._clock.stamp(self._now_ns(), self._random.next_tail())
+        tails = self._tails
+        tail = tails.pop() if tails else self._random.next_tail()
+        record["occurred_at"], record["event_id"], month = self._clock.stamp(self._now_ns(), tail)
         record["writer"] = self.writer_id
         record["seq"] = self.seq
         record["prev"] = self.prev
@@ -144,7 +152,7 @@ class EventChain:
     def advance(self, line: bytes) -> None:
         """Record that `line` (as returned by `stamp`) is now in the spool."""
         self.seq += 1
-        self.prev = sha256(memoryview(line)[:-1]).hexdigest()  # `format.line_hash`, without a call
+        self.prev = sha256(line[:-1]).hexdigest()  # `format.line_hash`, without a call (a copy is cheaper than a view)
 
 
 # The widest values `stamp` can give the chain's fields (seq as the largest signed 64-bit number).

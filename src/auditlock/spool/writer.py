@@ -102,45 +102,39 @@ class SpoolWriter:
 
     def _append_locked(self, record: dict[str, Any]) -> OpenSegment:
         """Stamp and write (not yet durable in "sync" mode); the segment the line is in."""
-        if self._segment is not None and self._segment.sync_error is not None:
-            self._abandon()  # a failed shared fsync: its lines are taken back, a new chain begins (spool.commit)
-        while True:
-            chain = self.chain
-            line, month = chain.stamp(record)
-            try:
-                segment = self._write(line, month)
-            except OSError as exc:
-                self.stats["errors"] += 1
-                raise spool_error(exc, self.directory) from exc
-            if segment is not None:
-                break
-            # The rotation found a failed fsync and abandoned the segment: stamp again, for the new chain.
-        chain.advance(line)
-        self._unclosed = True
-        self.stats["events"] += 1
-        self.stats["bytes"] += len(line)
-        return segment
-
-    def _write(self, line: bytes, month: int) -> OpenSegment | None:
-        """Append a stamped line; None, with nothing written, if the chain it was stamped for has ended."""
         segment = self._segment
-        size = len(line)
-        if (segment is None or segment.month != month or segment.size + size > self._segment_max_bytes
-                or monotonic() >= segment.seal_at
-                or self._spool_bytes + size > self._max_bytes):  # the fast path's share of `_must_rotate`
-            segment = self._prepare_segment(size, month)
-            if segment is None:
-                return None
+        if segment is not None and segment.sync_error is not None:
+            self._abandon()  # a failed shared fsync: its lines are taken back, a new chain begins (spool.commit)
+            segment = None
         try:
+            while True:
+                chain = self.chain
+                line, month = chain.stamp(record)
+                size = len(line)
+                if (segment is not None and segment.month == month and segment.size + size <= self._segment_max_bytes
+                        and monotonic() < segment.seal_at and self._spool_bytes + size <= self._max_bytes):
+                    break  # the common case: `_must_rotate`'s checks and the capacity check, all passed
+                segment = self._prepare_segment(size, month)
+                if segment is not None:
+                    break
+                # The rotation found a failed fsync and abandoned the segment: stamp again, for the new chain.
             segment.append(line)
-        except TornSegmentError:
-            self._abandon()
-            raise
-        segment.lines += 1
+        except OSError as exc:
+            if isinstance(exc, TornSegmentError):
+                self._abandon()
+            self.stats["errors"] += 1
+            raise spool_error(exc, self.directory) from exc
+        chain.advance(line)
         self._spool_bytes += size
         self._written_total += size
+        self._unclosed = True
         if self._group:
             self._dirty = True
+        elif self._sync_each:
+            segment.lines += 1  # what a failed fdatasync takes back (spool.commit); read in "sync" only
+        stats = self.stats
+        stats["events"] += 1
+        stats["bytes"] += size
         return segment
 
     def _prepare_segment(self, size: int, month: int) -> OpenSegment | None:
