@@ -83,30 +83,81 @@ def _refuse_autocommit(autocommit: bool) -> None:
                          "the changes (psycopg 3: `with conn.transaction():`)")
 
 
+_BOUND_KEY = "auditlock_capture_bound"  # session.info: (weakref to the SessionTransaction bound in, its arguments)
+
+
 def bind_session_transactions(target: Any) -> Any:
-    """Call `bind_transaction` at the start of every transaction of a SQLAlchemy Session / sessionmaker (sync);
-    returns a handle with `untrack()`. What `track(..., capture="wal")` installs."""
+    """Bind the actor into every transaction of a SQLAlchemy Session / sessionmaker (sync) — at its start, and again
+    before a flush or a statement whenever the actor bound now is not the one its transaction already carries;
+    returns a handle with `untrack()`. What `track(..., capture="wal")` installs.
+
+    Binding only at the start would attribute the rows to whoever was bound when the transaction began: a web app
+    whose authentication dependency loads the user through the request's session (FastAPI's usual
+    `get_current_user`) begins the transaction before `set_request_actor`, so every change of the request would
+    be recorded as the anonymous (or no) actor. Capture attributes each row to the actor message written before
+    it in its transaction, so binding again before the rows is exact; an actor that stays the same costs one
+    message per transaction, as before.
+    """
     from sqlalchemy import event  # noqa: PLC0415
 
-    def after_begin(_session: Any, _transaction: Any, connection: Any) -> None:
-        bind_transaction(connection)
+    def after_begin(session: Any, _transaction: Any, connection: Any) -> None:
+        _bind_if_needed(session, connection)
 
-    event.listen(target, "after_begin", after_begin)
-    return _Binding(target, after_begin)
+    def before_flush(session: Any, _flush_context: Any, _instances: Any) -> None:
+        if session.in_transaction():
+            _bind_if_needed(session, None)
+
+    def do_orm_execute(state: Any) -> None:
+        if not state.is_select and state.session.in_transaction():
+            _bind_if_needed(state.session, None)
+
+    listeners = (("after_begin", after_begin), ("before_flush", before_flush), ("do_orm_execute", do_orm_execute))
+    for name, listener in listeners:
+        event.listen(target, name, listener)
+    return _Binding(target, listeners)
+
+
+def _bind_if_needed(session: Any, connection: Any) -> None:
+    """Bind the current actor into the session's transaction unless that transaction (or an enclosing one still
+    open) already carries it. A binding made inside a savepoint that has ended since is not trusted: a rolled-back
+    savepoint took its message with it, so the actor is bound again."""
+    import weakref  # noqa: PLC0415
+
+    arguments = actor_arguments()
+    if arguments is None:
+        return
+    if connection is None:
+        connection = session.connection()  # first, for it may begin the connection's transaction (after_begin)
+    current = session.get_nested_transaction() or session.get_transaction()
+    bound = session.info.get(_BOUND_KEY)
+    if bound is not None and bound[1] == arguments and _encloses(bound[0](), current):
+        return
+    bind_transaction(connection)
+    session.info[_BOUND_KEY] = (weakref.ref(current), arguments)
+
+
+def _encloses(bound_in: Any, current: Any) -> bool:
+    """True when `bound_in` is `current` or one of its parents (a transaction still open around it)."""
+    while current is not None:
+        if current is bound_in:
+            return True
+        current = current.parent
+    return False
 
 
 class _Binding:
-    """The `after_begin` listener of `bind_session_transactions`; `untrack()` removes it (twice is harmless)."""
+    """The listeners of `bind_session_transactions`; `untrack()` removes them (twice is harmless)."""
 
-    def __init__(self, target: Any, listener: Any) -> None:
-        self._target, self._listener, self._on = target, listener, True
+    def __init__(self, target: Any, listeners: tuple[tuple[str, Any], ...]) -> None:
+        self._target, self._listeners, self._on = target, listeners, True
 
     def untrack(self) -> None:
-        """Remove the listener."""
+        """Remove the listeners."""
         if self._on:
             from sqlalchemy import event  # noqa: PLC0415
 
-            event.remove(self._target, "after_begin", self._listener)
+            for name, listener in self._listeners:
+                event.remove(self._target, name, listener)
             self._on = False
 
     def __enter__(self) -> _Binding:
