@@ -17,8 +17,9 @@ role not granted the function gets PostgreSQL's "permission denied for function 
 `[capture] app_roles` and run `--setup` again); the transaction is then aborted, so nothing is written unattributed.
 
 Accepts a psycopg 3 or psycopg2 connection, a SQLAlchemy `Connection` or `Session` (sync). With the SQLAlchemy ORM,
-`track(..., capture="wal")` calls it at the start of every session transaction instead of recording events itself,
-so a change is never recorded twice (docs/capture-postgres.md). Importing this module imports no driver.
+`track(..., capture="wal")` calls it at the start of every session transaction, and again before a flush or a
+write statement whenever the actor bound then differs, instead of recording events itself, so a change is never
+recorded twice (docs/capture-postgres.md). Importing this module imports no driver.
 """
 
 from __future__ import annotations
