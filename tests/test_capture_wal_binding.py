@@ -142,3 +142,28 @@ class TestActorBoundAfterBegin:
         rows = capture_env.sql("SELECT data FROM pg_logical_slot_get_changes('count_actor_messages', NULL, NULL)")
         assert sum("auditlock.actor" in row[0] for row in rows) == 1, rows
         capture_env.sql("SELECT pg_drop_replication_slot('count_actor_messages')")
+
+
+class TestAsyncSessionBinding:
+    """An AsyncSession is bound through its sync session: the actor bound after the transaction began too."""
+
+    def test_async_session_actor_bound_after_a_read(self, capture_env: CaptureEnv, engine: Engine,
+                                                    audit_logger: logging.Logger) -> None:
+        """An async read begins the transaction; the insert committed under the actor bound next is theirs."""
+        import asyncio
+
+        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+        async def write() -> None:
+            async_engine = create_async_engine(capture_env.server.url(capture_env.database))
+            factory = async_sessionmaker(async_engine, expire_on_commit=False)
+            with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"):
+                async with factory() as session:
+                    (await session.execute(select(_Order))).all()
+                    with auditlock.actor("user:82"):
+                        session.add(_Order(id=1, status="new"))
+                        await session.commit()
+            await async_engine.dispose()
+
+        asyncio.run(write())
+        assert _actors(capture_env) == [("order.created", "user:82", "1")]
