@@ -144,6 +144,21 @@ class TestActorBoundAfterBegin:
         capture_env.sql("SELECT pg_drop_replication_slot('count_actor_messages')")
 
 
+class TestSessionWithoutDefaultBind:
+    """A session bound per mapper (`binds=`, no default engine) is bound again on the connections it holds."""
+
+    def test_binds_per_mapper_actor_bound_after_a_read(self, capture_env: CaptureEnv, engine: Engine,
+                                                       audit_logger: logging.Logger) -> None:
+        """With `binds={Order: engine}` and no `bind`, the insert under the actor bound after a read is theirs."""
+        factory = sessionmaker(binds={_Order: engine})
+        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), factory() as session:
+            session.execute(select(_Order)).all()
+            with auditlock.actor("user:82"):
+                session.add(_Order(id=1, status="new"))
+                session.commit()
+        assert _actors(capture_env) == [("order.created", "user:82", "1")]
+
+
 class TestAsyncSessionBinding:
     """An AsyncSession is bound through its sync session: the actor bound after the transaction began too."""
 

@@ -84,7 +84,7 @@ def _refuse_autocommit(autocommit: bool) -> None:
                          "the changes (psycopg 3: `with conn.transaction():`)")
 
 
-_BOUND_KEY = "auditlock_capture_bound"  # session.info: (weakref to the SessionTransaction bound in, its arguments)
+_BOUND_KEY = "auditlock_capture_bound"  # session.info: the root transaction (weakref) and what each connection carries
 
 
 def bind_session_transactions(target: Any) -> Any:
@@ -97,20 +97,21 @@ def bind_session_transactions(target: Any) -> Any:
     `get_current_user`) begins the transaction before `set_request_actor`, so every change of the request would
     be recorded as the anonymous (or no) actor. Capture attributes each row to the actor message written before
     it in its transaction, so binding again before the rows is exact; an actor that stays the same costs one
-    message per transaction, as before.
+    message per transaction, as before. The binding goes into each connection the session's transaction holds
+    (a session bound to several engines); a connection it begins later is bound when it begins.
     """
     from sqlalchemy import event  # noqa: PLC0415
 
     def after_begin(session: Any, _transaction: Any, connection: Any) -> None:
-        _bind_if_needed(session, connection)
+        _connections(session).setdefault(connection, None)
+        _bind_if_needed(session)
 
     def before_flush(session: Any, _flush_context: Any, _instances: Any) -> None:
-        if session.in_transaction():
-            _bind_if_needed(session, None)
+        _bind_if_needed(session)
 
     def do_orm_execute(state: Any) -> None:
-        if not state.is_select and state.session.in_transaction():
-            _bind_if_needed(state.session, None)
+        if not state.is_select:
+            _bind_if_needed(state.session)
 
     listeners = (("after_begin", after_begin), ("before_flush", before_flush), ("do_orm_execute", do_orm_execute))
     for name, listener in listeners:
@@ -118,23 +119,35 @@ def bind_session_transactions(target: Any) -> Any:
     return _Binding(target, listeners)
 
 
-def _bind_if_needed(session: Any, connection: Any) -> None:
-    """Bind the current actor into the session's transaction unless that transaction (or an enclosing one still
-    open) already carries it. A binding made inside a savepoint that has ended since is not trusted: a rolled-back
-    savepoint took its message with it, so the actor is bound again."""
+def _connections(session: Any) -> dict[Any, Any]:
+    """The connections of the session's current transaction → (weakref to the transaction bound in, arguments)
+    or None; a new dict once the session is in another transaction."""
+    import weakref  # noqa: PLC0415
+
+    root = session.get_transaction()
+    held = session.info.get(_BOUND_KEY)
+    if held is None or held[0]() is not root:
+        held = (weakref.ref(root) if root is not None else lambda: None, {})
+        session.info[_BOUND_KEY] = held
+    return held[1]  # type: ignore[no-any-return]
+
+
+def _bind_if_needed(session: Any) -> None:
+    """Bind the current actor into each connection of the session's transaction that does not carry it yet —
+    in this transaction or an enclosing one still open. A binding made inside a savepoint that has ended since is
+    not trusted: a rolled-back savepoint took its message with it, so the actor is bound again."""
     import weakref  # noqa: PLC0415
 
     arguments = actor_arguments()
-    if arguments is None:
+    if arguments is None or not session.in_transaction():
         return
-    if connection is None:
-        connection = session.connection()  # first, for it may begin the connection's transaction (after_begin)
     current = session.get_nested_transaction() or session.get_transaction()
-    bound = session.info.get(_BOUND_KEY)
-    if bound is not None and bound[1] == arguments and _encloses(bound[0](), current):
-        return
-    bind_transaction(connection)
-    session.info[_BOUND_KEY] = (weakref.ref(current), arguments)
+    connections = _connections(session)
+    for connection, bound in connections.items():
+        if bound is not None and bound[1] == arguments and _encloses(bound[0](), current):
+            continue
+        bind_transaction(connection)
+        connections[connection] = (weakref.ref(current), arguments)
 
 
 def _encloses(bound_in: Any, current: Any) -> bool:
