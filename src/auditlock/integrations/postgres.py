@@ -17,8 +17,9 @@ role not granted the function gets PostgreSQL's "permission denied for function 
 `[capture] app_roles` and run `--setup` again); the transaction is then aborted, so nothing is written unattributed.
 
 Accepts a psycopg 3 or psycopg2 connection, a SQLAlchemy `Connection` or `Session` (sync). With the SQLAlchemy ORM,
-`track(..., capture="wal")` calls it at the start of every session transaction instead of recording events itself,
-so a change is never recorded twice (docs/capture-postgres.md). Importing this module imports no driver.
+`track(..., capture="wal")` calls it at the start of every session transaction, and again before a flush or a
+write statement whenever the actor bound then differs, instead of recording events itself, so a change is never
+recorded twice (docs/capture-postgres.md). Importing this module imports no driver.
 """
 
 from __future__ import annotations
@@ -83,30 +84,94 @@ def _refuse_autocommit(autocommit: bool) -> None:
                          "the changes (psycopg 3: `with conn.transaction():`)")
 
 
+_BOUND_KEY = "auditlock_capture_bound"  # session.info: the root transaction (weakref) and what each connection carries
+
+
 def bind_session_transactions(target: Any) -> Any:
-    """Call `bind_transaction` at the start of every transaction of a SQLAlchemy Session / sessionmaker (sync);
-    returns a handle with `untrack()`. What `track(..., capture="wal")` installs."""
+    """Bind the actor into every transaction of a SQLAlchemy Session / sessionmaker (sync) — at its start, and again
+    before a flush or a statement whenever the actor bound now is not the one its transaction already carries;
+    returns a handle with `untrack()`. What `track(..., capture="wal")` installs.
+
+    Binding only at the start would attribute the rows to whoever was bound when the transaction began: a web app
+    whose authentication dependency loads the user through the request's session (FastAPI's usual
+    `get_current_user`) begins the transaction before `set_request_actor`, so every change of the request would
+    be recorded as the anonymous (or no) actor. Capture attributes each row to the actor message written before
+    it in its transaction, so binding again before the rows is exact; an actor that stays the same costs one
+    message per transaction, as before. The binding goes into each connection the session's transaction holds
+    (a session bound to several engines); a connection it begins later is bound when it begins.
+    """
     from sqlalchemy import event  # noqa: PLC0415
 
-    def after_begin(_session: Any, _transaction: Any, connection: Any) -> None:
-        bind_transaction(connection)
+    def after_begin(session: Any, _transaction: Any, connection: Any) -> None:
+        _connections(session).setdefault(connection, None)
+        _bind_if_needed(session)
 
-    event.listen(target, "after_begin", after_begin)
-    return _Binding(target, after_begin)
+    def before_flush(session: Any, _flush_context: Any, _instances: Any) -> None:
+        _bind_if_needed(session)
+
+    def do_orm_execute(state: Any) -> None:
+        if not state.is_select:
+            _bind_if_needed(state.session)
+
+    listeners = (("after_begin", after_begin), ("before_flush", before_flush), ("do_orm_execute", do_orm_execute))
+    for name, listener in listeners:
+        event.listen(target, name, listener)
+    return _Binding(target, listeners)
+
+
+def _connections(session: Any) -> dict[Any, Any]:
+    """The connections of the session's current transaction → (weakref to the transaction bound in, arguments)
+    or None; a new dict once the session is in another transaction."""
+    import weakref  # noqa: PLC0415
+
+    root = session.get_transaction()
+    held = session.info.get(_BOUND_KEY)
+    if held is None or held[0]() is not root:
+        held = (weakref.ref(root) if root is not None else lambda: None, {})
+        session.info[_BOUND_KEY] = held
+    return held[1]  # type: ignore[no-any-return]
+
+
+def _bind_if_needed(session: Any) -> None:
+    """Bind the current actor into each connection of the session's transaction that does not carry it yet —
+    in this transaction or an enclosing one still open. A binding made inside a savepoint that has ended since is
+    not trusted: a rolled-back savepoint took its message with it, so the actor is bound again."""
+    import weakref  # noqa: PLC0415
+
+    arguments = actor_arguments()
+    if arguments is None or not session.in_transaction():
+        return
+    current = session.get_nested_transaction() or session.get_transaction()
+    connections = _connections(session)
+    for connection, bound in connections.items():
+        if bound is not None and bound[1] == arguments and _encloses(bound[0](), current):
+            continue
+        bind_transaction(connection)
+        connections[connection] = (weakref.ref(current), arguments)
+
+
+def _encloses(bound_in: Any, current: Any) -> bool:
+    """True when `bound_in` is `current` or one of its parents (a transaction still open around it)."""
+    while current is not None:
+        if current is bound_in:
+            return True
+        current = current.parent
+    return False
 
 
 class _Binding:
-    """The `after_begin` listener of `bind_session_transactions`; `untrack()` removes it (twice is harmless)."""
+    """The listeners of `bind_session_transactions`; `untrack()` removes them (twice is harmless)."""
 
-    def __init__(self, target: Any, listener: Any) -> None:
-        self._target, self._listener, self._on = target, listener, True
+    def __init__(self, target: Any, listeners: tuple[tuple[str, Any], ...]) -> None:
+        self._target, self._listeners, self._on = target, listeners, True
 
     def untrack(self) -> None:
-        """Remove the listener."""
+        """Remove the listeners."""
         if self._on:
             from sqlalchemy import event  # noqa: PLC0415
 
-            event.remove(self._target, "after_begin", self._listener)
+            for name, listener in self._listeners:
+                event.remove(self._target, name, listener)
             self._on = False
 
     def __enter__(self) -> _Binding:
