@@ -24,6 +24,7 @@ recorded twice (docs/capture-postgres.md). Importing this module imports no driv
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from auditlock.errors import EventError
@@ -122,8 +123,6 @@ def bind_session_transactions(target: Any) -> Any:
 def _connections(session: Any) -> dict[Any, Any]:
     """The connections of the session's current transaction → (weakref to the transaction bound in, arguments)
     or None; a new dict once the session is in another transaction."""
-    import weakref  # noqa: PLC0415
-
     root = session.get_transaction()
     held = session.info.get(_BOUND_KEY)
     if held is None or held[0]() is not root:
@@ -136,8 +135,6 @@ def _bind_if_needed(session: Any) -> None:
     """Bind the current actor into each connection of the session's transaction that does not carry it yet —
     in this transaction or an enclosing one still open. A binding made inside a savepoint that has ended since is
     not trusted: a rolled-back savepoint took its message with it, so the actor is bound again."""
-    import weakref  # noqa: PLC0415
-
     arguments = actor_arguments()
     if arguments is None or not session.in_transaction():
         return
