@@ -5,7 +5,7 @@ A caller appends its line under the writer lock, releases it, then waits for its
 the end of its line. If no fdatasync is running it becomes the leader: it notes the segment's size under the writer
 lock and fdatasyncs outside every lock, which makes every line appended before that point durable at once. The
 others park, each on a slot of its own (a `threading.Lock` it blocks on, with the segment and end offset it waits
-for), and are woken one by one — never all at once:
+for), and each is woken once, only when it has something to do — never to find it must wait again:
 
 - whoever makes lines durable (the leader after its fdatasync, a `settle`) answers every parked slot whose end its
   fdatasync covered: the slot leaves the parked list and its lock is released, and that caller returns without
@@ -37,7 +37,8 @@ Invariants (the writer lock is the `SpoolWriter`'s; the group commit's own lock 
   holds the leadership. The leadership is given up only when no slot is parked, and its holder always passes it on
   (even when interrupted). So no caller stays parked: each parked slot is answered by the leader or `settle` that
   makes its line durable, failed by the take-back of its segment, or handed the leadership — and a leader's
-  fdatasync covers every line appended before it, so it answers every slot parked before it began.
+  fdatasync covers every line appended before it, so it answers every slot parked before it began (a slot of an
+  older segment was answered when that segment was settled).
 
 Commit delay (`[spool] commit_delay_us`, as PostgreSQL's `commit_delay`/`commit_siblings`): a leader that finds at
 least `COMMIT_SIBLINGS` other callers waiting (answered or not: callers just answered are about to log again)
