@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -214,6 +215,80 @@ class TestNoCallerLeftParkedAfterAFailure:
         assert (stats["sync_failures"], stats["events"]) == (1, 0)
         assert (after["writer"] != first_writer, after["seq"]) == (True, 0)
         assert [event["event_id"] for event in read_spool(tmp_path / "spool").events] == [after["event_id"]]
+
+
+class Interrupted(BaseException):
+    """What the test's signal handler raises in the main thread (as KeyboardInterrupt would, on SIGINT)."""
+
+
+def _raise_interrupted(_signum: int, _frame: Any) -> None:
+    raise Interrupted
+
+
+class TestAnInterruptedCaller:
+    """A caller interrupted while parked (a signal whose handler raises) leaves the group commit as if it had never
+    parked: the leadership still reaches the callers parked after it."""
+
+    def test_an_interrupted_parked_caller_leaves_no_slot_behind(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The main thread parks first, a second caller after it; the main thread is interrupted; once the first
+        fdatasync ends, the second caller leads the next and returns with its line durable."""
+        core = _core(tmp_path / "spool")
+        left = threading.Event()
+        disk = StagedFdatasync({1: left.is_set})
+        monkeypatch.setattr(os, "fdatasync", disk)
+        previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+        results: dict[str, Any] = {}
+        main = threading.main_thread().ident
+        assert main == threading.get_ident()
+
+        def caller(name: str, index: int) -> None:
+            try:
+                results[name] = record = _emit_one(core, index)
+            except Exception as exc:  # the test looks at what each caller got
+                results[name] = exc
+                return
+            results[f"{name} early"] = _line_end(core.writer.directory, record["event_id"]) > disk.durable_size
+
+        leader, second = (threading.Thread(target=caller, args=(name, index), daemon=True)
+                          for name, index in (("leader", 0), ("second", 2)))
+
+        def interrupt_the_main_thread() -> None:
+            wait_for(parked(core, 1), HOLD_TIMEOUT_S, "the main thread parked")
+            second.start()
+            wait_for(parked(core, 2), HOLD_TIMEOUT_S, "the second caller parked after it")
+            assert main is not None
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+        try:
+            leader.start()
+            wait_for(lambda: disk.calls >= 1, HOLD_TIMEOUT_S, "the first caller's fdatasync")
+            threading.Thread(target=interrupt_the_main_thread, daemon=True).start()
+            with pytest.raises(Interrupted):
+                _emit_one(core, 1)
+            parked_after = len(core.writer._commit._parked)
+            left.set()
+            deadline = time.monotonic() + 2 * HOLD_TIMEOUT_S
+            for thread in (leader, second):
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            alive = [thread.is_alive() for thread in (leader, second)]
+            calls = disk.calls  # before close() fdatasyncs its clean-end line
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+            left.set()
+            core.writer.close()
+        assert alive == [False, False], "a logging call did not return"
+        assert parked_after == 1
+        assert isinstance(results["leader"], dict), results
+        assert isinstance(results["second"], dict), results
+        assert (results["leader early"], results["second early"]) == (False, False)
+        assert calls == 2
+
+
+def _emit_one(core: AuditCore, index: int) -> Any:
+    with auditlock.actor(f"user#{index}"):
+        return core.emit("order.updated", {"target_type": "Order", "target_id": index, "status": "paid"})
 
 
 class AtAbandon(logging.Handler):

@@ -67,8 +67,9 @@ COMMIT_SIBLINGS = 4
 
 
 class _Slot:
-    """One parked caller: the line it waits for, and a lock it blocks on until it is answered (its line durable,
-    or taken back: `failure`) or handed the leadership (`lead`)."""
+    """One caller's place in the group commit: the line it waits for, and a lock it blocks on while parked, until
+    it is answered (its line durable, or taken back: `failure`) or handed the leadership (`lead`, also set while
+    it leads). Its lock is held again once it wakes, so it can park again."""
 
     __slots__ = ("_lock", "end", "failure", "lead", "segment")
 
@@ -84,7 +85,8 @@ class _Slot:
         self._lock.acquire()
 
     def wake(self) -> None:
-        """Let the parked caller go (once, under the group commit's lock, after setting `failure` or `lead`)."""
+        """Let the parked caller go (under the group commit's lock, once it left the parked list, after setting
+        `failure` or `lead`)."""
         self._lock.release()
 
 
@@ -123,50 +125,51 @@ class GroupCommit:
 
         The caller must not hold the writer lock (a leader needs it to pick up the segment).
         """
+        slot = _Slot(segment, end)
         self._callers.append(None)
         try:
-            while True:
-                with self._lock:
-                    if _answered(segment, end):
-                        return
-                    slot = self._park_or_lead(segment, end)
-                if slot is not None and not self._parked_until_leading(slot):
-                    if slot.failure is not None:
-                        raise OSError(slot.failure.errno, slot.failure.strerror)
-                    return
-                self._lead_and_pass_on()
+            while not self._answered_or_leading(slot):
+                self._lead_and_pass_on(slot)
+        except BaseException:  # taken back, or interrupted: leave no slot parked and no leadership unclaimed
+            self._let_go(slot)
+            raise
         finally:
             self._callers.pop()
 
-    def _park_or_lead(self, segment: OpenSegment, end: int) -> _Slot | None:
-        """(lock held) A slot parked for this caller, or None if the caller is to lead."""
-        if not self._leading:
-            self._leading = True
-            return None
-        slot = _Slot(segment, end)
-        self._parked.append(slot)
-        return slot
+    def _answered_or_leading(self, slot: _Slot) -> bool:
+        """True once the caller's line is answered (raise `OSError` if taken back); False once it is to lead.
+        Parks it meanwhile if another caller leads."""
+        with self._lock:
+            if _answered(slot.segment, slot.end):
+                return True
+            if not self._leading:
+                self._leading = slot.lead = True
+                return False
+            self._parked.append(slot)
+        slot.park()
+        if slot.lead:
+            return False
+        if slot.failure is not None:
+            raise OSError(slot.failure.errno, slot.failure.strerror)
+        return True
 
-    def _parked_until_leading(self, slot: _Slot) -> bool:
-        """Wait parked until answered (False) or handed the leadership (True)."""
-        try:
-            slot.park()
-        except BaseException:  # interrupted: leave no slot parked and no leadership unclaimed
-            with self._lock:
-                if slot in self._parked:
-                    self._parked.remove(slot)
-                elif slot.lead:
-                    self._pass_leadership()
-            raise
-        return slot.lead
-
-    def _lead_and_pass_on(self) -> None:
+    def _lead_and_pass_on(self, slot: _Slot) -> None:
         try:
             if self._delay_s and len(self._callers) > COMMIT_SIBLINGS:
                 self._delay()
             self._lead()
         finally:
             with self._lock:
+                slot.lead = False
+                self._pass_leadership()
+
+    def _let_go(self, slot: _Slot) -> None:
+        """A caller leaves early: unpark its slot, or pass on the leadership it was handed but did not use."""
+        with self._lock:
+            if slot in self._parked:
+                self._parked.remove(slot)
+            elif slot.lead:
+                slot.lead = False
                 self._pass_leadership()
 
     def _pass_leadership(self) -> None:
