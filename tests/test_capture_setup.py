@@ -12,14 +12,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import String, create_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
 
 import auditlock
 from auditlock.capture.pgoutput import Begin, Commit, Message, RowChange, decode
 from auditlock.config import load_config
 from auditlock.integrations.sqlalchemy import track
-from tests.support.capture_env import DSN_ENV, CaptureEnv
+from tests.support.capture_env import DSN_ENV, CapturedOrder, CaptureEnv
 from tests.support.peak import run_with_peak
 from tests.support.postgres import PostgresServer
 
@@ -201,16 +201,6 @@ class TestRefusals:
         assert 'table = "public.orders"' in done.stderr
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _Order(_Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(20))
-
-
 @pytest.fixture
 def audit_logger(capture_env: CaptureEnv) -> Iterator[logging.Logger]:
     """The application's audit logger writing into the same spool capture writes to."""
@@ -234,9 +224,9 @@ class TestOrmWithCapture:
         capture_env.setup()
         engine = create_engine(capture_env.server.url(capture_env.database))
         factory = sessionmaker(engine)
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), \
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), \
                 auditlock.actor("user:82", ip="198.51.100.4"), factory() as session:
-            session.add(_Order(id=1, status="new"))
+            session.add(CapturedOrder(id=1, status="new"))
             session.commit()
         engine.dispose()
         capture_env.capture("--once")
@@ -253,7 +243,7 @@ class TestOrmWithCapture:
         engine = create_engine(capture_env.server.url(capture_env.database))
         with auditlock.job("reindex", run_id="r-1"), sessionmaker(engine)() as session:
             assert bind_transaction(session)
-            session.add(_Order(id=2, status="new"))
+            session.add(CapturedOrder(id=2, status="new"))
             session.commit()
         engine.dispose()
         capture_env.capture("--once")

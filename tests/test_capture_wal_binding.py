@@ -13,24 +13,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import String, create_engine, select, text, update
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 import auditlock
 from auditlock.config import load_config
 from auditlock.integrations.sqlalchemy import track
-from tests.support.capture_env import CaptureEnv
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class _Order(_Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(20))
+from tests.support.capture_env import CapturedOrder, CaptureEnv
 
 
 @pytest.fixture
@@ -67,10 +57,10 @@ class TestActorBoundAfterBegin:
                                                         audit_logger: logging.Logger) -> None:
         """A read begins the transaction with no actor; the insert flushed under the actor bound next is theirs."""
         factory = sessionmaker(engine)
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), factory() as session:
-            session.execute(select(_Order)).all()  # the transaction begins here, no actor bound yet
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), factory() as session:
+            session.execute(select(CapturedOrder)).all()  # the transaction begins here, no actor bound yet
             with auditlock.actor("user:82"):
-                session.add(_Order(id=1, status="new"))
+                session.add(CapturedOrder(id=1, status="new"))
                 session.commit()
         assert _actors(capture_env) == [("order.created", "user:82", "1")]
 
@@ -78,12 +68,12 @@ class TestActorBoundAfterBegin:
                                                                   audit_logger: logging.Logger) -> None:
         """Rows flushed under the anonymous binding keep it; rows flushed after the user is known are theirs."""
         factory = sessionmaker(engine)
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), factory() as session:
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), factory() as session:
             with auditlock.actor("anonymous"):
-                session.add(_Order(id=1, status="new"))
+                session.add(CapturedOrder(id=1, status="new"))
                 session.flush()
             with auditlock.actor("user:82"):
-                session.add(_Order(id=2, status="new"))
+                session.add(CapturedOrder(id=2, status="new"))
                 session.commit()
         assert _actors(capture_env) == [("order.created", "anonymous", "1"), ("order.created", "user:82", "2")]
 
@@ -92,10 +82,10 @@ class TestActorBoundAfterBegin:
         """An ORM bulk UPDATE and a text() statement run under the newly bound actor are recorded as theirs."""
         capture_env.sql("INSERT INTO orders (id, status) VALUES (1, 'new'), (2, 'new')")
         factory = sessionmaker(engine)
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), factory() as session:
-            session.execute(select(_Order)).all()
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), factory() as session:
+            session.execute(select(CapturedOrder)).all()
             with auditlock.actor("user:82"):
-                session.execute(update(_Order).where(_Order.id == 1).values(status="paid"))
+                session.execute(update(CapturedOrder).where(CapturedOrder.id == 1).values(status="paid"))
             with auditlock.actor("user:83"):
                 session.execute(text("UPDATE orders SET status = 'paid' WHERE id = 2"))
             session.commit()
@@ -106,14 +96,14 @@ class TestActorBoundAfterBegin:
                                                                 audit_logger: logging.Logger) -> None:
         """An actor first bound inside a savepoint that rolls back is bound again for the rows after it."""
         factory = sessionmaker(engine)
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), factory() as session:
-            session.execute(select(_Order)).all()
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), factory() as session:
+            session.execute(select(CapturedOrder)).all()
             with auditlock.actor("user:82"):
                 savepoint = session.begin_nested()
-                session.add(_Order(id=1, status="new"))
+                session.add(CapturedOrder(id=1, status="new"))
                 session.flush()
                 savepoint.rollback()
-                session.add(_Order(id=2, status="new"))
+                session.add(CapturedOrder(id=2, status="new"))
                 session.commit()
         assert _actors(capture_env) == [("order.created", "user:82", "2")]
 
@@ -121,21 +111,21 @@ class TestActorBoundAfterBegin:
                                                                    audit_logger: logging.Logger) -> None:
         """Several flushes and statements under one actor write one actor message, at the transaction's begin."""
         factory = sessionmaker(engine)
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), \
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), \
                 auditlock.actor("user:82"), factory() as session:
             for order_id in (1, 2, 3):
-                session.add(_Order(id=order_id, status="new"))
+                session.add(CapturedOrder(id=order_id, status="new"))
                 session.flush()
-            session.execute(update(_Order).values(status="paid"))
+            session.execute(update(CapturedOrder).values(status="paid"))
             session.commit()
         capture_env.sql("SELECT pg_create_logical_replication_slot('count_actor_messages', 'test_decoding')")
         # The slot above starts after the commit: count the messages bind_actor writes from now on instead.
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), \
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), \
                 auditlock.actor("user:82"), factory() as session:
             for order_id in (4, 5):
-                session.add(_Order(id=order_id, status="new"))
+                session.add(CapturedOrder(id=order_id, status="new"))
                 session.flush()
-            session.execute(update(_Order).values(status="shipped"))
+            session.execute(update(CapturedOrder).values(status="shipped"))
             session.commit()
         # The server commits asynchronously: a synchronous commit flushes the WAL past the session's commits.
         capture_env.sql("SET synchronous_commit = local", "SELECT auditlock_capture.flush_wal()")
@@ -150,11 +140,11 @@ class TestSessionWithoutDefaultBind:
     def test_binds_per_mapper_actor_bound_after_a_read(self, capture_env: CaptureEnv, engine: Engine,
                                                        audit_logger: logging.Logger) -> None:
         """With `binds={Order: engine}` and no `bind`, the insert under the actor bound after a read is theirs."""
-        factory = sessionmaker(binds={_Order: engine})
-        with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"), factory() as session:
-            session.execute(select(_Order)).all()
+        factory = sessionmaker(binds={CapturedOrder: engine})
+        with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"), factory() as session:
+            session.execute(select(CapturedOrder)).all()
             with auditlock.actor("user:82"):
-                session.add(_Order(id=1, status="new"))
+                session.add(CapturedOrder(id=1, status="new"))
                 session.commit()
         assert _actors(capture_env) == [("order.created", "user:82", "1")]
 
@@ -172,11 +162,11 @@ class TestAsyncSessionBinding:
         async def write() -> None:
             async_engine = create_async_engine(capture_env.server.url(capture_env.database))
             factory = async_sessionmaker(async_engine, expire_on_commit=False)
-            with track(factory, logger=audit_logger, models={_Order: "Order"}, capture="wal"):
+            with track(factory, logger=audit_logger, models={CapturedOrder: "Order"}, capture="wal"):
                 async with factory() as session:
-                    (await session.execute(select(_Order))).all()
+                    (await session.execute(select(CapturedOrder))).all()
                     with auditlock.actor("user:82"):
-                        session.add(_Order(id=1, status="new"))
+                        session.add(CapturedOrder(id=1, status="new"))
                         await session.commit()
             await async_engine.dispose()
 

@@ -26,7 +26,7 @@ from auditlock.spool.commit import COMMIT_SIBLINGS
 from tests.conftest import config_dict
 from tests.support.spool_child import read_spool
 from tests.support.waiting import wait_for
-from tests.support.writer_probes import audit_core
+from tests.support.writer_probes import audit_core, line_end
 
 HOLD_TIMEOUT_S = 30.0
 MAX_DELAY_US = 10_000
@@ -67,17 +67,6 @@ def _emit(core: AuditCore, index: int) -> Any:
         return core.emit("order.updated", {"target_type": "Order", "target_id": index, "status": "paid"})
 
 
-def _line_end(spool: Path, event_id: str) -> int:
-    """The offset just past the line holding `event_id` in the spool's segment."""
-    for path in spool.iterdir():
-        if path.is_file():
-            data = path.read_bytes()
-            at = data.find(event_id.encode())
-            if at >= 0:
-                return data.index(b"\n", at) + 1
-    raise AssertionError(f"event {event_id} is not in the spool")
-
-
 def first_then_others(core: AuditCore, others: int, disk: ScriptedFdatasync) -> list[Any]:
     """Caller 0 emits and leads the first fdatasync; once that has begun, `others` callers emit. Per caller, the
     record its call returned or the exception it raised; a returned call is checked, as soon as it returns, to have
@@ -91,7 +80,7 @@ def first_then_others(core: AuditCore, others: int, disk: ScriptedFdatasync) -> 
         except Exception as exc:  # the test looks at what each caller got
             results[index] = exc
             return
-        if _line_end(core.writer.directory, record["event_id"]) > disk.durable_size:
+        if line_end(core.writer.directory, record["event_id"]) > disk.durable_size:
             early.append(record["event_id"])
 
     threads = [threading.Thread(target=work, args=(index,)) for index in range(1 + others)]

@@ -24,7 +24,7 @@ import auditlock
 from auditlock.handler.core import AuditCore
 from tests.support.spool_child import read_spool
 from tests.support.waiting import wait_for
-from tests.support.writer_probes import audit_core
+from tests.support.writer_probes import audit_core, line_end
 
 HOLD_TIMEOUT_S = 30.0
 OTHERS = 7
@@ -102,23 +102,12 @@ class Callers:
         except Exception as exc:  # the test looks at what each caller got
             self.results[index] = exc
             return
-        if _line_end(self.core.writer.directory, record["event_id"]) > self.disk.durable_size:
+        if line_end(self.core.writer.directory, record["event_id"]) > self.disk.durable_size:
             self.early.append(record["event_id"])
 
     def returned(self, index: int) -> bool:
         """True once caller `index`'s call returned or raised."""
         return self.results[index] is not None
-
-
-def _line_end(spool: Path, event_id: str) -> int:
-    """The offset just past the line holding `event_id` in the spool's segment."""
-    for path in spool.iterdir():
-        if path.is_file():
-            data = path.read_bytes()
-            at = data.find(event_id.encode())
-            if at >= 0:
-                return data.index(b"\n", at) + 1
-    raise AssertionError(f"event {event_id} is not in the spool")
 
 
 def _core(spool: Path) -> AuditCore:
@@ -249,7 +238,7 @@ class TestAnInterruptedCaller:
             except Exception as exc:  # the test looks at what each caller got
                 results[name] = exc
                 return
-            results[f"{name} early"] = _line_end(core.writer.directory, record["event_id"]) > disk.durable_size
+            results[f"{name} early"] = line_end(core.writer.directory, record["event_id"]) > disk.durable_size
 
         leader, second = (threading.Thread(target=caller, args=(name, index), daemon=True)
                           for name, index in (("leader", 0), ("second", 2)))

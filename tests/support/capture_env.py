@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from auditlock.spool.format import parse_segment_name
 from auditlock.spool.reader import iter_lines, parse_event
@@ -156,3 +158,15 @@ def lazy_wal_writer(logical_postgres_server: PostgresServer) -> Iterator[None]:
         yield
     finally:
         set_delay("200ms")
+
+
+class _CapturedBase(DeclarativeBase):
+    pass
+
+
+class CapturedOrder(_CapturedBase):
+    """The capture tests' `public.orders` table as an application's ORM maps it (the columns it writes)."""
+
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))

@@ -128,3 +128,13 @@ def child_script(spool_options: str, body: str) -> str:
     inside of a dict literal, e.g. `'"durability": "sync"'`), then `body`."""
     return _CHILD_PRELUDE.format(spool=spool_options) + body
 
+
+def line_end(spool: Path, event_id: str) -> int:
+    """The offset just past the line holding `event_id` in the spool's segment."""
+    for path in spool.iterdir():
+        if path.is_file():
+            data = path.read_bytes()
+            at = data.find(event_id.encode())
+            if at >= 0:
+                return data.index(b"\n", at) + 1
+    raise AssertionError(f"event {event_id} is not in the spool")
