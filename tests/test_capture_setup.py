@@ -17,9 +17,8 @@ from sqlalchemy.orm import sessionmaker
 
 import auditlock
 from auditlock.capture.pgoutput import Begin, Commit, Message, RowChange, decode
-from auditlock.config import load_config
 from auditlock.integrations.sqlalchemy import track
-from tests.support.capture_env import DSN_ENV, CapturedOrder, CaptureEnv
+from tests.support.capture_env import DSN_ENV, CapturedOrder, CaptureEnv, app_audit_logger
 from tests.support.peak import run_with_peak
 from tests.support.postgres import PostgresServer
 
@@ -205,14 +204,8 @@ class TestRefusals:
 def audit_logger(capture_env: CaptureEnv) -> Iterator[logging.Logger]:
     """The application's audit logger writing into the same spool capture writes to."""
     os.environ.setdefault(DSN_ENV, capture_env.dsn)
-    logger = logging.getLogger(f"audit.capture.{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = auditlock.AuditHandler(load_config(capture_env.config_path))
-    logger.addHandler(handler)
-    yield logger
-    logger.removeHandler(handler)
-    handler.close()
+    with app_audit_logger(capture_env) as logger:
+        yield logger
 
 
 class TestOrmWithCapture:

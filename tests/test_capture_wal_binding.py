@@ -9,7 +9,6 @@ dependency loads the user through the request's session — which begins the tra
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,22 +17,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 import auditlock
-from auditlock.config import load_config
 from auditlock.integrations.sqlalchemy import track
-from tests.support.capture_env import CapturedOrder, CaptureEnv
+from tests.support.capture_env import CapturedOrder, CaptureEnv, app_audit_logger
 
 
 @pytest.fixture
 def audit_logger(capture_env: CaptureEnv) -> Iterator[logging.Logger]:
     """The application's audit logger (capture="wal" writes nothing through it, but track() checks it)."""
-    logger = logging.getLogger(f"audit.binding.{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = auditlock.AuditHandler(load_config(capture_env.config_path))
-    logger.addHandler(handler)
-    yield logger
-    logger.removeHandler(handler)
-    handler.close()
+    with app_audit_logger(capture_env) as logger:
+        yield logger
 
 
 @pytest.fixture

@@ -7,9 +7,12 @@ test creates another one.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,8 @@ import pytest
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+import auditlock
+from auditlock.config import load_config
 from auditlock.spool.format import parse_segment_name
 from auditlock.spool.reader import iter_lines, parse_event
 from tests.support.postgres import PostgresServer
@@ -170,3 +175,19 @@ class CapturedOrder(_CapturedBase):
     __tablename__ = "orders"
     id: Mapped[int] = mapped_column(primary_key=True)
     status: Mapped[str] = mapped_column(String(20))
+
+
+@contextlib.contextmanager
+def app_audit_logger(env: CaptureEnv) -> Iterator[logging.Logger]:
+    """The application's audit logger: an `AuditHandler` over the env's config, so into the spool capture writes to
+    (with `track(..., capture="wal")` nothing is written through it, but `track()` checks it)."""
+    logger = logging.getLogger(f"audit.capture.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = auditlock.AuditHandler(load_config(env.config_path))
+    logger.addHandler(handler)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
